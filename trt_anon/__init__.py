@@ -1,0 +1,9 @@
+"""trt_anon: anonymize faces (and eyes) in video, on NVIDIA GPUs or on the CPU."""
+from .api import process
+from .config import Config
+from .errors import AnonError, BackendError, ConfigError, DetectorError, InputError, OutputError
+from .report import Report
+
+__version__ = "0.1.0"
+__all__ = ["process", "Config", "Report", "AnonError", "BackendError", "ConfigError", "DetectorError",
+           "InputError", "OutputError", "__version__"]

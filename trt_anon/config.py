@@ -1,0 +1,73 @@
+"""All options in one validated dataclass, shared by the API and the CLI."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ConfigError
+
+BACKENDS = ("auto", "cpu", "gpu")
+TARGETS = ("face", "eyes")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to redact and how. Defaults are the measured ones (see README, Defaults)."""
+
+    target: Literal["face", "eyes"] = "face"
+    threshold: float = 0.4          # CenterFace heatmap score to accept a face
+    det_size: int = 640             # detector input, long side in pixels (multiple of 32)
+    batch_size: int = 32            # frames decoded/detected/redacted together
+    mosaic_cell: int = 25           # mosaic cell side in pixels (25:1)
+    margin_px: int = 12             # face box grown by this many pixels per side ...
+    margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
+    ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
+    eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
+    backend: Literal["auto", "cpu", "gpu"] = "auto"
+    crf: int = 18                   # libx264 quality (lower is better; 18 looks like the input)
+    preset: str = "veryfast"        # libx264 speed/size trade-off
+    overwrite: bool = False
+    keep_metadata: bool = False     # keep location/device tags (removed by default: privacy)
+    json_path: str | None = None    # per-frame boxes and the report as JSON
+    progress: bool = False          # tqdm bar (the CLI turns it on)
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.target not in TARGETS:
+            bad(f"target must be one of {', '.join(TARGETS)}, not {self.target!r}")
+        if self.backend not in BACKENDS:
+            bad(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if not 0.0 < self.threshold < 1.0:
+            bad(f"threshold must be between 0 and 1 (exclusive), not {self.threshold}")
+        if not 64 <= self.det_size <= 4096 or self.det_size % 32:
+            bad(f"det_size must be a multiple of 32 between 64 and 4096, not {self.det_size}")
+        if not 1 <= self.batch_size <= 256:
+            bad(f"batch_size must be between 1 and 256, not {self.batch_size}")
+        if not 2 <= self.mosaic_cell <= 256:
+            bad(f"mosaic_cell must be between 2 and 256 pixels, not {self.mosaic_cell}")
+        if self.margin_px < 0 or not 0.0 <= self.margin_rel <= 2.0:
+            bad("margins must be >= 0 (margin_rel at most 2.0)")
+        if not 0 <= self.ttl <= 120:
+            bad(f"ttl must be between 0 and 120 frames, not {self.ttl}")
+        if not 1 <= self.eyes_every <= 64:
+            bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
+        if not 0 <= self.crf <= 51:
+            bad(f"crf must be between 0 and 51, not {self.crf}")
+        if self.preset not in PRESETS:
+            bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+
+    @classmethod
+    def from_options(cls, **options) -> "Config":
+        """Build from keyword options, naming any unknown one (typos must not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        try:
+            return cls(**options)
+        except TypeError as exc:  # pragma: no cover - defensive
+            raise ConfigError(str(exc)) from None

@@ -1,0 +1,109 @@
+"""CenterFace: everything that is not a framework call, shared by every detector backend.
+
+Input geometry, the packaged model and its hash, and the decoding of the four output maps.
+``decode_candidates`` takes NumPy or CuPy arrays (``xp``), so the GPU backends run the same
+code on the device and copy only the candidate boxes (a few KB) to the host for NMS.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DetectorError
+from .detections import Detections, nms
+
+INPUT_NAME = "input.1"
+OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landmarks
+STRIDE = 4
+ALIGN = 32
+NMS_IOU = 0.3
+MODEL_SHA256 = "ccadfc6a4ab52ffe5e10988422c26456fdc95419d7722eaa7c5fb99a28f61946"
+
+
+def model_path() -> Path:
+    """The packaged ONNX file (dynamic N, H, W; see trt_anon/models/README.md)."""
+    return Path(str(resources.files("trt_anon") / "models" / "centerface.onnx"))
+
+
+def model_bytes(path: Path | None = None) -> bytes:
+    """Read the model and refuse it if it is not the file we ship (tampered or truncated)."""
+    path = path or model_path()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DetectorError(f"cannot read the detector model {path}: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if path == model_path() and digest != MODEL_SHA256:
+        raise DetectorError(f"packaged model {path} has SHA-256 {digest[:12]}..., expected {MODEL_SHA256[:12]}...; reinstall trt_anon")
+    return data
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a frame maps onto the detector input: scaled by ``scale``, padded bottom/right."""
+
+    frame_h: int
+    frame_w: int
+    in_h: int       # padded network input, multiples of 32
+    in_w: int
+    resized_h: int  # the frame's size inside the input before padding
+    resized_w: int
+    scale: float    # input pixels per frame pixel
+
+    @classmethod
+    def fit(cls, frame_h: int, frame_w: int, det_size: int) -> "Geometry":
+        """Fit the long side to ``det_size`` (never upscale past the frame), keep aspect, pad to 32."""
+        scale = min(det_size / max(frame_h, frame_w), 1.0) if max(frame_h, frame_w) > det_size else 1.0
+        rh, rw = max(1, round(frame_h * scale)), max(1, round(frame_w * scale))
+        in_h, in_w = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
+        return cls(frame_h, frame_w, in_h, in_w, rh, rw, scale)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return self.in_h // STRIDE, self.in_w // STRIDE
+
+
+def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom: Geometry, xp=np):
+    """Turn the four output maps of a batch into candidate boxes, in frame pixels.
+
+    Returns (frame_index, boxes (K,4), scores (K,), landmarks (K,5,2)) as ``xp`` arrays.
+    Every heatmap cell above ``threshold`` is a candidate (a face gives a few); NMS on the
+    host keeps the best of each cluster.
+    """
+    heat = heatmap[:, 0]
+    n, y, x = xp.nonzero(heat > threshold)
+    score = heat[n, y, x]
+    s_h = xp.exp(scale[n, 0, y, x]) * STRIDE
+    s_w = xp.exp(scale[n, 1, y, x]) * STRIDE
+    cy = (y + offset[n, 0, y, x] + 0.5) * STRIDE
+    cx = (x + offset[n, 1, y, x] + 0.5) * STRIDE
+    x1, y1 = cx - s_w / 2, cy - s_h / 2
+    boxes = xp.stack([x1, y1, x1 + s_w, y1 + s_h], axis=1)
+    lm_y = landmarks[n, 0::2, y, x] * s_h[:, None] + y1[:, None]  # (K, 5)
+    lm_x = landmarks[n, 1::2, y, x] * s_w[:, None] + x1[:, None]
+    lms = xp.stack([lm_x, lm_y], axis=2)
+    inv = 1.0 / geom.scale
+    return n, (boxes * inv).astype(xp.float32), score.astype(xp.float32), (lms * inv).astype(xp.float32)
+
+
+def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Detections]:
+    """Host side: split candidates per frame, NMS, clip to the frame."""
+    n, boxes, score, lms = (np.asarray(a) for a in (n, boxes, score, lms))
+    if not (np.isfinite(boxes).all() and np.isfinite(lms).all()):
+        raise DetectorError("detector produced non-finite boxes")
+    out = []
+    for i in range(batch):
+        sel = np.flatnonzero(n == i)
+        if len(sel) == 0:
+            out.append(Detections.empty())
+            continue
+        keep = sel[nms(boxes[sel], score[sel], NMS_IOU)]
+        b = boxes[keep].copy()
+        np.clip(b[:, 0::2], 0, geom.frame_w, out=b[:, 0::2])
+        np.clip(b[:, 1::2], 0, geom.frame_h, out=b[:, 1::2])
+        out.append(Detections(b, score[keep], lms[keep]))
+    return out

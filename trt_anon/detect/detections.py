@@ -1,0 +1,99 @@
+"""The one small box type every stage passes along (after supervision's ``Detections``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HIT, HELD, FILLED = 0, 1, 2  # why a box is there: detected, held after a hit, back-filled before one
+
+
+@dataclass
+class Detections:
+    """Faces in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2)."""
+
+    xyxy: np.ndarray                                   # (N, 4) face boxes, as detected
+    score: np.ndarray                                  # (N,)
+    landmarks: np.ndarray                              # (N, 5, 2): eyes, nose, mouth corners
+    eyes: np.ndarray | None = None                     # (N, 4) eye bands, set by the tracker
+    kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = np.zeros(len(self.xyxy), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32),
+                   np.zeros((0, 4), np.float32))
+
+    def to_json(self) -> list[dict]:
+        names = {HIT: "hit", HELD: "held", FILLED: "filled"}
+        out = []
+        for i in range(len(self)):
+            item = {"box": [round(float(v), 1) for v in self.xyxy[i]], "score": round(float(self.score[i]), 3),
+                    "kind": names[int(self.kind[i])]}
+            if self.eyes is not None and len(self.eyes) == len(self):
+                item["eyes"] = [round(float(v), 1) for v in self.eyes[i]]
+            out.append(item)
+        return out
+
+
+def grow(xyxy: np.ndarray, margin_px: float, margin_rel: float, width: int, height: int) -> np.ndarray:
+    """Grow boxes by a pixel and a relative margin per side and clip them to the frame."""
+    if len(xyxy) == 0:
+        return np.zeros((0, 4), np.float32)
+    b = np.asarray(xyxy, np.float32)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    dx, dy = margin_px + margin_rel * w, margin_px + margin_rel * h
+    out = np.stack([b[:, 0] - dx, b[:, 1] - dy, b[:, 2] + dx, b[:, 3] + dy], axis=1)
+    np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
+    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    return out[keep]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) boxes -> (N, M)."""
+    a = np.asarray(a, np.float32)[:, None]
+    b = np.asarray(b, np.float32)[None]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-6)
+
+
+def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-score, kind="stable")
+    keep = []
+    while len(order):
+        i = order[0]
+        keep.append(i)
+        if len(order) == 1:
+            break
+        rest = order[1:]
+        order = rest[iou(xyxy[i:i + 1], xyxy[rest])[0] < thresh]
+    return np.asarray(keep, np.int64)
+
+
+def eye_band(landmarks: np.ndarray) -> np.ndarray:
+    """Axis-aligned band over both eyes, sized from the inter-ocular distance d.
+
+    The band spans 0.6 d beyond each eye horizontally and 0.45 d above and below, so that it
+    still covers both eyes when the head is turned or tilted.
+    """
+    if len(landmarks) == 0:
+        return np.zeros((0, 4), np.float32)
+    le, re = landmarks[:, 0], landmarks[:, 1]
+    d = np.maximum(np.linalg.norm(le - re, axis=1), 4.0)
+    x1 = np.minimum(le[:, 0], re[:, 0]) - 0.6 * d
+    x2 = np.maximum(le[:, 0], re[:, 0]) + 0.6 * d
+    y1 = np.minimum(le[:, 1], re[:, 1]) - 0.45 * d
+    y2 = np.maximum(le[:, 1], re[:, 1]) + 0.45 * d
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)

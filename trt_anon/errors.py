@@ -1,0 +1,29 @@
+"""One exception hierarchy: the CLI prints ``str(error)`` as its one-line message."""
+
+
+class AnonError(Exception):
+    """Base class for every error trt_anon raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AnonError, ValueError):
+    """An option has a value that cannot work."""
+
+    exit_code = 2
+
+
+class InputError(AnonError):
+    """The input is missing, empty, not a video/image, or cannot be decoded."""
+
+
+class OutputError(AnonError):
+    """The output cannot be written (exists, is the input, folder not writable, disk full)."""
+
+
+class BackendError(AnonError):
+    """A backend asked for by name cannot run on this machine."""
+
+
+class DetectorError(AnonError):
+    """The detector failed; the batch it was given is never written unredacted."""

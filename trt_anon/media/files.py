@@ -1,0 +1,83 @@
+"""Output paths and fail-closed writing: nothing appears at the output path until it is whole."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import OutputError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# Containers that hold H.264 plus whatever audio/subtitles the input had. Others become .mkv
+# or .mp4 (WebM cannot hold H.264; AVI cannot hold its timestamps faithfully).
+KEEP_EXT = {".mp4", ".mov", ".m4v", ".mkv"}
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTS
+
+
+def default_output(src: Path, out_dir: Path | None = None) -> Path:
+    """``NAME.anon.EXT`` beside the input (or in ``out_dir``)."""
+    ext = src.suffix.lower()
+    if is_image(src):
+        new_ext = ".jpg" if ext == ".jpeg" else (ext if ext in {".jpg", ".png", ".bmp", ".tif", ".tiff"} else ".png")
+    elif ext in KEEP_EXT:
+        new_ext = src.suffix
+    elif ext in {".webm", ".mka", ".ogv"}:
+        new_ext = ".mkv"
+    else:
+        new_ext = ".mp4"
+    return (out_dir or src.parent) / f"{src.stem}.anon{new_ext}"
+
+
+def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool) -> Path:
+    """Decide the output path and refuse the dangerous ones before any work is done."""
+    if output is None:
+        dst = default_output(src)
+    else:
+        dst = Path(output)
+        if dst.is_dir():
+            dst = default_output(src, dst)
+    if not dst.suffix:
+        raise OutputError(f"output {dst} has no extension; name the container, e.g. {dst}.mp4")
+    if dst.exists() or dst.is_symlink():
+        try:
+            same = dst.samefile(src)
+        except OSError:
+            same = False
+        if same or dst.resolve() == src.resolve():
+            raise OutputError(f"output {dst} is the input; trt_anon never overwrites its input")
+        if dst.is_dir():
+            raise OutputError(f"output {dst} is a folder")
+        if not overwrite:
+            raise OutputError(f"output {dst} exists; pass --overwrite (overwrite=True) to replace it")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {parent} is not writable")
+    return dst
+
+
+@contextlib.contextmanager
+def atomic_output(dst: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a unique temporary path beside ``dst``; rename it to ``dst`` only on success.
+
+    On any exception, Ctrl-C included, the temporary file is removed and ``dst`` is untouched.
+    Unique names mean two processes writing the same output never write the same file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}", dir=dst.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if dst.exists() and not overwrite:
+            raise OutputError(f"output {dst} appeared while we were writing; not replacing it")
+        os.replace(tmp_path, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise

@@ -1,0 +1,120 @@
+"""The loop, as in DESIGN.md: decode a batch, detect, track (hold/fill), redact, encode.
+
+Frames are written ``ttl`` frames late, because a face first seen in frame f is back-filled
+into the ttl frames before it; the frames waiting for that are views into their batches.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TextIO
+
+import numpy as np
+
+from .config import Config
+from .decode.batch import Batch
+from .detect.detections import HIT, Detections
+from .redact import redaction_boxes
+from .report import Report
+from .track import Tracker
+
+
+@dataclass
+class Stages:
+    """One object per stage; any backend with the same call signature slots in."""
+
+    decoder: Iterable[Batch]
+    detector: Callable[[Any], list[Detections]]
+    redactor: Callable[[Any, list[np.ndarray]], Any]
+    encoder: Any                                 # .encode(frames, pts), .close(), .packet_time
+    remuxer: Any = None                          # .advance(seconds) copies audio/subtitles
+    to_host: Callable[[Any], Any] = field(default=np.asarray)
+
+
+def rotate_for_display(frames, rotation: int, xp=np):
+    """The frames as a viewer sees them: ``rotation`` is the display matrix's counter-clockwise
+    angle, so the stored frame is turned back by it (np.rot90 turns counter-clockwise)."""
+    k = (-rotation // 90) % 4
+    return xp.ascontiguousarray(xp.rot90(frames, k=k, axes=(1, 2))) if k else frames
+
+
+def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: int) -> list[Detections]:
+    """Map boxes found on ``rotate_for_display`` frames back onto the stored H x W frame."""
+    k = (-rotation // 90) % 4
+    if not k:
+        return dets
+    out = []
+    for d in dets:
+        n = len(d)
+        p = np.concatenate([d.xyxy.reshape(-1, 2), d.landmarks.reshape(-1, 2)])  # (x', y') points
+        x, y = p[:, 0], p[:, 1]
+        # np.rot90 by k: B[i, j] = A[j, W-1-i] (k=1), A[H-1-i, W-1-j] (k=2), A[H-1-j, i] (k=3)
+        sx, sy = {1: (width - y, x), 2: (width - x, height - y), 3: (y, height - x)}[k]
+        q = np.stack([sx, sy], axis=1).astype(np.float32)
+        corners = q[:2 * n].reshape(n, 2, 2)
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2)))
+    return out
+
+
+def run(stages: Stages, config: Config, report: Report, width: int, height: int, rotation: int = 0,
+        json_out: TextIO | None = None, progress: Any = None) -> None:
+    """Drive the stages over the whole video. Fills ``report``; raises on any failure."""
+    tracker = Tracker(config.ttl, config.eyes_every)
+    waiting: deque = deque()   # (frame, pts) not yet final
+    secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
+    time_base = None
+
+    def write(final: list[Detections]) -> None:
+        if not final:
+            return
+        t0 = time.perf_counter()
+        frames, pts = zip(*(waiting.popleft() for _ in final))
+        boxes = [redaction_boxes(d, config.target, config.margin_px, config.margin_rel, width, height)
+                 for d in final]
+        batch = stages.redactor(frames, boxes)
+        t1 = time.perf_counter()
+        stages.encoder.encode(batch, list(pts))
+        if stages.remuxer is not None:
+            stages.remuxer.advance(stages.encoder.packet_time)
+        secs["redact"] += t1 - t0
+        secs["encode"] += time.perf_counter() - t1
+        for i, (d, b) in enumerate(zip(final, boxes)):
+            report.faces += int((d.kind == HIT).sum())
+            report.redacted_boxes += len(b)
+            if len(b):
+                report.frames_with_faces += 1
+                report.max_faces = max(report.max_faces, len(b))
+            if json_out is not None:
+                json_out.write(("," if report.frames else "") + json.dumps(
+                    {"frame": report.frames, "pts": int(pts[i]), "faces": d.to_json(),
+                     "redacted": [[round(float(v), 1) for v in r] for r in b]}) + "\n")
+            report.frames += 1
+        if progress is not None:
+            progress.update(len(final))
+
+    it = iter(stages.decoder)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        secs["decode"] += time.perf_counter() - t0
+        if batch is None:
+            break
+        time_base = batch.time_base
+        t0 = time.perf_counter()
+        view = rotate_for_display(batch.frames, rotation)
+        dets = unrotate_boxes(stages.detector(view), rotation, height, width)
+        secs["detect"] += time.perf_counter() - t0
+        waiting.extend(zip(batch.frames, batch.pts))
+        write(tracker.push(dets))
+    write(tracker.flush())
+    t0 = time.perf_counter()
+    stages.encoder.close()
+    if stages.remuxer is not None:
+        stages.remuxer.advance(None)
+    secs["encode"] += time.perf_counter() - t0
+    report.seconds.update(secs)
+    if time_base is not None and stages.encoder.last_pts is not None:
+        report.duration = float(stages.encoder.last_pts * time_base)

@@ -1,0 +1,54 @@
+"""The 25:1 mosaic, NumPy reference. Every other redactor must match it exactly.
+
+Cells are ``cell`` x ``cell`` pixels on a grid aligned to the frame's origin, so the mosaic
+does not shimmer as a face moves. A box covers the pixels [floor(x1), ceil(x2)) x
+[floor(y1), ceil(y2)); every cell that shares a pixel with a box becomes the rounded mean
+of that cell's own pixels (cells at the right/bottom edge may be smaller than ``cell``).
+Rounding is half up: (sum + n // 2) // n, per channel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def cell_ranges(boxes: np.ndarray, cell: int, height: int, width: int) -> np.ndarray:
+    """Integer cell rectangles (cy0, cx0, cy1, cx1), inclusive-exclusive, one per non-empty box."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.int64)
+    b = np.asarray(boxes, np.float64)
+    x0 = np.clip(np.floor(b[:, 0]), 0, width).astype(np.int64)
+    y0 = np.clip(np.floor(b[:, 1]), 0, height).astype(np.int64)
+    x1 = np.clip(np.ceil(b[:, 2]), 0, width).astype(np.int64)
+    y1 = np.clip(np.ceil(b[:, 3]), 0, height).astype(np.int64)
+    keep = (x1 > x0) & (y1 > y0)
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
+    return np.stack([y0 // cell, x0 // cell, (y1 - 1) // cell + 1, (x1 - 1) // cell + 1], axis=1)
+
+
+def cell_mask(boxes: np.ndarray, cell: int, height: int, width: int) -> np.ndarray:
+    """Boolean (rows, cols) grid of the cells to replace."""
+    mask = np.zeros((-(-height // cell), -(-width // cell)), bool)
+    for cy0, cx0, cy1, cx1 in cell_ranges(boxes, cell, height, width):
+        mask[cy0:cy1, cx0:cx1] = True
+    return mask
+
+
+def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int = 25) -> np.ndarray:
+    """Mosaic ``frame`` (H, W, C uint8) in place over ``boxes`` (N, 4 x1 y1 x2 y2); returns it.
+
+    Boxes are done one at a time: where two overlap, the shared cells are already constant,
+    and the rounded mean of a constant cell is that constant, so order does not matter.
+    """
+    height, width = frame.shape[:2]
+    for cy0, cx0, cy1, cx1 in cell_ranges(boxes, cell, height, width):
+        py0, py1 = cy0 * cell, min(cy1 * cell, height)
+        px0, px1 = cx0 * cell, min(cx1 * cell, width)
+        region = frame[py0:py1, px0:px1]
+        ys, xs = np.arange(0, py1 - py0, cell), np.arange(0, px1 - px0, cell)
+        sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint32), ys, axis=0), xs, axis=1)
+        hs = np.diff(np.append(ys, py1 - py0))
+        ws = np.diff(np.append(xs, px1 - px0))
+        counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint32)
+        means = ((sums + counts // 2) // counts).astype(frame.dtype)
+        region[...] = np.repeat(np.repeat(means, hs, axis=0), ws, axis=1)
+    return frame

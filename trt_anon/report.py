@@ -1,0 +1,38 @@
+"""What a run did: counts, timings, and which backend ran each stage."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Report:
+    input: str
+    output: str
+    frames: int = 0                 # frames written (== frames decoded)
+    duration: float = 0.0           # seconds of video written
+    wall: float = 0.0               # seconds this run took
+    faces: int = 0                  # detections (face-frames where the detector fired)
+    frames_with_faces: int = 0      # frames with at least one redacted box
+    max_faces: int = 0              # most boxes in one frame
+    redacted_boxes: int = 0         # boxes mosaicked, held and back-filled ones included
+    decode_errors: int = 0          # packets the decoder rejected (their frames are not written)
+    backends: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second achieved, end to end."""
+        return self.frames / self.wall if self.wall > 0 else 0.0
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k}={v}" for k, v in self.backends.items())
+        return (f"{self.output}: {self.frames} frames in {self.wall:.1f}s ({self.fps:.1f} fps), "
+                f"faces in {self.frames_with_faces} frames (max {self.max_faces}) [{stages}]")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["fps"] = round(self.fps, 2)
+        d["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        return d

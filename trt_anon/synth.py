@@ -1,0 +1,138 @@
+"""Test clips with real faces and per-frame ground truth, made on the fly.
+
+Used by the tests, ``scripts/bench.py``, ``scripts/eval.py`` and the demo clip. The face is
+Eileen Collins' portrait shipped by scikit-image (``skimage.data.astronaut()``, public
+domain, NASA); the background is ``skimage.data.coffee()``. Needs scikit-image (the
+``[test]`` extra).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+# In astronaut(): the face (forehead to chin, ear to ear) and the head-and-shoulders patch pasted.
+FACE = (178, 55, 272, 182)
+PATCH = (125, 0, 330, 240)
+
+
+@dataclass
+class Face:
+    """One face moving in a straight line: ``size`` is the face box width in pixels."""
+
+    size: float
+    start: tuple[float, float]          # face box top-left at frame ``enter``
+    velocity: tuple[float, float] = (0.0, 0.0)
+    enter: int = 0
+    leave: int | None = None            # first frame it is gone (None: stays)
+    angle: float = 0.0                  # in-plane rotation, degrees
+    gain: float = 1.0                   # brightness factor (lighting changes)
+    flip: bool = False
+
+
+@dataclass
+class Clip:
+    path: Path
+    boxes: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame
+
+
+def _sources():
+    from skimage import data
+    return data.astronaut(), data.coffee()
+
+
+def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffee=None):
+    """Yield (frame RGB uint8, ground-truth face boxes) for ``n`` frames."""
+    if astro is None:
+        astro, coffee = _sources()
+    bg = cv2.resize(coffee, (width, height), interpolation=cv2.INTER_AREA)
+    px0, py0, px1, py1 = PATCH
+    fx0, fy0, fx1, fy1 = FACE
+    patch = astro[py0:py1, px0:px1]
+    for i in range(n):
+        frame = bg.copy()
+        # slow drift of the background, so 'unchanged' is tested on a moving picture too
+        frame = np.roll(frame, i // 2, axis=1)
+        gt = []
+        for f in faces:
+            if i < f.enter or (f.leave is not None and i >= f.leave):
+                continue
+            s = f.size / (fx1 - fx0)
+            t = i - f.enter
+            x = f.start[0] + f.velocity[0] * t
+            y = f.start[1] + f.velocity[1] * t
+            pw, ph = max(1, round(patch.shape[1] * s)), max(1, round(patch.shape[0] * s))
+            p = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            if f.flip:
+                p = p[:, ::-1]
+            if f.gain != 1.0:
+                p = np.clip(p.astype(np.float32) * f.gain, 0, 255).astype(np.uint8)
+            fx = (fx1 - fx0) * s
+            ox, oy = x - (fx0 - px0) * s, y - (fy0 - py0) * s  # patch origin in the frame
+            if f.angle:
+                m = cv2.getRotationMatrix2D(((fx0 - px0 + (fx1 - fx0) / 2) * s, (fy0 - py0 + (fy1 - fy0) / 2) * s),
+                                            f.angle, 1.0)
+                p = cv2.warpAffine(p, m, (pw, ph), borderMode=cv2.BORDER_REPLICATE)
+            x0, y0 = int(round(ox)), int(round(oy))
+            sx0, sy0 = max(0, -x0), max(0, -y0)
+            dx0, dy0 = max(0, x0), max(0, y0)
+            w = min(pw - sx0, width - dx0)
+            h = min(ph - sy0, height - dy0)
+            if w <= 0 or h <= 0:
+                continue
+            frame[dy0:dy0 + h, dx0:dx0 + w] = p[sy0:sy0 + h, sx0:sx0 + w]
+            box = (max(0.0, x), max(0.0, y), min(float(width), x + fx), min(float(height), y + (fy1 - fy0) * s))
+            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+                gt.append(box)
+        yield frame, gt
+
+
+def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 70, fps: int = 30,
+              faces: list[Face] | None = None, audio: bool = True, codec: str = "libx264", crf: int = 16,
+              rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False) -> Clip:
+    """Write a clip with moving real faces (and an AAC tone); return its per-frame ground truth."""
+    path = Path(path)
+    if faces is None:
+        faces = [Face(size=width / 8, start=(width * 0.1, height * 0.2), velocity=(width / 200, 0))]
+    clip = Clip(path)
+    astro, coffee = _sources()
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(codec, rate=fps, options={"crf": str(crf)} if codec in ("libx264", "libx265") else {})
+        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+        if codec == "libvpx-vp9":
+            vs.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        tb = Fraction(1, 90000) if vfr else Fraction(1, fps)
+        vs.time_base = tb
+        if rotation:
+            vs.set_display_rotation(rotation)
+        aus = None
+        if audio:
+            acodec = "libopus" if path.suffix.lower() == ".webm" else "aac"
+            aus = out.add_stream(acodec, rate=48000)
+            aus.layout = "stereo"
+        pts = 0
+        for i, (frame, gt) in enumerate(render(width, height, faces, frames, astro, coffee)):
+            clip.boxes.append(gt)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+            vf.pts, vf.time_base = pts, tb
+            pts += (int(90000 / fps * (1.5 if i % 3 == 0 else 0.75)) if vfr else 1)
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+        if aus is not None:
+            sr, n = 48000, 960
+            total = int(frames / fps * sr)
+            t = np.arange(total) / sr
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for k in range(0, total, n):
+                chunk = np.stack([tone[k:k + n], tone[k:k + n]])
+                if chunk.shape[1] < n:
+                    chunk = np.pad(chunk, ((0, 0), (0, n - chunk.shape[1])))
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+                af.sample_rate, af.pts = sr, k
+                out.mux(aus.encode(af))
+            out.mux(aus.encode(None))
+    return clip
