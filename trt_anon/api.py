@@ -54,6 +54,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
                 import json
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
         return report
+    except OSError as exc:  # disk full, folder removed under us, ...
+        raise OutputError(f"writing {output or 'the output'} failed: {exc.strerror or exc}") from None
     finally:
         container.close()
 
@@ -108,6 +110,9 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         stages = Stages(all_batches(), detector, redactor, encoder, remuxer)
         run(stages, cfg, report, info.width, info.height, decoder.rotation, json_out, progress)
         report.decode_errors = decoder.errors
+        if decoder.stream.frames and report.frames < decoder.stream.frames and not image_ext:
+            report.warnings.append(f"the header lists {decoder.stream.frames} frames but only {report.frames} "
+                                   "decoded (truncated file?); all decoded frames were anonymized")
         if decoder.errors:
             report.warnings.append(f"{decoder.errors} damaged packet(s) skipped; their frames are not in the output")
         if encoder.fixed_pts:

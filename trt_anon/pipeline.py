@@ -34,15 +34,15 @@ class Stages:
 
 
 def rotate_for_display(frames, rotation: int, xp=np):
-    """The frames as a viewer sees them: ``rotation`` is the display matrix's counter-clockwise
-    angle, so the stored frame is turned back by it (np.rot90 turns counter-clockwise)."""
-    k = (-rotation // 90) % 4
+    """The frames as a viewer sees them. ``rotation`` is the display matrix's angle
+    (av_display_rotation_get, counter-clockwise): players show np.rot90(stored, rotation / 90)."""
+    k = (rotation // 90) % 4
     return xp.ascontiguousarray(xp.rot90(frames, k=k, axes=(1, 2))) if k else frames
 
 
 def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: int) -> list[Detections]:
     """Map boxes found on ``rotate_for_display`` frames back onto the stored H x W frame."""
-    k = (-rotation // 90) % 4
+    k = (rotation // 90) % 4
     if not k:
         return dets
     out = []

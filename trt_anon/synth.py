@@ -91,18 +91,41 @@ def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffe
         yield frame, gt
 
 
+def rotate_box(box, k: int, width: int, height: int):
+    """Box (x1, y1, x2, y2) in an image W x H -> the same box in np.rot90(image, k)."""
+    x1, y1, x2, y2 = box
+    k %= 4
+    if k == 0:
+        return box
+    if k == 1:
+        pts = [(y1, width - x1), (y2, width - x2)]
+    elif k == 2:
+        pts = [(width - x1, height - y1), (width - x2, height - y2)]
+    else:
+        pts = [(height - y1, x1), (height - y2, x2)]
+    (a, b), (c, d) = pts
+    return (min(a, c), min(b, d), max(a, c), max(b, d))
+
+
 def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 70, fps: int = 30,
               faces: list[Face] | None = None, audio: bool = True, codec: str = "libx264", crf: int = 16,
               rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False) -> Clip:
-    """Write a clip with moving real faces (and an AAC tone); return its per-frame ground truth."""
+    """Write a clip with moving real faces (and an AAC tone); return its per-frame ground truth.
+
+    ``width`` x ``height`` is the picture as displayed. With ``rotation`` (display matrix angle,
+    counter-clockwise) the frames are stored turned by -rotation, as phones do, and the
+    ground truth is given in stored coordinates.
+    """
     path = Path(path)
+    k = (rotation // 90) % 4
     if faces is None:
         faces = [Face(size=width / 8, start=(width * 0.1, height * 0.2), velocity=(width / 200, 0))]
     clip = Clip(path)
     astro, coffee = _sources()
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps, options={"crf": str(crf)} if codec in ("libx264", "libx265") else {})
-        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+        vs.width, vs.height = (height, width) if k % 2 else (width, height)
+        vs.pix_fmt = pix_fmt
         if codec == "libvpx-vp9":
             vs.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         tb = Fraction(1, 90000) if vfr else Fraction(1, fps)
@@ -116,6 +139,9 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
             aus.layout = "stereo"
         pts = 0
         for i, (frame, gt) in enumerate(render(width, height, faces, frames, astro, coffee)):
+            if k:  # stored = rot90(display, -k), so that players show rot90(stored, k)
+                frame = np.ascontiguousarray(np.rot90(frame, -k))
+                gt = [rotate_box(b, -k, width, height) for b in gt]
             clip.boxes.append(gt)
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
             vf.pts, vf.time_base = pts, tb

@@ -69,14 +69,20 @@ def atomic_output(dst: Path, overwrite: bool) -> Iterator[Path]:
     On any exception, Ctrl-C included, the temporary file is removed and ``dst`` is untouched.
     Unique names mean two processes writing the same output never write the same file.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}", dir=dst.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}", dir=dst.parent or ".")
+    except OSError as exc:
+        raise OutputError(f"cannot write in {dst.parent or '.'}: {exc.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         if dst.exists() and not overwrite:
             raise OutputError(f"output {dst} appeared while we were writing; not replacing it")
-        os.replace(tmp_path, dst)
+        try:
+            os.replace(tmp_path, dst)
+        except OSError as exc:
+            raise OutputError(f"cannot move the finished output to {dst}: {exc.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

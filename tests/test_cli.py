@@ -1,0 +1,145 @@
+"""The CLI as a user meets it: one-line errors, exit codes, nothing left behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trt_anon.synth import Face, make_clip
+
+
+def cli(*args, cwd=None, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "trt_anon", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(r, code=1, match=""):
+    assert r.returncode == code, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert "Traceback" not in r.stderr
+    assert lines and lines[-1].startswith("trt-anon: error:"), r.stderr
+    assert match in lines[-1], lines[-1]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_demo_runs_and_prints_summary(tmp_path):
+    r = cli("--demo", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(tmp_path) == ["demo.anon.mp4"]
+    r = cli("--demo", cwd=tmp_path, timeout=300)  # exists now
+    assert_one_line_error(r, match="exists")
+    r = cli("--demo", "--overwrite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "demo.anon.mp4: 120 frames" in r.stdout and "detect=onnxruntime" in r.stdout
+
+
+def test_version_and_help():
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("trt-anon ")
+    r = cli("--help")
+    assert "--mosaic-cell" in r.stdout and "--det-size" in r.stdout
+
+
+def test_folder_in_folder_out(clips, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(clips["two"].path, src / "a.mp4")
+    shutil.copy(clips["enter_leave"].path, src / "b clip.mp4")
+    (src / "notes.txt").write_text("not a video")
+    r = cli(src, "-o", tmp_path / "out", "--json", tmp_path / "js")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(tmp_path / "out") == ["a.anon.mp4", "b clip.anon.mp4"]
+    assert leftovers(tmp_path / "js") == ["a.anon.json", "b clip.anon.json"]
+    assert "2 of 2 files anonymized" in r.stdout
+    assert leftovers(src) == ["a.mp4", "b clip.mp4", "notes.txt"]
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, clips):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 50)
+    data = clips["moving"].path.read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    import av
+    import numpy as np
+    with av.open(str(d / "audio.m4a"), "w") as out:
+        s = out.add_stream("aac", rate=48000)
+        for k in range(20):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 48000, k * 1024
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    (d / "empty_dir").mkdir()
+    return d
+
+
+@pytest.mark.parametrize("name,match", [
+    ("missing.mp4", "no such file"), ("empty.mp4", "empty"), ("text.mp4", "not a video"),
+    ("truncated.mp4", "not a video"), ("audio.m4a", "audio only"), ("empty_dir", "no video or image files"),
+])
+def test_bad_inputs_one_line_error_no_output(bad_inputs, name, match):
+    before = leftovers(bad_inputs)
+    r = cli(bad_inputs / name)
+    assert_one_line_error(r, match=match)
+    assert leftovers(bad_inputs) == before
+
+
+def test_bad_option_exit_2(tmp_path):
+    r = cli("x.mp4", "--det-size", "650")
+    assert_one_line_error(r, code=2, match="multiple of 32")
+    r = cli()
+    assert_one_line_error(r, code=2, match="no input")
+
+
+def test_output_refusals(clips, tmp_path):
+    src = tmp_path / "in.mp4"
+    shutil.copy(clips["two"].path, src)
+    assert_one_line_error(cli(src, "-o", src), match="is the input")
+    assert_one_line_error(cli(src, "-o", src, "--overwrite"), match="is the input")
+    assert_one_line_error(cli(src, "-o", tmp_path / "nope" / "out.mp4"), match="does not exist")
+    assert_one_line_error(cli(src, "-o", "/proc/out.mp4"), match="cannot write")
+    (tmp_path / "in.anon.mp4").write_bytes(b"keep me")
+    assert_one_line_error(cli(src), match="exists")
+    assert (tmp_path / "in.anon.mp4").read_bytes() == b"keep me"
+    assert leftovers(tmp_path) == ["in.anon.mp4", "in.mp4"]
+
+
+def test_one_bad_file_does_not_stop_the_others(clips, tmp_path):
+    good = tmp_path / "good.mp4"
+    shutil.copy(clips["two"].path, good)
+    r = cli(tmp_path / "missing.mp4", good)
+    assert r.returncode == 1
+    assert "no such file" in r.stderr and (tmp_path / "good.anon.mp4").exists()
+    assert "1 of 2 files anonymized" in r.stdout
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_nothing(tmp_path, sig, code):
+    src = tmp_path / "long.mp4"
+    make_clip(src, 640, 360, frames=300, faces=[Face(60, (50, 50), (1, 0))])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "trt_anon", str(src)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is writing
+        if any(n.endswith(".part.mp4") for n in leftovers(tmp_path)):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    assert leftovers(tmp_path) == ["long.mp4"]

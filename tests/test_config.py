@@ -1,0 +1,18 @@
+import pytest
+
+from trt_anon import Config, ConfigError
+
+
+@pytest.mark.parametrize("opts,msg", [
+    ({"target": "body"}, "target"), ({"threshold": 1.5}, "threshold"), ({"det_size": 650}, "multiple of 32"),
+    ({"batch_size": 0}, "batch_size"), ({"mosaic_cell": 1}, "mosaic_cell"), ({"backend": "tpu"}, "backend"),
+    ({"ttl": -1}, "ttl"), ({"crf": 60}, "crf"), ({"preset": "turbo"}, "preset"), ({"thresold": 0.3}, "unknown"),
+])
+def test_bad_options_are_named(opts, msg):
+    with pytest.raises(ConfigError, match=msg):
+        Config.from_options(**opts)
+
+
+def test_defaults():
+    c = Config()
+    assert (c.target, c.mosaic_cell, c.batch_size, c.ttl, c.eyes_every, c.backend) == ("face", 25, 32, 5, 4, "auto")

@@ -1,0 +1,88 @@
+"""CenterFace decoding, geometry, NMS and the packaged model (shared by every backend)."""
+import numpy as np
+import pytest
+
+from trt_anon.detect import centerface as cf
+from trt_anon.detect.detections import Detections, eye_band, grow, iou, nms
+from trt_anon.errors import DetectorError
+
+
+def test_geometry_fits_long_side_and_pads_to_32():
+    g = cf.Geometry.fit(720, 1280, 640)
+    assert (g.resized_h, g.resized_w, g.in_h, g.in_w, g.scale) == (360, 640, 384, 640, 0.5)
+    g = cf.Geometry.fit(1080, 1920, 640)
+    assert (g.in_h, g.in_w) == (384, 640) and g.resized_h == 360
+    g = cf.Geometry.fit(300, 200, 640)  # never upscale
+    assert (g.scale, g.in_h, g.in_w) == (1.0, 320, 224)
+    g = cf.Geometry.fit(1920, 1080, 640)  # portrait
+    assert (g.in_h, g.in_w) == (640, 384)
+
+
+def test_decode_candidates_recovers_a_known_box():
+    geom = cf.Geometry.fit(200, 400, 200)  # scale 0.5 -> input 224 x 128 (padded), maps 32 x 56
+    h, w = geom.out_hw
+    heat = np.zeros((2, 1, h, w), np.float32)
+    scale = np.zeros((2, 2, h, w), np.float32)
+    offset = np.zeros((2, 2, h, w), np.float32)
+    lms = np.zeros((2, 10, h, w), np.float32)
+    heat[1, 0, 10, 20] = 0.9
+    scale[1, :, 10, 20] = np.log([40 / 4, 20 / 4])     # 40 px tall, 20 px wide at the input
+    offset[1, :, 10, 20] = [0.25, -0.25]
+    lms[1, 0:2, 10, 20] = [0.5, 0.25]                   # left eye (y, x) as fractions of h, w
+    n, boxes, score, lm = cf.decode_candidates(heat, scale, offset, lms, 0.5, geom)
+    dets = cf.to_detections(n, boxes, score, lm, 2, geom)
+    assert len(dets[0]) == 0 and len(dets[1]) == 1
+    cy, cx = (10 + 0.25 + 0.5) * 4, (20 - 0.25 + 0.5) * 4
+    expected = np.array([cx - 10, cy - 20, cx + 10, cy + 20]) * 2  # back to frame pixels
+    np.testing.assert_allclose(dets[1].xyxy[0], expected, atol=1e-3)
+    np.testing.assert_allclose(dets[1].landmarks[0, 0], [(cx - 10 + 0.25 * 20) * 2, (cy - 20 + 0.5 * 40) * 2],
+                               atol=1e-3)
+    assert dets[1].score[0] == pytest.approx(0.9)
+
+
+def test_nms_keeps_best_of_each_cluster():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9]], np.float32)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.3, 0.4], np.float32), 0.3)
+    assert list(keep) == [1, 2]
+
+
+def test_iou_and_grow():
+    assert iou(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10]]))[0, 0] == pytest.approx(1 / 3)
+    g = grow(np.array([[100, 100, 200, 150]]), 12, 0.1, 205, 400)
+    np.testing.assert_allclose(g, [[78, 83, 205, 167]])
+
+
+def test_eye_band_covers_both_eyes():
+    lm = np.array([[[100, 100], [140, 104], [120, 120], [105, 140], [135, 140]]], np.float32)
+    (x1, y1, x2, y2), = eye_band(lm)
+    assert x1 < 100 - 20 and x2 > 140 + 20 and y1 < 100 - 15 and y2 > 104 + 15 and y2 < 135  # above the mouth
+
+
+def test_detector_finds_the_astronaut():
+    from skimage import data
+
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+    from trt_anon.synth import FACE
+
+    det = OnnxRuntimeDetector(640, 0.2)
+    img = data.astronaut()
+    out = det(np.stack([img, img[:, ::-1].copy(), np.zeros_like(img)]))
+    assert iou(out[0].xyxy, np.array([FACE]))[0, 0] > 0.6
+    mirrored = (512 - FACE[2], FACE[1], 512 - FACE[0], FACE[3])
+    assert iou(out[1].xyxy, np.array([mirrored]))[0, 0] > 0.6
+    assert len(out[2]) == 0
+    le, re = out[0].landmarks[0, 0], out[0].landmarks[0, 1]
+    assert 190 < le[0] < 215 and 235 < re[0] < 260 and 90 < le[1] < 115
+
+
+def test_tampered_model_is_refused(tmp_path, monkeypatch):
+    bad = tmp_path / "centerface.onnx"
+    bad.write_bytes(cf.model_path().read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setattr(cf, "model_path", lambda: bad)
+    with pytest.raises(DetectorError, match="SHA-256"):
+        cf.model_bytes(bad)
+
+
+def test_detections_json():
+    d = Detections(np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), np.zeros((1, 5, 2)))
+    assert d.to_json() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "kind": "hit"}]

@@ -1,0 +1,94 @@
+"""Whole runs on real-face clips: frames, timing and audio kept; every face covered; background kept."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import trt_anon
+from conftest import audio_packets, check_redacted, decode_frames, video_times
+
+
+@pytest.mark.parametrize("name", ["moving", "enter_leave", "two", "small"])
+def test_faces_mosaicked_and_background_kept(clips, tmp_path, name):
+    clip = clips[name]
+    out = tmp_path / f"{name}.anon.mp4"
+    report = trt_anon.process(clip.path, out)
+    assert out.exists()
+    check_redacted(clip, clip.path, out)
+    assert report.frames == len(clip.boxes)
+    assert report.backends == {"decode": "pyav", "detect": "onnxruntime", "redact": "numpy", "encode": "libx264"}
+
+
+def test_frames_timestamps_and_audio_identical(clips, tmp_path):
+    clip = clips["moving"]
+    out = tmp_path / "moving.anon.mp4"
+    trt_anon.process(clip.path, out)
+    assert video_times(out) == video_times(clip.path)
+    src_audio, out_audio = audio_packets(clip.path), audio_packets(out)
+    assert len(src_audio) == 1 and len(src_audio[0]) > 50
+    assert out_audio == src_audio  # packet for packet, byte for byte
+
+
+def test_default_output_beside_input_and_input_untouched(clips, tmp_path):
+    import hashlib
+    import shutil
+
+    src = tmp_path / "my clip é.mp4"
+    shutil.copy(clips["two"].path, src)
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    report = trt_anon.process(src)
+    assert report.output == str(tmp_path / "my clip é.anon.mp4")
+    assert (tmp_path / "my clip é.anon.mp4").exists()
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my clip é.anon.mp4", "my clip é.mp4"]
+
+
+def test_json_has_every_frame_and_the_report(clips, tmp_path):
+    clip = clips["two"]
+    js = tmp_path / "dets.json"
+    report = trt_anon.process(clip.path, tmp_path / "o.mp4", json_path=js)
+    data = json.loads(js.read_text())
+    assert [f["frame"] for f in data["frames"]] == list(range(len(clip.boxes)))
+    assert data["report"]["frames"] == report.frames
+    assert max(len(f["redacted"]) for f in data["frames"]) == 2
+    assert data["report"]["backends"]["detect"] == "onnxruntime"
+
+
+def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
+    from conftest import cell_deviation
+
+    clip = clips["moving"]
+    out = tmp_path / "eyes.mp4"
+    trt_anon.process(clip.path, out, target="eyes")
+    frames = decode_frames(out)
+    for i, (frame, (box,)) in enumerate(zip(frames, clip.boxes)):
+        x1, y1, x2, y2 = box
+        h = y2 - y1
+        # the astronaut's eyes sit at 36-40% of the face box height; the mouth at ~70%
+        eyes = (x1 + 0.2 * (x2 - x1), y1 + 0.33 * h, x2 - 0.2 * (x2 - x1), y1 + 0.43 * h)
+        mouth = (x1 + 0.3 * (x2 - x1), y1 + 0.75 * h, x2 - 0.3 * (x2 - x1), y1 + 0.85 * h)
+        assert cell_deviation(frame, eyes) < 4.0, f"frame {i}: eyes not covered"
+        assert cell_deviation(frame, mouth) > 8.0, f"frame {i}: mouth covered in eyes mode"
+
+
+def test_still_images(tmp_path):
+    import av
+    import numpy as np
+    from skimage import data
+
+    from conftest import cell_deviation
+    from trt_anon.synth import FACE
+
+    for ext in ("png", "jpg"):
+        src = tmp_path / f"astronaut.{ext}"
+        av.VideoFrame.from_ndarray(data.astronaut()).save(str(src))
+        report = trt_anon.process(src)
+        out = tmp_path / f"astronaut.anon.{ext}"
+        assert report.output == str(out) and report.frames == 1
+        with av.open(str(out)) as c:
+            img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+        assert img.shape == (512, 512, 3)
+        assert cell_deviation(img, FACE) < (1.0 if ext == "png" else 4.0)
+        orig = data.astronaut().astype(np.int16)
+        assert np.abs(orig[400:, 400:] - img[400:, 400:]).mean() < (0.5 if ext == "png" else 4.0)
