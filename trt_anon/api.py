@@ -35,7 +35,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
     started = time.perf_counter()
     container = media.open_input(src)
     try:
-        dst = media.resolve_output(src, output, cfg.overwrite)
+        dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
         detector = select_detector(cfg)
         redactor = select_redactor(cfg)
         report = Report(str(src), str(dst))
@@ -110,7 +110,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         stages = Stages(all_batches(), detector, redactor, encoder, remuxer)
         run(stages, cfg, report, info.width, info.height, decoder.rotation, json_out, progress)
         report.decode_errors = decoder.errors
-        if decoder.stream.frames and report.frames < decoder.stream.frames and not image_ext:
+        if decoder.stream.frames and report.frames + decoder.errors < decoder.stream.frames - 1 and not image_ext:
             report.warnings.append(f"the header lists {decoder.stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
         if decoder.errors:

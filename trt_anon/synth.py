@@ -107,36 +107,55 @@ def rotate_box(box, k: int, width: int, height: int):
     return (min(a, c), min(b, d), max(a, c), max(b, d))
 
 
+DEFAULT_CODECS = {".webm": ("libvpx-vp9", "libopus"), ".avi": ("mpeg4", "libmp3lame")}
+
+
 def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 70, fps: int = 30,
-              faces: list[Face] | None = None, audio: bool = True, codec: str = "libx264", crf: int = 16,
-              rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False) -> Clip:
-    """Write a clip with moving real faces (and an AAC tone); return its per-frame ground truth.
+              faces: list[Face] | None = None, audio: int = 1, codec: str | None = None, crf: int = 16,
+              rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False, subtitles: bool = False,
+              metadata: dict | None = None) -> Clip:
+    """Write a clip with moving real faces (and ``audio`` AAC tones); return its per-frame ground truth.
 
     ``width`` x ``height`` is the picture as displayed. With ``rotation`` (display matrix angle,
     counter-clockwise) the frames are stored turned by -rotation, as phones do, and the
-    ground truth is given in stored coordinates.
+    ground truth is given in stored coordinates. ``vfr`` alternates frame durations (1.5, 0.75, 0.75
+    frame periods). The codecs follow the container (VP9/Opus in WebM, MPEG-4/MP3 in AVI).
     """
     path = Path(path)
     k = (rotation // 90) % 4
+    vcodec, acodec = DEFAULT_CODECS.get(path.suffix.lower(), ("libx264", "aac"))
+    vcodec = codec or vcodec
     if faces is None:
         faces = [Face(size=width / 8, start=(width * 0.1, height * 0.2), velocity=(width / 200, 0))]
     clip = Clip(path)
     astro, coffee = _sources()
     with av.open(str(path), "w") as out:
-        vs = out.add_stream(codec, rate=fps, options={"crf": str(crf)} if codec in ("libx264", "libx265") else {})
+        out.metadata.update(metadata or {})
+        options = {"crf": str(crf)} if vcodec in ("libx264", "libx265") else {}
+        if vcodec == "libvpx-vp9":
+            options = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        if vcodec == "libx265":
+            options["x265-params"] = "log-level=error"
+        if vcodec == "mpeg4":
+            options = {"qscale": "3"}
+        vs = out.add_stream(vcodec, rate=fps, options=options)
         vs.width, vs.height = (height, width) if k % 2 else (width, height)
         vs.pix_fmt = pix_fmt
-        if codec == "libvpx-vp9":
-            vs.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         tb = Fraction(1, 90000) if vfr else Fraction(1, fps)
-        vs.time_base = tb
+        vs.time_base = vs.codec_context.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
-        aus = None
-        if audio:
-            acodec = "libopus" if path.suffix.lower() == ".webm" else "aac"
-            aus = out.add_stream(acodec, rate=48000)
-            aus.layout = "stereo"
+        tones = []
+        for j in range(int(audio)):
+            a = out.add_stream(acodec, rate=48000)
+            a.layout = "stereo"
+            a.metadata["language"] = ["eng", "fra", "deu"][j % 3]
+            tones.append(a)
+        subs = None
+        sub_codec = "mov_text" if path.suffix.lower() in (".mp4", ".mov", ".m4v") else "subrip"
+        if subtitles:
+            subs = out.add_mux_stream(sub_codec)
+            subs.time_base = Fraction(1, 1000)
         pts = 0
         for i, (frame, gt) in enumerate(render(width, height, faces, frames, astro, coffee)):
             if k:  # stored = rot90(display, -k), so that players show rot90(stored, k)
@@ -147,18 +166,30 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
             vf.pts, vf.time_base = pts, tb
             pts += (int(90000 / fps * (1.5 if i % 3 == 0 else 0.75)) if vfr else 1)
             out.mux(vs.encode(vf))
+            if subs is not None and i % fps == 0:
+                text = f"line {i // fps}".encode()
+                body = len(text).to_bytes(2, "big") + text if sub_codec == "mov_text" else text
+                p = av.Packet(body)
+                p.stream, p.time_base = subs, Fraction(1, 1000)
+                p.pts = p.dts = int(i / fps * 1000)
+                p.duration = 800
+                out.mux(p)
         out.mux(vs.encode(None))
-        if aus is not None:
-            sr, n = 48000, 960
+        for j, a in enumerate(tones):
+            sr, n = 48000, 960 if acodec == "libopus" else 1152 if acodec == "libmp3lame" else 1024
             total = int(frames / fps * sr)
             t = np.arange(total) / sr
-            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            for k in range(0, total, n):
-                chunk = np.stack([tone[k:k + n], tone[k:k + n]])
+            tone = (0.2 * np.sin(2 * np.pi * (440 + 110 * j) * t)).astype(np.float32)
+            fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
+            for s0 in range(0, total, n):
+                chunk = np.stack([tone[s0:s0 + n], tone[s0:s0 + n]])
                 if chunk.shape[1] < n:
                     chunk = np.pad(chunk, ((0, 0), (0, n - chunk.shape[1])))
                 af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
-                af.sample_rate, af.pts = sr, k
-                out.mux(aus.encode(af))
-            out.mux(aus.encode(None))
+                af.sample_rate, af.pts = sr, s0
+                if fmt != "fltp":
+                    af = av.AudioResampler(format=fmt, layout="stereo", rate=sr).resample(af)[0]
+                    af.pts = s0
+                out.mux(a.encode(af))
+            out.mux(a.encode(None))
     return clip

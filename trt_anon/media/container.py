@@ -76,6 +76,22 @@ def open_input(path: Path) -> av.container.InputContainer:
     return container
 
 
+def fits(container: av.container.InputContainer, ext: str) -> bool:
+    """Whether every audio/subtitle stream of ``container`` can be copied into a ``ext`` file."""
+    import io
+
+    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(ext.lower())
+    if fmt is None:
+        return True
+    probe = av.open(io.BytesIO(), mode="w", format=fmt)
+    try:
+        supported = probe.supported_codecs
+    finally:
+        probe.close()
+    return all(s.codec_context is not None and s.codec_context.name in supported
+               for s in container.streams if s.type in ("audio", "subtitle"))
+
+
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     """The stream we anonymize: the first video stream that is not cover art."""
     for s in container.streams.video:

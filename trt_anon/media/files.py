@@ -19,8 +19,9 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS
 
 
-def default_output(src: Path, out_dir: Path | None = None) -> Path:
-    """``NAME.anon.EXT`` beside the input (or in ``out_dir``)."""
+def default_output(src: Path, out_dir: Path | None = None, fits=lambda ext: True) -> Path:
+    """``NAME.anon.EXT`` beside the input (or in ``out_dir``): the input's container where it can
+    hold H.264, else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there."""
     ext = src.suffix.lower()
     if is_image(src):
         new_ext = ".jpg" if ext == ".jpeg" else (ext if ext in {".jpg", ".png", ".bmp", ".tif", ".tiff"} else ".png")
@@ -29,18 +30,18 @@ def default_output(src: Path, out_dir: Path | None = None) -> Path:
     elif ext in {".webm", ".mka", ".ogv"}:
         new_ext = ".mkv"
     else:
-        new_ext = ".mp4"
+        new_ext = ".mp4" if fits(".mp4") else ".mkv"
     return (out_dir or src.parent) / f"{src.stem}.anon{new_ext}"
 
 
-def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool) -> Path:
+def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool, fits=lambda ext: True) -> Path:
     """Decide the output path and refuse the dangerous ones before any work is done."""
     if output is None:
-        dst = default_output(src)
+        dst = default_output(src, None, fits)
     else:
         dst = Path(output)
         if dst.is_dir():
-            dst = default_output(src, dst)
+            dst = default_output(src, dst, fits)
     if not dst.suffix:
         raise OutputError(f"output {dst} has no extension; name the container, e.g. {dst}.mp4")
     if dst.exists() or dst.is_symlink():
