@@ -1,0 +1,322 @@
+"""Benchmark trt_anon against itself (every backend that runs here) and against deface.
+
+    python scripts/bench.py --quick          # 720p, 150 frames: CPU in about two minutes
+    python scripts/bench.py                  # 720p and 1080p, 600 frames each
+    python scripts/bench.py --job            # the 5665-frame 1080p job (the 21 min 17 s to beat)
+    python scripts/bench.py --memory         # peak RSS, 1-minute vs 10-minute clip (bounded memory)
+    python scripts/bench.py --clip my.mp4    # your own clip
+
+Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RSS and GPU
+memory, backends, machine), the ratio to deface on the same clip, and how far the two agree
+on faces; writes it all to bench-results/<machine>-<time>.json. Each run is a fresh process,
+so peak memory is that run's own. deface runs from its own virtual environment
+(.bench-venv/deface, made on first use with `pip install deface`), so that its OpenCV does
+not replace ours; pass --deface PATH to use another, or --no-deface.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Runs in a fresh interpreter: process the clip, print the report, peak RSS and GPU memory.
+CHILD = r"""
+import json, resource, sys, trt_anon
+opts = json.loads(sys.argv[3])
+r = trt_anon.process(sys.argv[1], sys.argv[2], overwrite=True, **opts)
+gpu = 0
+for mod in ("cupy", "torch"):
+    try:
+        if mod == "cupy":
+            import cupy; gpu = max(gpu, cupy.get_default_memory_pool().total_bytes())
+        else:
+            import torch
+            if torch.cuda.is_available(): gpu = max(gpu, torch.cuda.max_memory_allocated())
+    except Exception:
+        pass
+d = r.to_dict(); d["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; d["peak_gpu"] = gpu
+print("BENCH " + json.dumps(d))
+"""
+
+# Runs inside deface's own environment: its CenterFace on every Nth frame, boxes as JSON.
+DEFACE_BOXES = r"""
+import json, sys, imageio.v2 as imageio
+from deface.centerface import CenterFace
+path, every, scale = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+reader = imageio.get_reader(path)
+meta = reader.get_meta_data()
+in_shape = tuple(map(int, scale.split("x"))) if scale != "none" else None
+cf = CenterFace(in_shape=in_shape, backend="onnxrt")
+out = {}
+for i, frame in enumerate(reader):
+    if i % every == 0:
+        dets, _ = cf(frame, threshold=0.2)
+        out[i] = [[float(v) for v in d[:4]] for d in dets]
+print("BOXES " + json.dumps(out))
+"""
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    if gpu is None:
+        try:
+            import cupy
+            gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        except Exception:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version()}
+
+
+def make_clip(path: Path, width: int, height: int, frames: int):
+    from trt_anon.synth import Face, make_clip as mk
+    if path.exists():
+        return
+    s = width / 1280
+    mk(path, width, height, frames=frames, crf=20, faces=[
+        Face(110 * s, (80 * s, 120 * s), (2.0 * s, 0.3 * s)),
+        Face(70 * s, (1000 * s, 300 * s), (-1.5 * s, 0.2 * s), enter=20, flip=True),
+        Face(40 * s, (600 * s, 80 * s), (0.5 * s, 0.5 * s), enter=60),
+    ])
+
+
+def run_ours(clip: Path, out: Path, opts: dict) -> dict:
+    """One run in a fresh interpreter; ``process_wall`` counts start-up as deface's wall does."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out), json.dumps(opts)], capture_output=True,
+                       text=True, cwd=ROOT)
+    for line in r.stdout.splitlines():
+        if line.startswith("BENCH "):
+            res = json.loads(line[6:])
+            res["process_wall"] = time.perf_counter() - t0
+            return res
+    err = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": err}
+
+
+def deface_python(arg: str | None) -> Path | None:
+    """deface's interpreter: --deface, else .bench-venv/deface (made once with pip)."""
+    if arg:
+        p = Path(arg)
+        return p if p.name.startswith("python") else p.parent / "python"
+    venv = ROOT / ".bench-venv" / "deface"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        print("making .bench-venv/deface (pip install deface) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "deface"], check=True)
+    return py
+
+
+def run_deface(py: Path, clip: Path, out: Path, scale: str | None) -> dict:
+    cmd = [str(py), "-c", "import sys; from deface.deface import main; sys.exit(main())", str(clip), "-o", str(out)]
+    if scale:
+        cmd += ["--scale", scale]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0 or not out.exists():
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    return {"wall": wall}
+
+
+def deface_boxes(py: Path, clip: Path, every: int, scale: str | None) -> dict[int, list]:
+    r = subprocess.run([str(py), "-c", DEFACE_BOXES, str(clip), str(every), scale or "none"], capture_output=True,
+                       text=True)
+    for line in r.stdout.splitlines():
+        if line.startswith("BOXES "):
+            return {int(k): v for k, v in json.loads(line[6:]).items()}
+    return {}
+
+
+def agreement(ours: dict[int, list], theirs: dict[int, list]) -> tuple[float, float]:
+    """Fraction of our boxes deface also finds (IoU >= 0.3), and of deface's boxes we find."""
+    import numpy as np
+
+    from trt_anon.detect.detections import iou
+
+    def found(a, b):
+        hit = total = 0
+        for f, boxes in a.items():
+            if not boxes:
+                continue
+            total += len(boxes)
+            other = b.get(f, [])
+            if other:
+                hit += int((iou(np.array(boxes), np.array(other)).max(axis=1) >= 0.3).sum())
+        return hit / total if total else 1.0
+
+    return found(ours, theirs), found(theirs, ours)
+
+
+def our_boxes(json_path: Path, every: int) -> dict[int, list]:
+    data = json.loads(json_path.read_text())
+    return {f["frame"]: [x["box"] for x in f["faces"] if x["kind"] == "hit"]
+            for f in data["frames"] if f["frame"] % every == 0}
+
+
+def combos() -> list[tuple[str, dict]]:
+    """Every backend combination that can run here."""
+    out = [("cpu", {"backend": "cpu"})]
+    try:
+        from trt_anon import gpu_available
+        if gpu_available():
+            out.insert(0, ("gpu", {"backend": "gpu"}))
+    except Exception:
+        pass
+    return out
+
+
+def fmt_row(cols, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one 720p clip of 150 frames")
+    ap.add_argument("--job", action="store_true", help="the 5665-frame 1080p job")
+    ap.add_argument("--memory", action="store_true", help="peak RSS for a 1-minute and a 10-minute clip")
+    ap.add_argument("--clip", action="append", help="benchmark this clip (repeatable)")
+    ap.add_argument("--frames", type=int, default=600, help="frames per generated clip (default 600)")
+    ap.add_argument("--deface", help="path to deface's python or executable")
+    ap.add_argument("--no-deface", action="store_true")
+    ap.add_argument("--agreement-every", type=int, default=5, help="compare faces on every Nth frame")
+    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_bench"),
+                    help="where generated clips are kept between runs")
+    args = ap.parse_args()
+
+    from tqdm import tqdm
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    mach = machine()
+    print(f"machine: {mach['cpu']} x{mach['cores']} cores, GPU: {mach['gpu'] or 'none'}", flush=True)
+
+    if args.memory:
+        return memory_check(cache, work, mach, args)
+
+    clips: list[Path] = [Path(c) for c in args.clip or []]
+    if not clips:
+        sizes = [(1280, 720, 150)] if args.quick else [(1920, 1080, 5665)] if args.job else \
+                [(1280, 720, args.frames), (1920, 1080, args.frames)]
+        for w, h, n in tqdm(sizes, desc="making clips", leave=False):
+            p = cache / f"faces_{w}x{h}_{n}.mp4"
+            make_clip(p, w, h, n)
+            clips.append(p)
+
+    py = None if args.no_deface else deface_python(args.deface)
+    rows, results = [], []
+    jobs = [(c, name, opts) for c in clips for name, opts in combos()]
+    bar = tqdm(total=len(jobs) + (2 * len(clips) if py else 0), desc="benchmark", leave=False)
+    for clip in clips:
+        ours_fps = None
+        json_path = work / f"{clip.stem}.json"
+        for c, name, opts in [j for j in jobs if j[0] == clip]:
+            res = run_ours(clip, work / f"{clip.stem}.{name}.mp4", {**opts, "json_path": str(json_path)})
+            res.update(clip=clip.name, run=f"trt_anon {name}")
+            results.append(res)
+            bar.update(1)
+            if "error" in res:
+                rows.append([clip.name, f"trt_anon {name}", "error: " + res["error"][:60]])
+                continue
+            n, s = res["frames"], res["seconds"]
+            per = {k: (n / s[k] if s.get(k) else 0.0) for k in ("decode", "detect", "redact", "encode")}
+            res["stage_fps"] = per
+            ours_fps = ours_fps or res["frames"] / res["process_wall"]  # start-up included, like deface
+            b = res["backends"]
+            rows.append([clip.name, f"trt_anon {name}", *(f"{per[k]:.0f}" for k in per), f"{res['fps']:.1f}",
+                         f"{res['wall']:.1f}", f"{res['peak_rss'] / 2**20:.0f}", f"{res['peak_gpu'] / 2**20:.0f}",
+                         "/".join(b[k] for k in ("decode", "detect", "redact", "encode"))])
+        if py:
+            from trt_anon.media import open_input
+            with open_input(clip) as cont:
+                s = cont.streams.video[0]
+                w, h, nframes = s.codec_context.width, s.codec_context.height, s.frames
+            comparable = f"{640}x{round(640 * h / w)}"
+            for label, scale in (("deface default", None), (f"deface --scale {comparable}", comparable)):
+                res = run_deface(py, clip, work / f"{clip.stem}.deface.mp4", scale)
+                res.update(clip=clip.name, run=label, frames=nframes)
+                bar.update(1)
+                if "error" in res:
+                    rows.append([clip.name, label, "error: " + res["error"][:60]])
+                    results.append(res)
+                    continue
+                res["fps"] = nframes / res["wall"]
+                if ours_fps:
+                    res["ratio"] = ours_fps / res["fps"]
+                if scale is None and json_path.exists():
+                    theirs = deface_boxes(py, clip, args.agreement_every, None)
+                    if theirs:
+                        a, b = agreement(our_boxes(json_path, args.agreement_every), theirs)
+                        res["agreement"] = {"ours_found_by_deface": a, "deface_found_by_ours": b}
+                results.append(res)
+                rows.append([clip.name, label, "", "", "", "", f"{res['fps']:.1f}", f"{res['wall']:.1f}", "", "",
+                             f"trt_anon/deface = {res.get('ratio', 0):.1f}x (start-up incl.)"])
+    bar.close()
+
+    head = ["clip", "run", "decode", "detect", "redact", "encode", "fps", "wall s", "RSS MB", "GPU MB", "backends"]
+    widths = [max(len(str(r[i])) if i < len(r) else 0 for r in rows + [head]) for i in range(len(head))]
+    print(fmt_row(head, widths))
+    for r in rows:
+        print(fmt_row(r + [""] * (len(head) - len(r)), widths))
+    for r in results:
+        if "agreement" in r:
+            a = r["agreement"]
+            print(f"{r['clip']}: {a['ours_found_by_deface']:.0%} of our faces found by deface, "
+                  f"{a['deface_found_by_ours']:.0%} of deface's faces found by trt_anon")
+    save(args.out, mach, results)
+    return 0
+
+
+def memory_check(cache: Path, work: Path, mach: dict, args) -> int:
+    """Peak RSS of a 1-minute and a 10-minute clip (small frames, so it runs on a laptop)."""
+    peaks = {}
+    for minutes in (1, 10):
+        p = cache / f"memory_{minutes}min.mp4"
+        make_clip(p, 320, 180, 30 * 60 * minutes)
+        res = run_ours(p, work / "mem.mp4", {"backend": "auto"})
+        peaks[minutes] = res.get("peak_rss", 0)
+        print(f"{minutes:>2} min: {res.get('frames')} frames, peak RSS {peaks[minutes] / 2**20:.0f} MB, "
+              f"{res.get('fps', 0):.0f} fps")
+    growth = peaks[10] / peaks[1] - 1 if peaks[1] else float("nan")
+    print(f"10-minute vs 1-minute peak RSS: {growth:+.1%} ({'bounded' if growth < 0.10 else 'NOT bounded'})")
+    save(args.out, mach, [{"run": "memory", "peak_rss": peaks, "growth": growth}])
+    return 0 if growth < 0.10 else 1
+
+
+def save(folder: str, mach: dict, results: list) -> None:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9]+", "-", (mach["gpu"] or mach["cpu"]))[:40].strip("-")
+    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": mach, "results": results}, indent=1))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
