@@ -5,6 +5,7 @@ from trt_anon import Config, ConfigError
 
 @pytest.mark.parametrize("opts,msg", [
     ({"target": "body"}, "target"), ({"threshold": 1.5}, "threshold"), ({"det_size": 650}, "multiple of 32"),
+    ({"det_size": "big"}, "det_size"), ({"mosaic_cell": "huge"}, "mosaic_cell"),
     ({"batch_size": 0}, "batch_size"), ({"mosaic_cell": 1}, "mosaic_cell"), ({"backend": "tpu"}, "backend"),
     ({"ttl": -1}, "ttl"), ({"crf": 60}, "crf"), ({"preset": "turbo"}, "preset"), ({"thresold": 0.3}, "unknown"),
 ])

@@ -30,9 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="run on the packaged sample clip, write demo.anon.mp4 here")
     p.add_argument("--target", choices=["face", "eyes"], default=d.target, help="what to cover (default: face)")
     p.add_argument("--threshold", type=float, default=d.threshold, help=f"detection score threshold (default {d.threshold})")
-    p.add_argument("--det-size", type=int, default=d.det_size,
-                   help=f"detection resolution, long side in pixels, multiple of 32 (default {d.det_size})")
-    p.add_argument("--mosaic-cell", type=int, default=d.mosaic_cell, help=f"mosaic cell size in pixels (default {d.mosaic_cell})")
+    p.add_argument("--det-size", default=d.det_size,
+                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': 2/3 of the "
+                        "frame's long side, so faces from 24 px are found (default auto)")
+    p.add_argument("--mosaic-cell", default=d.mosaic_cell,
+                   help="mosaic cell size in pixels, or 'auto': at least 25 and about 8 cells across each face, "
+                        f"so large faces stay unrecognisable (default {d.mosaic_cell})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
     p.add_argument("--crf", type=int, default=d.crf, help=f"x264 quality, lower is better (default {d.crf})")

@@ -17,10 +17,10 @@ class Config:
     """What to redact and how. Defaults are the measured ones (see README, Defaults)."""
 
     target: Literal["face", "eyes"] = "face"
-    threshold: float = 0.2          # CenterFace heatmap score to accept a face (no false hit seen at 0.1)
-    det_size: int = 640             # detector input, long side in pixels (multiple of 32)
+    threshold: float = 0.15         # CenterFace heatmap score to accept a face (scripts/eval.py: 0 leaks, 0 false alarms)
+    det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
     batch_size: int = 32            # frames decoded/detected/redacted together
-    mosaic_cell: int = 25           # mosaic cell side in pixels (25:1)
+    mosaic_cell: int | str = 25     # mosaic cell side in pixels (25:1), or "auto" (size-aware)
     margin_px: int = 12             # face box grown by this many pixels per side ...
     margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
     ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
@@ -43,12 +43,17 @@ class Config:
             bad(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if not 0.0 < self.threshold < 1.0:
             bad(f"threshold must be between 0 and 1 (exclusive), not {self.threshold}")
-        if not 64 <= self.det_size <= 4096 or self.det_size % 32:
-            bad(f"det_size must be a multiple of 32 between 64 and 4096, not {self.det_size}")
+        if isinstance(self.det_size, str) and self.det_size.isdigit():
+            object.__setattr__(self, "det_size", int(self.det_size))
+        if self.det_size != "auto" and (not isinstance(self.det_size, int) or not 64 <= self.det_size <= 8192
+                                        or self.det_size % 32):
+            bad(f"det_size must be 'auto' or a multiple of 32 between 64 and 8192, not {self.det_size!r}")
         if not 1 <= self.batch_size <= 256:
             bad(f"batch_size must be between 1 and 256, not {self.batch_size}")
-        if not 2 <= self.mosaic_cell <= 256:
-            bad(f"mosaic_cell must be between 2 and 256 pixels, not {self.mosaic_cell}")
+        if isinstance(self.mosaic_cell, str) and self.mosaic_cell.isdigit():
+            object.__setattr__(self, "mosaic_cell", int(self.mosaic_cell))
+        if self.mosaic_cell != "auto" and (not isinstance(self.mosaic_cell, int) or not 2 <= self.mosaic_cell <= 256):
+            bad(f"mosaic_cell must be 'auto' or between 2 and 256 pixels, not {self.mosaic_cell!r}")
         if self.margin_px < 0 or not 0.0 <= self.margin_rel <= 2.0:
             bad("margins must be >= 0 (margin_rel at most 2.0)")
         if not 0 <= self.ttl <= 120:

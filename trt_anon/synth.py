@@ -1,9 +1,10 @@
 """Test clips with real faces and per-frame ground truth, made on the fly.
 
-Used by the tests, ``scripts/bench.py``, ``scripts/eval.py`` and the demo clip. The face is
-Eileen Collins' portrait shipped by scikit-image (``skimage.data.astronaut()``, public
-domain, NASA); the background is ``skimage.data.coffee()``. Needs scikit-image (the
-``[test]`` extra).
+Used by the tests, ``scripts/bench.py``, ``scripts/eval.py`` and the demo clip. Faces come from
+photos that packages ship: Eileen Collins' portrait in scikit-image (``astronaut``, NASA, public
+domain), the 100 LFW face crops in scikit-image (``lfw:N``, 25x25 grey), and Grace Hopper's
+portrait in matplotlib's sample data (``hopper``, public domain; needs matplotlib). The
+background is ``skimage.data.coffee()``. Needs scikit-image (the ``[test]`` extra).
 """
 from __future__ import annotations
 
@@ -18,6 +19,28 @@ import numpy as np
 # In astronaut(): the face (forehead to chin, ear to ear) and the head-and-shoulders patch pasted.
 FACE = (178, 55, 272, 182)
 PATCH = (125, 0, 330, 240)
+HOPPER_FACE, HOPPER_PATCH = (172, 128, 362, 338), (110, 20, 420, 420)
+
+
+def face_source(name: str, _cache: dict = {}) -> tuple[np.ndarray, tuple, tuple]:
+    """(image RGB uint8, face box, patch box) for a face source name."""
+    if name not in _cache:
+        from skimage import data
+        if name == "astronaut":
+            _cache[name] = (data.astronaut(), FACE, PATCH)
+        elif name == "hopper":
+            import matplotlib.cbook as cbook
+            from PIL import Image
+            with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+                _cache[name] = (np.asarray(im.convert("RGB")), HOPPER_FACE, HOPPER_PATCH)
+        elif name.startswith(("lfw:", "nonface:")):
+            crops = data.lfw_subset()  # the first 100 are faces, the other 100 are not
+            k = int(name.split(":")[1]) % 100 + (100 if name.startswith("nonface:") else 0)
+            g = (crops[k] * 255).astype(np.uint8)
+            _cache[name] = (np.repeat(g[..., None], 3, axis=2), (1, 0, 24, 25), (0, 0, 25, 25))
+        else:
+            raise ValueError(f"unknown face source {name!r}")
+    return _cache[name]
 
 
 @dataclass
@@ -32,6 +55,8 @@ class Face:
     angle: float = 0.0                  # in-plane rotation, degrees
     gain: float = 1.0                   # brightness factor (lighting changes)
     flip: bool = False
+    source: str = "astronaut"           # astronaut, hopper, lfw:0 .. lfw:99 (nonface:N: not a face)
+    grow: float = 0.0                   # size change per frame, pixels (approaching / receding)
 
 
 @dataclass
@@ -40,29 +65,21 @@ class Clip:
     boxes: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame
 
 
-def _sources():
-    from skimage import data
-    return data.astronaut(), data.coffee()
-
-
 def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffee=None):
     """Yield (frame RGB uint8, ground-truth face boxes) for ``n`` frames."""
-    if astro is None:
-        astro, coffee = _sources()
-    bg = cv2.resize(coffee, (width, height), interpolation=cv2.INTER_AREA)
-    px0, py0, px1, py1 = PATCH
-    fx0, fy0, fx1, fy1 = FACE
-    patch = astro[py0:py1, px0:px1]
+    from skimage import data
+    bg = cv2.resize(data.coffee() if coffee is None else coffee, (width, height), interpolation=cv2.INTER_AREA)
     for i in range(n):
-        frame = bg.copy()
         # slow drift of the background, so 'unchanged' is tested on a moving picture too
-        frame = np.roll(frame, i // 2, axis=1)
+        frame = np.roll(bg, i // 2, axis=1)
         gt = []
         for f in faces:
             if i < f.enter or (f.leave is not None and i >= f.leave):
                 continue
-            s = f.size / (fx1 - fx0)
+            img, (fx0, fy0, fx1, fy1), (px0, py0, px1, py1) = face_source(f.source)
+            patch = img[py0:py1, px0:px1]
             t = i - f.enter
+            s = max(f.size + f.grow * t, 2.0) / (fx1 - fx0)
             x = f.start[0] + f.velocity[0] * t
             y = f.start[1] + f.velocity[1] * t
             pw, ph = max(1, round(patch.shape[1] * s)), max(1, round(patch.shape[0] * s))
@@ -71,11 +88,11 @@ def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffe
                 p = p[:, ::-1]
             if f.gain != 1.0:
                 p = np.clip(p.astype(np.float32) * f.gain, 0, 255).astype(np.uint8)
-            fx = (fx1 - fx0) * s
-            ox, oy = x - (fx0 - px0) * s, y - (fy0 - py0) * s  # patch origin in the frame
+            fw, fh = (fx1 - fx0) * s, (fy1 - fy0) * s
+            ox, oy = x - ((px1 - fx1) if f.flip else (fx0 - px0)) * s, y - (fy0 - py0) * s  # patch origin
             if f.angle:
-                m = cv2.getRotationMatrix2D(((fx0 - px0 + (fx1 - fx0) / 2) * s, (fy0 - py0 + (fy1 - fy0) / 2) * s),
-                                            f.angle, 1.0)
+                cx = ((px1 - fx1) if f.flip else (fx0 - px0)) * s + fw / 2
+                m = cv2.getRotationMatrix2D((cx, (fy0 - py0) * s + fh / 2), f.angle, 1.0)
                 p = cv2.warpAffine(p, m, (pw, ph), borderMode=cv2.BORDER_REPLICATE)
             x0, y0 = int(round(ox)), int(round(oy))
             sx0, sy0 = max(0, -x0), max(0, -y0)
@@ -85,8 +102,8 @@ def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffe
             if w <= 0 or h <= 0:
                 continue
             frame[dy0:dy0 + h, dx0:dx0 + w] = p[sy0:sy0 + h, sx0:sx0 + w]
-            box = (max(0.0, x), max(0.0, y), min(float(width), x + fx), min(float(height), y + (fy1 - fy0) * s))
-            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+            box = (max(0.0, x), max(0.0, y), min(float(width), x + fw), min(float(height), y + fh))
+            if box[2] - box[0] >= 2 and box[3] - box[1] >= 2 and not f.source.startswith("nonface:"):
                 gt.append(box)
         yield frame, gt
 
@@ -128,7 +145,6 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
     if faces is None:
         faces = [Face(size=width / 8, start=(width * 0.1, height * 0.2), velocity=(width / 200, 0))]
     clip = Clip(path)
-    astro, coffee = _sources()
     with av.open(str(path), "w") as out:
         out.metadata.update(metadata or {})
         options = {"crf": str(crf)} if vcodec in ("libx264", "libx265") else {}
@@ -157,7 +173,7 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
             subs = out.add_mux_stream(sub_codec)
             subs.time_base = Fraction(1, 1000)
         pts = 0
-        for i, (frame, gt) in enumerate(render(width, height, faces, frames, astro, coffee)):
+        for i, (frame, gt) in enumerate(render(width, height, faces, frames)):
             if k:  # stored = rot90(display, -k), so that players show rot90(stored, k)
                 frame = np.ascontiguousarray(np.rot90(frame, -k))
                 gt = [rotate_box(b, -k, width, height) for b in gt]

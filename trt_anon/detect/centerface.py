@@ -42,6 +42,21 @@ def model_bytes(path: Path | None = None) -> bytes:
     return data
 
 
+MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, README)
+MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
+
+
+def auto_det_size(frame_h: int, frame_w: int) -> int:
+    """Detection long side at which a MIN_FACE face is MIN_FACE_AT_INPUT wide: 2/3 of the frame.
+
+    Never below 640 (small frames are then detected at full size) and never above the frame.
+    1280x720 -> 864, 1920x1080 -> 1280, 3840x2160 -> 2560.
+    """
+    long_side = max(frame_h, frame_w)
+    size = -(-long_side * MIN_FACE_AT_INPUT // MIN_FACE // ALIGN) * ALIGN
+    return min(max(size, 640), -(-long_side // ALIGN) * ALIGN)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """How a frame maps onto the detector input: scaled by ``scale``, padded bottom/right."""
@@ -55,8 +70,10 @@ class Geometry:
     scale: float    # input pixels per frame pixel
 
     @classmethod
-    def fit(cls, frame_h: int, frame_w: int, det_size: int) -> "Geometry":
+    def fit(cls, frame_h: int, frame_w: int, det_size: int | str) -> "Geometry":
         """Fit the long side to ``det_size`` (never upscale past the frame), keep aspect, pad to 32."""
+        if det_size == "auto":
+            det_size = auto_det_size(frame_h, frame_w)
         scale = min(det_size / max(frame_h, frame_w), 1.0) if max(frame_h, frame_w) > det_size else 1.0
         rh, rw = max(1, round(frame_h * scale)), max(1, round(frame_w * scale))
         in_h, in_w = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN

@@ -1,0 +1,213 @@
+"""Detection quality: how often does a face leak? Runs trt_anon on a regenerable evaluation set.
+
+    python scripts/eval.py                      # default settings, the table below
+    python scripts/eval.py --det-size 960       # any process() option: --threshold, --ttl, ...
+    python scripts/eval.py --sweep              # det-size x threshold grid: leaks vs fps
+
+The set is made of real faces (scikit-image's astronaut and LFW crops, matplotlib's Grace
+Hopper) composed into clips with per-frame ground truth: sizes from 16 to 500 px, several
+faces, entering and leaving, cut by the frame border, dark and bright, tilted, approaching.
+
+Per clip it prints:
+  leaks      ground-truth face-frames (face >= --min-face px wide, >= 40% visible) not fully
+             covered by mosaic cells, out of all such face-frames
+  over       mosaicked area that is not a face, in % of the frame (mean over frames)
+  haar       an independent detector (OpenCV's frontal and profile Haar cascades) run on the
+             input and output at every 10th frame: faces it finds in the input -> of those, how many
+             it still finds in the output (must be 0)
+  fps        end to end, this machine
+Needs the [eval] extra (scikit-image, matplotlib, opencv-python-headless < 5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import trt_anon  # noqa: E402
+from trt_anon.redact import cell_sizes, pixel_mask  # noqa: E402
+from trt_anon.synth import Face, make_clip  # noqa: E402
+
+
+def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
+    """name -> (width, height, frames, faces). Deterministic, so results compare across runs."""
+    lfw = [f"lfw:{i}" for i in range(0, 100, 7)]
+    src = ["astronaut", "hopper"]
+    return {
+        "sizes_720p": (1280, 720, 90, [
+            Face(w, (40 + 200 * k, 60 + 90 * (k % 3)), (1.5, 0.4), source=src[k % 2], flip=bool(k % 3 == 2))
+            for k, w in enumerate([24, 32, 48, 64, 96, 128])]),
+        "sizes_1080p": (1920, 1080, 60, [
+            Face(w, (60 + 330 * k, 100 + 120 * (k % 3)), (2.0, 0.5), source=src[(k + 1) % 2])
+            for k, w in enumerate([24, 32, 48, 80, 160])]),
+        # LFW crops are tight grey faces with no head around them: harder than real footage
+        "lfw_crops_720p": (1280, 720, 60, [
+            Face(32 + 6 * (k % 6), (60 + 160 * (k % 7), 80 + 250 * (k // 7)), (0.8, 0.3), source=s)
+            for k, s in enumerate(lfw)]),
+        # LFW's non-face crops (skimage's lfw_subset()[100:]): anything mosaicked here is a false alarm
+        "no_faces_720p": (1280, 720, 30, [
+            Face(48, (60 + 160 * (k % 7), 80 + 200 * (k // 7)), (0.5, 0.2), source=f"nonface:{k}")
+            for k in range(14)]),
+        "crowd_720p": (1280, 720, 120, [
+            Face(40 + 15 * k, (100 + 140 * k, 100 + 50 * (k % 4)), (1.0 - 0.3 * k, 0.5), source=src[k % 2],
+                 enter=10 * k, leave=None if k % 3 else 60 + 10 * k, flip=bool(k % 2)) for k in range(8)]),
+        "border_720p": (1280, 720, 90, [
+            Face(90, (60, 300), (-4.0, 0.0)), Face(70, (1150, 200), (3.0, 0.0), source="hopper"),
+            Face(80, (600, 40), (0.0, -3.0), flip=True), Face(60, (300, 620), (0.5, 3.0), source="hopper")]),
+        "lighting_720p": (1280, 720, 60, [
+            Face(60, (100, 100), (2, 0), gain=0.35), Face(60, (500, 300), (1, 1), gain=0.6, source="hopper"),
+            Face(60, (900, 150), (-1, 1), gain=1.5), Face(40, (700, 550), (1, 0), gain=0.45, source="lfw:14")]),
+        "tilt_720p": (1280, 720, 60, [
+            Face(80, (100 + 280 * k, 200), (0.5, 0.5), angle=a, source=src[k % 2])
+            for k, a in enumerate([-30, -15, 15, 30])]),
+        "approach_1080p": (1920, 1080, 90, [
+            Face(30, (800, 300), (-3.0, -1.5), grow=5.0, source="hopper"), Face(450, (1300, 300), (-1, 0))]),
+        "tiny_720p": (1280, 720, 60, [
+            Face(w, (100 + 250 * k, 300), (1, 0), source=src[k % 2]) for k, w in enumerate([12, 16, 20])]),
+    }
+
+
+def visible_fraction(box, full_w, full_h) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1]) / max(full_w * full_h, 1e-6)
+
+
+def haar_faces(frame: np.ndarray, cascades, around) -> np.ndarray:
+    """Haar detections (frontal, profile both ways) in a window around each ground-truth box."""
+    import cv2
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    out = []
+    for x1, y1, x2, y2 in around:
+        w, h = x2 - x1, y2 - y1
+        ox, oy = int(max(0, x1 - w)), int(max(0, y1 - h))
+        crop = gray[oy:int(y2 + h), ox:int(x2 + w)]
+        if crop.size == 0:
+            continue
+        for c in cascades:
+            for g, flip in ((crop, False), (crop[:, ::-1].copy(), True)):
+                for x, y, bw, bh in c.detectMultiScale(g, 1.1, 5, minSize=(20, 20)):
+                    if flip:
+                        x = crop.shape[1] - x - bw
+                    out.append([ox + x, oy + y, ox + x + bw, oy + y + bh])
+    return np.array(out, np.float32).reshape(-1, 4)
+
+
+def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10) -> dict:
+    import av
+    import cv2
+
+    from trt_anon.detect.detections import iou
+
+    width, height, frames, faces = spec
+    clip_path = folder / f"{name}.mp4"
+    if not clip_path.exists():
+        make_clip(clip_path, width, height, frames=frames, faces=faces, audio=0, crf=18)
+    # ground truth is deterministic: re-render only the boxes (cheap) instead of caching them
+    from trt_anon.synth import render
+    gt = [g for _, g in render(width, height, faces, frames)]
+    full = [[(f.size + f.grow * max(i - f.enter, 0)) for f in faces] for i in range(frames)]
+    out = folder / f"{name}.anon.mp4"
+    js = folder / f"{name}.json"
+    report = trt_anon.process(clip_path, out, overwrite=True, json_path=js, **opts)
+    data = json.loads(js.read_text())["frames"]
+    cell = opts.get("mosaic_cell", 25)
+    cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + n)
+                for n in ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")]
+    counted = leaks = 0
+    over = []
+    leak_sizes: list[float] = []
+    haar_in = haar_out = 0
+    with av.open(str(clip_path)) as a, av.open(str(out)) as b:
+        for i, (fa, fb, rec) in enumerate(zip(a.decode(video=0), b.decode(video=0), data)):
+            redacted = np.array(rec["redacted"], np.float32).reshape(-1, 4)
+            mask = pixel_mask(redacted, cell_sizes(redacted, cell), height, width)
+            face_px = np.zeros((height, width), bool)
+            for box in gt[i]:
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                face_px[y1:y2, x1:x2] = True
+                # the face's full width: find the Face this box belongs to by size at this frame
+                size = max((s for s in full[i]), key=lambda s: -abs(s - (x2 - x1)) if x2 - x1 <= s + 1 else -1e9)
+                w_full = size
+                h_full = size * 1.35
+                if size < min_face or visible_fraction(box, w_full, h_full) < 0.4:
+                    continue
+                counted += 1
+                cov = mask[y1:y2, x1:x2].mean() if (x2 > x1 and y2 > y1) else 1.0
+                if cov < 0.99:
+                    leaks += 1
+                    leak_sizes.append(size)
+            over.append((mask & ~face_px).mean() * 100)
+            if i % haar_every == 0 and gt[i] and not name.startswith("no_faces"):
+                ra, rb = fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")
+                ha, hb = haar_faces(ra, cascades, gt[i]), haar_faces(rb, cascades, gt[i])
+                g = np.array(gt[i], np.float32)
+                if len(ha):
+                    found_in = iou(g, ha).max(axis=1) > 0.3
+                    haar_in += int(found_in.sum())
+                    if len(hb):
+                        haar_out += int((found_in & (iou(g, hb).max(axis=1) > 0.3)).sum())
+    return {"clip": name, "size": f"{width}x{height}", "frames": report.frames, "face_frames": counted,
+            "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
+            "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "over_pct": float(np.mean(over)),
+            "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps}
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'clip':<16} {'size':>9} {'face-frames':>11} {'leaks':>6} {'leak %':>7} {'over %':>7} "
+             f"{'haar in->out':>12} {'fps':>6}  leaked sizes (px)"]
+    for r in results:
+        lines.append(f"{r['clip']:<16} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
+                     f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['haar_in']:>5} -> {r['haar_out']:<4} "
+                     f"{r['fps']:>6.1f}  {r['leak_sizes'] or ''}")
+    total = sum(r["face_frames"] for r in results if not r["clip"].startswith(("tiny", "no_faces")))
+    leaked = sum(r["leaks"] for r in results if not r["clip"].startswith("tiny"))
+    lines.append(f"TOTAL (tiny_* excluded): {leaked} leaked of {total} face-frames; "
+                 f"independent detector found {sum(r['haar_out'] for r in results)} faces in the output")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", nargs="*", help="only these clips of the set")
+    ap.add_argument("--min-face", type=int, default=24, help="smallest face width that counts (default 24 px)")
+    ap.add_argument("--sweep", action="store_true", help="grid over det-size and threshold")
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_eval"))
+    ap.add_argument("--json", help="write the results here")
+    for opt, typ in (("det-size", str), ("threshold", float), ("ttl", int), ("margin-rel", float),
+                     ("margin-px", int), ("mosaic-cell", str), ("target", str), ("backend", str)):
+        ap.add_argument(f"--{opt}", type=typ)
+    args = ap.parse_args()
+    folder = Path(args.cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = {k: v for k, v in eval_set().items() if not args.clips or k in args.clips}
+    base = {k: v for k, v in {"det_size": args.det_size, "threshold": args.threshold, "ttl": args.ttl,
+                              "margin_rel": args.margin_rel, "margin_px": args.margin_px,
+                              "mosaic_cell": args.mosaic_cell, "backend": args.backend}.items() if v is not None}
+    for k in ("det_size", "mosaic_cell"):
+        if k in base and str(base[k]).isdigit():
+            base[k] = int(base[k])
+    from tqdm import tqdm
+    grid = [base]
+    if args.sweep:
+        grid = [{**base, "det_size": d, "threshold": t} for d in (640, 960, "auto") for t in (0.2, 0.3)]
+    all_results = []
+    for opts in grid:
+        results = [evaluate(n, s, folder, opts, args.min_face) for n, s in tqdm(specs.items(), desc=str(opts or
+                   "defaults"), leave=False)]
+        print(f"\n== {opts or 'defaults'}")
+        print(table(results))
+        all_results.append({"options": opts, "results": results})
+    if args.json:
+        Path(args.json).write_text(json.dumps(all_results, indent=1, default=str))
+    leaked = sum(r["leaks"] for r in all_results[0]["results"] if not r["clip"].startswith("tiny"))
+    return 1 if leaked else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
