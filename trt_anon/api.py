@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -9,12 +11,12 @@ from typing import Any
 
 import av
 
-from . import media
+from . import cuda, media
 from .config import Config
-from .decode import PyAVDecoder
+from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import PyAVEncoder
-from .errors import AnonError, InputError, OutputError
+from .errors import AnonError, BackendError, InputError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
 from .report import Report
@@ -33,13 +35,40 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
         cfg = Config.from_options(**{**_fields(config), **options})
     src = Path(input)
     started = time.perf_counter()
+    notes: list[str] = []
+    for attempt in _attempts(cfg):
+        try:
+            report = _process(src, output, attempt, progress, notes)
+        except Exception as exc:
+            if not cuda.is_out_of_memory(exc):
+                raise
+            notes.append(f"out of GPU memory at batch {attempt.batch_size} on backend {attempt.backend}; retried")
+            if progress is not None:
+                progress.reset()
+            continue
+        report.wall = time.perf_counter() - started
+        report.warnings[:0] = notes
+        return report
+    raise BackendError("out of GPU memory even with a smaller batch; try --backend cpu")
+
+
+def _attempts(cfg: Config):
+    """The run as asked; after a GPU out-of-memory error, a quarter of the batch, then the CPU."""
+    yield cfg
+    if cfg.backend != "cpu" and cfg.batch_size > 4:
+        yield dataclasses.replace(cfg, batch_size=max(4, cfg.batch_size // 4))
+    if cfg.backend == "auto":
+        yield dataclasses.replace(cfg, backend="cpu")
+
+
+def _fields(config: Config) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Report:
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
-        detector = select_detector(cfg)
-        redactor = select_redactor(cfg)
-        report = Report(str(src), str(dst))
-        report.backends = {"decode": "pyav", "detect": detector.name, "redact": redactor.name}
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))
             json_out = None
@@ -48,10 +77,9 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
                 json_tmp = stack.enter_context(media.atomic_output(json_dst, cfg.overwrite))
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
-            _encode_file(src, container, tmp, dst, cfg, report, detector, redactor, json_out, progress)
-            report.wall = time.perf_counter() - started
+            report = Report(str(src), str(dst))
+            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes)
             if json_out is not None:
-                import json
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
         return report
     except OSError as exc:  # disk full, folder removed under us, ...
@@ -60,61 +88,86 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
         container.close()
 
 
-def _fields(config: Config) -> dict:
-    import dataclasses
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+def _use_gpu(cfg: Config, image: bool, notes: list[str]) -> bool:
+    if cfg.backend == "cpu" or image:
+        return False
+    if cuda.available():
+        return True
+    if cfg.backend == "gpu":
+        raise BackendError("backend 'gpu' asked for, but no CUDA GPU is usable here (needs cupy and a GPU)")
+    return False
 
 
-def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, detector, redactor,
-                 json_out, progress) -> None:
-    info = media.VideoInfo.of(container, media.container.video_stream(container))
+def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, json_out,
+                 progress, notes: list[str]) -> None:
+    stream = media.container.video_stream(container)
+    info = media.VideoInfo.of(container, stream)
     if progress is not None and info.frames:
         progress.total = info.frames
         progress.refresh()
-    decoder = PyAVDecoder(container, cfg.batch_size)
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
-    fmt = "image2" if image_ext else None
+    gpu = _use_gpu(cfg, info.is_image, notes)
+
+    cpu_decoder = PyAVDecoder(container, cfg.batch_size)
+    batches = iter(cpu_decoder)
+    first = next(batches, None)   # the first frame tells the colour matrix/range and rotation
+    if first is None:
+        raise InputError(f"{src}: no frame could be decoded")
+    rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
+
+    decoder, detector, redactor = None, None, None
+    if gpu:
+        try:
+            detector = select_detector(cfg, gpu=True, notes=notes)
+            redactor = select_redactor(cfg, gpu=True)
+            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base, notes)
+        except BackendError as exc:
+            if cfg.backend == "gpu":
+                raise
+            notes.append(f"CPU path: {exc}")
+            gpu, decoder, detector, redactor = False, None, None, None
+    if not gpu:
+        detector = select_detector(cfg, gpu=False)
+        redactor = select_redactor(cfg, gpu=False)
+
+        def cpu_batches():
+            yield first
+            yield from batches
+        decoder = cpu_batches()
+    decoder_name = getattr(decoder, "name", "pyav")
+
     try:
-        out = av.open(str(tmp), mode="w", format=fmt)
+        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None)
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
     try:
         out.metadata.update(media.clean_metadata(container.metadata, cfg.keep_metadata))
-        # The first frame tells the colour matrix/range and rotation; peek it before the encoder exists.
-        batches = iter(decoder)
-        first = next(batches, None)
-        if first is None:
-            raise InputError(f"{src}: no frame could be decoded")
-        in_cc = decoder.stream.codec_context
-        rate = info.rate if not image_ext else 1
-        encoder = PyAVEncoder(out, info.width, info.height, rate, decoder.time_base, decoder.colorspace,
-                              cfg.crf, cfg.preset, image_ext=image_ext)
+        encoder = _select_encoder(out, info, cpu_decoder, colorspace, cfg, image_ext, gpu, notes)
         if not image_ext:
+            in_cc = stream.codec_context
             encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)
-            encoder.stream.metadata.update(media.clean_metadata(decoder.stream.metadata, cfg.keep_metadata))
-            if decoder.rotation:
-                encoder.stream.set_display_rotation(decoder.rotation)
-            remuxer = media.Remuxer(src, out, cfg.keep_metadata, decoder.stream.index)
+            encoder.stream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))
+            if rotation:
+                encoder.stream.set_display_rotation(rotation)
+            remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index)
             report.warnings.extend(remuxer.dropped)
-        report.backends["encode"] = encoder.name
+        report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
+                           "encode": encoder.name}
         if info.pix_fmt and ("10" in info.pix_fmt or "12" in info.pix_fmt):
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit {encoder.pix_fmt}")
 
-        def all_batches():
-            yield first
-            yield from batches
-
-        stages = Stages(all_batches(), detector, redactor, encoder, remuxer)
-        run(stages, cfg, report, info.width, info.height, decoder.rotation, json_out, progress)
-        report.decode_errors = decoder.errors
-        if decoder.stream.frames and report.frames + decoder.errors < decoder.stream.frames - 1 and not image_ext:
-            report.warnings.append(f"the header lists {decoder.stream.frames} frames but only {report.frames} "
+        stages = Stages(decoder, detector, redactor, encoder, remuxer)
+        run(stages, cfg, report, info.width, info.height, rotation, json_out, progress)
+        errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
+        report.decode_errors = errors
+        if errors:
+            report.warnings.append(f"{errors} damaged packet(s) skipped; their frames are not in the output")
+        if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
+            report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
-        if decoder.errors:
-            report.warnings.append(f"{decoder.errors} damaged packet(s) skipped; their frames are not in the output")
         if encoder.fixed_pts:
             report.warnings.append(f"{encoder.fixed_pts} non-increasing timestamp(s) moved forward by one tick")
     except AnonError:
@@ -128,3 +181,18 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             out.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"finishing {dst} failed: {exc}") from None
+
+
+def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):
+    rate = 1 if image_ext else info.rate
+    args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
+    if not gpu:
+        return PyAVEncoder(*args, image_ext=image_ext)
+    from .encode.gpu import GpuX264Encoder, NvencEncoder, nvenc_available
+    ok, why = nvenc_available()
+    if ok and info.width % 2 == 0 and info.height % 2 == 0:
+        return NvencEncoder(*args)
+    notes.append(f"encode: libx264 from the GPU ({why or 'odd frame size'})")
+    enc = GpuX264Encoder(*args)
+    enc.name = "libx264 (gpu yuv)"
+    return enc

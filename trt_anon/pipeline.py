@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, TextIO
 import numpy as np
 
 from .config import Config
+from .cuda import array_module
 from .decode.batch import Batch
 from .detect.detections import HIT, Detections
 from .redact import redaction_boxes
@@ -104,7 +105,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
             break
         time_base = batch.time_base
         t0 = time.perf_counter()
-        view = rotate_for_display(batch.frames, rotation)
+        view = rotate_for_display(batch.frames, rotation, array_module(batch.frames))
         dets = unrotate_boxes(stages.detector(view), rotation, height, width)
         secs["detect"] += time.perf_counter() - t0
         waiting.extend(zip(batch.frames, batch.pts))

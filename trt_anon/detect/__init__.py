@@ -8,9 +8,23 @@ from .detections import Detections
 __all__ = ["Detections", "select_detector"]
 
 
-def select_detector(config: Config):
-    """The first detector that runs here, in DESIGN.md's order; a named one that cannot run is an error."""
-    if config.backend == "gpu":
-        raise BackendError("backend 'gpu' is not available on this machine (no CUDA GPU or GPU packages)")
+def select_detector(config: Config, gpu: bool, notes: list[str] | None = None):
+    """GPU: TensorRT, else PyTorch CUDA FP16. CPU: ONNX Runtime. Why a choice was skipped goes in notes."""
+    if gpu:
+        reasons = []
+        try:
+            from .tensorrt import TensorRTDetector
+            return TensorRTDetector(config.det_size, config.threshold, config.engine_path)
+        except BackendError as exc:
+            reasons.append(str(exc))
+        try:
+            from .torch_cuda import TorchCudaDetector
+            det = TorchCudaDetector(config.det_size, config.threshold)
+            if notes is not None:
+                notes.append(f"detect: PyTorch CUDA FP16, not TensorRT ({reasons[0]})")
+            return det
+        except BackendError as exc:
+            reasons.append(str(exc))
+        raise BackendError("no GPU detector runs here: " + " / ".join(reasons))
     from .onnxrt import OnnxRuntimeDetector
     return OnnxRuntimeDetector(config.det_size, config.threshold)

@@ -49,12 +49,19 @@ class PyAVEncoder:
         self.stream.codec_context.color_primaries = primaries
         self.stream.codec_context.color_trc = trc
 
-    def encode(self, frames: np.ndarray, pts: list[int]) -> None:
-        for rgb, t in zip(frames, pts):
-            if self.last_pts is not None and t <= self.last_pts:  # encoders need strictly increasing pts
+    def _fix(self, pts: list[int]) -> list[int]:
+        """Encoders need strictly increasing timestamps: move a repeated one forward a tick, and count it."""
+        out = []
+        for t in pts:
+            if self.last_pts is not None and t <= self.last_pts:
                 t = self.last_pts + 1
                 self.fixed_pts += 1
             self.last_pts = t
+            out.append(t)
+        return out
+
+    def encode(self, frames: np.ndarray, pts: list[int]) -> None:
+        for rgb, t in zip(frames, self._fix(pts)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
                                    dst_color_range=self.colorspace[1])

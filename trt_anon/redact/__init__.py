@@ -38,5 +38,8 @@ class NumpyRedactor:
         return frames
 
 
-def select_redactor(config):
+def select_redactor(config, gpu: bool):
+    if gpu:
+        from .cupy_mosaic import CupyRedactor
+        return CupyRedactor(config.mosaic_cell)
     return NumpyRedactor(config.mosaic_cell)

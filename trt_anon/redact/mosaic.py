@@ -77,3 +77,31 @@ def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) ->
             means = ((sums + counts // 2) // counts).astype(frame.dtype)
             region[...] = np.repeat(np.repeat(means, hs, axis=0), ws, axis=1)
     return frame
+
+
+def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndarray], height: int,
+                width: int) -> list[tuple[int, np.ndarray]]:
+    """The cells to replace in a batch, for a GPU kernel: [(cell size, (K, 3) int32 frame/row/col)].
+
+    Largest cells first, each cell once per group, so one launch per group has no two threads
+    writing the same pixel, and the result equals ``mosaic`` applied frame by frame.
+    """
+    found: dict[int, set] = {}
+    for f, (boxes, cells) in enumerate(zip(boxes_per_frame, cells_per_frame)):
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        for b, c in zip(boxes, np.broadcast_to(np.asarray(cells, np.int64), (len(boxes),))):
+            for cy0, cx0, cy1, cx1 in cell_ranges(b[None], int(c), height, width):
+                ys, xs = np.mgrid[cy0:cy1, cx0:cx1]
+                found.setdefault(int(c), set()).update(zip([f] * ys.size, ys.ravel().tolist(), xs.ravel().tolist()))
+    return [(c, np.array(sorted(found[c]), np.int32).reshape(-1, 3)) for c in sorted(found, reverse=True)]
+
+
+def apply_cell_groups(frames: np.ndarray, groups: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """What the GPU kernel does, cell by cell, in NumPy (to test ``cell_groups`` without a GPU)."""
+    height, width = frames.shape[1:3]
+    for c, cells in groups:
+        for f, cy, cx in cells:
+            block = frames[f, cy * c:min((cy + 1) * c, height), cx * c:min((cx + 1) * c, width)]
+            n = block.shape[0] * block.shape[1]
+            block[...] = (block.reshape(-1, block.shape[2]).astype(np.uint64).sum(0) + n // 2) // n
+    return frames

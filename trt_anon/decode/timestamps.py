@@ -1,0 +1,35 @@
+"""Presentation timestamps from the container (PyAV demux, no decoding), for GPU decoders.
+
+GPU decoders hand back frames in presentation order but not the container's exact timestamps;
+these come from the packets, re-ordered from decode order through a small heap, so variable
+frame rate and B-frames survive and memory stays bounded.
+"""
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+REORDER = 64  # more than any H.264/HEVC reorder depth
+
+
+def presentation_pts(path: Path) -> Iterator[int]:
+    with av.open(str(path)) as container:
+        from ..media.container import video_stream
+        stream = video_stream(container)
+        heap: list[int] = []
+        last = None
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            t = packet.pts if packet.pts is not None else packet.dts
+            if t is None:
+                t = (last + 1) if last is not None else 0
+            last = t
+            heapq.heappush(heap, t)
+            if len(heap) > REORDER:
+                yield heapq.heappop(heap)
+        while heap:
+            yield heapq.heappop(heap)

@@ -1,0 +1,113 @@
+"""CenterFace as an FP16 TensorRT engine: the first-choice GPU detector.
+
+Thin on purpose: only TensorRT calls live here (build, deserialize, name-based tensor I/O on
+CuPy's stream). Geometry, pre/post-processing and cache naming are shared with the other
+backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
+Written against TensorRT's documented Python API (10.x and 11.x): TensorRT cannot be installed
+where this project is developed, so this file is not exercised by the test suite (README).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BackendError, DetectorError
+from . import centerface as cf
+from . import engine_cache
+from .gpu_pre import preprocess
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendError(f"TensorRT is not installed ({exc}); pip install '.[trt]'") from None
+    return trt
+
+
+def build(key: engine_cache.EngineKey, path: Path, log=print) -> Path:
+    """Build an FP16 engine for ``key``'s input shape, batch 1..max_batch, and cache it at ``path``."""
+    trt = _trt()
+    from .graph import load_model, to_fp16
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    config = builder.create_builder_config()
+    model = load_model()
+    if hasattr(trt.BuilderFlag, "FP16"):      # TensorRT 10: weakly typed, FP16 allowed by a flag
+        config.set_flag(trt.BuilderFlag.FP16)
+    else:                                     # TensorRT 11: strongly typed, FP16 must be in the graph
+        model = to_fp16(model)
+    if not parser.parse(model.SerializeToString()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT could not parse CenterFace: {errors}")
+    shape = lambda n: (n, 3, key.in_h, key.in_w)  # noqa: E731
+    profile = builder.create_optimization_profile()
+    profile.set_shape(cf.INPUT_NAME, shape(1), shape(key.max_batch), shape(key.max_batch))
+    config.add_optimization_profile(profile)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    log(f"building TensorRT engine {path.name} (a minute or two, once per GPU and input size) ...")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError("TensorRT failed to build the engine (see its log above)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(bytes(plan))
+    tmp.replace(path)
+    engine_cache.write_sidecar(path, key)
+    return path
+
+
+class TensorRTDetector:
+    name = "tensorrt-fp16"
+
+    def __init__(self, det_size, threshold: float, engine_path: str | None = None, cache: str | None = None,
+                 max_batch: int = 32, build_missing: bool = True) -> None:
+        self.trt = _trt()
+        import cupy
+        from .. import cuda
+
+        self.cp = cupy
+        self.det_size, self.threshold, self.max_batch = det_size, threshold, max_batch
+        self.engine_path, self.cache, self.build_missing = engine_path, cache, build_missing
+        self.dev = cuda.device()
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
+        self.contexts: dict[tuple[int, int], object] = {}
+
+    def _context(self, geom: cf.Geometry):
+        """One engine per input size, from the cache (built there if missing) or an explicit path."""
+        hw = (geom.in_h, geom.in_w)
+        if hw not in self.contexts:
+            key = engine_cache.key_for(self.dev["name"], self.dev["cc"], self.trt.__version__, geom, self.max_batch)
+            path = Path(self.engine_path) if self.engine_path else engine_cache.cache_dir(self.cache) / key.filename
+            if not path.exists() and not self.engine_path and self.build_missing:
+                build(key, path)
+            engine_cache.check(path, key)
+            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise BackendError(f"TensorRT could not load {path}; rebuild it with scripts/build_engine.py")
+            self.contexts[hw] = (engine, engine.create_execution_context())
+        return self.contexts[hw]
+
+    def __call__(self, frames):
+        cp = self.cp
+        geom = cf.Geometry.fit(frames.shape[1], frames.shape[2], self.det_size)
+        engine, ctx = self._context(geom)
+        outs = []
+        for s in range(0, len(frames), self.max_batch):
+            blob = preprocess(frames[s:s + self.max_batch], geom)
+            ctx.set_input_shape(cf.INPUT_NAME, tuple(blob.shape))
+            ctx.set_tensor_address(cf.INPUT_NAME, blob.data.ptr)
+            maps = []
+            for name in cf.OUTPUT_NAMES:
+                out = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
+                ctx.set_tensor_address(name, out.data.ptr)
+                maps.append(out)
+            if not ctx.execute_async_v3(cp.cuda.get_current_stream().ptr):
+                raise DetectorError("TensorRT failed to run a batch")
+            outs.append(maps)
+        maps = [cp.concatenate(m) for m in zip(*outs)]
+        n, boxes, score, lms = cf.decode_candidates(*maps, self.threshold, geom, xp=cp)
+        return cf.to_detections(cp.asnumpy(n), cp.asnumpy(boxes), cp.asnumpy(score), cp.asnumpy(lms), len(frames), geom)

@@ -1,0 +1,41 @@
+"""CenterFace in PyTorch FP16 on CUDA: the GPU detector when TensorRT is not installed.
+
+The network is built directly from the ONNX initializers (graph.py): six op types, no
+onnx2torch. Frames stay on the device: CuPy preprocessing -> DLPack -> PyTorch -> DLPack ->
+CuPy decoding; only candidate boxes are copied to the host.
+"""
+from __future__ import annotations
+
+from ..errors import BackendError
+from . import centerface as cf
+from .gpu_pre import preprocess
+
+
+class TorchCudaDetector:
+    name = "torch-cuda-fp16"
+
+    def __init__(self, det_size, threshold: float, max_batch: int = 32) -> None:
+        try:
+            import cupy
+            import torch
+        except ImportError as exc:
+            raise BackendError(f"PyTorch CUDA detector needs torch and cupy: {exc}") from None
+        if not torch.cuda.is_available():
+            raise BackendError("PyTorch sees no CUDA GPU")
+        from .graph import TorchCenterFace
+
+        self.cp, self.torch = cupy, torch
+        self.net = TorchCenterFace("cuda", torch.float16)
+        self.det_size, self.threshold, self.max_batch = det_size, threshold, max_batch
+
+    def __call__(self, frames):
+        cp, torch = self.cp, self.torch
+        geom = cf.Geometry.fit(frames.shape[1], frames.shape[2], self.det_size)
+        outs = []
+        for s in range(0, len(frames), self.max_batch):
+            blob = torch.from_dlpack(preprocess(frames[s:s + self.max_batch], geom))
+            outs.append([cp.from_dlpack(m.contiguous()) for m in self.net(blob)])
+        torch.cuda.current_stream().synchronize()  # CuPy reads what PyTorch wrote
+        maps = [cp.concatenate(m) for m in zip(*outs)]
+        n, boxes, score, lms = cf.decode_candidates(*maps, self.threshold, geom, xp=cp)
+        return cf.to_detections(cp.asnumpy(n), cp.asnumpy(boxes), cp.asnumpy(score), cp.asnumpy(lms), len(frames), geom)
