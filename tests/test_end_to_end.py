@@ -6,7 +6,7 @@ import json
 import pytest
 
 import trt_anon
-from conftest import audio_packets, check_redacted, decode_frames, video_times
+from helpers import audio_packets, check_redacted, decode_frames, video_times
 
 
 @pytest.mark.parametrize("name", ["moving", "enter_leave", "two", "small"])
@@ -56,7 +56,7 @@ def test_json_has_every_frame_and_the_report(clips, tmp_path):
 
 
 def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
-    from conftest import cell_deviation
+    from helpers import cell_deviation
 
     clip = clips["moving"]
     out = tmp_path / "eyes.mp4"
@@ -77,7 +77,7 @@ def test_still_images(tmp_path):
     import numpy as np
     from skimage import data
 
-    from conftest import cell_deviation
+    from helpers import cell_deviation
     from trt_anon.synth import FACE
 
     for ext in ("png", "jpg"):

@@ -1,0 +1,125 @@
+"""GPU path against the CPU reference, on the same real-face clips."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import trt_anon
+from helpers import check_redacted, decode_frames, video_times
+from trt_anon.synth import Face, make_clip
+
+FACES = [Face(80, (60, 60), (4.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]
+
+
+def boxes_by_frame(path):
+    return [np.array([f["box"] for f in fr["faces"] if f["kind"] == "hit"], np.float32).reshape(-1, 4)
+            for fr in json.loads(path.read_text())["frames"]]
+
+
+@pytest.mark.parametrize("n", [1, 31, 33, 70])
+def test_gpu_matches_cpu(tmp_path, n):
+    clip = make_clip(tmp_path / f"c{n}.mp4", frames=n, faces=FACES)
+    gpu = trt_anon.process(clip.path, tmp_path / "gpu.mp4", backend="gpu", json_path=tmp_path / "gpu.json")
+    cpu = trt_anon.process(clip.path, tmp_path / "cpu.mp4", backend="cpu", json_path=tmp_path / "cpu.json")
+    assert gpu.backends["redact"] == "cupy" and gpu.backends["decode"] in ("dali", "pynvvideocodec")
+    assert gpu.frames == cpu.frames == n
+    assert video_times(tmp_path / "gpu.mp4") == video_times(clip.path)
+    from trt_anon.detect.detections import iou
+    for a, b in zip(boxes_by_frame(tmp_path / "gpu.json"), boxes_by_frame(tmp_path / "cpu.json")):
+        assert len(a) == len(b)
+        if len(a):
+            assert (iou(a, b).max(axis=1) >= 0.9).all()
+    check_redacted(clip, clip.path, tmp_path / "gpu.mp4", max_bg=4.0)
+
+
+def test_cupy_mosaic_equals_numpy():
+    import cupy as cp
+
+    from trt_anon.redact import NumpyRedactor
+    from trt_anon.redact.cupy_mosaic import CupyRedactor
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (8, 1080, 1920, 3), dtype=np.uint8)
+    boxes = [np.array([[x, y, x + s, y + s] for x, y, s in rng.uniform(0, 1900, (rng.integers(0, 6), 3))])
+             .reshape(-1, 4) for _ in range(8)]
+    for cell in (25, "auto"):
+        ref = NumpyRedactor(cell)(frames.copy(), boxes)
+        got = CupyRedactor(cell)(cp.asarray(frames), boxes)
+        np.testing.assert_array_equal(cp.asnumpy(got), ref)
+
+
+def test_gpu_preprocess_close_to_opencv():
+    import cupy as cp
+    import cv2
+
+    from trt_anon.detect import centerface as cf
+    from trt_anon.detect.gpu_pre import preprocess
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+
+    frames = decode_frames(make_clip("/tmp/pre.mp4", 1280, 720, frames=2, audio=0).path)
+    batch = np.stack(frames)
+    g = cf.Geometry.fit(720, 1280, "auto")
+    ref = OnnxRuntimeDetector.preprocess(None, batch, g)
+    got = cp.asnumpy(preprocess(cp.asarray(batch), g))
+    assert np.abs(ref - got).mean() < 1.0
+
+
+def test_torch_detector_agrees_with_onnxruntime():
+    import cupy as cp
+
+    from trt_anon.detect.detections import iou
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+    from trt_anon.detect.torch_cuda import TorchCudaDetector
+    from skimage import data
+
+    img = np.stack([data.astronaut()] * 4)
+    a = OnnxRuntimeDetector("auto", 0.15)(img)
+    b = TorchCudaDetector("auto", 0.15)(cp.asarray(img))
+    for x, y in zip(a, b):
+        assert len(x) == len(y) == 1 and iou(x.xyxy, y.xyxy)[0, 0] > 0.9
+
+
+def test_yuv_conversion_matches_ffmpeg():
+    import av
+    import cupy as cp
+
+    from trt_anon.encode.gpu_color import rgb_to_yuv420
+
+    rgb = np.stack(decode_frames(make_clip("/tmp/col.mp4", 640, 360, frames=1, audio=0).path))
+    ref = av.VideoFrame.from_ndarray(rgb[0]).reformat(format="yuv420p", dst_colorspace=5).to_ndarray()
+    got = cp.asnumpy(rgb_to_yuv420(cp.asarray(rgb), 5, 1))[0]
+    assert np.abs(ref.astype(int) - got).mean() < 1.5
+
+
+def test_no_frame_sized_host_copies_with_nvenc(tmp_path, monkeypatch):
+    import cupy as cp
+
+    from trt_anon.encode.gpu import nvenc_available
+
+    ok, why = nvenc_available()
+    if not ok:
+        pytest.skip(f"no NVENC on this GPU ({why}); the libx264 fallback copies one batch per batch by design")
+    copies = []
+    real = cp.ndarray.get
+
+    def counting_get(self, *a, **k):
+        copies.append(self.nbytes)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(cp.ndarray, "get", counting_get)
+    clip = make_clip(tmp_path / "n.mp4", 1280, 720, frames=40, faces=FACES)
+    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu")
+    assert report.backends["encode"].endswith("nvenc")
+    assert max(copies, default=0) < 1280 * 720  # boxes and candidates only, never a frame
+
+
+def test_gpu_reports_missing_nvenc_instead_of_crashing(tmp_path):
+    from trt_anon.encode.gpu import nvenc_available
+
+    clip = make_clip(tmp_path / "e.mp4", frames=10, faces=FACES)
+    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu")
+    if not nvenc_available()[0]:
+        assert report.backends["encode"].startswith("libx264")
+        assert any("NVENC" in w for w in report.warnings)

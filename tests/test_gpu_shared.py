@@ -1,0 +1,162 @@
+"""Everything on the GPU path that is not a GPU call, tested on the CPU (tests/gpu does the rest)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trt_anon.detect import centerface as cf
+from trt_anon.detect import engine_cache
+from trt_anon.errors import BackendError
+from trt_anon.redact import cell_sizes, mosaic
+from trt_anon.redact.mosaic import apply_cell_groups, auto_cells, cell_groups
+
+
+@pytest.mark.parametrize("cell", [25, "auto"])
+def test_cell_groups_reproduce_the_reference(cell):
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)
+    boxes = []
+    for _ in range(4):
+        k = rng.integers(0, 4)
+        x, y = rng.uniform(-20, 150, k), rng.uniform(-20, 80, k)
+        s = rng.uniform(5, 120, k)
+        boxes.append(np.stack([x, y, x + s, y + s * 1.2], axis=1) if k else np.zeros((0, 4)))
+    ref = frames.copy()
+    for f, b in zip(ref, boxes):
+        mosaic(f, b, cell_sizes(b, cell))
+    groups = cell_groups(boxes, [cell_sizes(b, cell) for b in boxes], 90, 160)
+    got = apply_cell_groups(frames.copy(), groups)
+    np.testing.assert_array_equal(got, ref)
+    for c, cells in groups:  # each cell once per launch: no two GPU blocks write the same pixel
+        assert len({tuple(r) for r in cells}) == len(cells)
+
+
+def test_auto_cells_scale_with_the_face():
+    cells = auto_cells(np.array([[0, 0, 100, 120], [0, 0, 600, 700]]))
+    assert list(cells) == [25, 100]
+
+
+def test_auto_det_size():
+    assert cf.auto_det_size(720, 1280) == 864
+    assert cf.auto_det_size(1080, 1920) == 1280
+    assert cf.auto_det_size(2160, 3840) == 2560
+    assert cf.auto_det_size(360, 640) == 640
+    assert cf.Geometry.fit(1080, 1920, "auto").scale == pytest.approx(2 / 3)
+
+
+def _key(**kw):
+    base = dict(gpu="NVIDIA H100 80GB HBM3", cc="90", trt="10.13.0", model=cf.MODEL_SHA256, precision="fp16",
+                in_h=736, in_w=1280, max_batch=32)
+    base.update(kw)
+    return engine_cache.EngineKey(**base)
+
+
+def test_engine_name_encodes_gpu_trt_model_shape():
+    name = _key().filename
+    for part in ("nvidia-h100-80gb-hbm3", "sm90", "trt10.13.0", cf.MODEL_SHA256[:12], "fp16", "1280x736", "b32"):
+        assert part in name
+    assert _key(trt="11.4.0").filename != name and _key(gpu="NVIDIA H200").filename != name
+
+
+def test_engine_check_refuses_foreign_or_stale(tmp_path):
+    key = _key()
+    path = tmp_path / key.filename
+    with pytest.raises(BackendError, match="does not exist"):
+        engine_cache.check(path, key)
+    path.write_bytes(b"plan")
+    with pytest.raises(BackendError, match="no .*json"):
+        engine_cache.check(path, key)
+    engine_cache.write_sidecar(path, key)
+    engine_cache.check(path, key)                       # matches: accepted
+    engine_cache.check(path, _key(max_batch=16))        # a larger profile serves a smaller batch
+    for other in (_key(gpu="NVIDIA H200"), _key(trt="11.4.0"), _key(model="0" * 64), _key(in_w=640),
+                  _key(max_batch=64)):
+        with pytest.raises(BackendError, match="does not fit here"):
+            engine_cache.check(path, other)
+
+
+def test_fp16_model_agrees_with_fp32():
+    """The FP16 graph TensorRT 11 builds from (strongly typed): same faces, run here by ONNX Runtime."""
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from skimage import data
+
+    from trt_anon.detect.graph import load_model, to_fp16
+
+    img = data.astronaut().astype(np.float32).transpose(2, 0, 1)[None]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    ref = ort.InferenceSession(cf.model_bytes(), opts).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
+    half = to_fp16(load_model())
+    assert {i.data_type for i in half.graph.initializer if i.name.endswith("weight")} == {10}  # FLOAT16
+    got = ort.InferenceSession(half.SerializeToString(), opts).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
+    assert np.abs(ref[0] - got[0]).max() < 0.01
+    g = cf.Geometry.fit(512, 512, 512)
+    a = cf.to_detections(*cf.decode_candidates(*ref, 0.3, g), 1, g)[0]
+    b = cf.to_detections(*cf.decode_candidates(*got, 0.3, g), 1, g)[0]
+    assert len(a) == len(b) == 1 and np.abs(a.xyxy - b.xyxy).max() < 2.0
+
+
+def test_torch_module_matches_onnxruntime():
+    """The PyTorch network (built from the ONNX initializers) that the CUDA detector runs in FP16."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from skimage import data
+
+    from trt_anon.detect.graph import TorchCenterFace
+
+    img = data.astronaut().astype(np.float32).transpose(2, 0, 1)[None]
+    ref = ort.InferenceSession(cf.model_bytes()).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
+    got = TorchCenterFace("cpu", torch.float32)(torch.from_numpy(img))
+    for r, g in zip(ref, got):
+        assert np.abs(r - g.numpy()).max() < 1e-3
+
+
+def test_presentation_pts_match_decoded_frames(tmp_path):
+    import av
+
+    from trt_anon.decode.timestamps import presentation_pts
+    from trt_anon.synth import make_clip
+
+    clip = make_clip(tmp_path / "vfr.mp4", 160, 96, frames=50, vfr=True, audio=0)  # B-frames + VFR
+    with av.open(str(clip.path)) as c:
+        decoded = [f.pts for f in c.decode(video=0)]
+    assert list(presentation_pts(clip.path)) == decoded
+
+
+def test_nvenc_probe_answers_without_crashing():
+    from trt_anon.encode.gpu import nvenc_available
+
+    ok, why = nvenc_available()
+    assert isinstance(ok, bool) and (ok or why)
+
+
+def test_colour_matrix_choice():
+    from trt_anon.encode.gpu_color import matrix
+
+    assert matrix(1, 480) == (0.2126, 0.0722)      # tagged BT.709
+    assert matrix(2, 1080) == (0.2126, 0.0722)     # untagged HD: BT.709
+    assert matrix(2, 480) == (0.299, 0.114)        # untagged SD: BT.601
+
+
+def test_out_of_memory_retries_smaller_then_cpu(clips, tmp_path, monkeypatch):
+    """A GPU out-of-memory error is retried with a smaller batch, then on the CPU, and reported."""
+    import trt_anon
+    from trt_anon.detect import onnxrt
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    real, calls = onnxrt.OnnxRuntimeDetector.__call__, {"n": 0}
+
+    def oom_once(self, frames):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OutOfMemoryError("out of memory allocating 1 GB")
+        return real(self, frames)
+
+    monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", oom_once)
+    report = trt_anon.process(clips["two"].path, tmp_path / "o.mp4")
+    assert report.frames == len(clips["two"].boxes)
+    assert any("out of GPU memory at batch 32" in w for w in report.warnings)
