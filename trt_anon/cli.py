@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=d.preset, help=f"x264 preset (default {d.preset})")
     p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
                    "(a folder when there are several inputs)")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend, help="default: auto")
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
+                   help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
+                        "an error if they cannot run")
+    p.add_argument("--engine", metavar="PATH", help="TensorRT engine to use instead of the engines/ cache "
+                   "(checked against its .json sidecar)")
     p.add_argument("--keep-metadata", action="store_true", help="keep location/device tags (removed by default)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
@@ -97,7 +101,7 @@ def _main(args: argparse.Namespace) -> int:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
                         mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, crf=args.crf,
                         preset=args.preset, backend=args.backend, overwrite=args.overwrite,
-                        keep_metadata=args.keep_metadata)
+                        keep_metadata=args.keep_metadata, engine_path=args.engine)
         if args.demo:
             if args.inputs:
                 raise ConfigError("--demo takes no inputs")

@@ -2,12 +2,15 @@
 
 Frames are written ``ttl`` frames late, because a face first seen in frame f is back-filled
 into the ttl frames before it; the frames waiting for that are views into their batches.
+Encoding runs in one worker thread, one batch behind (x264, swscale and the GPU copy release
+the GIL): measured to pay on 2 cores (scripts/bench.py), and it keeps memory to two batches.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TextIO
 
@@ -67,8 +70,18 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
     time_base = None
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-encode")
+    pending: Future | None = None
+
+    def encode(frames, pts: list[int]) -> None:
+        t0 = time.perf_counter()
+        stages.encoder.encode(frames, pts)
+        if stages.remuxer is not None:
+            stages.remuxer.advance(stages.encoder.packet_time)
+        secs["encode"] += time.perf_counter() - t0
 
     def write(final: list[Detections]) -> None:
+        nonlocal pending
         if not final:
             return
         t0 = time.perf_counter()
@@ -76,12 +89,10 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
         boxes = [redaction_boxes(d, config.target, config.margin_px, config.margin_rel, width, height)
                  for d in final]
         batch = stages.redactor(frames, boxes)
-        t1 = time.perf_counter()
-        stages.encoder.encode(batch, list(pts))
-        if stages.remuxer is not None:
-            stages.remuxer.advance(stages.encoder.packet_time)
-        secs["redact"] += t1 - t0
-        secs["encode"] += time.perf_counter() - t1
+        secs["redact"] += time.perf_counter() - t0
+        if pending is not None:
+            pending.result()  # one batch in flight at most; re-raises the encoder's error here
+        pending = worker.submit(encode, batch, list(pts))
         for i, (d, b) in enumerate(zip(final, boxes)):
             report.faces += int((d.kind == HIT).sum())
             report.redacted_boxes += len(b)
@@ -96,26 +107,31 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
         if progress is not None:
             progress.update(len(final))
 
-    it = iter(stages.decoder)
-    while True:
+    try:
+        it = iter(stages.decoder)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            secs["decode"] += time.perf_counter() - t0
+            if batch is None:
+                break
+            time_base = batch.time_base
+            t0 = time.perf_counter()
+            view = rotate_for_display(batch.frames, rotation, array_module(batch.frames))
+            dets = unrotate_boxes(stages.detector(view), rotation, height, width)
+            secs["detect"] += time.perf_counter() - t0
+            waiting.extend(zip(batch.frames, batch.pts))
+            write(tracker.push(dets))
+        write(tracker.flush())
+        if pending is not None:
+            pending.result()
         t0 = time.perf_counter()
-        batch = next(it, None)
-        secs["decode"] += time.perf_counter() - t0
-        if batch is None:
-            break
-        time_base = batch.time_base
-        t0 = time.perf_counter()
-        view = rotate_for_display(batch.frames, rotation, array_module(batch.frames))
-        dets = unrotate_boxes(stages.detector(view), rotation, height, width)
-        secs["detect"] += time.perf_counter() - t0
-        waiting.extend(zip(batch.frames, batch.pts))
-        write(tracker.push(dets))
-    write(tracker.flush())
-    t0 = time.perf_counter()
-    stages.encoder.close()
-    if stages.remuxer is not None:
-        stages.remuxer.advance(None)
-    secs["encode"] += time.perf_counter() - t0
+        stages.encoder.close()
+        if stages.remuxer is not None:
+            stages.remuxer.advance(None)
+        secs["encode"] += time.perf_counter() - t0
+    finally:
+        worker.shutdown(wait=True)  # never leave a thread writing into a file being removed
     report.seconds.update(secs)
     if time_base is not None and stages.encoder.last_pts is not None:
         report.duration = float(stages.encoder.last_pts * time_base)
