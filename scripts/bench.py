@@ -180,13 +180,11 @@ def our_boxes(json_path: Path, every: int) -> dict[int, list]:
 
 def combos() -> list[tuple[str, dict]]:
     """Every backend combination that can run here."""
+    from trt_anon import cuda
+
     out = [("cpu", {"backend": "cpu"})]
-    try:
-        from trt_anon import gpu_available
-        if gpu_available():
-            out.insert(0, ("gpu", {"backend": "gpu"}))
-    except Exception:
-        pass
+    if cuda.available():
+        out.insert(0, ("gpu", {"backend": "gpu"}))
     return out
 
 

@@ -92,3 +92,14 @@ def test_still_images(tmp_path):
         assert cell_deviation(img, FACE) < (1.0 if ext == "png" else 4.0)
         orig = data.astronaut().astype(np.int16)
         assert np.abs(orig[400:, 400:] - img[400:, 400:]).mean() < (0.5 if ext == "png" else 4.0)
+
+
+def test_output_has_a_normal_file_mode(clips, tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "mode.mp4"
+    trt_anon.process(clips["two"].path, out)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask

@@ -14,7 +14,7 @@ class Report:
     wall: float = 0.0               # seconds this run took
     faces: int = 0                  # detections (face-frames where the detector fired)
     frames_with_faces: int = 0      # frames with at least one redacted box
-    max_faces: int = 0              # most boxes in one frame
+    max_faces: int = 0              # most redacted boxes in one frame (held ones included)
     redacted_boxes: int = 0         # boxes mosaicked, held and back-filled ones included
     decode_errors: int = 0          # packets the decoder rejected (their frames are not written)
     backends: dict[str, str] = field(default_factory=dict)
@@ -29,7 +29,7 @@ class Report:
     def summary(self) -> str:
         stages = ", ".join(f"{k}={v}" for k, v in self.backends.items())
         return (f"{self.output}: {self.frames} frames in {self.wall:.1f}s ({self.fps:.1f} fps), "
-                f"faces in {self.frames_with_faces} frames (max {self.max_faces}) [{stages}]")
+                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes) [{stages}]")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -80,6 +80,9 @@ def atomic_output(dst: Path, overwrite: bool) -> Iterator[Path]:
         yield tmp_path
         if dst.exists() and not overwrite:
             raise OutputError(f"output {dst} appeared while we were writing; not replacing it")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_path, 0o666 & ~mask)  # mkstemp made it 0600; give it a normal file's mode
         try:
             os.replace(tmp_path, dst)
         except OSError as exc:
