@@ -44,7 +44,12 @@ for mod in ("cupy", "torch"):
             if torch.cuda.is_available(): gpu = max(gpu, torch.cuda.max_memory_allocated())
     except Exception:
         pass
-d = r.to_dict(); d["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; d["peak_gpu"] = gpu
+# VmHWM is this process's own peak; ru_maxrss would include the parent's size at fork (Linux keeps it)
+try:
+    peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+d = r.to_dict(); d["peak_rss"] = peak; d["peak_gpu"] = gpu
 print("BENCH " + json.dumps(d))
 """
 

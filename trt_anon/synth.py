@@ -194,13 +194,12 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
         for j, a in enumerate(tones):
             sr, n = 48000, 960 if acodec == "libopus" else 1152 if acodec == "libmp3lame" else 1024
             total = int(frames / fps * sr)
-            t = np.arange(total) / sr
-            tone = (0.2 * np.sin(2 * np.pi * (440 + 110 * j) * t)).astype(np.float32)
             fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
-            for s0 in range(0, total, n):
-                chunk = np.stack([tone[s0:s0 + n], tone[s0:s0 + n]])
-                if chunk.shape[1] < n:
-                    chunk = np.pad(chunk, ((0, 0), (0, n - chunk.shape[1])))
+            for s0 in range(0, total, n):  # made chunk by chunk: an hour of tone is 700 MB at once
+                t = np.arange(s0, s0 + n) / sr
+                tone = (0.2 * np.sin(2 * np.pi * (440 + 110 * j) * t)).astype(np.float32)
+                tone[max(0, total - s0):] = 0.0
+                chunk = np.stack([tone, tone])
                 af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
                 af.sample_rate, af.pts = sr, s0
                 if fmt != "fltp":
