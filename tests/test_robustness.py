@@ -1,7 +1,6 @@
 """Unusual but valid inputs are processed correctly; faults leave nothing behind (issue: robustness)."""
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import signal

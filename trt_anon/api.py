@@ -117,25 +117,31 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         raise InputError(f"{src}: no frame could be decoded")
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
 
-    decoder, detector, redactor = None, None, None
+    def cpu_batches():
+        yield first
+        yield from batches
+
+    decoder, detector, redactor = cpu_batches(), None, None
     if gpu:
         try:
             detector = select_detector(cfg, gpu=True, notes=notes)
             redactor = select_redactor(cfg, gpu=True)
-            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base, notes)
         except BackendError as exc:
             if cfg.backend == "gpu":
                 raise
             notes.append(f"CPU path: {exc}")
-            gpu, decoder, detector, redactor = False, None, None, None
-    if not gpu:
+            gpu = False
+    if gpu:
+        try:
+            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base)
+        except BackendError as exc:
+            if cfg.backend == "gpu":
+                raise
+            notes.append(f"decode: PyAV, each batch uploaded to the GPU ({exc})")
+            decoder = _uploaded(cpu_batches())
+    else:
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)
-
-        def cpu_batches():
-            yield first
-            yield from batches
-        decoder = cpu_batches()
     decoder_name = getattr(decoder, "name", "pyav")
 
     try:
@@ -181,6 +187,22 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             out.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"finishing {dst} failed: {exc}") from None
+
+
+class _uploaded:
+    """PyAV batches moved to the GPU, for machines with CUDA but no GPU decoder package."""
+
+    name = "pyav (uploaded)"
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        import cupy as cp
+
+        from .decode import Batch
+        for b in self.batches:
+            yield Batch(cp.asarray(b.frames), b.pts, b.time_base, b.start)
 
 
 def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):

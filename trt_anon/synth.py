@@ -8,6 +8,7 @@ background is ``skimage.data.coffee()``. Needs scikit-image (the ``[test]`` extr
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,25 +23,23 @@ PATCH = (125, 0, 330, 240)
 HOPPER_FACE, HOPPER_PATCH = (172, 128, 362, 338), (110, 20, 420, 420)
 
 
-def face_source(name: str, _cache: dict = {}) -> tuple[np.ndarray, tuple, tuple]:
+@functools.lru_cache(maxsize=None)
+def face_source(name: str) -> tuple[np.ndarray, tuple, tuple]:
     """(image RGB uint8, face box, patch box) for a face source name."""
-    if name not in _cache:
-        from skimage import data
-        if name == "astronaut":
-            _cache[name] = (data.astronaut(), FACE, PATCH)
-        elif name == "hopper":
-            import matplotlib.cbook as cbook
-            from PIL import Image
-            with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
-                _cache[name] = (np.asarray(im.convert("RGB")), HOPPER_FACE, HOPPER_PATCH)
-        elif name.startswith(("lfw:", "nonface:")):
-            crops = data.lfw_subset()  # the first 100 are faces, the other 100 are not
-            k = int(name.split(":")[1]) % 100 + (100 if name.startswith("nonface:") else 0)
-            g = (crops[k] * 255).astype(np.uint8)
-            _cache[name] = (np.repeat(g[..., None], 3, axis=2), (1, 0, 24, 25), (0, 0, 25, 25))
-        else:
-            raise ValueError(f"unknown face source {name!r}")
-    return _cache[name]
+    from skimage import data
+    if name == "astronaut":
+        return data.astronaut(), FACE, PATCH
+    if name == "hopper":
+        import matplotlib.cbook as cbook
+        from PIL import Image
+        with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+            return np.asarray(im.convert("RGB")), HOPPER_FACE, HOPPER_PATCH
+    if name.startswith(("lfw:", "nonface:")):
+        crops = data.lfw_subset()  # the first 100 are faces, the other 100 are not
+        k = int(name.split(":")[1]) % 100 + (100 if name.startswith("nonface:") else 0)
+        g = (crops[k] * 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2), (1, 0, 24, 25), (0, 0, 25, 25)
+    raise ValueError(f"unknown face source {name!r}")
 
 
 @dataclass

@@ -52,7 +52,6 @@ def test_cupy_mosaic_equals_numpy():
 
 def test_gpu_preprocess_close_to_opencv():
     import cupy as cp
-    import cv2
 
     from trt_anon.detect import centerface as cf
     from trt_anon.detect.gpu_pre import preprocess

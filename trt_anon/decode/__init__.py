@@ -10,7 +10,7 @@ from .pyav import PyAVDecoder
 __all__ = ["Batch", "PyAVDecoder", "select_gpu_decoder"]
 
 
-def select_gpu_decoder(path: Path, batch_size: int, time_base, notes: list[str]):
+def select_gpu_decoder(path: Path, batch_size: int, time_base):
     """DALI, else PyNvVideoCodec; BackendError naming both reasons if neither runs."""
     reasons = []
     for mod, cls in (("dali", "DaliDecoder"), ("nvdec", "NvDecoder")):
