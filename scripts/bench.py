@@ -206,6 +206,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=600, help="frames per generated clip (default 600)")
     ap.add_argument("--deface", help="path to deface's python or executable")
     ap.add_argument("--no-deface", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a process() option for our runs, e.g. --set det_size=640 (repeatable)")
     ap.add_argument("--agreement-every", type=int, default=5, help="compare faces on every Nth frame")
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_bench"),
@@ -232,6 +234,10 @@ def main() -> int:
             make_clip(p, w, h, n)
             clips.append(p)
 
+    extra = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        extra[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
     py = None if args.no_deface else deface_python(args.deface)
     rows, results = [], []
     jobs = [(c, name, opts) for c in clips for name, opts in combos()]
@@ -240,8 +246,8 @@ def main() -> int:
         ours_fps = None
         json_path = work / f"{clip.stem}.json"
         for c, name, opts in [j for j in jobs if j[0] == clip]:
-            res = run_ours(clip, work / f"{clip.stem}.{name}.mp4", {**opts, "json_path": str(json_path)})
-            res.update(clip=clip.name, run=f"trt_anon {name}")
+            res = run_ours(clip, work / f"{clip.stem}.{name}.mp4", {**opts, **extra, "json_path": str(json_path)})
+            res.update(clip=clip.name, run=f"trt_anon {name}", options=extra)
             results.append(res)
             bar.update(1)
             if "error" in res:

@@ -63,7 +63,7 @@ def open_input(path: Path) -> av.container.InputContainer:
     except av.error.PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
-        raise InputError(f"{path}: not a video or image that FFmpeg can read") from None
+        raise InputError(f"{path}: not a video or image that FFmpeg can read (damaged or truncated?)") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
