@@ -38,7 +38,8 @@ class NvencEncoder(PyAVEncoder):
         super().__init__(output, width, height, rate, time_base, colorspace, crf, preset, codec=codec)
         self.name = codec
         self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
-        self.pix_fmt = "cuda"
+        # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
+        self.pix_fmt = self.stream.pix_fmt = "cuda"
 
     def encode(self, frames, pts):
         import cupy as cp
