@@ -71,10 +71,16 @@ class Geometry:
 
     @classmethod
     def fit(cls, frame_h: int, frame_w: int, det_size: int | str) -> "Geometry":
-        """Fit the long side to ``det_size`` (never upscale past the frame), keep aspect, pad to 32."""
+        """Fit the long side to ``det_size`` (never upscale past the frame), keep aspect, pad to 32.
+
+        "auto" scales by exactly MIN_FACE_AT_INPUT / MIN_FACE (no less than 640 on the long side):
+        1280x720 -> 853x480 in a 864x480 input, 1920x1080 -> 1280x720 in 1280x736.
+        """
+        long_side = max(frame_h, frame_w)
         if det_size == "auto":
-            det_size = auto_det_size(frame_h, frame_w)
-        scale = min(det_size / max(frame_h, frame_w), 1.0) if max(frame_h, frame_w) > det_size else 1.0
+            scale = min(1.0, max(MIN_FACE_AT_INPUT / MIN_FACE, 640 / long_side))
+        else:
+            scale = min(det_size / long_side, 1.0)
         rh, rw = max(1, round(frame_h * scale)), max(1, round(frame_w * scale))
         in_h, in_w = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
         return cls(frame_h, frame_w, in_h, in_w, rh, rw, scale)
