@@ -92,10 +92,13 @@ def test_odd_size_kept(tmp_path):
     check_redacted(clip, clip.path, Path(report.output))
 
 
-def test_ten_bit_hevc(tmp_path):
+def test_ten_bit_hevc_stays_ten_bit(tmp_path):
     clip = make_clip(tmp_path / "hdr.mkv", frames=12, codec="libx265", pix_fmt="yuv420p10le", faces=FACES)
     report = trt_anon.process(clip.path)
-    assert any("8-bit" in w for w in report.warnings)
+    assert not report.warnings
+    with av.open(report.output) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        assert sum(1 for _ in c.decode(video=0)) == 12
     check_redacted(clip, clip.path, Path(report.output), max_bg=4.0)
 
 

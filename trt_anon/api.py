@@ -162,8 +162,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             report.warnings.extend(remuxer.dropped)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
-        if info.pix_fmt and ("10" in info.pix_fmt or "12" in info.pix_fmt):
-            report.warnings.append(f"{info.pix_fmt} input written as 8-bit {encoder.pix_fmt}")
+        if cpu_decoder.deep and "10" not in encoder.pix_fmt:
+            report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         stages = Stages(decoder, detector, redactor, encoder, remuxer)
         run(stages, cfg, report, info.width, info.height, rotation, json_out, progress)
@@ -209,7 +209,7 @@ def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu:
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
     if not gpu:
-        return PyAVEncoder(*args, image_ext=image_ext)
+        return PyAVEncoder(*args, image_ext=image_ext, deep=decoder.deep)
     from .encode.gpu import GpuX264Encoder, NvencEncoder, nvenc_available
     ok, why = nvenc_available()
     if ok and info.width % 2 == 0 and info.height % 2 == 0:

@@ -11,11 +11,21 @@ from ..media.container import video_stream
 from .batch import Batch
 
 
+def bit_depth(pix_fmt: str | None) -> int:
+    """Bits per component of a pixel format (8 when unknown)."""
+    try:
+        return max(c.bits for c in av.video.format.VideoFormat(pix_fmt).components)
+    except (TypeError, ValueError):
+        return 8
+
+
 class PyAVDecoder:
     """Streams batches from an open container; memory is one batch, whatever the length.
 
     A packet the decoder rejects is counted in ``errors`` and skipped: frames that do not
     decode are never written, and every frame that is written has been through detection.
+    Video deeper than 8 bits (10-bit HEVC from phones) is kept deep: frames are uint16 RGB
+    (``rgb48le``), so the encoder can write 10 bits again.
     """
 
     name = "pyav"
@@ -26,6 +36,8 @@ class PyAVDecoder:
         self.stream.thread_type = "AUTO"
         self.batch_size = batch_size
         self.errors = 0
+        self.deep = bit_depth(self.stream.codec_context.pix_fmt) > 8 and container.format.name != "image2"
+        self.rgb_format = "rgb48le" if self.deep else "rgb24"
         self.rotation = 0          # display rotation of the first frame, degrees counter-clockwise
         self.colorspace = None     # (colorspace, color_range) of the first frame, for the encoder
         tb = self.stream.time_base or Fraction(1, 90000)
@@ -51,7 +63,7 @@ class PyAVDecoder:
             if self.colorspace is None:
                 self.colorspace = (frame.colorspace, frame.color_range)
                 self.rotation = int(frame.rotation or 0)
-            frames.append(frame.to_ndarray(format="rgb24", src_colorspace=self.colorspace[0],
+            frames.append(frame.to_ndarray(format=self.rgb_format, src_colorspace=self.colorspace[0],
                                            src_color_range=self.colorspace[1]))
             t = frame.pts if frame.pts is not None else (0 if last is None else last + self._step)
             pts.append(t)

@@ -27,12 +27,14 @@ class OnnxRuntimeDetector:
         self.det_size, self.threshold = det_size, threshold
 
     def preprocess(self, frames: np.ndarray, geom: cf.Geometry) -> np.ndarray:
-        """RGB uint8 (N,H,W,3) -> float32 (N,3,in_h,in_w), letterboxed, 0..255 as CenterFace expects."""
+        """RGB uint8 or uint16 (N,H,W,3) -> float32 (N,3,in_h,in_w), letterboxed, 0..255 as CenterFace expects."""
         blob = np.zeros((len(frames), 3, geom.in_h, geom.in_w), np.float32)
         for i, frame in enumerate(frames):
             small = frame if geom.scale == 1.0 else cv2.resize(
                 frame, (geom.resized_w, geom.resized_h), interpolation=cv2.INTER_AREA)
             blob[i, :, :geom.resized_h, :geom.resized_w] = small.transpose(2, 0, 1)
+        if frames.dtype == np.uint16:
+            blob *= 255.0 / 65535.0
         return blob
 
     def __call__(self, frames: np.ndarray) -> list[Detections]:

@@ -14,13 +14,13 @@ class PyAVEncoder:
     """Encodes frames with the input's own timestamps, resolution and colour tags.
 
     yuv420p where both sides are even (what every player expects), yuv444p otherwise, so the
-    resolution never changes. The RGB<->YUV matrix and range are the decoder's, so the
+    resolution never changes; 10-bit variants for input deeper than 8 bits. The RGB<->YUV matrix and range are the decoder's, so the
     background round-trips to within codec rounding.
     """
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
                  time_base: Fraction, colorspace: tuple[int, int] | None, crf: int, preset: str,
-                 image_ext: str | None = None, codec: str = "libx264") -> None:
+                 image_ext: str | None = None, codec: str = "libx264", deep: bool = False) -> None:
         self.output = output
         self.colorspace = colorspace or (2, 0)
         self.time_base = time_base
@@ -30,6 +30,8 @@ class PyAVEncoder:
             self.name = codec
         else:
             self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if deep:  # 10-bit in, 10-bit out (libx264 builds both depths)
+                self.pix_fmt += "10le"
             options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
             self.name = codec
         self.stream = output.add_stream(codec, rate=rate, options=options)
@@ -62,7 +64,8 @@ class PyAVEncoder:
 
     def encode(self, frames: np.ndarray, pts: list[int]) -> None:
         for rgb, t in zip(frames, self._fix(pts)):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
+                                               format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
             frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
                                    dst_color_range=self.colorspace[1])
             frame.pts, frame.time_base = t, self.time_base
