@@ -143,3 +143,11 @@ def test_interrupt_leaves_nothing(tmp_path, sig, code):
     assert p.returncode == code, err
     assert "Traceback" not in err
     assert leftovers(tmp_path) == ["long.mp4"]
+
+
+def test_single_file_into_new_folder_with_json_folder(clips, tmp_path):
+    (tmp_path / "js").mkdir()
+    r = cli(clips["two"].path, "-o", f"{tmp_path / 'new'}/", "--json", tmp_path / "js", "-q")
+    assert r.returncode == 0, r.stderr
+    assert leftovers(tmp_path / "new") == ["two.anon.mp4"]
+    assert leftovers(tmp_path / "js") == ["two.anon.json"]

@@ -73,7 +73,10 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))
             json_out = None
             if cfg.json_path:
-                json_dst = media.resolve_output(src, cfg.json_path, cfg.overwrite)
+                json_path = Path(cfg.json_path)
+                if json_path.is_dir():
+                    json_path = json_path / f"{src.stem}.anon.json"
+                json_dst = media.resolve_output(src, json_path, cfg.overwrite)
                 json_tmp = stack.enter_context(media.atomic_output(json_dst, cfg.overwrite))
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')

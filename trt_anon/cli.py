@@ -117,8 +117,8 @@ def _main(args: argparse.Namespace) -> int:
         return exc.exit_code
 
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
-    if many and output is not None:
-        Path(output).mkdir(parents=True, exist_ok=True)
+    if output is not None and (many or str(output).endswith(("/", "\\"))):
+        Path(output).mkdir(parents=True, exist_ok=True)  # a folder of outputs
     if many and args.json:
         Path(args.json).mkdir(parents=True, exist_ok=True)
     failed = 0
