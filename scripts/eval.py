@@ -62,6 +62,9 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
         "border_720p": (1280, 720, 90, [
             Face(90, (60, 300), (-4.0, 0.0)), Face(70, (1150, 200), (3.0, 0.0), source="hopper"),
             Face(80, (600, 40), (0.0, -3.0), flip=True), Face(60, (300, 620), (0.5, 3.0), source="hopper")]),
+        "slide_in_720p": (1280, 720, 60, [
+            Face(90, (-120, 300), (6.0, 0.0)), Face(70, (1290, 150), (-5.0, 0.5), source="hopper"),
+            Face(80, (600, -130), (0.5, 5.0), flip=True), Face(60, (300, 730), (1.0, -4.0), source="hopper")]),
         "lighting_720p": (1280, 720, 60, [
             Face(60, (100, 100), (2, 0), gain=0.35), Face(60, (500, 300), (1, 1), gain=0.6, source="hopper"),
             Face(60, (900, 150), (-1, 1), gain=1.5), Face(40, (700, 550), (1, 0), gain=0.45, source="hopper")]),
