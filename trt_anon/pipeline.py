@@ -11,7 +11,7 @@ import json
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TextIO
 
 import numpy as np
@@ -34,7 +34,6 @@ class Stages:
     redactor: Callable[[Any, list[np.ndarray]], Any]
     encoder: Any                                 # .encode(frames, pts), .close(), .packet_time
     remuxer: Any = None                          # .advance(seconds) copies audio/subtitles
-    to_host: Callable[[Any], Any] = field(default=np.asarray)
 
 
 def rotate_for_display(frames, rotation: int, xp=np):
