@@ -50,14 +50,14 @@ def test_cupy_mosaic_equals_numpy():
         np.testing.assert_array_equal(cp.asnumpy(got), ref)
 
 
-def test_gpu_preprocess_close_to_opencv():
+def test_gpu_preprocess_close_to_opencv(tmp_path):
     import cupy as cp
 
     from trt_anon.detect import centerface as cf
     from trt_anon.detect.gpu_pre import preprocess
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
 
-    frames = decode_frames(make_clip("/tmp/pre.mp4", 1280, 720, frames=2, audio=0).path)
+    frames = decode_frames(make_clip(tmp_path / "pre.mp4", 1280, 720, frames=2, audio=0).path)
     batch = np.stack(frames)
     g = cf.Geometry.fit(720, 1280, "auto")
     ref = OnnxRuntimeDetector.preprocess(None, batch, g)
@@ -80,13 +80,13 @@ def test_torch_detector_agrees_with_onnxruntime():
         assert len(x) == len(y) == 1 and iou(x.xyxy, y.xyxy)[0, 0] > 0.9
 
 
-def test_yuv_conversion_matches_ffmpeg():
+def test_yuv_conversion_matches_ffmpeg(tmp_path):
     import av
     import cupy as cp
 
     from trt_anon.encode.gpu_color import rgb_to_yuv420
 
-    rgb = np.stack(decode_frames(make_clip("/tmp/col.mp4", 640, 360, frames=1, audio=0).path))
+    rgb = np.stack(decode_frames(make_clip(tmp_path / "col.mp4", 640, 360, frames=1, audio=0).path))
     ref = av.VideoFrame.from_ndarray(rgb[0]).reformat(format="yuv420p", dst_colorspace=5).to_ndarray()
     got = cp.asnumpy(rgb_to_yuv420(cp.asarray(rgb), 5, 1))[0]
     assert np.abs(ref.astype(int) - got).mean() < 1.5
