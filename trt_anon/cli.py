@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="detection resolution, long side in pixels (multiple of 32), or 'auto': 2/3 of the "
                         "frame's long side, so faces from 24 px are found (default auto)")
     p.add_argument("--mosaic-cell", default=d.mosaic_cell,
-                   help="mosaic cell size in pixels, or 'auto': at least 25 and about 8 cells across each face, "
+                   help="mosaic cell size in pixels, or 'auto': at least 25 and about 5 cells across each face, "
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
