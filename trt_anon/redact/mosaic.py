@@ -33,14 +33,25 @@ def cell_mask(boxes: np.ndarray, cell: int, height: int, width: int) -> np.ndarr
     return mask
 
 
-def pixel_mask(boxes: np.ndarray, cell, height: int, width: int) -> np.ndarray:
-    """Boolean (H, W): the pixels ``mosaic`` replaces for these boxes (``cell``: one, or per box)."""
+def box_cells(boxes: np.ndarray, cell, height: int, width: int):
+    """Yield (cell size, cy0, cx0, cy1, cx1) for each non-empty box, largest cells first.
+
+    ``cell`` is one size for all boxes or one per box. The order is the one ``mosaic`` needs:
+    where boxes of different cell sizes overlap, the finer mosaic is applied last.
+    """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     cells = np.broadcast_to(np.asarray(cell, np.int64), (len(boxes),))
+    for i in np.argsort(-cells, kind="stable"):
+        c = int(cells[i])
+        for cy0, cx0, cy1, cx1 in cell_ranges(boxes[i:i + 1], c, height, width):
+            yield c, int(cy0), int(cx0), int(cy1), int(cx1)
+
+
+def pixel_mask(boxes: np.ndarray, cell, height: int, width: int) -> np.ndarray:
+    """Boolean (H, W): the pixels ``mosaic`` replaces for these boxes (``cell``: one, or per box)."""
     mask = np.zeros((height, width), bool)
-    for b, c in zip(boxes, cells):
-        for cy0, cx0, cy1, cx1 in cell_ranges(b[None], int(c), height, width):
-            mask[cy0 * c:cy1 * c, cx0 * c:cx1 * c] = True
+    for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
+        mask[cy0 * c:cy1 * c, cx0 * c:cx1 * c] = True
     return mask
 
 
@@ -49,8 +60,8 @@ def auto_cells(boxes: np.ndarray, cell: int = 25, across: int = 6) -> np.ndarray
     over a margin-grown box, i.e. about 5 over the face itself. OpenCV's Haar detector still
     finds faces under a mosaic of 8 cells across (measured: scripts/eval.py), not under 5.
     """
-    widths = np.asarray(boxes, np.float64).reshape(-1, 4)[:, 2] - np.asarray(boxes, np.float64).reshape(-1, 4)[:, 0]
-    return np.maximum(cell, np.ceil(widths / across)).astype(np.int64)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.maximum(cell, np.ceil((b[:, 2] - b[:, 0]) / across)).astype(np.int64)
 
 
 def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) -> np.ndarray:
@@ -61,21 +72,17 @@ def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) ->
     of a constant cell is that constant, so with one cell size the order does not matter.
     """
     height, width = frame.shape[:2]
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    cells = np.broadcast_to(np.asarray(cell, np.int64), (len(boxes),))
-    for i in np.argsort(-cells, kind="stable"):
-        c = int(cells[i])
-        for cy0, cx0, cy1, cx1 in cell_ranges(boxes[i:i + 1], c, height, width):
-            py0, py1 = cy0 * c, min(cy1 * c, height)
-            px0, px1 = cx0 * c, min(cx1 * c, width)
-            region = frame[py0:py1, px0:px1]
-            ys, xs = np.arange(0, py1 - py0, c), np.arange(0, px1 - px0, c)
-            sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
-            hs = np.diff(np.append(ys, py1 - py0))
-            ws = np.diff(np.append(xs, px1 - px0))
-            counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)
-            means = ((sums + counts // 2) // counts).astype(frame.dtype)
-            region[...] = np.repeat(np.repeat(means, hs, axis=0), ws, axis=1)
+    for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
+        py0, py1 = cy0 * c, min(cy1 * c, height)
+        px0, px1 = cx0 * c, min(cx1 * c, width)
+        region = frame[py0:py1, px0:px1]
+        ys, xs = np.arange(0, py1 - py0, c), np.arange(0, px1 - px0, c)
+        sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
+        hs = np.diff(np.append(ys, py1 - py0))
+        ws = np.diff(np.append(xs, px1 - px0))
+        counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)
+        means = ((sums + counts // 2) // counts).astype(frame.dtype)
+        region[...] = np.repeat(np.repeat(means, hs, axis=0), ws, axis=1)
     return frame
 
 
@@ -88,11 +95,8 @@ def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndar
     """
     found: dict[int, set] = {}
     for f, (boxes, cells) in enumerate(zip(boxes_per_frame, cells_per_frame)):
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        for b, c in zip(boxes, np.broadcast_to(np.asarray(cells, np.int64), (len(boxes),))):
-            for cy0, cx0, cy1, cx1 in cell_ranges(b[None], int(c), height, width):
-                ys, xs = np.mgrid[cy0:cy1, cx0:cx1]
-                found.setdefault(int(c), set()).update(zip([f] * ys.size, ys.ravel().tolist(), xs.ravel().tolist()))
+        for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cells, height, width):
+            found.setdefault(c, set()).update((f, cy, cx) for cy in range(cy0, cy1) for cx in range(cx0, cx1))
     return [(c, np.array(sorted(found[c]), np.int32).reshape(-1, 3)) for c in sorted(found, reverse=True)]
 
 
