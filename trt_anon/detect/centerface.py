@@ -46,17 +46,6 @@ MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2
 MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
 
 
-def auto_det_size(frame_h: int, frame_w: int) -> int:
-    """Detection long side at which a MIN_FACE face is MIN_FACE_AT_INPUT wide: 2/3 of the frame.
-
-    Never below 640 (small frames are then detected at full size) and never above the frame.
-    1280x720 -> 864, 1920x1080 -> 1280, 3840x2160 -> 2560.
-    """
-    long_side = max(frame_h, frame_w)
-    size = -(-long_side * MIN_FACE_AT_INPUT // MIN_FACE // ALIGN) * ALIGN
-    return min(max(size, 640), -(-long_side // ALIGN) * ALIGN)
-
-
 @dataclass(frozen=True)
 class Geometry:
     """How a frame maps onto the detector input: scaled by ``scale``, padded bottom/right."""
@@ -111,6 +100,16 @@ def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom:
     lms = xp.stack([lm_x, lm_y], axis=2)
     inv = 1.0 / geom.scale
     return n, (boxes * inv).astype(xp.float32), score.astype(xp.float32), (lms * inv).astype(xp.float32)
+
+
+def detections(maps, threshold: float, geom: Geometry, xp=np) -> list[Detections]:
+    """The four output maps of a batch (NumPy or CuPy) -> one Detections per frame, on the host.
+
+    Decoding runs where the maps are; only the candidate boxes are copied to the host.
+    """
+    host = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
+    candidates = decode_candidates(*maps, threshold, geom, xp=xp)
+    return to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
 
 
 def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Detections]:

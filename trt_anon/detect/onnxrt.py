@@ -46,4 +46,4 @@ class OnnxRuntimeDetector:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise DetectorError(f"ONNX Runtime failed on a batch: {exc}") from exc
         maps = [np.concatenate(m) for m in zip(*runs)]
-        return cf.to_detections(*cf.decode_candidates(*maps, self.threshold, geom), len(frames), geom)
+        return cf.detections(maps, self.threshold, geom)

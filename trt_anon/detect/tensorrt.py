@@ -109,5 +109,4 @@ class TensorRTDetector:
                 raise DetectorError("TensorRT failed to run a batch")
             outs.append(maps)
         maps = [cp.concatenate(m) for m in zip(*outs)]
-        n, boxes, score, lms = cf.decode_candidates(*maps, self.threshold, geom, xp=cp)
-        return cf.to_detections(cp.asnumpy(n), cp.asnumpy(boxes), cp.asnumpy(score), cp.asnumpy(lms), len(frames), geom)
+        return cf.detections(maps, self.threshold, geom, xp=cp)

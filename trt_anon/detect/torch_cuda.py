@@ -37,5 +37,4 @@ class TorchCudaDetector:
             outs.append([cp.from_dlpack(m.contiguous()) for m in self.net(blob)])
         torch.cuda.current_stream().synchronize()  # CuPy reads what PyTorch wrote
         maps = [cp.concatenate(m) for m in zip(*outs)]
-        n, boxes, score, lms = cf.decode_candidates(*maps, self.threshold, geom, xp=cp)
-        return cf.to_detections(cp.asnumpy(n), cp.asnumpy(boxes), cp.asnumpy(score), cp.asnumpy(lms), len(frames), geom)
+        return cf.detections(maps, self.threshold, geom, xp=cp)
