@@ -91,7 +91,7 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
         container.close()
 
 
-def _use_gpu(cfg: Config, image: bool, notes: list[str]) -> bool:
+def _use_gpu(cfg: Config, image: bool) -> bool:
     if cfg.backend == "cpu" or image:
         return False
     if cuda.available():
@@ -111,7 +111,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
-    gpu = _use_gpu(cfg, info.is_image, notes)
+    gpu = _use_gpu(cfg, info.is_image)
 
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
     batches = iter(cpu_decoder)
@@ -218,6 +218,4 @@ def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu:
     if ok and info.width % 2 == 0 and info.height % 2 == 0:
         return NvencEncoder(*args)
     notes.append(f"encode: libx264 from the GPU ({why or 'odd frame size'})")
-    enc = GpuX264Encoder(*args)
-    enc.name = "libx264 (gpu yuv)"
-    return enc
+    return GpuX264Encoder(*args)

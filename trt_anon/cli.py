@@ -120,15 +120,12 @@ def _main(args: argparse.Namespace) -> int:
     if output is not None and (many or str(output).endswith(("/", "\\"))):
         Path(output).mkdir(parents=True, exist_ok=True)  # a folder of outputs
     if many and args.json:
-        Path(args.json).mkdir(parents=True, exist_ok=True)
+        Path(args.json).mkdir(parents=True, exist_ok=True)  # process() writes NAME.anon.json into a folder
     failed = 0
     for src in inputs:
-        json_path = args.json
-        if many and args.json:
-            json_path = str(Path(args.json) / f"{src.stem}.anon.json")
         bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True)
         try:
-            report = process(src, output, config=config, json_path=json_path, progress=bar)
+            report = process(src, output, config=config, json_path=args.json, progress=bar)
         except AnonError as exc:
             bar.close()
             print(f"trt-anon: error: {exc}", file=sys.stderr)

@@ -32,7 +32,6 @@ class Config:
     keep_metadata: bool = False     # keep location/device tags (removed by default: privacy)
     json_path: str | None = None    # per-frame boxes and the report as JSON
     engine_path: str | None = None  # a TensorRT engine to use instead of the engines/ cache
-    progress: bool = False          # tqdm bar (the CLI turns it on)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from ..errors import BackendError, InputError
 from .batch import Batch
-from .timestamps import presentation_pts
+from .timestamps import presentation_pts, take
 
 
 class DaliDecoder:
@@ -54,11 +54,7 @@ class DaliDecoder:
                 continue
             frames = cp.asarray(video.as_tensor())[0]          # (F, H, W, 3) uint8, DALI's buffer
             frames = frames[real[0]:real[-1] + 1].copy()      # ours: DALI reuses its buffer next run
-            batch_pts = [next(pts, None) for _ in real]
-            if None in batch_pts:
-                raise InputError(f"{self.path}: DALI decoded more frames than the container lists; "
-                                 "use --backend cpu")
-            yield Batch(frames, batch_pts, self.time_base, start)
+            yield Batch(frames, take(pts, len(real), self.path, "DALI"), self.time_base, start)
             start += len(real)
         if next(pts, None) is not None:
             raise InputError(f"{self.path}: DALI decoded fewer frames than the container lists "

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BackendError, InputError
+from ..errors import BackendError
 from .batch import Batch
-from .timestamps import presentation_pts
+from .timestamps import presentation_pts, take
 
 
 class NvDecoder:
@@ -35,9 +35,5 @@ class NvDecoder:
             if not frames:
                 break
             batch = cp.stack([cp.from_dlpack(f) for f in frames])  # (N, H, W, 3) uint8
-            batch_pts = [next(pts, None) for _ in frames]
-            if None in batch_pts:
-                raise InputError(f"{self.path}: NVDEC decoded more frames than the container lists; "
-                                 "use --backend cpu")
-            yield Batch(batch, batch_pts, self.time_base, start)
+            yield Batch(batch, take(pts, len(frames), self.path, "NVDEC"), self.time_base, start)
             start += len(frames)

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import av
 
+from ..errors import InputError
+
 REORDER = 64  # more than any H.264/HEVC reorder depth
 
 
@@ -33,3 +35,12 @@ def presentation_pts(path: Path) -> Iterator[int]:
                 yield heapq.heappop(heap)
         while heap:
             yield heapq.heappop(heap)
+
+
+def take(pts: Iterator[int], n: int, path: Path, decoder: str) -> list[int]:
+    """The next ``n`` container timestamps for ``n`` decoded frames; a GPU decoder that returns
+    more frames than the container lists is refused rather than given invented timestamps."""
+    out = [next(pts, None) for _ in range(n)]
+    if None in out:
+        raise InputError(f"{path}: {decoder} decoded more frames than the container lists; use --backend cpu")
+    return out

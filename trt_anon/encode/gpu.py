@@ -36,7 +36,6 @@ class NvencEncoder(PyAVEncoder):
         if width % 2 or height % 2:
             raise BackendError("NVENC needs even width and height")
         super().__init__(output, width, height, rate, time_base, colorspace, crf, preset, codec=codec)
-        self.name = codec
         self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
@@ -57,6 +56,10 @@ class NvencEncoder(PyAVEncoder):
 
 class GpuX264Encoder(PyAVEncoder):
     """libx264 fed from the GPU: one YUV download per batch (RGB for odd sizes)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.name = "libx264 (gpu yuv)"
 
     def encode(self, frames, pts):
         import cupy as cp

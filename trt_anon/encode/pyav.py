@@ -14,8 +14,8 @@ class PyAVEncoder:
     """Encodes frames with the input's own timestamps, resolution and colour tags.
 
     yuv420p where both sides are even (what every player expects), yuv444p otherwise, so the
-    resolution never changes; 10-bit variants for input deeper than 8 bits. The RGB<->YUV matrix and range are the decoder's, so the
-    background round-trips to within codec rounding.
+    resolution never changes; 10-bit variants for input deeper than 8 bits. The RGB<->YUV matrix
+    and range are the decoder's, so the background round-trips to within codec rounding.
     """
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
@@ -27,13 +27,12 @@ class PyAVEncoder:
         if image_ext:
             codec, self.pix_fmt = IMAGE_CODECS.get(image_ext, ("png", "rgb24"))
             options: dict[str, str] = {}
-            self.name = codec
         else:
             self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             if deep:  # 10-bit in, 10-bit out (libx264 builds both depths)
                 self.pix_fmt += "10le"
             options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
-            self.name = codec
+        self.name = codec
         self.stream = output.add_stream(codec, rate=rate, options=options)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
         self.stream.time_base = time_base
