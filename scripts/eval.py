@@ -116,8 +116,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
         make_clip(clip_path, width, height, frames=frames, faces=faces, audio=0, crf=18)
     # ground truth is deterministic: re-render only the boxes (cheap) instead of caching them
     from trt_anon.synth import render
-    gt = [g for _, g in render(width, height, faces, frames)]
-    full = [[(f.size + f.grow * max(i - f.enter, 0)) for f in faces] for i in range(frames)]
+    gt, full = zip(*((g, s) for _, g, s in render(width, height, faces, frames)))
     out = folder / f"{name}.anon.mp4"
     js = folder / f"{name}.json"
     report = trt_anon.process(clip_path, out, overwrite=True, json_path=js, **opts)
@@ -134,13 +133,10 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             redacted = np.array(rec["redacted"], np.float32).reshape(-1, 4)
             mask = pixel_mask(redacted, cell_sizes(redacted, cell), height, width)
             face_px = np.zeros((height, width), bool)
-            for box in gt[i]:
+            for box, (w_full, h_full) in zip(gt[i], full[i]):
                 x1, y1, x2, y2 = (int(round(v)) for v in box)
                 face_px[y1:y2, x1:x2] = True
-                # the face's full width: find the Face this box belongs to by size at this frame
-                size = max((s for s in full[i]), key=lambda s: -abs(s - (x2 - x1)) if x2 - x1 <= s + 1 else -1e9)
-                w_full = size
-                h_full = size * 1.35
+                size = round(w_full, 3)  # 24 px faces come out as 23.9999...
                 if size < min_face or visible_fraction(box, w_full, h_full) < 0.4:
                     continue
                 counted += 1

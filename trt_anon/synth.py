@@ -64,14 +64,16 @@ class Clip:
     boxes: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame
 
 
-def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffee=None):
-    """Yield (frame RGB uint8, ground-truth face boxes) for ``n`` frames."""
+def render(width: int, height: int, faces: list[Face], n: int, coffee=None):
+    """Yield (frame RGB uint8, ground-truth face boxes, their unclipped (w, h)) for ``n`` frames.
+
+    Boxes are clipped to the frame; the sizes say how large each face is, border or not."""
     from skimage import data
     bg = cv2.resize(data.coffee() if coffee is None else coffee, (width, height), interpolation=cv2.INTER_AREA)
     for i in range(n):
         # slow drift of the background, so 'unchanged' is tested on a moving picture too
         frame = np.roll(bg, i // 2, axis=1)
-        gt = []
+        gt, sizes = [], []
         for f in faces:
             if i < f.enter or (f.leave is not None and i >= f.leave):
                 continue
@@ -104,7 +106,8 @@ def render(width: int, height: int, faces: list[Face], n: int, astro=None, coffe
             box = (max(0.0, x), max(0.0, y), min(float(width), x + fw), min(float(height), y + fh))
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2 and not f.source.startswith("nonface:"):
                 gt.append(box)
-        yield frame, gt
+                sizes.append((fw, fh))
+        yield frame, gt, sizes
 
 
 def rotate_box(box, k: int, width: int, height: int):
@@ -172,7 +175,7 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
             subs = out.add_mux_stream(sub_codec)
             subs.time_base = Fraction(1, 1000)
         pts = 0
-        for i, (frame, gt) in enumerate(render(width, height, faces, frames)):
+        for i, (frame, gt, _) in enumerate(render(width, height, faces, frames)):
             if k:  # stored = rot90(display, -k), so that players show rot90(stored, k)
                 frame = np.ascontiguousarray(np.rot90(frame, -k))
                 gt = [rotate_box(b, -k, width, height) for b in gt]
