@@ -1,61 +1,75 @@
 """GPU decoder: DALI's video reader on NVDEC, ``batch_size``-frame sequences straight to GPU memory.
 
-DALI drops a trailing partial sequence unless told otherwise; ``pad_mode="constant"`` pads it and
-marks padded frames with timestamp -1, which we drop, so the output has exactly the input's
-frames (lengths 1, 31, 33, 70 are in tests/gpu). Timestamps come from the container.
+DALI drops a trailing partial sequence unless told otherwise; ``pad_mode="constant"`` pads it, and
+``enable_frame_num="sequence"`` numbers every frame, -1 for padding. We keep exactly the frames
+numbered ``start, start+1, ...`` and refuse anything else, so the output has the input's frames
+(lengths 1, 31, 33, 70 in tests). Timestamps come from the container.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from ..errors import BackendError, InputError
 from .batch import Batch
-from .timestamps import presentation_pts, take
+from .timestamps import check_exhausted, presentation_pts, take
+
+
+def real_frames(numbers: np.ndarray, start: int, path: Path) -> int:
+    """How many frames of a DALI sequence are real: its frame numbers must be ``start, start+1, ...``
+    followed only by padding (-1). A skipped or repeated frame is an error, never a silent gap."""
+    n = int((numbers >= 0).sum())
+    if not np.array_equal(numbers[:n], np.arange(start, start + n)) or (numbers[n:] >= 0).any():
+        raise InputError(f"{path}: DALI returned frames {numbers.tolist()} where {start}.. was due "
+                         "(damaged file?); use --backend cpu")
+    return n
 
 
 class DaliDecoder:
     name = "dali"
 
-    def __init__(self, path: Path, batch_size: int, time_base) -> None:
+    def __init__(self, path: Path, batch_size: int, time_base, device: str = "gpu") -> None:
+        """``device="cpu"`` runs DALI's CPU reader (VP8/VP9/MJPEG only) into NumPy: it lets this class
+        be tested without a GPU; the product uses ``"gpu"`` (NVDEC: H.264, HEVC, AV1, ...)."""
         try:
-            import cupy
             from nvidia.dali import fn, pipeline_def
+            if device == "gpu":
+                import cupy as xp
+            else:
+                xp = np
         except ImportError as exc:
             raise BackendError(f"DALI is not installed ({exc}); pip install '.[gpu]'") from None
-        self.cp, self.path, self.batch_size, self.time_base = cupy, Path(path), batch_size, time_base
+        self.xp, self.path, self.batch_size, self.time_base = xp, Path(path), batch_size, time_base
         self.errors = 0
 
-        @pipeline_def(batch_size=1, num_threads=2, device_id=0, prefetch_queue_depth=2)
+        @pipeline_def(batch_size=1, num_threads=2, device_id=0 if device == "gpu" else None,
+                      prefetch_queue_depth=2)
         def pipe():
-            video, ts = fn.experimental.readers.video(
-                device="gpu", filenames=[str(self.path)], sequence_length=batch_size, pad_mode="constant",
-                enable_timestamps=True, name="reader")
-            return video, ts
+            video, numbers = fn.experimental.readers.video(
+                device=device, filenames=[str(self.path)], sequence_length=batch_size, pad_mode="constant",
+                enable_frame_num="sequence", name="reader")
+            return video, numbers
 
         try:
             self.pipe = pipe()
             self.pipe.build()
-            meta = self.pipe.reader_meta("reader")
+            self.sequences = int(self.pipe.reader_meta("reader")["epoch_size"])
         except RuntimeError as exc:
             raise BackendError(f"DALI cannot read {self.path.name}: {str(exc).splitlines()[0]}") from None
-        self.sequences = int(meta.get("epoch_size_padded") or meta.get("epoch_size"))
 
     def __iter__(self) -> Iterator[Batch]:
-        cp = self.cp
         pts = presentation_pts(self.path)
         start = 0
         for _ in range(self.sequences):
-            video, ts = self.pipe.run()
-            ts = ts.as_cpu() if hasattr(ts, "as_cpu") else ts
-            stamps = [float(t) for t in ts.as_array().reshape(-1)]
-            real = [i for i, t in enumerate(stamps) if t >= 0]
-            if not real:
+            video, numbers = self.pipe.run()
+            n = real_frames(np.asarray(numbers.as_cpu().as_array()).reshape(-1), start, self.path)
+            if n == 0:
                 continue
-            frames = cp.asarray(video.as_tensor())[0]          # (F, H, W, 3) uint8, DALI's buffer
-            frames = frames[real[0]:real[-1] + 1].copy()      # ours: DALI reuses its buffer next run
-            yield Batch(frames, take(pts, len(real), self.path, "DALI"), self.time_base, start)
-            start += len(real)
-        if next(pts, None) is not None:
-            raise InputError(f"{self.path}: DALI decoded fewer frames than the container lists "
-                             "(damaged file?); use --backend cpu")
+            frames = self.xp.asarray(video.as_tensor())[0, :n].copy()  # ours: DALI reuses its buffer
+            if self.xp is not np:  # the copy must be done before the next run() lets DALI write there
+                self.xp.cuda.get_current_stream().synchronize()
+            yield Batch(frames, take(pts, n, self.path, "DALI"), self.time_base, start)
+            start += n
+        check_exhausted(pts, self.path, "DALI")

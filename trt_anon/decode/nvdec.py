@@ -6,7 +6,7 @@ from typing import Iterator
 
 from ..errors import BackendError
 from .batch import Batch
-from .timestamps import presentation_pts, take
+from .timestamps import check_exhausted, presentation_pts, take
 
 
 class NvDecoder:
@@ -37,3 +37,4 @@ class NvDecoder:
             batch = cp.stack([cp.from_dlpack(f) for f in frames])  # (N, H, W, 3) uint8
             yield Batch(batch, take(pts, len(frames), self.path, "NVDEC"), self.time_base, start)
             start += len(frames)
+        check_exhausted(pts, self.path, "NVDEC")

@@ -44,3 +44,11 @@ def take(pts: Iterator[int], n: int, path: Path, decoder: str) -> list[int]:
     if None in out:
         raise InputError(f"{path}: {decoder} decoded more frames than the container lists; use --backend cpu")
     return out
+
+
+def check_exhausted(pts: Iterator[int], path: Path, decoder: str) -> None:
+    """After the last batch: a GPU decoder that returned fewer frames than the container lists has
+    dropped some, and the timestamps given out were shifted; refuse (nothing is written)."""
+    if next(pts, None) is not None:
+        raise InputError(f"{path}: {decoder} decoded fewer frames than the container lists (damaged file?); "
+                         "use --backend cpu")

@@ -28,7 +28,8 @@ def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
         cc.close()
         return True, ""
     except av.error.FFmpegError as exc:
-        return False, f"{codec} cannot open ({str(exc).splitlines()[0]}): this GPU has no NVENC"
+        return False, (f"{codec} cannot open ({str(exc).splitlines()[0]}): this GPU has no NVENC, "
+                       "or the driver does not expose its video capability")
 
 
 class NvencEncoder(PyAVEncoder):
