@@ -103,12 +103,12 @@ def haar_faces(frame: np.ndarray, cascades, around) -> np.ndarray:
 
 
 def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10) -> dict:
+    import hashlib
+
     import av
     import cv2
 
     from trt_anon.detect.detections import iou
-
-    import hashlib
     width, height, frames, faces = spec
     tag = hashlib.sha1(repr(spec).encode()).hexdigest()[:8]  # a changed spec makes a new clip
     clip_path = folder / f"{name}-{tag}.mp4"
@@ -183,16 +183,15 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="grid over det-size and threshold")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_eval"))
     ap.add_argument("--json", help="write the results here")
-    for opt, typ in (("det-size", str), ("threshold", float), ("ttl", int), ("margin-rel", float),
-                     ("margin-px", int), ("mosaic-cell", str), ("target", str), ("backend", str)):
+    options = {"det-size": str, "threshold": float, "ttl": int, "margin-rel": float, "margin-px": int,
+               "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str}
+    for opt, typ in options.items():
         ap.add_argument(f"--{opt}", type=typ)
     args = ap.parse_args()
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
     specs = {k: v for k, v in eval_set().items() if not args.clips or k in args.clips}
-    base = {k: v for k, v in {"det_size": args.det_size, "threshold": args.threshold, "ttl": args.ttl,
-                              "margin_rel": args.margin_rel, "margin_px": args.margin_px,
-                              "mosaic_cell": args.mosaic_cell, "backend": args.backend}.items() if v is not None}
+    base = {k: getattr(args, k) for k in (o.replace("-", "_") for o in options) if getattr(args, k) is not None}
     for k in ("det_size", "mosaic_cell"):
         if k in base and str(base[k]).isdigit():
             base[k] = int(base[k])

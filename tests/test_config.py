@@ -8,6 +8,7 @@ from trt_anon import Config, ConfigError
     ({"det_size": "big"}, "det_size"), ({"mosaic_cell": "huge"}, "mosaic_cell"),
     ({"batch_size": 0}, "batch_size"), ({"mosaic_cell": 1}, "mosaic_cell"), ({"backend": "tpu"}, "backend"),
     ({"ttl": -1}, "ttl"), ({"crf": 60}, "crf"), ({"preset": "turbo"}, "preset"), ({"thresold": 0.3}, "unknown"),
+    ({"cpu_precision": "int4"}, "cpu_precision"),
 ])
 def test_bad_options_are_named(opts, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -17,3 +18,8 @@ def test_bad_options_are_named(opts, msg):
 def test_defaults():
     c = Config()
     assert (c.target, c.mosaic_cell, c.batch_size, c.ttl, c.eyes_every, c.backend) == ("face", 25, 32, 5, 4, "auto")
+
+
+def test_threshold_is_the_models_own_unless_given():
+    assert Config().threshold_for("int8") == 0.2 and Config().threshold_for("fp32") == 0.15
+    assert Config(threshold=0.3).threshold_for("int8") == 0.3

@@ -58,13 +58,14 @@ def test_eye_band_covers_both_eyes():
     assert x1 < 100 - 20 and x2 > 140 + 20 and y1 < 100 - 15 and y2 > 104 + 15 and y2 < 135  # above the mouth
 
 
-def test_detector_finds_the_astronaut():
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_detector_finds_the_astronaut(precision):
     from skimage import data
 
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
     from trt_anon.synth import FACE
 
-    det = OnnxRuntimeDetector(640, 0.2)
+    det = OnnxRuntimeDetector(640, 0.2, precision=precision)
     img = data.astronaut()
     out = det(np.stack([img, img[:, ::-1].copy(), np.zeros_like(img)]))
     assert iou(out[0].xyxy, np.array([FACE]))[0, 0] > 0.6
@@ -78,7 +79,7 @@ def test_detector_finds_the_astronaut():
 def test_tampered_model_is_refused(tmp_path, monkeypatch):
     bad = tmp_path / "centerface.onnx"
     bad.write_bytes(cf.model_path().read_bytes()[:-10] + b"0123456789")
-    monkeypatch.setattr(cf, "model_path", lambda: bad)
+    monkeypatch.setattr(cf, "model_path", lambda precision="fp32": bad)
     with pytest.raises(DetectorError, match="SHA-256"):
         cf.model_bytes(bad)
 
@@ -86,3 +87,20 @@ def test_tampered_model_is_refused(tmp_path, monkeypatch):
 def test_detections_json():
     d = Detections(np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), np.zeros((1, 5, 2)))
     assert d.to_json() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "kind": "hit"}]
+
+
+def test_int8_model_tracks_fp32():
+    """The quantized model is the FP32 network within INT8 rounding: same faces, close scores and boxes."""
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+    from trt_anon.synth import Face, render
+
+    faces = [Face(w, (40 + 210 * k, 60 + 100 * (k % 3)), source=s)
+             for k, (w, s) in enumerate([(30, "astronaut"), (48, "hopper"), (80, "lfw:3"), (140, "astronaut")])]
+    frames = np.stack([f for f, _, _ in render(1280, 720, faces, 2)])
+    fp32 = OnnxRuntimeDetector("auto", 0.15, precision="fp32")(frames)
+    int8 = OnnxRuntimeDetector("auto", 0.15, precision="int8")(frames)
+    for a, b in zip(fp32, int8):
+        assert len(a) == len(b) >= 3
+        match = iou(a.xyxy, b.xyxy).argmax(axis=1)
+        assert (iou(a.xyxy, b.xyxy).max(axis=1) > 0.8).all()
+        assert np.abs(a.score - b.score[match]).max() < 0.15  # the heatmap output is quantized too

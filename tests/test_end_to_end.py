@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import audio_packets, check_redacted, decode_frames, video_times
 
 import trt_anon
-from helpers import audio_packets, check_redacted, decode_frames, video_times
 
 
 @pytest.mark.parametrize("name", ["moving", "enter_leave", "two", "small"])
@@ -17,7 +17,7 @@ def test_faces_mosaicked_and_background_kept(clips, tmp_path, name):
     assert out.exists()
     check_redacted(clip, clip.path, out)
     assert report.frames == len(clip.boxes)
-    assert report.backends == {"decode": "pyav", "detect": "onnxruntime", "redact": "numpy", "encode": "libx264"}
+    assert report.backends == {"decode": "pyav", "detect": "onnxruntime-int8", "redact": "numpy", "encode": "libx264"}
 
 
 def test_frames_timestamps_and_audio_identical(clips, tmp_path):
@@ -52,7 +52,7 @@ def test_json_has_every_frame_and_the_report(clips, tmp_path):
     assert [f["frame"] for f in data["frames"]] == list(range(len(clip.boxes)))
     assert data["report"]["frames"] == report.frames
     assert max(len(f["redacted"]) for f in data["frames"]) == 2
-    assert data["report"]["backends"]["detect"] == "onnxruntime"
+    assert data["report"]["backends"]["detect"] == "onnxruntime-int8"
 
 
 def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
@@ -75,9 +75,9 @@ def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
 def test_still_images(tmp_path):
     import av
     import numpy as np
+    from helpers import cell_deviation
     from skimage import data
 
-    from helpers import cell_deviation
     from trt_anon.synth import FACE
 
     for ext in ("png", "jpg"):

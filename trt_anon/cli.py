@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import Config
+from .config import THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError
 from .media.files import IMAGE_EXTS
 
@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
     p.add_argument("--demo", action="store_true", help="run on the packaged sample clip, write demo.anon.mp4 here")
     p.add_argument("--target", choices=["face", "eyes"], default=d.target, help="what to cover (default: face)")
-    p.add_argument("--threshold", type=float, default=d.threshold, help=f"detection score threshold (default {d.threshold})")
+    p.add_argument("--threshold", type=float, default=d.threshold,
+                   help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
+                        f"CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)")
     p.add_argument("--det-size", default=d.det_size,
                    help="detection resolution, long side in pixels (multiple of 32), or 'auto': 2/3 of the "
                         "frame's long side, so faces from 24 px are found (default auto)")
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
                    help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
                         "an error if they cannot run")
+    p.add_argument("--cpu-precision", choices=["int8", "fp32"], default=d.cpu_precision,
+                   help="CPU detector model: int8 (default, about twice as fast) or fp32 (the original network)")
     p.add_argument("--engine", metavar="PATH", help="TensorRT engine to use instead of the engines/ cache "
                    "(checked against its .json sidecar)")
     p.add_argument("--keep-metadata", action="store_true", help="keep location/device tags (removed by default)")
@@ -100,8 +104,8 @@ def _main(args: argparse.Namespace) -> int:
     try:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
                         mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, crf=args.crf,
-                        preset=args.preset, backend=args.backend, overwrite=args.overwrite,
-                        keep_metadata=args.keep_metadata, engine_path=args.engine)
+                        preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
+                        overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
         if args.demo:
             if args.inputs:
                 raise ConfigError("--demo takes no inputs")

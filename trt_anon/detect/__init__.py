@@ -14,12 +14,12 @@ def select_detector(config: Config, gpu: bool, notes: list[str] | None = None):
         reasons = []
         try:
             from .tensorrt import TensorRTDetector
-            return TensorRTDetector(config.det_size, config.threshold, config.engine_path)
+            return TensorRTDetector(config.det_size, config.threshold_for("fp32"), config.engine_path)
         except BackendError as exc:
             reasons.append(str(exc))
         try:
             from .torch_cuda import TorchCudaDetector
-            det = TorchCudaDetector(config.det_size, config.threshold)
+            det = TorchCudaDetector(config.det_size, config.threshold_for("fp32"))
             if notes is not None:
                 notes.append(f"detect: PyTorch CUDA FP16, not TensorRT ({reasons[0]})")
             return det
@@ -27,4 +27,5 @@ def select_detector(config: Config, gpu: bool, notes: list[str] | None = None):
             reasons.append(str(exc))
         raise BackendError("no GPU detector runs here: " + " / ".join(reasons))
     from .onnxrt import OnnxRuntimeDetector
-    return OnnxRuntimeDetector(config.det_size, config.threshold)
+    return OnnxRuntimeDetector(config.det_size, config.threshold_for(config.cpu_precision),
+                               precision=config.cpu_precision)

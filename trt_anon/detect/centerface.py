@@ -21,24 +21,33 @@ OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landm
 STRIDE = 4
 ALIGN = 32
 NMS_IOU = 0.3
-MODEL_SHA256 = "ccadfc6a4ab52ffe5e10988422c26456fdc95419d7722eaa7c5fb99a28f61946"
+# precision -> (file in trt_anon/models/, SHA-256). FP32 is the network every backend starts from
+# (the GPU ones build FP16 from it); INT8 is its calibrated quantization for the CPU
+# (scripts/quantize_model.py), ~2x faster there.
+MODELS = {
+    "fp32": ("centerface.onnx", "ccadfc6a4ab52ffe5e10988422c26456fdc95419d7722eaa7c5fb99a28f61946"),
+    "int8": ("centerface_int8.onnx", "563728944b3c5c02f6ca1334429130855be927ce49fdc430224bb3c8fa160aae"),
+}
+MODEL_SHA256 = MODELS["fp32"][1]
 
 
-def model_path() -> Path:
-    """The packaged ONNX file (dynamic N, H, W; see trt_anon/models/README.md)."""
-    return Path(str(resources.files("trt_anon") / "models" / "centerface.onnx"))
+def model_path(precision: str = "fp32") -> Path:
+    """A packaged ONNX file (dynamic N, H, W; see trt_anon/models/README.md)."""
+    return Path(str(resources.files("trt_anon") / "models" / MODELS[precision][0]))
 
 
-def model_bytes(path: Path | None = None) -> bytes:
+def model_bytes(path: Path | None = None, precision: str = "fp32") -> bytes:
     """Read the model and refuse it if it is not the file we ship (tampered or truncated)."""
-    path = path or model_path()
+    path = path or model_path(precision)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DetectorError(f"cannot read the detector model {path}: {exc.strerror}") from None
     digest = hashlib.sha256(data).hexdigest()
-    if path == model_path() and digest != MODEL_SHA256:
-        raise DetectorError(f"packaged model {path} has SHA-256 {digest[:12]}..., expected {MODEL_SHA256[:12]}...; reinstall trt_anon")
+    expected = {model_path(p): sha for p, (_, sha) in MODELS.items()}.get(path)
+    if expected is not None and digest != expected:
+        raise DetectorError(f"packaged model {path} has SHA-256 {digest[:12]}..., "
+                            f"expected {expected[:12]}...; reinstall trt_anon")
     return data
 
 
