@@ -47,8 +47,9 @@ def main() -> int:
         print("nightly: FAIL: tests/gpu", file=sys.stderr)
         return 1
 
-    import trt_anon
     from helpers import audio_packets, check_redacted, video_times
+
+    import trt_anon
     from trt_anon.synth import Face, make_clip
 
     work = Path(tempfile.mkdtemp(prefix="nightly-"))

@@ -22,7 +22,7 @@ def cli(*args, cwd=None, timeout=300):
 
 def assert_one_line_error(r, code=1, match=""):
     assert r.returncode == code, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert "Traceback" not in r.stderr
     assert lines and lines[-1].startswith("trt-anon: error:"), r.stderr
     assert match in lines[-1], lines[-1]

@@ -11,9 +11,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import audio_packets, cell_deviation, check_redacted, decode_frames, video_times
 
 import trt_anon
-from helpers import audio_packets, cell_deviation, check_redacted, decode_frames, video_times
 from trt_anon.synth import Face, make_clip
 
 FACES = [Face(70, (60, 60), (3.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]

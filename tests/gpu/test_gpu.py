@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import check_redacted, decode_frames, video_times
 
 import trt_anon
-from helpers import check_redacted, decode_frames, video_times
 from trt_anon.synth import Face, make_clip
 
 FACES = [Face(80, (60, 60), (4.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]
@@ -67,11 +67,11 @@ def test_gpu_preprocess_close_to_opencv(tmp_path):
 
 def test_torch_detector_agrees_with_onnxruntime():
     import cupy as cp
+    from skimage import data
 
     from trt_anon.detect.detections import iou
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
     from trt_anon.detect.torch_cuda import TorchCudaDetector
-    from skimage import data
 
     img = np.stack([data.astronaut()] * 4)
     a = OnnxRuntimeDetector("auto", 0.15)(img)

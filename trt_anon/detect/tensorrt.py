@@ -66,6 +66,7 @@ class TensorRTDetector:
                  max_batch: int = 32, build_missing: bool = True) -> None:
         self.trt = _trt()
         import cupy
+
         from .. import cuda
 
         self.cp = cupy
