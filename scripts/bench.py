@@ -10,7 +10,8 @@ Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RS
 memory, backends, machine), the ratio to deface on the same clip, and how far the two agree
 on faces; writes it all to bench-results/<machine>-<time>.json. Each run is a fresh process,
 so peak memory is that run's own. deface runs from its own virtual environment
-(.bench-venv/deface, made on first use with `pip install deface`), so that its OpenCV does
+(.bench-venv/deface, made on first use with `pip install deface onnx onnxruntime`; both of its
+backends are timed), so that its OpenCV does
 not replace ours; pass --deface PATH to use another, or --no-deface.
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ path, every, scale = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 reader = imageio.get_reader(path)
 meta = reader.get_meta_data()
 in_shape = tuple(map(int, scale.split("x"))) if scale != "none" else None
-cf = CenterFace(in_shape=in_shape)  # its default backend, as the deface command uses it
+cf = CenterFace(in_shape=in_shape, backend="opencv")  # the backend of a plain `pip install deface`
 out = {}
 for i, frame in enumerate(reader):
     if i % every == 0:
@@ -133,14 +134,13 @@ def deface_python(arg: str | None) -> Path | None:
     if not py.exists():
         print("making .bench-venv/deface (pip install deface) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "deface"], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "deface", "onnx", "onnxruntime"], check=True)
     return py
 
 
-def run_deface(py: Path, clip: Path, out: Path, scale: str | None) -> dict:
-    cmd = [str(py), "-c", "import sys; from deface.deface import main; sys.exit(main())", str(clip), "-o", str(out)]
-    if scale:
-        cmd += ["--scale", scale]
+def run_deface(py: Path, clip: Path, out: Path, args: list[str]) -> dict:
+    cmd = [str(py), "-c", "import sys; from deface.deface import main; sys.exit(main())", str(clip), "-o", str(out),
+           *args]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -242,7 +242,7 @@ def main() -> int:
     py = None if args.no_deface else deface_python(args.deface)
     rows, results = [], []
     jobs = [(c, name, opts) for c in clips for name, opts in combos()]
-    bar = tqdm(total=len(jobs) + (2 * len(clips) if py else 0), desc="benchmark", leave=False)
+    bar = tqdm(total=len(jobs) + (3 * len(clips) if py else 0), desc="benchmark", leave=False)
     for clip in clips:
         ours_fps = json_path = None  # of the first run that works: the default one on this machine
         for c, name, opts in [j for j in jobs if j[0] == clip]:
@@ -269,8 +269,12 @@ def main() -> int:
                 s = cont.streams.video[0]
                 w, h, nframes = s.codec_context.width, s.codec_context.height, s.frames
             comparable = f"{640}x{round(640 * h / w)}"
-            for label, scale in (("deface default", None), (f"deface --scale {comparable}", comparable)):
-                res = run_deface(py, clip, work / f"{clip.stem}.deface.mp4", scale)
+            # deface's own default picks ONNX Runtime when onnx and onnxruntime are installed (its README's
+            # optional speed-up), else OpenCV's DNN (a plain `pip install deface`): both are run, the faster is the peer
+            for label, extra_args in (("deface default (opencv)", ["--backend", "opencv"]),
+                                      ("deface default (onnxrt)", ["--backend", "onnxrt"]),
+                                      (f"deface --scale {comparable}", ["--backend", "opencv", "--scale", comparable])):
+                res = run_deface(py, clip, work / f"{clip.stem}.deface.mp4", extra_args)
                 res.update(clip=clip.name, run=label, frames=nframes)
                 bar.update(1)
                 if "error" in res:
@@ -280,7 +284,7 @@ def main() -> int:
                 res["fps"] = nframes / res["wall"]
                 if ours_fps:
                     res["ratio"] = ours_fps / res["fps"]
-                if scale is None and json_path is not None:
+                if label == "deface default (opencv)" and json_path is not None:
                     theirs = deface_boxes(py, clip, args.agreement_every, None)
                     if theirs:
                         a, b = agreement(our_boxes(json_path, args.agreement_every), theirs)

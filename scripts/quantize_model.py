@@ -6,7 +6,7 @@ skimage backgrounds, faces 20-300 px, 720p and 1080p at the detector's input siz
 crops are the ones scripts/eval.py does *not* use, so the eval stays a held-out measurement.
 On a 2-core AVX-512 VNNI CPU it runs ~2x faster than FP32; scripts/eval.py gives its leak figures.
 
-    pip install ".[eval]" && python scripts/quantize_model.py
+    pip install ".[test]" && python scripts/quantize_model.py      # needs onnx and scikit-image
 """
 from __future__ import annotations
 

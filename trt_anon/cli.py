@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import THRESHOLDS, Config
+from .config import PRECISIONS, THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError
 from .media.files import IMAGE_EXTS
 
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
                    help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
                         "an error if they cannot run")
-    p.add_argument("--cpu-precision", choices=["int8", "fp32"], default=d.cpu_precision,
+    p.add_argument("--cpu-precision", choices=PRECISIONS, default=d.cpu_precision,
                    help="CPU detector model: int8 (default, about twice as fast) or fp32 (the original network)")
     p.add_argument("--engine", metavar="PATH", help="TensorRT engine to use instead of the engines/ cache "
                    "(checked against its .json sidecar)")

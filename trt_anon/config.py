@@ -30,7 +30,7 @@ class Config:
     ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     backend: Literal["auto", "cpu", "gpu"] = "auto"
-    cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: same leaks)
+    cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
     crf: int = 18                   # libx264 quality (lower is better; 18 looks like the input)
     preset: str = "veryfast"        # libx264 speed/size trade-off
     overwrite: bool = False
