@@ -30,6 +30,28 @@ def test_frames_timestamps_and_audio_identical(clips, tmp_path):
     assert out_audio == src_audio  # packet for packet, byte for byte
 
 
+@pytest.mark.parametrize("container", [".mp4", ".mkv"])
+def test_hevc_output(clips, tmp_path, container):
+    import av
+
+    clip = clips["moving"]
+    out = tmp_path / f"moving.anon{container}"
+    report = trt_anon.process(clip.path, out, codec="hevc")
+    assert report.backends["encode"] == "libx265"
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert cc.name == "hevc" and cc.pix_fmt == "yuv420p"
+        if container == ".mp4":
+            assert cc.codec_tag == "hvc1"  # what Apple's players need in MP4
+    src, got = video_times(clip.path), video_times(out)
+    if container == ".mkv":  # Matroska: millisecond timestamps, none negative (the AAC priming shifts all streams)
+        assert len(got) == len(src) and all(abs((g - got[0]) - s) <= 0.001 for g, s in zip(got, src))
+    else:
+        assert got == src
+    assert audio_packets(out) == audio_packets(clip.path)
+    check_redacted(clip, clip.path, out)
+
+
 def test_default_output_beside_input_and_input_untouched(clips, tmp_path):
     import hashlib
     import shutil

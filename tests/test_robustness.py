@@ -84,9 +84,10 @@ def test_rotated_detection_maps_back_to_stored_frame(tmp_path, rotation):
     assert x1 <= le[0] <= x2 and y1 <= le[1] <= y2 and x1 <= re[0] <= x2 and y1 <= re[1] <= y2
 
 
-def test_odd_size_kept(tmp_path):
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_odd_size_kept(tmp_path, codec):
     clip = make_clip(tmp_path / "odd.mp4", 321, 179, frames=12, pix_fmt="yuv444p", faces=[Face(50, (40, 40))])
-    report = trt_anon.process(clip.path)
+    report = trt_anon.process(clip.path, codec=codec)
     frames = decode_frames(report.output)
     assert frames[0].shape == (179, 321, 3) and len(frames) == 12
     check_redacted(clip, clip.path, Path(report.output))

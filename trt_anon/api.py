@@ -15,7 +15,7 @@ from . import cuda, media
 from .config import Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
-from .encode import PyAVEncoder
+from .encode import SOFTWARE_CODECS, PyAVEncoder
 from .errors import AnonError, BackendError, InputError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
@@ -211,11 +211,12 @@ class _uploaded:
 def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
+    software = SOFTWARE_CODECS[cfg.codec]
     if not gpu:
-        return PyAVEncoder(*args, image_ext=image_ext, deep=decoder.deep)
-    from .encode.gpu import GpuX264Encoder, NvencEncoder, nvenc_available
-    ok, why = nvenc_available()
+        return PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
+    from .encode.gpu import NVENC_CODECS, GpuX264Encoder, NvencEncoder, nvenc_available
+    ok, why = nvenc_available(NVENC_CODECS[cfg.codec])
     if ok and info.width % 2 == 0 and info.height % 2 == 0:
-        return NvencEncoder(*args)
-    notes.append(f"encode: libx264 from the GPU ({why or 'odd frame size'})")
-    return GpuX264Encoder(*args)
+        return NvencEncoder(*args, codec=NVENC_CODECS[cfg.codec])
+    notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
+    return GpuX264Encoder(*args, codec=software)

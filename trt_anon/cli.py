@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import PRECISIONS, THRESHOLDS, Config
+from .config import CODECS, PRECISIONS, THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError
 from .media.files import IMAGE_EXTS
 
@@ -40,8 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
-    p.add_argument("--crf", type=int, default=d.crf, help=f"x264 quality, lower is better (default {d.crf})")
-    p.add_argument("--preset", default=d.preset, help=f"x264 preset (default {d.preset})")
+    p.add_argument("--codec", choices=CODECS, default=d.codec,
+                   help="output video codec: h264 (default, plays everywhere) or hevc (smaller files)")
+    p.add_argument("--crf", type=int, default=d.crf, help=f"x264/x265 quality, lower is better (default {d.crf})")
+    p.add_argument("--preset", default=d.preset, help=f"x264/x265 preset (default {d.preset})")
     p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
                    "(a folder when there are several inputs)")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
@@ -103,8 +105,8 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
-                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, crf=args.crf,
-                        preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
+                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, codec=args.codec,
+                        crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
                         overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
         if args.demo:
             if args.inputs:

@@ -10,6 +10,7 @@ from .errors import ConfigError
 BACKENDS = ("auto", "cpu", "gpu")
 TARGETS = ("face", "eyes")
 PRECISIONS = ("int8", "fp32")
+CODECS = ("h264", "hevc")
 # Measured by scripts/eval.py: the lowest score with no false alarm on the eval set, per model
 # (FP32 also stands for the GPU's FP16 networks built from it; INT8 scores run a little higher).
 THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
@@ -31,7 +32,8 @@ class Config:
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
-    crf: int = 18                   # libx264 quality (lower is better; 18 looks like the input)
+    codec: Literal["h264", "hevc"] = "h264"  # output video codec (libx264/libx265, or NVENC's)
+    crf: int = 18                   # x264/x265 quality (lower is better; 18 looks like the input)
     preset: str = "veryfast"        # libx264 speed/size trade-off
     overwrite: bool = False
     keep_metadata: bool = False     # keep location/device tags (removed by default: privacy)
@@ -69,6 +71,8 @@ class Config:
             bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
         if not 0 <= self.crf <= 51:
             bad(f"crf must be between 0 and 51, not {self.crf}")
+        if self.codec not in CODECS:
+            bad(f"codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
 

@@ -122,3 +122,15 @@ def test_gpu_reports_missing_nvenc_instead_of_crashing(tmp_path):
     if not nvenc_available()[0]:
         assert report.backends["encode"].startswith("libx264")
         assert any("NVENC" in w for w in report.warnings)
+
+
+def test_gpu_hevc_output(tmp_path):
+    import av
+
+    clip = make_clip(tmp_path / "h.mp4", frames=20, faces=FACES)
+    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu", codec="hevc")
+    assert report.backends["encode"] in ("hevc_nvenc", "libx265 (gpu yuv)")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "hevc"
+    assert video_times(tmp_path / "o.mp4") == video_times(clip.path)
+    check_redacted(clip, clip.path, tmp_path / "o.mp4", max_bg=4.0)

@@ -1,4 +1,4 @@
 """Encode stage: redacted RGB frames in, packets muxed into the output container."""
-from .pyav import PyAVEncoder
+from .pyav import SOFTWARE_CODECS, PyAVEncoder
 
-__all__ = ["PyAVEncoder"]
+__all__ = ["PyAVEncoder", "SOFTWARE_CODECS"]

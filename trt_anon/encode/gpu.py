@@ -16,6 +16,8 @@ from ..errors import BackendError
 from .gpu_color import rgb_to_yuv420
 from .pyav import PyAVEncoder
 
+NVENC_CODECS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc"}
+
 
 def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
     """Open the NVENC encoder on a tiny frame: Hopper (H100/H200) has none, and says so here."""
@@ -56,11 +58,11 @@ class NvencEncoder(PyAVEncoder):
 
 
 class GpuX264Encoder(PyAVEncoder):
-    """libx264 fed from the GPU: one YUV download per batch (RGB for odd sizes)."""
+    """libx264 (or libx265) fed from the GPU: one YUV download per batch (RGB for odd sizes)."""
 
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self.name = "libx264 (gpu yuv)"
+    def __init__(self, *args, codec: str = "libx264") -> None:
+        super().__init__(*args, codec=codec)
+        self.name = f"{codec} (gpu yuv)"
 
     def encode(self, frames, pts):
         import cupy as cp

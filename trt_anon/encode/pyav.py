@@ -1,4 +1,4 @@
-"""CPU encoder: libx264 through PyAV (or an image codec for still images)."""
+"""CPU encoder: libx264 or libx265 through PyAV (or an image codec for still images)."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -6,6 +6,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+SOFTWARE_CODECS = {"h264": "libx264", "hevc": "libx265"}
 IMAGE_CODECS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"), ".bmp": ("bmp", "bgr24"),
                 ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24")}
 
@@ -31,9 +32,13 @@ class PyAVEncoder:
             self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             if deep:  # 10-bit in, 10-bit out (libx264 builds both depths)
                 self.pix_fmt += "10le"
-            options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
+            options = {"crf": str(crf), "preset": preset} if codec in ("libx264", "libx265") else {}
+            if codec == "libx265":
+                options["x265-params"] = "log-level=error"
         self.name = codec
         self.stream = output.add_stream(codec, rate=rate, options=options)
+        if codec in ("libx265", "hevc_nvenc") and output.format.name in ("mp4", "mov"):
+            self.stream.codec_context.codec_tag = "hvc1"  # what Apple's players require of HEVC in MP4/MOV
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
