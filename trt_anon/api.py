@@ -214,9 +214,9 @@ def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu:
     software = SOFTWARE_CODECS[cfg.codec]
     if not gpu:
         return PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
-    from .encode.gpu import NVENC_CODECS, GpuX264Encoder, NvencEncoder, nvenc_available
+    from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
     ok, why = nvenc_available(NVENC_CODECS[cfg.codec])
     if ok and info.width % 2 == 0 and info.height % 2 == 0:
         return NvencEncoder(*args, codec=NVENC_CODECS[cfg.codec])
     notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
-    return GpuX264Encoder(*args, codec=software)
+    return GpuYuvEncoder(*args, codec=software)

@@ -2,8 +2,8 @@
 
 ``NvencEncoder``: NVENC through PyAV's h264_nvenc/hevc_nvenc fed with CUDA NV12 frames made by
 DLPack from CuPy, so pixels never visit the host; PyAV muxes exactly as on the CPU path.
-``GpuX264Encoder``: for GPUs without NVENC (H100, H200): YUV 4:2:0 made on the GPU, one
-device-to-host copy per batch (half the bytes of RGB), then libx264.
+``GpuYuvEncoder``: for GPUs without NVENC (H100, H200): YUV 4:2:0 made on the GPU, one
+device-to-host copy per batch (half the bytes of RGB), then libx264 or libx265.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class NvencEncoder(PyAVEncoder):
             self._mux(self.stream.encode(frame))
 
 
-class GpuX264Encoder(PyAVEncoder):
+class GpuYuvEncoder(PyAVEncoder):
     """libx264 (or libx265) fed from the GPU: one YUV download per batch (RGB for odd sizes)."""
 
     def __init__(self, *args, codec: str = "libx264") -> None:

@@ -32,7 +32,7 @@ class PyAVEncoder:
             self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             if deep:  # 10-bit in, 10-bit out (libx264 builds both depths)
                 self.pix_fmt += "10le"
-            options = {"crf": str(crf), "preset": preset} if codec in ("libx264", "libx265") else {}
+            options = {"crf": str(crf), "preset": preset} if codec in SOFTWARE_CODECS.values() else {}
             if codec == "libx265":
                 options["x265-params"] = "log-level=error"
         self.name = codec
