@@ -192,13 +192,15 @@ def test_dali_decoder_class_on_dali_cpu_reader(tmp_path, n):
     """The DaliDecoder class end to end on DALI's CPU reader (VP9), where DALI is installed: the
     sequence/padding handling is the same as on NVDEC. Not in CI (DALI is a 500 MB GPU extra)."""
     pytest.importorskip("nvidia.dali")
+    import av
     from helpers import decode_frames, video_times
 
     from trt_anon.decode.dali import DaliDecoder
     from trt_anon.synth import make_clip
 
     clip = make_clip(tmp_path / "c.webm", 160, 96, frames=n, audio=0)
-    tb = __import__("av").open(str(clip.path)).streams.video[0].time_base
+    with av.open(str(clip.path)) as c:
+        tb = c.streams.video[0].time_base
     batches = list(DaliDecoder(clip.path, 32, tb, device="cpu"))
     frames = np.concatenate([b.frames for b in batches])
     ref = np.stack(decode_frames(clip.path))

@@ -29,6 +29,18 @@ def cupy_on_cpu(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(gpu_pre, "_kernel", None)
 
 
+@pytest.fixture
+def torch_on_cpu(cupy_on_cpu, monkeypatch):
+    """PyTorch's CPU standing in for CUDA: TorchCudaDetector builds its network on the CPU in FP32."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
+    from trt_anon.detect import graph
+
+    cpu_net = graph.TorchCenterFace
+    monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(synchronize=lambda: None))
+
+
 def faces(n: int, height: int, width: int) -> np.ndarray:
     """``n`` real-face frames (the astronaut, shifted a little each frame) of any size."""
     img = (transform.resize(data.astronaut(), (height, width + 4 * n)) * 255).round().astype(np.uint8)
@@ -88,19 +100,13 @@ def test_resize_kernel_matches_opencv_area(cupy_on_cpu):
         assert np.abs(ref - got).mean() < 0.5 and np.abs(ref - got).max() < 8
 
 
-def test_torch_detector_glue_on_cpu(cupy_on_cpu, monkeypatch):
+def test_torch_detector_glue_on_cpu(torch_on_cpu):
     """TorchCudaDetector's path (kernel preprocessing, DLPack to PyTorch and back, decoding in the
     CuPy namespace) with the CPU standing in for CUDA: same faces as ONNX Runtime."""
-    torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
-    from trt_anon.detect import graph
     from trt_anon.detect.detections import iou
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
     from trt_anon.detect.torch_cuda import TorchCudaDetector
 
-    cpu_net = graph.TorchCenterFace
-    monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(synchronize=lambda: None))
     frames = faces(3, 360, 640)
     ref = OnnxRuntimeDetector("auto", 0.15)(frames)
     got = TorchCudaDetector("auto", 0.15, max_batch=2)(frames)
@@ -110,24 +116,18 @@ def test_torch_detector_glue_on_cpu(cupy_on_cpu, monkeypatch):
         assert isinstance(b.xyxy, np.ndarray)
 
 
-def test_gpu_pipeline_rehearsed_on_cpu(cupy_on_cpu, monkeypatch, tmp_path):
+def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     """``backend="gpu"`` end to end with the CPU standing in: DALI (its CPU reader, VP9), the PyTorch
     detector's glue, the mosaic and YUV kernels, libx264 fed from "device" YUV. Where DALI and
     PyTorch are installed (not CI); tests/gpu runs the real thing."""
-    torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras")
     pytest.importorskip("nvidia.dali", reason="DALI is a GPU extra")
     from helpers import check_redacted, video_times
 
     import trt_anon
     from trt_anon import api, cuda
     from trt_anon.decode.dali import DaliDecoder
-    from trt_anon.detect import graph
     from trt_anon.synth import Face, make_clip
 
-    cpu_net = graph.TorchCenterFace
-    monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(synchronize=lambda: None))
     monkeypatch.setattr(cuda, "available", lambda: True)
     monkeypatch.setattr(api, "select_gpu_decoder", lambda p, n, tb: DaliDecoder(p, n, tb, device="cpu"))
     clip = make_clip(tmp_path / "in.webm", 320, 180, frames=35, faces=[Face(60, (40, 40), (3.0, 0.5))])
