@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -23,13 +24,23 @@ from .report import Report
 
 
 def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *,
-            config: Config | None = None, progress: Any = None, **options) -> Report:
+            config: Config | None = None, progress: Any = None, review: bool | str | os.PathLike | None = None,
+            review_originals: bool = False, **options) -> Report:
     """Anonymize ``input`` into ``output`` (default ``NAME.anon.EXT`` beside it).
 
     Options are the fields of :class:`Config` (``target``, ``threshold``, ``det_size``, ...).
     Nothing is written at ``output`` unless the whole video was processed; the input is only read.
     ``progress`` may be a tqdm-like object (``.update(n)``, ``.total``) to advance per frame.
+    ``review`` (True: ``NAME.anon.review.html`` beside the output; or a file or folder path) writes a page to
+    check the result before publishing (needs ``[review]``); ``review_originals`` adds the unredacted input
+    frames to it. A review that fails after the video is written is a warning, not an error: the video is whole.
+    Review and originals are arguments here, not Config fields, because the page is per file, like ``output``.
     """
+    if review_originals and not review:
+        review = True
+    if review:
+        from .review import require
+        require()
     cfg = config if config is not None else Config.from_options(**options)
     if config is not None and options:
         cfg = Config.from_options(**{**_fields(config), **options})
@@ -38,7 +49,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
     notes: list[str] = []
     for attempt in _attempts(cfg):
         try:
-            report = _process(src, output, attempt, progress, notes)
+            report, finish = _process(src, output, attempt, progress, notes, review, review_originals)
         except Exception as exc:
             if not cuda.is_out_of_memory(exc):
                 raise
@@ -48,6 +59,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
             continue
         report.wall = time.perf_counter() - started
         report.warnings[:0] = notes
+        if finish is not None:
+            finish()
         return report
     raise BackendError("out of GPU memory even with a smaller batch; try --backend cpu")
 
@@ -65,10 +78,18 @@ def _fields(config: Config) -> dict:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
-def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Report:
+def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=None, originals=False):
+    """Write the video; return its report and what is left to do once the report is complete (the review)."""
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        page, stats = None, None
+        if review:
+            from .review import FrameStats, review_path
+            page = media.resolve_output(src, review_path(review, dst), cfg.overwrite)
+            if page.resolve() == dst.resolve():
+                raise OutputError(f"review page {page} is the output video")
+            stats = FrameStats()
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))
             json_out = None
@@ -81,10 +102,13 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
             report = Report(str(src), str(dst))
-            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes)
+            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats)
             if json_out is not None:
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
-        return report
+        finish = None
+        if page is not None:
+            finish = functools.partial(_write_review, report, stats, page, cfg, originals)
+        return report, finish
     except OSError as exc:  # disk full, folder removed under us, ...
         raise OutputError(f"writing {output or 'the output'} failed: {exc.strerror or exc}") from None
     finally:
@@ -102,7 +126,7 @@ def _use_gpu(cfg: Config, image: bool) -> bool:
 
 
 def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, json_out,
-                 progress, notes: list[str]) -> None:
+                 progress, notes: list[str], stats=None) -> None:
     stream = media.container.video_stream(container)
     info = media.VideoInfo.of(container, stream)
     if progress is not None and info.frames:
@@ -169,7 +193,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         stages = Stages(decoder, detector, redactor, encoder, remuxer)
-        run(stages, cfg, report, info.width, info.height, rotation, json_out, progress)
+        run(stages, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
         report.decode_errors = errors
         if errors:
@@ -190,6 +214,21 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             out.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"finishing {dst} failed: {exc}") from None
+
+
+def _write_review(report: Report, stats, page: Path, cfg: Config, originals: bool) -> None:
+    """The review page, once the video is in place. A failure here leaves no page (it is written to a
+    temporary file and renamed) and becomes a warning: the video is complete and correct either way."""
+    from .review import write_review
+    threshold = cfg.threshold_for("int8" if "int8" in report.backends.get("detect", "") else "fp32")
+    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "mosaic cell": cfg.mosaic_cell,
+                "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
+    try:
+        write_review(report, stats, page, originals=originals, overwrite=cfg.overwrite, threshold=threshold,
+                     settings={k: str(v) for k, v in settings.items()})
+        report.review = str(page)
+    except Exception as exc:  # the video is whole: say what went wrong, keep it
+        report.warnings.append(f"review page not written ({type(exc).__name__}: {exc}); the video itself is complete")
 
 
 class _uploaded:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from importlib import resources
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import CODECS, PRECISIONS, THRESHOLDS, Config
-from .errors import AnonError, ConfigError, InputError
+from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
@@ -46,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=d.preset, help=f"x264/x265 preset (default {d.preset})")
     p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
                    "(a folder when there are several inputs)")
+    p.add_argument("--review", nargs="?", const=True, metavar="PATH",
+                   help="write a page to check the result before publishing: NAME.anon.review.html beside the "
+                        "output, or PATH (a folder when there are several inputs, with an index.html); "
+                        "needs matplotlib: pip install 'trt_anon[review]'")
+    p.add_argument("--review-originals", action="store_true",
+                   help="put the unredacted input frame beside each output frame on the review page (the page "
+                        "then shows faces: never publish it); implies --review")
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
                    help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
                         "an error if they cannot run")
@@ -108,6 +116,9 @@ def _main(args: argparse.Namespace) -> int:
                         mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, codec=args.codec,
                         crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
                         overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
+        if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
+            args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
+            args.review = True
         if args.demo:
             if args.inputs:
                 raise ConfigError("--demo takes no inputs")
@@ -118,6 +129,7 @@ def _main(args: argparse.Namespace) -> int:
                 raise ConfigError("no input given; try: trt-anon VIDEO.mp4  (or trt-anon --demo)")
             inputs = expand(args.inputs)
             output = args.output
+        review, index = _review_plan(args, inputs, output)
     except AnonError as exc:
         print(f"trt-anon: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -128,12 +140,15 @@ def _main(args: argparse.Namespace) -> int:
     if many and args.json:
         Path(args.json).mkdir(parents=True, exist_ok=True)  # process() writes NAME.anon.json into a folder
     failed = 0
+    rows: list[dict] = []
     for src in inputs:
         bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True)
         try:
-            report = process(src, output, config=config, json_path=args.json, progress=bar)
+            report = process(src, output, config=config, json_path=args.json, progress=bar, review=review,
+                             review_originals=args.review_originals)
         except AnonError as exc:
             bar.close()
+            rows.append({"name": src.name, "report": None, "error": str(exc)})
             print(f"trt-anon: error: {exc}", file=sys.stderr)
             failed += 1
             if args.debug:
@@ -145,16 +160,61 @@ def _main(args: argparse.Namespace) -> int:
                 raise
             print(f"trt-anon: internal error on {src}: {type(exc).__name__}: {exc} (rerun with --debug)",
                   file=sys.stderr)
+            rows.append({"name": src.name, "report": None, "error": f"internal error: {type(exc).__name__}"})
             failed += 1
             continue
         bar.close()
+        rows.append({"name": src.name, "report": report, "page": report.review})
         if not args.quiet:
             print(report.summary())
             for w in report.warnings:
                 print(f"  warning: {w}")
+            if report.review:
+                print(f"  review: {report.review}")
+        elif review and not report.review:  # asked for, not written: say so even when quiet
+            print(f"trt-anon: warning: {report.warnings[-1]}", file=sys.stderr)
+    if index is not None:
+        _write_index(rows, index, args)
     if many and not args.quiet:
         print(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
     return 1 if failed else 0
+
+
+def _review_plan(args: argparse.Namespace, inputs: list[Path], output) -> tuple[bool | str | None, Path | None]:
+    """What to pass as process(review=...), and where the index goes (several inputs only). Refuses, before
+    any work, a missing matplotlib, an .html PATH for several files and an index.html that exists."""
+    review = args.review or (True if args.review_originals else None)
+    if not review:
+        return None, None
+    from .review import require
+    require()
+    if len(inputs) < 2 and not any(Path(i).is_dir() for i in args.inputs):
+        return review, None
+    if isinstance(review, str):
+        if review.lower().endswith((".html", ".htm")):
+            raise ConfigError(f"--review {review}: with several inputs, name a folder (one page per file + index.html)")
+        folder = Path(review)
+        folder.mkdir(parents=True, exist_ok=True)
+        review = f"{folder}{os.sep}"
+    elif output is not None:
+        folder = Path(output)
+    else:  # outputs go beside their inputs
+        folder = Path(os.path.commonpath([str(p.resolve().parent) for p in inputs]))
+    index = folder / "index.html"
+    if index.exists() and not args.overwrite:
+        raise OutputError(f"{index} exists; pass --overwrite to replace it")
+    return review, index
+
+
+def _write_index(rows: list[dict], index: Path, args: argparse.Namespace) -> None:
+    from .review import write_index
+    try:
+        write_index(rows, index, originals=args.review_originals, overwrite=args.overwrite)
+    except (AnonError, OSError) as exc:  # the videos are written: a warning, like a failed page
+        print(f"trt-anon: warning: review index not written: {exc}", file=sys.stderr)
+        return
+    if not args.quiet:
+        print(f"review index: {index}")
 
 
 if __name__ == "__main__":  # pragma: no cover

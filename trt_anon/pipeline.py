@@ -63,8 +63,10 @@ def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: in
 
 
 def run(stages: Stages, config: Config, report: Report, width: int, height: int, rotation: int = 0,
-        json_out: TextIO | None = None, progress: Any = None) -> None:
-    """Drive the stages over the whole video. Fills ``report``; raises on any failure."""
+        json_out: TextIO | None = None, progress: Any = None, stats: Any = None) -> None:
+    """Drive the stages over the whole video. Fills ``report``; raises on any failure.
+
+    ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written."""
     tracker = Tracker(config.ttl, config.eyes_every)
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
@@ -102,6 +104,8 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
                 json_out.write(("," if report.frames else "") + json.dumps(
                     {"frame": report.frames, "pts": int(pts[i]), "faces": d.to_json(),
                      "redacted": [[round(float(v), 1) for v in r] for r in b]}) + "\n")
+            if stats is not None:
+                stats.add(pts[i], d, b)
             report.frames += 1
         if progress is not None:
             progress.update(len(final))

@@ -20,6 +20,7 @@ class Report:
     backends: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    review: str | None = None       # the review page written (--review), None when not asked or not written
 
     @property
     def fps(self) -> float:

@@ -1,0 +1,83 @@
+"""A review page to check a result before publishing it (``--review``, ``process(..., review=...)``).
+
+The pipeline hands per-frame numbers to a :class:`FrameStats` while it writes the video; once the
+video is complete and renamed into place, :func:`write_review` chooses the frames worth a look,
+decodes only those from the written file (and, with ``originals``, from the input), draws the
+timeline and writes one self-contained HTML page, atomically. Needs matplotlib (``[review]``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..report import Report
+from .frames import read_frames, to_rgb
+from .page import Thumb, chart_png, render, render_index, thumbnail, write_text
+from .stats import MAX_THUMBS, PICKS, FrameStats, Pick, choose_frames
+
+__all__ = ["FrameStats", "Pick", "choose_frames", "write_review", "write_index", "require", "review_path",
+           "PICKS", "MAX_THUMBS"]
+
+INSTALL_HINT = "pip install 'trt_anon[review]'"
+
+
+def require() -> None:
+    """Fail before any work when the review page cannot be drawn (one line naming the extra)."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--review needs matplotlib, which is not installed: {INSTALL_HINT}") from None
+
+
+def review_path(review: bool | str | os.PathLike, output: Path) -> Path:
+    """Where the page goes: ``NAME.anon.review.html`` beside the output, or in a folder, or the path given."""
+    default = f"{output.stem}.review.html"
+    if review is True:
+        return output.with_name(default)
+    path = Path(review)
+    if path.is_dir() or str(review).endswith(("/", os.sep)):
+        return path / default
+    return path
+
+
+def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: bool = False, overwrite: bool = False,
+                 threshold: float | None = None, settings: dict[str, str] | None = None) -> None:
+    """Write the review page of a finished run to ``dst`` (atomically; raises on failure)."""
+    started = time.perf_counter()
+    picks = choose_frames(stats)
+    thumbs = {p.frame: Thumb(p) for p in picks}
+    for i, frame in read_frames(Path(report.output), by_index=list(thumbs)):
+        boxes, kinds = stats.frame_boxes(i)
+        rgb, turns = to_rgb(frame)
+        t = thumbs[i]
+        t.output_jpeg, t.time, t.kinds = thumbnail(rgb, turns, boxes, kinds), frame.time, kinds.tolist()
+    if originals:
+        by_pts = {stats.pts[f]: f for f in thumbs}
+        for p, frame in read_frames(Path(report.input), by_pts=list(by_pts)):
+            boxes, kinds = stats.frame_boxes(by_pts[p])
+            rgb, turns = to_rgb(frame)
+            thumbs[by_pts[p]].input_jpeg = thumbnail(rgb, turns, boxes, kinds)
+    for t in thumbs.values():
+        if not t.kinds and t.output_jpeg is None:
+            t.kinds = stats.frame_boxes(t.pick.frame)[1].tolist()
+    missing = [f for f, t in thumbs.items() if t.output_jpeg is None]
+    extra = [f"review: {len(missing)} chosen frame(s) could not be decoded from the output: "
+             f"{', '.join(map(str, missing[:10]))}"] if missing else []
+    chart = chart_png(stats.arrays(), list(thumbs), threshold)
+    report.seconds["review"] = time.perf_counter() - started
+    page = render(report, [thumbs[f] for f in sorted(thumbs)], chart, originals, settings or {}, extra)
+    write_text(dst, page, overwrite)
+
+
+def write_index(rows: list[dict], dst: Path, *, originals: bool = False, overwrite: bool = False) -> None:
+    """Write ``index.html`` for a run over several files.
+
+    ``rows``: per file ``name``, and ``report`` (None when it failed, with ``error``), ``page`` (the review
+    page's path, None when it was not written)."""
+    for r in rows:
+        page = r.get("page")
+        r["href"] = Path(os.path.relpath(page, dst.parent)).as_posix() if page else None
+    write_text(dst, render_index(rows, originals), overwrite)

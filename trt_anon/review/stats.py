@@ -1,0 +1,134 @@
+"""Per-frame numbers for the review page, collected while the video is written.
+
+A few dozen bytes per frame in flat arrays (an hour at 30 fps with 3 faces is about 8 MB), so the
+timeline covers the whole video while memory stays independent of the picture size; the frames
+shown as thumbnails are chosen from these numbers after the run and decoded again from the file.
+"""
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..detect.detections import FILLED, HELD, HIT, Detections, iou
+
+# Thumbnails per reason; the page shows at most their sum (a frame chosen twice shows once).
+PICKS = {"even": 16, "start": 8, "end": 8, "low": 6, "most": 4, "large": 4}
+MAX_THUMBS = sum(PICKS.values())
+TRACK_IOU = 0.1   # a box overlapping none of the previous frame's boxes by this much starts a track
+
+
+class FrameStats:
+    """What the pipeline hands over per written frame: its pts, the tracker's boxes, the redacted rectangles."""
+
+    def __init__(self) -> None:
+        self.pts = array("q")
+        self.counts = {HIT: array("H"), HELD: array("H"), FILLED: array("H")}
+        self.low = array("f")          # lowest detection (hit) score in the frame, NaN when none
+        self.largest = array("f")      # longest side of the largest redacted box, pixels (0: none)
+        self.offsets = array("I", [0])  # frame i's boxes are boxes[4*offsets[i]:4*offsets[i+1]]
+        self.boxes = array("f")
+        self.kinds = array("B")
+        self.starts = array("I")       # frames where a redacted box appears (no overlap with the previous frame)
+        self.ends = array("I")         # last frames of a box that the next frame no longer has
+        self._prev = np.zeros((0, 4), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def add(self, pts: int, det: Detections, redacted: np.ndarray) -> None:
+        """Record one frame; ``redacted`` are the rectangles actually mosaicked (margins added)."""
+        i = len(self.pts)
+        self.pts.append(int(pts))
+        kind = np.asarray(det.kind, np.uint8)
+        for k, a in self.counts.items():
+            a.append(int((kind == k).sum()))
+        hits = np.asarray(det.score)[kind == HIT]
+        self.low.append(float(hits.min()) if len(hits) else math.nan)
+        b = np.asarray(redacted, np.float32).reshape(-1, 4)
+        sides = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) if len(b) else np.zeros(0)
+        self.largest.append(float(sides.max()) if len(b) else 0.0)
+        self.boxes.extend(b.ravel().tolist())
+        self.kinds.extend((kind if len(kind) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
+        self.offsets.append(self.offsets[-1] + len(b))
+        if len(b) or len(self._prev):
+            ov = iou(b, self._prev) if len(b) and len(self._prev) else np.zeros((len(b), len(self._prev)))
+            if len(b) and (ov.max(axis=1, initial=0) < TRACK_IOU).any():
+                self.starts.append(i)
+            if i and len(self._prev) and (ov.max(axis=0, initial=0) < TRACK_IOU).any():
+                self.ends.append(i - 1)
+        self._prev = b
+
+    def frame_boxes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) redacted rectangles and their (N,) kinds for frame ``i``."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return (np.asarray(self.boxes[4 * a:4 * b], np.float32).reshape(-1, 4),
+                np.asarray(self.kinds[a:b], np.uint8))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-frame series as NumPy arrays (for the chart and the choice of frames)."""
+        return {"hit": np.asarray(self.counts[HIT], np.int32), "held": np.asarray(self.counts[HELD], np.int32),
+                "filled": np.asarray(self.counts[FILLED], np.int32), "low": np.asarray(self.low, np.float32),
+                "largest": np.asarray(self.largest, np.float32)}
+
+
+@dataclass
+class Pick:
+    """A frame to show, and why (one or more reasons)."""
+
+    frame: int
+    reasons: list[str] = field(default_factory=list)
+
+
+def _spaced(order: np.ndarray, k: int, gap: int) -> list[int]:
+    """The first ``k`` frames of ``order`` (best first) that are at least ``gap`` frames from each other."""
+    out: list[int] = []
+    for f in order.tolist():
+        if all(abs(f - g) >= gap for g in out):
+            out.append(f)
+            if len(out) == k:
+                break
+    return out
+
+
+def _evenly(items, k: int) -> list[int]:
+    """``k`` items spread evenly over a chronological list (all of them when there are fewer)."""
+    items = list(items)
+    if len(items) <= k:
+        return items
+    return [items[int(j)] for j in np.unique(np.linspace(0, len(items) - 1, k).round().astype(int))]
+
+
+def choose_frames(stats: FrameStats, picks: dict[str, int] = PICKS) -> list[Pick]:
+    """The frames most worth a look, in order: evenly spaced ones plus track starts and ends,
+    the lowest detection scores, the most faces and the largest faces (``picks`` says how many of each).
+
+    Frames picked for the same reason are kept apart (1/200 of the video, at least 2 frames), so that
+    six low-score frames are not six neighbours of one moment.
+    """
+    n = len(stats)
+    if n == 0:
+        return []
+    s = stats.arrays()
+    gap = max(2, n // 200)
+    total = s["hit"] + s["held"] + s["filled"]
+    chosen: dict[int, list[str]] = {}
+
+    def add(frames, label) -> None:
+        for f in frames:
+            chosen.setdefault(int(f), []).append(label(int(f)) if callable(label) else label)
+
+    add(_evenly(range(n), picks["even"]), "evenly spaced")
+    add(_evenly(stats.starts, picks["start"]), "a face box appears")
+    add(_evenly(stats.ends, picks["end"]), "a face box ends here")
+    scored = np.flatnonzero(~np.isnan(s["low"]))
+    low = scored[np.argsort(s["low"][scored], kind="stable")]
+    add(_spaced(low, picks["low"], gap), lambda f: f"low score {s['low'][f]:.2f}")
+    with_faces = np.flatnonzero(total)
+    most = with_faces[np.argsort(-total[with_faces], kind="stable")]
+    add(_spaced(most, picks["most"], gap), lambda f: f"most faces ({total[f]})")
+    large = with_faces[np.argsort(-s["largest"][with_faces], kind="stable")]
+    add(_spaced(large, picks["large"], gap), lambda f: f"largest face ({s['largest'][f]:.0f} px)")
+    return [Pick(f, chosen[f]) for f in sorted(chosen)]
