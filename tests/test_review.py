@@ -15,6 +15,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from helpers import decode_frames
 
 import trt_anon
 import trt_anon.api
@@ -23,9 +24,8 @@ from trt_anon.detect.detections import FILLED, HELD, HIT, Detections
 from trt_anon.errors import ConfigError, OutputError
 from trt_anon.review import MAX_THUMBS, PICKS, FrameStats, choose_frames
 from trt_anon.review.frames import read_frames
-from trt_anon.synth import Face, make_clip, render
-
-from helpers import decode_frames
+from trt_anon.review.page import CHART_BINS, KIND_COLOURS, _binned, chart_png
+from trt_anon.synth import Face, make_clip, render, rotate_box
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
@@ -96,6 +96,11 @@ def face_diff(a: np.ndarray, b: np.ndarray, box) -> float:
     return float(np.median(np.abs(a[y1:y2, x1:x2].astype(np.int16) - b[y1:y2, x1:x2].astype(np.int16))))
 
 
+def outline(img: np.ndarray) -> np.ndarray:
+    """Where a thumbnail has one of the outline colours."""
+    return np.any([np.abs(img.astype(np.int16) - c).max(axis=2) < 40 for c in KIND_COLOURS.values()], axis=0)
+
+
 def det(boxes, kinds, scores=None) -> Detections:
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
@@ -141,16 +146,16 @@ def test_frame_stats_counts_kinds_scores_and_tracks():
 def test_choose_frames_covers_every_reason_and_keeps_them_apart():
     s = FrameStats()
     for f in range(1000):
-        boxes, kinds, scores = [], [], []
+        faces = []                                           # (box, kind, score)
         if 100 <= f < 300:                                   # one track
-            boxes.append([f, 50, f + 40, 90]); kinds.append(HIT); scores.append(0.9 - 0.5 * (f == 150))
+            faces.append(([f, 50, f + 40, 90], HIT, 0.4 if f == 150 else 0.9))
         if 500 <= f < 520:                                   # another
-            boxes.append([400, 50, 440, 90]); kinds.append(HIT if f < 515 else HELD); scores.append(0.8)
+            faces.append(([400, 50, 440, 90], HIT if f < 515 else HELD, 0.8))
         if f == 700:                                         # a crowd for one frame
-            boxes += [[i * 50, 200, i * 50 + 30, 230] for i in range(5)]; kinds += [HIT] * 5; scores += [0.85] * 5
+            faces += [([i * 50, 200, i * 50 + 30, 230], HIT, 0.85) for i in range(5)]
         if f == 800:                                         # a close-up
-            boxes.append([0, 0, 300, 300]); kinds.append(HIT); scores.append(0.95)
-        d = det(boxes, kinds, scores) if boxes else Detections.empty()
+            faces.append(([0, 0, 300, 300], HIT, 0.95))
+        d = det(*zip(*faces)) if faces else Detections.empty()
         s.add(f, d, d.xyxy)
     picks = choose_frames(s)
     frames = [p.frame for p in picks]
@@ -170,6 +175,19 @@ def test_choose_frames_short_and_empty():
     s = FrameStats()
     s.add(0, Detections.empty(), np.zeros((0, 4)))
     assert [(p.frame, p.reasons) for p in choose_frames(s)] == [(0, ["evenly spaced"])]
+
+
+def test_long_timeline_keeps_every_spike():
+    """Past CHART_BINS frames the chart is drawn per bin: a one-frame crowd and a one-frame low score stay."""
+    n = 10 * CHART_BINS + 7
+    s = {"hit": np.ones(n, np.int32), "held": np.zeros(n, np.int32), "filled": np.zeros(n, np.int32),
+         "low": np.full(n, 0.8, np.float32), "largest": np.zeros(n, np.float32)}
+    s["hit"][12345], s["held"][12345], s["low"][777] = 6, 2, 0.21
+    x, b = _binned(s, CHART_BINS)
+    assert len(x) == CHART_BINS and b["hit"].max() == 6 and b["held"].max() == 2
+    assert np.nanmin(b["low"]) == pytest.approx(0.21)
+    png = cv2.imdecode(np.frombuffer(chart_png(s, [0, 12345], 0.2, 30.0), np.uint8), cv2.IMREAD_COLOR)
+    assert png.shape == (420, 1200, 3)
 
 
 # --- decoding only the chosen frames ---------------------------------------------------------------------------
@@ -247,7 +265,38 @@ def test_originals_page_says_so_and_shows_the_input(clip, tmp_path):
         assert face_diff(image(fig["output"]["src"]), src[f], box) >= 15
 
 
-def test_review_needs_matplotlib_one_line_error(clip, tmp_path):
+def test_portrait_video_thumbnails_are_upright_with_boxes_on_the_faces(tmp_path):
+    """A phone's portrait video (stored turned, display matrix 90): thumbnails as a player shows them, the
+    outlines drawn around the faces there, and the faces mosaicked."""
+    clip = make_clip(tmp_path / "portrait.mp4", 180, 320, frames=20, rotation=90, audio=0,
+                     faces=[Face(60, (40, 100), (1.0, 2.0))])
+    report = trt_anon.process(clip.path, review=True)
+    page = Page(Path(report.review).read_text(encoding="utf-8"))
+    assert page.figures
+    src = decode_frames(clip.path)   # stored (turned) frames
+    for fig in page.figures:
+        f, thumb = fig["frame"], image(fig["output"]["src"])
+        assert thumb.shape == (320, 180, 3)                                # upright, as displayed
+        shown = np.ascontiguousarray(np.rot90(src[f], 1))
+        for box in clip.boxes[f]:
+            box = rotate_box(box, 1, 320, 180)                             # stored -> displayed coordinates
+            assert face_diff(thumb, shown, box) >= 15                      # mosaicked where the face is shown
+            ys, xs = np.nonzero(outline(thumb))                            # drawn around the face, close to it
+            assert box[0] - 40 < xs.min() < box[0] and box[2] < xs.max() < box[2] + 40, (f, box)
+            assert box[1] - 40 < ys.min() < box[1] and box[3] < ys.max() < box[3] + 40, (f, box)
+
+
+def test_still_image_review(tmp_path):
+    frame, boxes, _ = next(render(320, 240, [Face(80, (100, 60))], 1))
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    report = trt_anon.process(tmp_path / "photo.png", review=True)
+    page = Page(Path(report.review).read_text(encoding="utf-8"))
+    assert report.review == str(tmp_path / "photo.anon.review.html") and page.text["frames"] == "1"
+    assert [f["frame"] for f in page.figures] == [0]
+    assert face_diff(image(page.figures[0]["output"]["src"]), frame, boxes[0]) >= 15
+
+
+def test_review_needs_matplotlib_one_line_error(clip, tmp_path, monkeypatch):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from trt_anon.cli import main\n"
             f"sys.exit(main([{str(clip.path)!r}, '-o', {str(tmp_path / 'x.mp4')!r}, '--review', '-q']))")
@@ -256,6 +305,10 @@ def test_review_needs_matplotlib_one_line_error(clip, tmp_path):
     assert r.stderr.strip().splitlines() == [
         "trt-anon: error: --review needs matplotlib, which is not installed: pip install 'trt_anon[review]'"]
     assert list(tmp_path.iterdir()) == []   # refused before any work
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ConfigError, match=r"pip install 'trt_anon\[review\]'"):
+        trt_anon.process(clip.path, tmp_path / "y.mp4", review=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_review_failure_is_a_warning_and_leaves_no_page(clip, tmp_path, monkeypatch):

@@ -66,7 +66,8 @@ def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: boo
     missing = [f for f, t in thumbs.items() if t.output_jpeg is None]
     extra = [f"review: {len(missing)} chosen frame(s) could not be decoded from the output: "
              f"{', '.join(map(str, missing[:10]))}"] if missing else []
-    chart = chart_png(stats.arrays(), list(thumbs), threshold)
+    fps = report.frames / report.duration if report.duration > 0 else None
+    chart = chart_png(stats.arrays(), list(thumbs), threshold, fps)
     report.seconds["review"] = time.perf_counter() - started
     page = render(report, [thumbs[f] for f in sorted(thumbs)], chart, originals, settings or {}, extra)
     write_text(dst, page, overwrite)

@@ -49,8 +49,8 @@ def thumbnail(rgb: np.ndarray, quarter_turns: int, boxes: np.ndarray, kinds: np.
     img = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
         if s < 1 else rgb.copy()
     for (x1, y1, x2, y2), k in zip(boxes * s, kinds):
-        cv2.rectangle(img, (int(x1), int(y1)), (max(int(x1), int(np.ceil(x2)) - 1), max(int(y1), int(np.ceil(y2)) - 1)),
-                      KIND_COLOURS.get(int(k), KIND_COLOURS[HIT]), 2)
+        corner = (max(int(x1), int(np.ceil(x2)) - 1), max(int(y1), int(np.ceil(y2)) - 1))
+        cv2.rectangle(img, (int(x1), int(y1)), corner, KIND_COLOURS.get(int(k), KIND_COLOURS[HIT]), 2)
     if quarter_turns:
         img = np.ascontiguousarray(np.rot90(img, quarter_turns))
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -69,13 +69,16 @@ def _binned(s: dict[str, np.ndarray], bins: int) -> tuple[np.ndarray, dict[str, 
     busiest = np.array([a + int(np.argmax(total[a:b])) for a, b in zip(edges[:-1], edges[1:])])
     low = np.array([np.nan if np.isnan(s["low"][a:b]).all() else np.nanmin(s["low"][a:b])
                     for a, b in zip(edges[:-1], edges[1:])])
-    return edges[:-1], {"hit": s["hit"][busiest], "held": s["held"][busiest], "filled": s["filled"][busiest], "low": low}
+    return edges[:-1], {**{k: s[k][busiest] for k in ("hit", "held", "filled")}, "low": low}
 
 
-def chart_png(series: dict[str, np.ndarray], picks: list[int], threshold: float | None = None) -> bytes:
-    """The timeline: faces per frame (stacked by kind) and the lowest detection score per frame."""
+def chart_png(series: dict[str, np.ndarray], picks: list[int], threshold: float | None = None,
+              fps: float | None = None) -> bytes:
+    """The timeline: faces per frame (stacked by kind) and the lowest detection score per frame.
+    With ``fps`` the frame axis also reads as time (m:ss)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     x, s = _binned(series, CHART_BINS)
     n = len(series["hit"])
@@ -104,6 +107,9 @@ def chart_png(series: dict[str, np.ndarray], picks: list[int], threshold: float 
     bottom.set_ylabel("lowest score")
     bottom.set_xlabel("frame" + (f" (each point: the busiest of ~{n / len(x):.0f} frames)" if len(x) < n else ""))
     bottom.set_xlim(0, max(n, 1))
+    if fps:
+        bottom.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}\n{_clock(v / fps)[:-3]}"))
+        bottom.set_xlabel(bottom.get_xlabel().replace("frame", "frame / time (m:ss)", 1))
     bottom.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -206,7 +212,8 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
     else:
         out.append('<p class="ok" id="warnings">None.</p>')
     out.append("<h2>Timeline</h2>")
-    out.append(f'<img id="chart" alt="faces per frame and lowest detection score per frame" src="{_uri(chart, "image/png")}">')
+    out.append('<img id="chart" alt="faces per frame and lowest detection score per frame" '
+               f'src="{_uri(chart, "image/png")}">')
     out.append(f'<h2>Frames to check (<span id="thumb-count">{len(thumbs)}</span>)</h2>')
     out.append(f"<p>Chosen from the whole video, at most {sum(PICKS.values())}: "
                + "; ".join(f"up to {n} {PICK_TEXT[k]}" for k, n in PICKS.items())
@@ -229,9 +236,9 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
                        f'src="{_uri(t.output_jpeg, "image/jpeg")}"></div></div>')
         else:
             out.append(f'<img class="output" alt="output frame {f}" src="{_uri(t.output_jpeg, "image/jpeg")}">')
-        out.append(f"<figcaption><b>frame {f}</b> {_clock(t.time)} · {len(t.kinds)} box{'es' if len(t.kinds) != 1 else ''}"
-                   f"{' (' + kinds + ')' if kinds else ''}<br><span class=\"why\">{e('; '.join(t.pick.reasons))}</span>"
-                   "</figcaption></figure>")
+        boxes = f"{len(t.kinds)} box{'es' if len(t.kinds) != 1 else ''}" + (f" ({kinds})" if kinds else "")
+        out.append(f"<figcaption><b>frame {f}</b> {_clock(t.time)} · {boxes}<br>"
+                   f'<span class="why">{e("; ".join(t.pick.reasons))}</span></figcaption></figure>')
     out.append("</div></main>")
     out.append(f"<script>{SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
@@ -250,9 +257,9 @@ def render_index(rows: list[dict], originals: bool) -> str:
         out.append('<div class="danger">The pages linked here contain UNREDACTED input frames '
                    "(--review-originals). Do not publish them.</div>")
     out.append(f"<main><h1>Review: {len(rows)} files</h1>")
-    out.append(f'<p id="totals">{len(done)} of {len(rows)} anonymized · <span id="total-frames">{frames}</span> frames · '
-               f'<span id="total-faces">{faces}</span> face detections · <span id="total-warnings">{warns}</span> '
-               "warnings</p>")
+    out.append(f'<p id="totals">{len(done)} of {len(rows)} anonymized · <span id="total-frames">{frames}</span> '
+               f'frames · <span id="total-faces">{faces}</span> face detections · '
+               f'<span id="total-warnings">{warns}</span> warnings</p>')
     out.append('<table class="report" id="files"><tr><th>file</th><th>frames</th><th>faces</th><th>warnings</th>'
                "<th>review</th></tr>")
     for r in rows:
