@@ -362,6 +362,21 @@ def test_cli_review_of_a_folder_writes_pages_and_index(clip, tmp_path):
     assert "failed:" in page.text["files"] and "c.mp4" in page.text["files"]
 
 
+def test_cli_review_paths(clip, tmp_path):
+    """`--review IN.mp4` (argparse would take the input for PATH), an .html path, and a new folder."""
+    r = subprocess.run([sys.executable, "-m", "trt_anon", "--review", clip.path, "-o", tmp_path / "a.mp4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"review: {tmp_path / 'a.review.html'}" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "trt_anon", clip.path, "-o", tmp_path / "b.mp4", "-q",
+                        "--review", tmp_path / "my page.html"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = trt_anon.process(clip.path, tmp_path / "c.mp4", review=tmp_path / "pages")
+    assert report.review == str(tmp_path / "pages" / "c.review.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a.review.html", "b.mp4", "c.mp4",
+                                                           "my page.html", "pages"]
+
+
 # --- in a real browser -----------------------------------------------------------------------------------------
 
 def chromium(*args: str) -> str:

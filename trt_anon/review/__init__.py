@@ -33,14 +33,16 @@ def require() -> None:
 
 
 def review_path(review: bool | str | os.PathLike, output: Path) -> Path:
-    """Where the page goes: ``NAME.anon.review.html`` beside the output, or in a folder, or the path given."""
+    """Where the page goes: ``NAME.anon.review.html`` beside the output (True), the ``.html`` path given, or
+    that name in the folder given (any other path; created if needed, as ``-o`` folders are)."""
     default = f"{output.stem}.review.html"
     if review is True:
         return output.with_name(default)
     path = Path(review)
-    if path.is_dir() or str(review).endswith(("/", os.sep)):
-        return path / default
-    return path
+    if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    return path / default
 
 
 def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: bool = False, overwrite: bool = False,
