@@ -174,7 +174,7 @@ def test_choose_frames_short_and_empty():
     assert choose_frames(FrameStats()) == []
     s = FrameStats()
     s.add(0, Detections.empty(), np.zeros((0, 4)))
-    assert [(p.frame, p.reasons) for p in choose_frames(s)] == [(0, ["evenly spaced"])]
+    assert [(p.frame, p.reasons, p.keys) for p in choose_frames(s)] == [(0, ["evenly spaced"], ["even"])]
 
 
 def test_long_timeline_keeps_every_spike():
@@ -229,6 +229,7 @@ def test_page_shows_report_chart_and_output_thumbnails(clip, reviewed):
     assert all(set(f) == {"frame", "output"} for f in page.figures)   # no input pictures by default
     assert all(image(f["output"]["src"]).shape == (180, 320, 3) for f in page.figures)
     assert "originals-warning" not in page.text and page.body["data-originals"] == "false"
+    assert "16 evenly spaced (of at most 16)" in page.text["choice"]
     assert "holds no pixel of the input" in page.text["privacy"]
 
 
@@ -335,7 +336,7 @@ def test_review_refusals_before_any_work(clip, tmp_path):
     (tmp_path / "a.review.html").write_text("mine")
     with pytest.raises(OutputError, match="exists"):
         trt_anon.process(clip.path, tmp_path / "a.mp4", review=True)
-    with pytest.raises(OutputError, match="is the output video"):
+    with pytest.raises(OutputError, match="name an .html file or a folder"):
         trt_anon.process(clip.path, tmp_path / "b.mp4", review=tmp_path / "b.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.review.html"]
     assert (tmp_path / "a.review.html").read_text() == "mine"

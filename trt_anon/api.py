@@ -87,8 +87,6 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
         if review:
             from .review import FrameStats, review_path
             page = media.resolve_output(src, review_path(review, dst), cfg.overwrite)
-            if page.resolve() == dst.resolve():
-                raise OutputError(f"review page {page} is the output video")
             stats = FrameStats()
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))

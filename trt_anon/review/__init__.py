@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..report import Report
 from .frames import read_frames, to_rgb
 from .page import Thumb, chart_png, render, render_index, thumbnail, write_text
@@ -34,13 +34,17 @@ def require() -> None:
 
 def review_path(review: bool | str | os.PathLike, output: Path) -> Path:
     """Where the page goes: ``NAME.anon.review.html`` beside the output (True), the ``.html`` path given, or
-    that name in the folder given (any other path; created if needed, as ``-o`` folders are)."""
+    that name in the folder given (an existing one, or a name without extension: created, as ``-o`` folders are)."""
     default = f"{output.stem}.review.html"
     if review is True:
         return output.with_name(default)
     path = Path(review)
-    if path.suffix.lower() in (".html", ".htm") and not path.is_dir():
+    if path.is_dir():
+        return path / default
+    if path.suffix.lower() in (".html", ".htm"):
         return path
+    if path.suffix and not str(review).endswith(("/", os.sep)):
+        raise OutputError(f"review page {path}: name an .html file or a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path / default
 

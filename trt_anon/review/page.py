@@ -26,7 +26,8 @@ CHART_BINS = 2400       # longer videos are drawn per bin: the busiest frame of 
 KIND_COLOURS = {HIT: (30, 200, 30), HELD: (255, 150, 0), FILLED: (40, 130, 255)}   # RGB
 KIND_NAMES = {HIT: "detected", HELD: "held", FILLED: "back-filled"}
 PICK_TEXT = {"even": "evenly spaced", "start": "track starts (a box appears)", "end": "track ends (a box's last frame)",
-             "low": "lowest detection scores", "most": "most faces", "large": "largest faces"}
+             "low": "with the lowest detection scores", "most": "with the most faces",
+             "large": "with the largest faces"}
 
 
 @dataclass
@@ -215,9 +216,11 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
     out.append('<img id="chart" alt="faces per frame and lowest detection score per frame" '
                f'src="{_uri(chart, "image/png")}">')
     out.append(f'<h2>Frames to check (<span id="thumb-count">{len(thumbs)}</span>)</h2>')
-    out.append(f"<p>Chosen from the whole video, at most {sum(PICKS.values())}: "
-               + "; ".join(f"up to {n} {PICK_TEXT[k]}" for k, n in PICKS.items())
-               + ". Frames far apart for each reason; a frame chosen for several reasons shows once.</p>")
+    got = {k: sum(k in t.pick.keys for t in thumbs) for k in PICKS}
+    out.append('<p id="choice">Chosen from the whole video: '
+               + "; ".join(f"{got[k]} {PICK_TEXT[k]} (of at most {n})" for k, n in PICKS.items())
+               + f". At most {sum(PICKS.values())} in all; frames far apart for each reason; a frame chosen for "
+               "several reasons shows once, its caption says why.</p>")
     out.append('<p class="legend">' + "".join(
         f'<span><i style="border-color:rgb{KIND_COLOURS[k]}"></i>{KIND_NAMES[k]}</span>' for k in (HIT, HELD, FILLED))
         + "<span>outlines: the rectangles redacted (the mosaic covers every 25 px cell they touch)</span></p>")

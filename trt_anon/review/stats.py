@@ -79,7 +79,8 @@ class Pick:
     """A frame to show, and why (one or more reasons)."""
 
     frame: int
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)   # as the caption says them
+    keys: list[str] = field(default_factory=list)      # the PICKS keys, for counting
 
 
 def _spaced(order: np.ndarray, k: int, gap: int) -> list[int]:
@@ -114,21 +115,23 @@ def choose_frames(stats: FrameStats, picks: dict[str, int] = PICKS) -> list[Pick
     s = stats.arrays()
     gap = max(2, n // 200)
     total = s["hit"] + s["held"] + s["filled"]
-    chosen: dict[int, list[str]] = {}
+    chosen: dict[int, Pick] = {}
 
-    def add(frames, label) -> None:
-        for f in frames:
-            chosen.setdefault(int(f), []).append(label(int(f)) if callable(label) else label)
+    def add(frames, key: str, label) -> None:
+        for f in map(int, frames):
+            p = chosen.setdefault(f, Pick(f))
+            p.reasons.append(label(f) if callable(label) else label)
+            p.keys.append(key)
 
-    add(_evenly(range(n), picks["even"]), "evenly spaced")
-    add(_evenly(stats.starts, picks["start"]), "a face box appears")
-    add(_evenly(stats.ends, picks["end"]), "a face box ends here")
+    add(_evenly(range(n), picks["even"]), "even", "evenly spaced")
+    add(_evenly(stats.starts, picks["start"]), "start", "a face box appears")
+    add(_evenly(stats.ends, picks["end"]), "end", "a face box ends here")
     scored = np.flatnonzero(~np.isnan(s["low"]))
     low = scored[np.argsort(s["low"][scored], kind="stable")]
-    add(_spaced(low, picks["low"], gap), lambda f: f"low score {s['low'][f]:.2f}")
+    add(_spaced(low, picks["low"], gap), "low", lambda f: f"low score {s['low'][f]:.2f}")
     with_faces = np.flatnonzero(total)
     most = with_faces[np.argsort(-total[with_faces], kind="stable")]
-    add(_spaced(most, picks["most"], gap), lambda f: f"most faces ({total[f]})")
+    add(_spaced(most, picks["most"], gap), "most", lambda f: f"most faces ({total[f]})")
     large = with_faces[np.argsort(-s["largest"][with_faces], kind="stable")]
-    add(_spaced(large, picks["large"], gap), lambda f: f"largest face ({s['largest'][f]:.0f} px)")
-    return [Pick(f, chosen[f]) for f in sorted(chosen)]
+    add(_spaced(large, picks["large"], gap), "large", lambda f: f"largest face ({s['largest'][f]:.0f} px)")
+    return [chosen[f] for f in sorted(chosen)]
