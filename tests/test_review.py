@@ -139,6 +139,9 @@ def test_frame_stats_counts_kinds_scores_and_tracks():
     assert np.isnan(a["low"][[0, 1, 3, 4]]).all() and a["low"][2] == pytest.approx(0.4)  # hits only
     assert a["largest"].tolist() == [0, 30, 80, 80, 0]
     assert list(s.starts) == [1, 2] and list(s.ends) == [2, 3]
+    s.add(5, det([[0, 0, 40, 40], [20, 0, 60, 40]], [HIT, HIT]), np.array([[0, 0, 40, 40], [20, 0, 60, 40]]))
+    s.add(6, det([[0, 0, 40, 40]], [HIT]), np.array([[0, 0, 40, 40]]))   # one of two overlapping boxes ends
+    assert list(s.starts) == [1, 2, 5] and list(s.ends) == [2, 3, 5]
     boxes, kinds = s.frame_boxes(2)
     assert boxes.tolist() == [[5, 5, 35, 35], [90, 90, 170, 160]] and kinds.tolist() == [HIT, HIT]
 
@@ -229,7 +232,7 @@ def test_page_shows_report_chart_and_output_thumbnails(clip, reviewed):
     assert all(set(f) == {"frame", "output"} for f in page.figures)   # no input pictures by default
     assert all(image(f["output"]["src"]).shape == (180, 320, 3) for f in page.figures)
     assert "originals-warning" not in page.text and page.body["data-originals"] == "false"
-    assert "16 evenly spaced (of at most 16)" in page.text["choice"]
+    assert "16 of up to 16 evenly spaced" in page.text["choice"]
     assert "holds no pixel of the input" in page.text["privacy"]
 
 

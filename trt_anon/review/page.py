@@ -109,8 +109,10 @@ def chart_png(series: dict[str, np.ndarray], picks: list[int], threshold: float 
     bottom.set_xlabel("frame" + (f" (each point: the busiest of ~{n / len(x):.0f} frames)" if len(x) < n else ""))
     bottom.set_xlim(0, max(n, 1))
     if fps:
-        bottom.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}\n{_clock(v / fps)[:-3]}"))
-        bottom.set_xlabel(bottom.get_xlabel().replace("frame", "frame / time (m:ss)", 1))
+        short = n / fps < 60
+        when = (lambda v: f"{v / fps:.1f} s") if short else (lambda v: _clock(v / fps)[:-3])
+        bottom.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}\n{when(v)}"))
+        bottom.set_xlabel(bottom.get_xlabel().replace("frame", "frame / time" + ("" if short else " (m:ss)"), 1))
     bottom.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -218,7 +220,7 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
     out.append(f'<h2>Frames to check (<span id="thumb-count">{len(thumbs)}</span>)</h2>')
     got = {k: sum(k in t.pick.keys for t in thumbs) for k in PICKS}
     out.append('<p id="choice">Chosen from the whole video: '
-               + "; ".join(f"{got[k]} {PICK_TEXT[k]} (of at most {n})" for k, n in PICKS.items())
+               + "; ".join(f"{got[k]} of up to {n} {PICK_TEXT[k]}" for k, n in PICKS.items())
                + f". At most {sum(PICKS.values())} in all; frames far apart for each reason; a frame chosen for "
                "several reasons shows once, its caption says why.</p>")
     out.append('<p class="legend">' + "".join(

@@ -53,25 +53,40 @@ class FrameStats:
         self.boxes.extend(b.ravel().tolist())
         self.kinds.extend((kind if len(kind) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
         self.offsets.append(self.offsets[-1] + len(b))
-        if len(b) or len(self._prev):
-            ov = iou(b, self._prev) if len(b) and len(self._prev) else np.zeros((len(b), len(self._prev)))
-            if len(b) and (ov.max(axis=1, initial=0) < TRACK_IOU).any():
-                self.starts.append(i)
-            if i and len(self._prev) and (ov.max(axis=0, initial=0) < TRACK_IOU).any():
-                self.ends.append(i - 1)
+        new, gone = _unmatched(b, self._prev)
+        if new:
+            self.starts.append(i)
+        if gone and i:
+            self.ends.append(i - 1)
         self._prev = b
 
     def frame_boxes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) redacted rectangles and their (N,) kinds for frame ``i``."""
         a, b = self.offsets[i], self.offsets[i + 1]
-        return (np.asarray(self.boxes[4 * a:4 * b], np.float32).reshape(-1, 4),
-                np.asarray(self.kinds[a:b], np.uint8))
+        return (np.array(self.boxes[4 * a:4 * b], np.float32).reshape(-1, 4),
+                np.array(self.kinds[a:b], np.uint8))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The per-frame series as NumPy arrays (for the chart and the choice of frames)."""
-        return {"hit": np.asarray(self.counts[HIT], np.int32), "held": np.asarray(self.counts[HELD], np.int32),
-                "filled": np.asarray(self.counts[FILLED], np.int32), "low": np.asarray(self.low, np.float32),
-                "largest": np.asarray(self.largest, np.float32)}
+        """The per-frame series as NumPy arrays (copies: an array viewing ours would stop it growing)."""
+        return {"hit": np.array(self.counts[HIT], np.int32), "held": np.array(self.counts[HELD], np.int32),
+                "filled": np.array(self.counts[FILLED], np.int32), "low": np.array(self.low, np.float32),
+                "largest": np.array(self.largest, np.float32)}
+
+
+def _unmatched(cur: np.ndarray, prev: np.ndarray) -> tuple[int, int]:
+    """How many boxes of ``cur`` have no partner in ``prev``, and of ``prev`` none in ``cur``: pairs are
+    matched one to one, best overlap first, so a box that vanishes next to another still counts as gone."""
+    if not len(cur) or not len(prev):
+        return len(cur), len(prev)
+    ov = iou(cur, prev)
+    pairs = 0
+    while True:
+        j, k = np.unravel_index(np.argmax(ov), ov.shape)
+        if ov[j, k] < TRACK_IOU:
+            break
+        pairs += 1
+        ov[j, :], ov[:, k] = -1, -1
+    return len(cur) - pairs, len(prev) - pairs
 
 
 @dataclass
