@@ -216,6 +216,29 @@ def test_read_frames_finds_exact_frames_across_keyframes(tmp_path):
     assert np.array_equal(by_pts[pts[41]].to_ndarray(format="rgb24"), every[41])
 
 
+def test_read_frames_decodes_only_near_the_chosen_frames(tmp_path, monkeypatch):
+    """Three frames of 240 with a keyframe every 8: a few GOPs decoded, never the whole video."""
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30, options={"g": "8", "preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(240):
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")))
+        out.mux(vs.encode(None))
+    decoded = []
+    real = trt_anon.review.frames._decode
+
+    def counting(container, stream):
+        for frame in real(container, stream):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(trt_anon.review.frames, "_decode", counting)
+    got = {i: f.to_ndarray(format="rgb24")[0, 0, 0] for i, f in read_frames(path, by_index=[5, 120, 239])}
+    assert {i: abs(int(v) - i) <= 2 for i, v in got.items()} == {5: True, 120: True, 239: True}
+    assert len(decoded) <= 3 * 8 + 8, len(decoded)
+
+
 # --- the page --------------------------------------------------------------------------------------------------
 
 def test_page_shows_report_chart_and_output_thumbnails(clip, reviewed):
