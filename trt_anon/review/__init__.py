@@ -54,21 +54,17 @@ def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: boo
     """Write the review page of a finished run to ``dst`` (atomically; raises on failure)."""
     started = time.perf_counter()
     picks = choose_frames(stats)
-    thumbs = {p.frame: Thumb(p) for p in picks}
+    thumbs = {p.frame: Thumb(p, kinds=stats.frame_boxes(p.frame)[1].tolist()) for p in picks}
     for i, frame in read_frames(Path(report.output), by_index=list(thumbs)):
         boxes, kinds = stats.frame_boxes(i)
         rgb, turns = to_rgb(frame)
-        t = thumbs[i]
-        t.output_jpeg, t.time, t.kinds = thumbnail(rgb, turns, boxes, kinds), frame.time, kinds.tolist()
+        thumbs[i].output_jpeg, thumbs[i].time = thumbnail(rgb, turns, boxes, kinds), frame.time
     if originals:
         by_pts = {stats.pts[f]: f for f in thumbs}
         for p, frame in read_frames(Path(report.input), by_pts=list(by_pts)):
             boxes, kinds = stats.frame_boxes(by_pts[p])
             rgb, turns = to_rgb(frame)
             thumbs[by_pts[p]].input_jpeg = thumbnail(rgb, turns, boxes, kinds)
-    for t in thumbs.values():
-        if not t.kinds and t.output_jpeg is None:
-            t.kinds = stats.frame_boxes(t.pick.frame)[1].tolist()
     missing = [f for f, t in thumbs.items() if t.output_jpeg is None]
     extra = [f"review: {len(missing)} chosen frame(s) could not be decoded from the output: "
              f"{', '.join(map(str, missing[:10]))}"] if missing else []
