@@ -358,6 +358,19 @@ def test_review_failure_is_a_warning_and_leaves_no_page(clip, tmp_path, monkeypa
     assert report.review is None and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
 
 
+def test_cli_failed_page_warns_even_when_quiet_and_exits_0(clip, tmp_path):
+    code = ("import sys, trt_anon.review\n"
+            "def full(*a, **k): raise OSError(28, 'No space left on device')\n"
+            "trt_anon.review.chart_png = full\n"
+            "from trt_anon.cli import main\n"
+            f"sys.exit(main([{str(clip.path)!r}, '-o', {str(tmp_path / 'x.mp4')!r}, '--review', '-q']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr                           # the video is complete
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trt-anon: warning: review page not written"), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+
+
 def test_review_refusals_before_any_work(clip, tmp_path):
     (tmp_path / "a.review.html").write_text("mine")
     with pytest.raises(OutputError, match="exists"):
