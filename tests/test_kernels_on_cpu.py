@@ -2,6 +2,7 @@
 geometry, NumPy arrays for CuPy's), against the CPU path's reference. tests/gpu runs them for real."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
@@ -20,13 +21,44 @@ pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is needed to run
 KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "resize": gpu_pre._SRC}
 
 
+class FakeStream:
+    """``cupy.cuda.Stream`` as the detectors use it: a pointer, a context, events; the stream a
+    ``with`` block enters becomes the current one, as in CuPy."""
+
+    current: "FakeStream"
+
+    def __init__(self, non_blocking: bool = False, ptr: int = 0) -> None:
+        self.ptr = ptr or id(self)
+        self.waited: list = []
+
+    def record(self):
+        return ("event", self.ptr)
+
+    def wait_event(self, event) -> None:
+        self.waited.append(event)
+
+    def __enter__(self):
+        self.outer, FakeStream.current = FakeStream.current, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        FakeStream.current = self.outer
+
+
 @pytest.fixture
 def cupy_on_cpu(monkeypatch, tmp_path_factory):
     build = tmp_path_factory.getbasetemp() / "kernels"
     build.mkdir(exist_ok=True)
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(build))
+    cp = fake_cupy(build)
+    FakeStream.current = FakeStream(ptr=0)  # the legacy default stream
+    cp.cuda = types.SimpleNamespace(Stream=FakeStream, get_current_stream=lambda: FakeStream.current,
+                                    Device=lambda *a: types.SimpleNamespace(id=0))
+    cp.from_dlpack = np.from_dlpack
+    monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(gpu_color, "_kernel", None)
+    monkeypatch.setattr(gpu_color, "_ycc_kernel", None)
     monkeypatch.setattr(gpu_pre, "_kernel", None)
+    return cp
 
 
 @pytest.fixture
@@ -38,7 +70,8 @@ def torch_on_cpu(cupy_on_cpu, monkeypatch):
     cpu_net = graph.TorchCenterFace
     monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(synchronize=lambda: None))
+    monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr: ("torch stream", ptr))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext(s))
 
 
 def faces(n: int, height: int, width: int) -> np.ndarray:
@@ -129,7 +162,7 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     from trt_anon.synth import Face, make_clip
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", lambda p, n, tb: DaliDecoder(p, n, tb, device="cpu"))
+    monkeypatch.setattr(api, "select_gpu_decoder", lambda p, n, tb, cs: DaliDecoder(p, n, tb, device="cpu", colorspace=cs))
     clip = make_clip(tmp_path / "in.webm", 320, 180, frames=35, faces=[Face(60, (40, 40), (3.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="gpu")
     assert report.backends == {"decode": "dali", "detect": "torch-cuda-fp16", "redact": "cupy",

@@ -5,6 +5,8 @@ backend sees (almost) the same network input; the frames never leave the device.
 """
 from __future__ import annotations
 
+import contextlib
+
 from . import centerface as cf
 
 _SRC = r"""
@@ -40,9 +42,11 @@ def preprocess(frames, geom: cf.Geometry):
     global _kernel
     import cupy as cp
 
+    from ..cuda import device_frames
+
     if _kernel is None:
         _kernel = cp.RawKernel(_SRC, "resize_area_chw")
-    frames = cp.ascontiguousarray(frames)
+    frames = device_frames(frames)
     n = len(frames)
     out = cp.empty((n, 3, geom.in_h, geom.in_w), cp.float32)
     block = (32, 8, 1)
@@ -51,3 +55,20 @@ def preprocess(frames, geom: cf.Geometry):
                           cp.int32(geom.resized_w), cp.int32(geom.in_h), cp.int32(geom.in_w),
                           cp.float32(geom.frame_h / geom.resized_h), cp.float32(geom.frame_w / geom.resized_w)))
     return out
+
+
+@contextlib.contextmanager
+def on_stream(stream):
+    """Run the block on the detector's own ``stream`` (``cupy.cuda.Stream(non_blocking=True)``).
+
+    Preprocessing, inference and candidate decoding queue on it in order, so none of them needs a
+    synchronisation, and it never joins the legacy default stream's device-wide ordering (DALI and
+    the encoder thread's work). It first waits, on the GPU, for what the caller's stream already
+    queued (the kernels that made or rotated the frames); the only host wait is the copy of the
+    candidates at the end.
+    """
+    import cupy as cp
+
+    stream.wait_event(cp.cuda.get_current_stream().record())
+    with stream:
+        yield stream

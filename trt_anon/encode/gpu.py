@@ -23,15 +23,29 @@ def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
     """Open the NVENC encoder on a tiny frame: Hopper (H100/H200) has none, and says so here."""
     if codec not in av.codecs_available:
         return False, f"{codec} is not in this FFmpeg build"
-    try:
+    try:  # PyAV has no CodecContext.close() since 14: the context is freed with the object
         cc = av.CodecContext.create(codec, "w")
         cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 256, "nv12", Fraction(1, 30)
         cc.open()
-        cc.close()
         return True, ""
-    except av.error.FFmpegError as exc:
+    except av.error.FFmpegError as exc:  # no CUDA driver or NVENC: PermissionError/ExternalError etc.
         return False, (f"{codec} cannot open ({str(exc).splitlines()[0]}): this GPU has no NVENC, "
                        "or the driver does not expose its video capability")
+
+
+def cuda_context(device_id: int, stream_ptr: int):
+    """One PyAV ``CudaContext`` per encoder, wrapping the CUDA context current on this thread.
+
+    CuPy, DALI and PyTorch use the runtime API's primary context, which is active by then with the
+    runtime's flags; a primary-context wrapper (PyAV's default, one per ``from_dlpack`` call) asks
+    FFmpeg to set other flags and fails ("Primary context already active with incompatible
+    flags"). ``current_ctx`` takes the context as it is. Call it after a CuPy kernel ran on this
+    thread, so that context is current here. NVENC works on CuPy's stream unless that is the legacy
+    default stream (pointer 0), which FFmpeg uses when given none.
+    """
+    from av.video.frame import CudaContext
+
+    return CudaContext(device_id=device_id, primary_ctx=False, current_ctx=True, cuda_stream=stream_ptr or None)
 
 
 class NvencEncoder(PyAVEncoder):
@@ -42,17 +56,23 @@ class NvencEncoder(PyAVEncoder):
         self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
+        self.cuda_context = None
 
     def encode(self, frames, pts):
         import cupy as cp
 
-        nv12 = rgb_to_yuv420(frames if isinstance(frames, cp.ndarray) else cp.stack(frames),
-                             *self.colorspace, nv12=True)
+        from .. import cuda
+
+        nv12 = rgb_to_yuv420(frames, *self.colorspace, nv12=True)
+        stream = cp.cuda.get_current_stream()
+        if self.cuda_context is None:
+            self.cuda_context = cuda_context(cp.cuda.Device().id, stream.ptr)
         h = self.stream.height
         for i, t in enumerate(self._fix(pts)):
             y, uv = nv12[i, :h], nv12[i, h:].reshape(h // 2, -1, 2)
             frame = av.VideoFrame.from_dlpack((y, uv), format="nv12", width=self.stream.width, height=h,
-                                              stream=cp.cuda.get_current_stream().ptr)
+                                              stream=cuda.dlpack_stream(stream.ptr),
+                                              cuda_context=self.cuda_context)
             frame.pts, frame.time_base = t, self.time_base
             self._mux(self.stream.encode(frame))
 
@@ -67,7 +87,9 @@ class GpuYuvEncoder(PyAVEncoder):
     def encode(self, frames, pts):
         import cupy as cp
 
-        batch = frames if isinstance(frames, cp.ndarray) else cp.stack(frames)
+        from ..cuda import device_frames
+
+        batch = device_frames(frames)
         if self.pix_fmt != "yuv420p":
             return super().encode(cp.asnumpy(batch), pts)
         yuv = cp.asnumpy(rgb_to_yuv420(batch, *self.colorspace))
