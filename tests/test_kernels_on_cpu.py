@@ -27,8 +27,8 @@ class FakeStream:
 
     current: "FakeStream"
 
-    def __init__(self, non_blocking: bool = False, ptr: int = 0) -> None:
-        self.ptr = ptr or id(self)
+    def __init__(self, non_blocking: bool = False, ptr: int | None = None) -> None:
+        self.ptr = id(self) if ptr is None else ptr
         self.waited: list = []
 
     def record(self):
@@ -170,3 +170,116 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     assert any("no NVENC" in w or "nvenc" in w for w in report.warnings), report.warnings
     assert report.frames == 35 and video_times(tmp_path / "out.mkv") == video_times(clip.path)
     check_redacted(clip, clip.path, tmp_path / "out.mkv", max_bg=4.0)
+
+
+def test_nvenc_frames_share_one_current_context(cupy_on_cpu, monkeypatch, tmp_path):
+    """Every NVENC frame gets the same PyAV CudaContext, wrapping the current context (FFmpeg refuses
+    a primary-context wrapper once CuPy made it active), and a stream value CuPy's __dlpack__
+    accepts (-1, 1, 2 or a pointer; 0 raises). PyAV 18.1's real from_dlpack checks the planes."""
+    from fractions import Fraction
+
+    from av.video.frame import CudaContext
+
+    from trt_anon.encode import gpu
+
+    calls, real = [], av.VideoFrame.from_dlpack
+
+    def from_dlpack(planes, format, width, height, stream=None, cuda_context=None, **kw):
+        calls.append((stream, cuda_context))
+        return real(planes, format=format, width=width, height=height)  # CPU planes: shapes/strides checked
+
+    monkeypatch.setattr(gpu, "av", types.SimpleNamespace(VideoFrame=types.SimpleNamespace(from_dlpack=from_dlpack)))
+    with av.open(str(tmp_path / "o.mp4"), "w") as out:
+        enc = gpu.NvencEncoder(out, 64, 48, Fraction(30), Fraction(1, 30), (1, 1), 23, "fast")
+        encoded = []
+        enc.stream = types.SimpleNamespace(width=64, height=48, encode=lambda f: encoded.append(f) or [])
+        for start in (0, 2):
+            enc.encode(faces(2, 48, 64), [start, start + 1])
+    assert len(calls) == len(encoded) == 4
+    contexts = {id(c) for _, c in calls}
+    ctx = calls[0][1]
+    assert len(contexts) == 1 and isinstance(ctx, CudaContext)
+    assert ctx.current_ctx and not ctx.primary_ctx
+    assert all(s == 1 for s, _ in calls)  # the legacy default stream, as DLPack spells it
+    assert encoded[0].format.name == "nv12" and (encoded[0].width, encoded[0].height) == (64, 48)
+
+
+def _dali_gpu_ycbcr(yuv: np.ndarray, h: int, w: int) -> np.ndarray:
+    """What DALI's GPU reader returns with image_type=YCbCr (its color_space.cu, YUV_UPSAMPLE): Y as
+    decoded, Cb/Cr sampled bilinearly at x/2 + 0.25 (pixel centres at +0.5), clamped, rounded."""
+    def up(c, axis):
+        n = c.shape[axis]
+        i = np.arange(2 * n) // 2
+        j = np.clip(np.where(np.arange(2 * n) % 2, i + 1, i - 1), 0, n - 1)
+        return 0.75 * np.take(c, i, axis) + 0.25 * np.take(c, j, axis)
+
+    u = yuv[h:h + h // 4].reshape(h // 2, w // 2).astype(float)
+    v = yuv[h + h // 4:].reshape(h // 2, w // 2).astype(float)
+    cb, cr = (np.rint(up(up(c, 0), 1)) for c in (u, v))
+    return np.stack([yuv[:h], cb, cr], axis=-1).astype(np.uint8)
+
+
+def test_bt709_hd_round_trips_from_dali_ycbcr(cupy_on_cpu, tmp_path):
+    """1280x720 BT.709 video: DALI's YCbCr converted with the stream's matrix gives libswscale's
+    colours, and re-encoding gives the stream's luma back. DALI's own RGB (BT.601 always) would move
+    luma by ~2.5 levels on average; that is checked too, so this test can tell the two apart."""
+    from fractions import Fraction
+
+    h, w = 720, 1280
+    src = faces(1, h, w)[0]
+    src[:80, :160] = (230, 40, 40)  # a saturated patch: BT.601 decoding would clip it
+    frame = av.VideoFrame.from_ndarray(src, format="rgb24").reformat(format="yuv420p", dst_colorspace=1,
+                                                                     dst_color_range=1)
+    yuv = frame.to_ndarray()
+    ref = av.VideoFrame.from_ndarray(yuv, format="yuv420p").reformat(
+        format="rgb24", src_colorspace=1, src_color_range=1).to_ndarray()
+    ycc = _dali_gpu_ycbcr(yuv, h, w)[None]
+    rgb = gpu_color.ycc_to_rgb(ycc, 1, 1)
+    assert rgb.dtype == np.uint8 and np.abs(rgb.astype(int) - ref).mean() < 1.5
+    back = gpu_color.rgb_to_yuv420(rgb, 1, 1)[0]
+    luma = np.abs(back[:h].astype(int) - yuv[:h])
+    assert luma.mean() < 0.1 and (luma > 1).mean() < 1e-3  # (a few edge pixels of the red patch: chroma blur)
+    dali_rgb = gpu_color.ycc_to_rgb(ycc, 5, 1)  # what DALI's RGB output is: BT.601 whatever the stream
+    old = np.abs(gpu_color.rgb_to_yuv420(dali_rgb, 1, 1)[0][:h].astype(int) - yuv[:h])
+    assert old.mean() > 1.5 and old.max() > 10
+
+
+def test_deep_video_reaches_the_kernels_as_8_bit(cupy_on_cpu):
+    """The "PyAV uploaded to the GPU" fallback: 10-bit video decodes to uint16 RGB, which must not
+    reach kernels that read ``unsigned char*``; and a strided batch is never indexed as dense."""
+    from trt_anon.api import _uploaded
+    from trt_anon.decode import Batch
+    from trt_anon.errors import BackendError
+
+    deep = np.array([0, 128, 129, 257, 385, 386, 65535], np.uint16)[None, None, :, None].repeat(3, axis=3)
+    (b,) = list(_uploaded([Batch(deep, [0], None, 0)]))
+    assert b.frames.dtype == np.uint8 and b.frames[0, 0, :, 0].tolist() == [0, 0, 1, 1, 1, 2, 255]
+    with pytest.raises(BackendError, match="8-bit"):
+        cupy_mosaic.CupyRedactor(25)(deep.copy(), [np.zeros((0, 4))])
+    frames = faces(2, 100, 120)
+    boxes = [np.array([[10, 10, 70, 80]]), np.array([[40, 5, 110, 60]])]
+    ref = NumpyRedactor(25)(frames[:, ::-1].copy(), boxes)
+    got = cupy_mosaic.CupyRedactor(25)(frames[:, ::-1], boxes)  # flipped: a strided view
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_torch_detector_runs_on_its_own_stream(torch_on_cpu, monkeypatch):
+    """Preprocessing, inference and candidate decoding on the detector's non-default stream, after
+    a GPU-side wait for the caller's stream; no host synchronisation but the candidates' copy."""
+    import cupy
+
+    from trt_anon.detect import torch_cuda
+
+    det = torch_cuda.TorchCudaDetector("auto", 0.15, max_batch=2)
+    seen, real = [], torch_cuda.cf.detections
+
+    def detections(*a, **k):
+        seen.append(cupy.cuda.get_current_stream())
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch_cuda.cf, "detections", detections)
+    caller = cupy.cuda.get_current_stream()
+    det(faces(3, 90, 160))
+    assert seen == [det.stream] and det.stream is not caller and det.stream.ptr != 0
+    assert det.stream.waited == [caller.record()]
+    assert cupy.cuda.get_current_stream() is caller
