@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+from pathlib import Path
 
 import av
 import numpy as np
@@ -283,3 +284,21 @@ def test_torch_detector_runs_on_its_own_stream(torch_on_cpu, monkeypatch):
     assert seen == [det.stream] and det.stream is not caller and det.stream.ptr != 0
     assert det.stream.waited == [caller.record()]
     assert cupy.cuda.get_current_stream() is caller
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_gpu_yuv_encoder_uses_every_core(cupy_on_cpu, tmp_path):
+    """Without NVENC, libx264 is the wall: it must run frame threads on every core (x264's auto),
+    not one. Counted as the OS threads x264 starts when it opens."""
+    import os
+    from fractions import Fraction
+
+    from trt_anon.encode.gpu import GpuYuvEncoder
+
+    with av.open(str(tmp_path / "o.mp4"), "w") as out:
+        enc = GpuYuvEncoder(out, 320, 240, Fraction(30), Fraction(1, 30), (1, 1), 23, "veryfast")
+        before = len(os.listdir("/proc/self/task"))
+        enc.encode(faces(2, 240, 320), [0, 1])
+        started = len(os.listdir("/proc/self/task")) - before
+        enc.close()
+    assert started >= os.cpu_count()

@@ -78,10 +78,17 @@ class NvencEncoder(PyAVEncoder):
 
 
 class GpuYuvEncoder(PyAVEncoder):
-    """libx264 (or libx265) fed from the GPU: one YUV download per batch (RGB for odd sizes)."""
+    """libx264 (or libx265) fed from the GPU: one YUV download per batch (RGB for odd sizes).
+
+    Without NVENC (H100/H200) this encoder is the end-to-end wall, so it must use every core:
+    ``thread_count=0`` is passed to x264 as its ``i_threads`` = auto (1.5 frame threads per core,
+    plus lookahead), frame-threaded as ``thread_type`` is not slice-only; x265 sizes its pool to
+    the machine. PyAV sets 0 by default; it is set here so that it stays so.
+    """
 
     def __init__(self, *args, codec: str = "libx264") -> None:
         super().__init__(*args, codec=codec)
+        self.stream.codec_context.thread_count = 0
         self.name = f"{codec} (gpu yuv)"
 
     def encode(self, frames, pts):
