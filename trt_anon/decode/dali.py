@@ -9,7 +9,7 @@ Colour: DALI's GPU reader converts to RGB with BT.601 whatever the stream (its c
 so HD video (BT.709) would come out shifted and re-encode wrong. We ask it for YCbCr instead (the
 stream's codes, chroma upsampled) and convert with the stream's own matrix and range
 (``gpu_color.ycc_to_rgb``), the exact inverse of what the GPU encoder does. That conversion also
-writes the batch into our own array, so DALI's buffer is never held past its iteration.
+writes the batch into our own array; DALI's output is kept until the kernel that reads it is done.
 
 Buffers: with DALI's default (dynamic) executor, ``run()`` without a stream returns outputs that
 are host-synchronous and are not recycled while referenced (Pipeline.release_outputs' note), so
@@ -77,6 +77,7 @@ class DaliDecoder:
     def __iter__(self) -> Iterator[Batch]:
         pts = presentation_pts(self.path)
         start = 0
+        read = None  # (event, DALI output) of the last conversion: DALI may reuse that memory once dropped
         for _ in range(self.sequences):
             video, numbers = self.pipe.run()
             n = real_frames(np.asarray(numbers.as_cpu().as_array()).reshape(-1), start, self.path)
@@ -86,6 +87,9 @@ class DaliDecoder:
             if self.xp is not np:
                 from ..encode.gpu_color import ycc_to_rgb
                 frames = ycc_to_rgb(frames, *self.colorspace)
+                if read is not None:
+                    read[0].synchronize()  # long done by now (the detector waited on it): no stall
+                read = (self.xp.cuda.get_current_stream().record(), video)
             yield Batch(frames, take(pts, n, self.path, "DALI"), self.time_base, start)
             start += n
         check_exhausted(pts, self.path, "DALI")
