@@ -163,7 +163,8 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     from trt_anon.synth import Face, make_clip
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", lambda p, n, tb, cs: DaliDecoder(p, n, tb, device="cpu", colorspace=cs))
+    monkeypatch.setattr(api, "select_gpu_decoder",
+                        lambda p, n, tb, cs: DaliDecoder(p, n, tb, device="cpu", colorspace=cs))
     clip = make_clip(tmp_path / "in.webm", 320, 180, frames=35, faces=[Face(60, (40, 40), (3.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="gpu")
     assert report.backends == {"decode": "dali", "detect": "torch-cuda-fp16", "redact": "cupy",
@@ -220,12 +221,10 @@ def _dali_gpu_ycbcr(yuv: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack([yuv[:h], cb, cr], axis=-1).astype(np.uint8)
 
 
-def test_bt709_hd_round_trips_from_dali_ycbcr(cupy_on_cpu, tmp_path):
+def test_bt709_hd_round_trips_from_dali_ycbcr(cupy_on_cpu):
     """1280x720 BT.709 video: DALI's YCbCr converted with the stream's matrix gives libswscale's
     colours, and re-encoding gives the stream's luma back. DALI's own RGB (BT.601 always) would move
     luma by ~2.5 levels on average; that is checked too, so this test can tell the two apart."""
-    from fractions import Fraction
-
     h, w = 720, 1280
     src = faces(1, h, w)[0]
     src[:80, :160] = (230, 40, 40)  # a saturated patch: BT.601 decoding would clip it

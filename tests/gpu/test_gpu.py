@@ -138,8 +138,9 @@ def test_gpu_hevc_output(tmp_path):
 
 def bt709_clip(path, n: int = 8, width: int = 1280, height: int = 720):
     """An H.264 clip tagged and encoded BT.709 (limited range), with a saturated patch."""
-    import av
     from fractions import Fraction
+
+    import av
     from skimage import data, transform
 
     img = (transform.resize(data.astronaut(), (height, width + 8 * n)) * 255).round().astype(np.uint8)

@@ -3,10 +3,11 @@
 Thin on purpose: only TensorRT calls live here (build, deserialize, name-based tensor I/O on
 the detector's own CuPy stream, ``gpu_pre.on_stream``). The engine is built or loaded when the
 stage is chosen (``frame_hw``), so a failure falls back to PyTorch under ``auto`` and the build
-time stays out of the throughput figures. Geometry, pre/post-processing and cache naming are shared with the other
-backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
+time stays out of the throughput figures. Geometry, pre/post-processing and cache naming are
+shared with the other backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
 Written against TensorRT's documented Python API (10.x and 11.x): TensorRT cannot be installed
-where this project is developed, so this file is not exercised by the test suite (README).
+where this project is developed, so this file runs in tests only against a stand-in of that API
+(tests/test_gpu_calls.py: build-when-chosen, fallback, ``set_input_shape`` refusal).
 """
 from __future__ import annotations
 
