@@ -202,7 +202,10 @@ def test_nvenc_frames_share_one_current_context(cupy_on_cpu, monkeypatch, tmp_pa
     ctx = calls[0][1]
     assert len(contexts) == 1 and isinstance(ctx, CudaContext)
     assert ctx.current_ctx and not ctx.primary_ctx
-    assert all(s == 1 for s, _ in calls)  # the legacy default stream, as DLPack spells it
+    # NVENC's input on the encoder's own stream, which first waited for the caller's (the redaction)
+    assert enc.cuda_stream.ptr > 2 and ctx.cuda_stream == enc.cuda_stream.ptr
+    assert all(s == enc.cuda_stream.ptr for s, _ in calls)  # a valid DLPack stream: never 0
+    assert enc.cuda_stream.waited == [("event", 0)] * 2
     assert encoded[0].format.name == "nv12" and (encoded[0].width, encoded[0].height) == (64, 48)
 
 

@@ -1,6 +1,7 @@
 """What CUDA can do here, asked once, without importing any GPU package at trt_anon import time."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 
@@ -85,3 +86,20 @@ def dlpack_stream(stream_ptr: int) -> int:
     pointer is 0; any other stream goes by its pointer (2 is the per-thread default stream).
     """
     return stream_ptr or 1
+
+
+@contextlib.contextmanager
+def on_stream(stream):
+    """Run the block on a stage's own ``stream`` (``cupy.cuda.Stream(non_blocking=True)``).
+
+    A detector queues preprocessing, inference and candidate decoding on it in order, and the NVENC
+    encoder its colour conversion and FFmpeg's NVENC input, so none of them needs a
+    synchronisation, and none joins the legacy default stream's device-wide ordering. It first
+    waits, on the GPU, for what the caller's stream already queued (the kernels that made, rotated
+    or redacted the frames): no host wait.
+    """
+    import cupy as cp
+
+    stream.wait_event(cp.cuda.get_current_stream().record())
+    with stream:
+        yield stream

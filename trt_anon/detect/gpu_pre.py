@@ -5,8 +5,6 @@ backend sees (almost) the same network input; the frames never leave the device.
 """
 from __future__ import annotations
 
-import contextlib
-
 from . import centerface as cf
 
 _SRC = r"""
@@ -56,19 +54,3 @@ def preprocess(frames, geom: cf.Geometry):
                           cp.float32(geom.frame_h / geom.resized_h), cp.float32(geom.frame_w / geom.resized_w)))
     return out
 
-
-@contextlib.contextmanager
-def on_stream(stream):
-    """Run the block on the detector's own ``stream`` (``cupy.cuda.Stream(non_blocking=True)``).
-
-    Preprocessing, inference and candidate decoding queue on it in order, so none of them needs a
-    synchronisation, and it never joins the legacy default stream's device-wide ordering (DALI and
-    the encoder thread's work). It first waits, on the GPU, for what the caller's stream already
-    queued (the kernels that made or rotated the frames); the only host wait is the copy of the
-    candidates at the end.
-    """
-    import cupy as cp
-
-    stream.wait_event(cp.cuda.get_current_stream().record())
-    with stream:
-        yield stream

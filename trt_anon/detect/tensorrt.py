@@ -1,7 +1,7 @@
 """CenterFace as an FP16 TensorRT engine: the first-choice GPU detector.
 
 Thin on purpose: only TensorRT calls live here (build, deserialize, name-based tensor I/O on
-the detector's own CuPy stream, ``gpu_pre.on_stream``). The engine is built or loaded when the
+the detector's own CuPy stream, ``cuda.on_stream``). The engine is built or loaded when the
 stage is chosen (``frame_hw``), so a failure falls back to PyTorch under ``auto`` and the build
 time stays out of the throughput figures. Geometry, pre/post-processing and cache naming are
 shared with the other backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cuda import on_stream
 from ..errors import BackendError, DetectorError
 from . import centerface as cf
 from . import engine_cache
-from .gpu_pre import on_stream, preprocess
+from .gpu_pre import preprocess
 
 
 def _trt():

@@ -10,9 +10,10 @@ CuPy and PyTorch share one stream (PyTorch runs on it as an ``ExternalStream``):
 """
 from __future__ import annotations
 
+from ..cuda import on_stream
 from ..errors import BackendError
 from . import centerface as cf
-from .gpu_pre import on_stream, preprocess
+from .gpu_pre import preprocess
 
 
 class TorchCudaDetector:

@@ -39,16 +39,18 @@ def cuda_context(device_id: int, stream_ptr: int):
     CuPy, DALI and PyTorch use the runtime API's primary context, which is active by then with the
     runtime's flags; a primary-context wrapper (PyAV's default, one per ``from_dlpack`` call) asks
     FFmpeg to set other flags and fails ("Primary context already active with incompatible
-    flags"). ``current_ctx`` takes the context as it is. Call it after a CuPy kernel ran on this
-    thread, so that context is current here. NVENC works on CuPy's stream unless that is the legacy
-    default stream (pointer 0), which FFmpeg uses when given none.
+    flags"). ``current_ctx`` takes the context as it is: call it after a CuPy kernel ran on this
+    thread, so that context is current here. ``cuda_stream`` (PyAV 18.1) has FFmpeg queue NVENC's
+    input on our stream, after the kernel that wrote the frames, with no host wait.
     """
     from av.video.frame import CudaContext
 
-    return CudaContext(device_id=device_id, primary_ctx=False, current_ctx=True, cuda_stream=stream_ptr or None)
+    return CudaContext(device_id=device_id, primary_ctx=False, current_ctx=True, cuda_stream=stream_ptr)
 
 
 class NvencEncoder(PyAVEncoder):
+    """NV12 made on the GPU and handed to NVENC as CUDA frames by DLPack: no host copy at all."""
+
     def __init__(self, output, width, height, rate, time_base, colorspace, crf, preset, codec="h264_nvenc"):
         if width % 2 or height % 2:
             raise BackendError("NVENC needs even width and height")
@@ -56,25 +58,27 @@ class NvencEncoder(PyAVEncoder):
         self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
-        self.cuda_context = None
+        self.cuda_stream = self.cuda_context = None
 
     def encode(self, frames, pts):
         import cupy as cp
 
         from .. import cuda
 
-        nv12 = rgb_to_yuv420(frames, *self.colorspace, nv12=True)
-        stream = cp.cuda.get_current_stream()
-        if self.cuda_context is None:
-            self.cuda_context = cuda_context(cp.cuda.Device().id, stream.ptr)
-        h = self.stream.height
-        for i, t in enumerate(self._fix(pts)):
-            y, uv = nv12[i, :h], nv12[i, h:].reshape(h // 2, -1, 2)
-            frame = av.VideoFrame.from_dlpack((y, uv), format="nv12", width=self.stream.width, height=h,
-                                              stream=cuda.dlpack_stream(stream.ptr),
-                                              cuda_context=self.cuda_context)
-            frame.pts, frame.time_base = t, self.time_base
-            self._mux(self.stream.encode(frame))
+        if self.cuda_stream is None:
+            self.cuda_stream = cp.cuda.Stream(non_blocking=True)
+        with cuda.on_stream(self.cuda_stream) as stream:  # after the redaction queued on the caller's stream
+            nv12 = rgb_to_yuv420(frames, *self.colorspace, nv12=True)
+            if self.cuda_context is None:
+                self.cuda_context = cuda_context(cp.cuda.Device().id, stream.ptr)
+            h = self.stream.height
+            for i, t in enumerate(self._fix(pts)):
+                y, uv = nv12[i, :h], nv12[i, h:].reshape(h // 2, -1, 2)
+                frame = av.VideoFrame.from_dlpack((y, uv), format="nv12", width=self.stream.width, height=h,
+                                                  stream=cuda.dlpack_stream(stream.ptr),
+                                                  cuda_context=self.cuda_context)
+                frame.pts, frame.time_base = t, self.time_base
+                self._mux(self.stream.encode(frame))
 
 
 class GpuYuvEncoder(PyAVEncoder):
