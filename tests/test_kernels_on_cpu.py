@@ -19,7 +19,8 @@ from trt_anon.encode import gpu_color
 from trt_anon.redact import NumpyRedactor, cupy_mosaic
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is needed to run the CUDA kernels on the CPU")
-KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "resize": gpu_pre._SRC}
+KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
+           "resize": gpu_pre._SRC}
 
 
 class FakeStream:
@@ -304,3 +305,29 @@ def test_gpu_yuv_encoder_uses_every_core(cupy_on_cpu, tmp_path):
         started = len(os.listdir("/proc/self/task")) - before
         enc.close()
     assert started >= os.cpu_count()
+
+
+def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_path):
+    """10-bit HEVC where CUDA works but no GPU decoder does: PyAV's uint16 frames are uploaded,
+    brought to 8 bits on the device, detected, mosaicked and encoded by the GPU stages, with a
+    warning that the output is 8-bit."""
+    from helpers import check_redacted
+
+    import trt_anon
+    from trt_anon import api, cuda
+    from trt_anon.errors import BackendError
+    from trt_anon.synth import Face, make_clip
+
+    def no_gpu_decoder(*a):
+        raise BackendError("no GPU decoder here")
+
+    monkeypatch.setattr(cuda, "available", lambda: True)
+    monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+    clip = make_clip(tmp_path / "hdr.mkv", 320, 180, frames=12, codec="libx265", pix_fmt="yuv420p10le",
+                     faces=[Face(60, (40, 40), (3.0, 0.5))])
+    report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="auto")
+    assert report.backends["decode"] == "pyav (uploaded)" and report.backends["redact"] == "cupy"
+    assert any("written as 8-bit" in w for w in report.warnings), report.warnings
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    check_redacted(clip, clip.path, tmp_path / "out.mkv", max_bg=4.0)
