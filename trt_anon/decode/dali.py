@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..encode.gpu_color import ycc_to_rgb
 from ..errors import BackendError, InputError
 from .batch import Batch
 from .timestamps import check_exhausted, presentation_pts, take
@@ -85,7 +86,6 @@ class DaliDecoder:
                 continue
             frames = self.xp.asarray(video.as_tensor())[0, :n]
             if self.xp is not np:
-                from ..encode.gpu_color import ycc_to_rgb
                 frames = ycc_to_rgb(frames, *self.colorspace)
                 if read is not None:
                     read[0].synchronize()  # long done by now (the detector waited on it): no stall
