@@ -126,5 +126,5 @@ class TensorRTDetector:
                 if not ctx.execute_async_v3(self.stream.ptr):
                     raise DetectorError("TensorRT failed to run a batch")
                 outs.append(maps)
-            maps = [cp.concatenate(m) for m in zip(*outs)]
+            maps = outs[0] if len(outs) == 1 else [cp.concatenate(m) for m in zip(*outs)]  # no copy of one chunk
             return cf.detections(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates

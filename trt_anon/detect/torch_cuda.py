@@ -43,5 +43,5 @@ class TorchCudaDetector:
             for s in range(0, len(frames), self.max_batch):
                 blob = torch.from_dlpack(preprocess(frames[s:s + self.max_batch], geom))
                 outs.append([cp.from_dlpack(m.contiguous()) for m in self.net(blob)])
-            maps = [cp.concatenate(m) for m in zip(*outs)]
+            maps = outs[0] if len(outs) == 1 else [cp.concatenate(m) for m in zip(*outs)]  # no copy of one chunk
             return cf.detections(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates
