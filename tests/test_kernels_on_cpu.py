@@ -331,3 +331,19 @@ def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_p
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
     check_redacted(clip, clip.path, tmp_path / "out.mkv", max_bg=4.0)
+
+
+@pytest.mark.parametrize("colorspace, color_range, height", [(1, 1, 720), (5, 1, 360), (1, 2, 720), (2, 1, 360),
+                                                             (2, 1, 720)])
+def test_ycc_kernel_matches_libswscale(cupy_on_cpu, colorspace, color_range, height):
+    """YCbCr -> RGB with the matrix and range the encoder uses (tagged, or by height when untagged;
+    limited or full range) gives libswscale's RGB for the same tags."""
+    w = height * 16 // 9 // 2 * 2
+    src = faces(1, height, w)[0]
+    sws_matrix = {0.2126: 1, 0.299: 5}[gpu_color.matrix(colorspace, height)[0]]
+    yuv = av.VideoFrame.from_ndarray(src, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=sws_matrix, dst_color_range=color_range).to_ndarray()
+    ref = av.VideoFrame.from_ndarray(yuv, format="yuv420p").reformat(
+        format="rgb24", src_colorspace=sws_matrix, src_color_range=color_range).to_ndarray()
+    got = gpu_color.ycc_to_rgb(_dali_gpu_ycbcr(yuv, height, w)[None], colorspace, color_range)[0]
+    assert np.abs(got.astype(int) - ref).mean() < 1.5
