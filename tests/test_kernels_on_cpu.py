@@ -24,8 +24,9 @@ KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb
 
 
 class FakeStream:
-    """``cupy.cuda.Stream`` as the detectors use it: a pointer, a context, events; the stream a
-    ``with`` block enters becomes the current one, as in CuPy."""
+    """``cupy.cuda.Stream`` as the detectors and the NVENC encoder use it: a pointer, events, and the
+    stream a ``with`` block enters becomes the current one, as in CuPy. Events are recorded, not
+    timed: the tests check which stream waited for which."""
 
     current: "FakeStream"
 
@@ -55,7 +56,6 @@ def cupy_on_cpu(monkeypatch, tmp_path_factory):
     FakeStream.current = FakeStream(ptr=0)  # the legacy default stream
     cp.cuda = types.SimpleNamespace(Stream=FakeStream, get_current_stream=lambda: FakeStream.current,
                                     Device=lambda *a: types.SimpleNamespace(id=0))
-    cp.from_dlpack = np.from_dlpack
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(gpu_color, "_kernel", None)
     monkeypatch.setattr(gpu_color, "_ycc_kernel", None)
