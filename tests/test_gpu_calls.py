@@ -24,6 +24,9 @@ def test_nvenc_probe_survives_an_encoder_that_opens(monkeypatch):
     real = av.CodecContext.create
     monkeypatch.setattr(av, "CodecContext", types.SimpleNamespace(create=lambda name, mode: real("libx264", mode)))
     assert gpu.nvenc_available("h264_nvenc") == (True, "")
+    monkeypatch.setattr(av, "__version__", "17.1.0")  # the CPU path's minimum: no CudaContext(current_ctx)
+    ok, why = gpu.nvenc_available("h264_nvenc")
+    assert not ok and "18.1" in why
 
 
 def test_pynvvideocodec_that_cannot_load_the_driver_falls_back(monkeypatch, tmp_path):

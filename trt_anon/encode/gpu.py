@@ -23,6 +23,8 @@ def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
     """Open the NVENC encoder on a tiny frame: Hopper (H100/H200) has none, and says so here."""
     if codec not in av.codecs_available:
         return False, f"{codec} is not in this FFmpeg build"
+    if tuple(int(v) for v in av.__version__.split(".")[:2]) < (18, 1):  # pyproject: [gpu] needs av>=18.1
+        return False, f"PyAV {av.__version__} cannot hand GPU frames to NVENC (18.1 can)"
     try:  # PyAV has no CodecContext.close() since 14: the context is freed with the object
         cc = av.CodecContext.create(codec, "w")
         cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 256, "nv12", Fraction(1, 30)
