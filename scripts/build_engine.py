@@ -1,4 +1,4 @@
-"""Build the FP16 TensorRT engine for this GPU and cache it in engines/.
+"""Build the FP16 TensorRT engine for this GPU and cache it ($TRT_ANON_ENGINE_DIR, else engines/).
 
     python scripts/build_engine.py                       # for 1920x1080 video at --det-size auto
     python scripts/build_engine.py --size 1280x720 --det-size 640
@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--size", default="1920x1080", help="video frame size WxH (default 1920x1080)")
     ap.add_argument("--det-size", default="auto", help="detection long side, or auto (default)")
     ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--out", help="engine folder (default: engines/)")
+    ap.add_argument("--out", help="engine folder (default: $TRT_ANON_ENGINE_DIR, else engines/)")
     ap.add_argument("--force", action="store_true", help="rebuild even if cached")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()

@@ -11,13 +11,14 @@ from trt_anon.redact import cell_sizes, mosaic
 from trt_anon.redact.mosaic import apply_cell_groups, auto_cells, cell_groups
 
 
-@pytest.mark.parametrize("cell", [25, "auto"])
-def test_cell_groups_reproduce_the_reference(cell):
+@pytest.mark.parametrize("cell, most", [(25, 4), ("auto", 4), (7, 12), ("auto", 12)])
+def test_cell_groups_reproduce_the_reference(cell, most):
+    """Boxes overlapping, crossing the edges, empty frames; one or several cell sizes per frame."""
     rng = np.random.default_rng(7)
     frames = rng.integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)
     boxes = []
     for _ in range(4):
-        k = rng.integers(0, 4)
+        k = rng.integers(0, most)
         x, y = rng.uniform(-20, 150, k), rng.uniform(-20, 80, k)
         s = rng.uniform(5, 120, k)
         boxes.append(np.stack([x, y, x + s, y + s * 1.2], axis=1) if k else np.zeros((0, 4)))

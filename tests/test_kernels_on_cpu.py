@@ -2,8 +2,10 @@
 geometry, NumPy arrays for CuPy's), against the CPU path's reference. tests/gpu runs them for real."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
+from pathlib import Path
 
 import av
 import numpy as np
@@ -17,16 +19,48 @@ from trt_anon.encode import gpu_color
 from trt_anon.redact import NumpyRedactor, cupy_mosaic
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is needed to run the CUDA kernels on the CPU")
-KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "resize": gpu_pre._SRC}
+KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
+           "resize": gpu_pre._SRC}
+
+
+class FakeStream:
+    """``cupy.cuda.Stream`` as the detectors and the NVENC encoder use it: a pointer, events, and the
+    stream a ``with`` block enters becomes the current one, as in CuPy. Events are recorded, not
+    timed: the tests check which stream waited for which."""
+
+    current: "FakeStream"
+
+    def __init__(self, non_blocking: bool = False, ptr: int | None = None) -> None:
+        self.ptr = id(self) if ptr is None else ptr
+        self.waited: list = []
+
+    def record(self):
+        return ("event", self.ptr)
+
+    def wait_event(self, event) -> None:
+        self.waited.append(event)
+
+    def __enter__(self):
+        self.outer, FakeStream.current = FakeStream.current, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        FakeStream.current = self.outer
 
 
 @pytest.fixture
 def cupy_on_cpu(monkeypatch, tmp_path_factory):
     build = tmp_path_factory.getbasetemp() / "kernels"
     build.mkdir(exist_ok=True)
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(build))
+    cp = fake_cupy(build)
+    FakeStream.current = FakeStream(ptr=0)  # the legacy default stream
+    cp.cuda = types.SimpleNamespace(Stream=FakeStream, get_current_stream=lambda: FakeStream.current,
+                                    Device=lambda *a: types.SimpleNamespace(id=0))
+    monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(gpu_color, "_kernel", None)
+    monkeypatch.setattr(gpu_color, "_ycc_kernel", None)
     monkeypatch.setattr(gpu_pre, "_kernel", None)
+    return cp
 
 
 @pytest.fixture
@@ -38,7 +72,8 @@ def torch_on_cpu(cupy_on_cpu, monkeypatch):
     cpu_net = graph.TorchCenterFace
     monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(synchronize=lambda: None))
+    monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr: ("torch stream", ptr))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext(s))
 
 
 def faces(n: int, height: int, width: int) -> np.ndarray:
@@ -129,7 +164,8 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     from trt_anon.synth import Face, make_clip
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", lambda p, n, tb: DaliDecoder(p, n, tb, device="cpu"))
+    monkeypatch.setattr(api, "select_gpu_decoder",
+                        lambda p, n, tb, cs: DaliDecoder(p, n, tb, device="cpu", colorspace=cs))
     clip = make_clip(tmp_path / "in.webm", 320, 180, frames=35, faces=[Face(60, (40, 40), (3.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="gpu")
     assert report.backends == {"decode": "dali", "detect": "torch-cuda-fp16", "redact": "cupy",
@@ -137,3 +173,177 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     assert any("no NVENC" in w or "nvenc" in w for w in report.warnings), report.warnings
     assert report.frames == 35 and video_times(tmp_path / "out.mkv") == video_times(clip.path)
     check_redacted(clip, clip.path, tmp_path / "out.mkv", max_bg=4.0)
+
+
+def test_nvenc_frames_share_one_current_context(cupy_on_cpu, monkeypatch, tmp_path):
+    """Every NVENC frame gets the same PyAV CudaContext, wrapping the current context (FFmpeg refuses
+    a primary-context wrapper once CuPy made it active), and a stream value CuPy's __dlpack__
+    accepts (-1, 1, 2 or a pointer; 0 raises). PyAV 18.1's real from_dlpack checks the planes."""
+    from fractions import Fraction
+
+    from av.video.frame import CudaContext
+
+    from trt_anon.encode import gpu
+
+    calls, real = [], av.VideoFrame.from_dlpack
+
+    def from_dlpack(planes, format, width, height, stream=None, cuda_context=None, **kw):
+        calls.append((stream, cuda_context))
+        return real(planes, format=format, width=width, height=height)  # CPU planes: shapes/strides checked
+
+    monkeypatch.setattr(gpu, "av", types.SimpleNamespace(VideoFrame=types.SimpleNamespace(from_dlpack=from_dlpack)))
+    with av.open(str(tmp_path / "o.mp4"), "w") as out:
+        enc = gpu.NvencEncoder(out, 64, 48, Fraction(30), Fraction(1, 30), (1, 1), 23, "fast")
+        encoded = []
+        enc.stream = types.SimpleNamespace(width=64, height=48, encode=lambda f: encoded.append(f) or [])
+        for start in (0, 2):
+            enc.encode(faces(2, 48, 64), [start, start + 1])
+    assert len(calls) == len(encoded) == 4
+    contexts = {id(c) for _, c in calls}
+    ctx = calls[0][1]
+    assert len(contexts) == 1 and isinstance(ctx, CudaContext)
+    assert ctx.current_ctx and not ctx.primary_ctx
+    # NVENC's input on the encoder's own stream, which first waited for the caller's (the redaction)
+    assert enc.cuda_stream.ptr > 2 and ctx.cuda_stream == enc.cuda_stream.ptr
+    assert all(s == enc.cuda_stream.ptr for s, _ in calls)  # a valid DLPack stream: never 0
+    assert enc.cuda_stream.waited == [("event", 0)] * 2
+    assert encoded[0].format.name == "nv12" and (encoded[0].width, encoded[0].height) == (64, 48)
+
+
+def _dali_gpu_ycbcr(yuv: np.ndarray, h: int, w: int) -> np.ndarray:
+    """What DALI's GPU reader returns with image_type=YCbCr (its color_space.cu, YUV_UPSAMPLE): Y as
+    decoded, Cb/Cr sampled bilinearly at x/2 + 0.25 (pixel centres at +0.5), clamped, rounded."""
+    def up(c, axis):
+        n = c.shape[axis]
+        i = np.arange(2 * n) // 2
+        j = np.clip(np.where(np.arange(2 * n) % 2, i + 1, i - 1), 0, n - 1)
+        return 0.75 * np.take(c, i, axis) + 0.25 * np.take(c, j, axis)
+
+    u = yuv[h:h + h // 4].reshape(h // 2, w // 2).astype(float)
+    v = yuv[h + h // 4:].reshape(h // 2, w // 2).astype(float)
+    cb, cr = (np.rint(up(up(c, 0), 1)) for c in (u, v))
+    return np.stack([yuv[:h], cb, cr], axis=-1).astype(np.uint8)
+
+
+def test_bt709_hd_round_trips_from_dali_ycbcr(cupy_on_cpu):
+    """1280x720 BT.709 video: DALI's YCbCr converted with the stream's matrix gives libswscale's
+    colours, and re-encoding gives the stream's luma back. DALI's own RGB (BT.601 always) would move
+    luma by ~2.5 levels on average; that is checked too, so this test can tell the two apart."""
+    h, w = 720, 1280
+    src = faces(1, h, w)[0]
+    src[:80, :160] = (230, 40, 40)  # a saturated patch: BT.601 decoding would clip it
+    frame = av.VideoFrame.from_ndarray(src, format="rgb24").reformat(format="yuv420p", dst_colorspace=1,
+                                                                     dst_color_range=1)
+    yuv = frame.to_ndarray()
+    ref = av.VideoFrame.from_ndarray(yuv, format="yuv420p").reformat(
+        format="rgb24", src_colorspace=1, src_color_range=1).to_ndarray()
+    ycc = _dali_gpu_ycbcr(yuv, h, w)[None]
+    rgb = gpu_color.ycc_to_rgb(ycc, 1, 1)
+    assert rgb.dtype == np.uint8 and np.abs(rgb.astype(int) - ref).mean() < 1.5
+    back = gpu_color.rgb_to_yuv420(rgb, 1, 1)[0]
+    luma = np.abs(back[:h].astype(int) - yuv[:h])
+    assert luma.mean() < 0.1 and (luma > 1).mean() < 1e-3  # (a few edge pixels of the red patch: chroma blur)
+    dali_rgb = gpu_color.ycc_to_rgb(ycc, 5, 1)  # what DALI's RGB output is: BT.601 whatever the stream
+    old = np.abs(gpu_color.rgb_to_yuv420(dali_rgb, 1, 1)[0][:h].astype(int) - yuv[:h])
+    assert old.mean() > 1.5 and old.max() > 10
+
+
+def test_deep_video_reaches_the_kernels_as_8_bit(cupy_on_cpu):
+    """The "PyAV uploaded to the GPU" fallback: 10-bit video decodes to uint16 RGB, which must not
+    reach kernels that read ``unsigned char*``; and a strided batch is never indexed as dense."""
+    from trt_anon.api import _uploaded
+    from trt_anon.decode import Batch
+    from trt_anon.errors import BackendError
+
+    deep = np.array([0, 128, 129, 257, 385, 386, 65535], np.uint16)[None, None, :, None].repeat(3, axis=3)
+    (b,) = list(_uploaded([Batch(deep, [0], None, 0)]))
+    assert b.frames.dtype == np.uint8 and b.frames[0, 0, :, 0].tolist() == [0, 0, 1, 1, 1, 2, 255]
+    with pytest.raises(BackendError, match="8-bit"):
+        cupy_mosaic.CupyRedactor(25)(deep.copy(), [np.zeros((0, 4))])
+    frames = faces(2, 100, 120)
+    boxes = [np.array([[10, 10, 70, 80]]), np.array([[40, 5, 110, 60]])]
+    ref = NumpyRedactor(25)(frames[:, ::-1].copy(), boxes)
+    got = cupy_mosaic.CupyRedactor(25)(frames[:, ::-1], boxes)  # flipped: a strided view
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_torch_detector_runs_on_its_own_stream(torch_on_cpu, monkeypatch):
+    """Preprocessing, inference and candidate decoding on the detector's non-default stream, after
+    a GPU-side wait for the caller's stream; no host synchronisation but the candidates' copy."""
+    import cupy
+
+    from trt_anon.detect import torch_cuda
+
+    det = torch_cuda.TorchCudaDetector("auto", 0.15, max_batch=2)
+    seen, real = [], torch_cuda.cf.detections
+
+    def detections(*a, **k):
+        seen.append(cupy.cuda.get_current_stream())
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch_cuda.cf, "detections", detections)
+    caller = cupy.cuda.get_current_stream()
+    det(faces(3, 90, 160))
+    assert seen == [det.stream] and det.stream is not caller and det.stream.ptr != 0
+    assert det.stream.waited == [caller.record()]
+    assert cupy.cuda.get_current_stream() is caller
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_gpu_yuv_encoder_uses_every_core(cupy_on_cpu, tmp_path):
+    """Without NVENC, libx264 is the wall: it must run frame threads on every core (x264's auto),
+    not one. Counted as the OS threads x264 starts when it opens."""
+    import os
+    from fractions import Fraction
+
+    from trt_anon.encode.gpu import GpuYuvEncoder
+
+    with av.open(str(tmp_path / "o.mp4"), "w") as out:
+        enc = GpuYuvEncoder(out, 320, 240, Fraction(30), Fraction(1, 30), (1, 1), 23, "veryfast")
+        before = len(os.listdir("/proc/self/task"))
+        enc.encode(faces(2, 240, 320), [0, 1])
+        started = len(os.listdir("/proc/self/task")) - before
+        enc.close()
+    assert started >= os.cpu_count()
+
+
+def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_path):
+    """10-bit HEVC where CUDA works but no GPU decoder does: PyAV's uint16 frames are uploaded,
+    brought to 8 bits on the device, detected, mosaicked and encoded by the GPU stages, with a
+    warning that the output is 8-bit."""
+    from helpers import check_redacted
+
+    import trt_anon
+    from trt_anon import api, cuda
+    from trt_anon.errors import BackendError
+    from trt_anon.synth import Face, make_clip
+
+    def no_gpu_decoder(*a):
+        raise BackendError("no GPU decoder here")
+
+    monkeypatch.setattr(cuda, "available", lambda: True)
+    monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+    clip = make_clip(tmp_path / "hdr.mkv", 320, 180, frames=12, codec="libx265", pix_fmt="yuv420p10le",
+                     faces=[Face(60, (40, 40), (3.0, 0.5))])
+    report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="auto")
+    assert report.backends["decode"] == "pyav (uploaded)" and report.backends["redact"] == "cupy"
+    assert any("written as 8-bit" in w for w in report.warnings), report.warnings
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    check_redacted(clip, clip.path, tmp_path / "out.mkv", max_bg=4.0)
+
+
+@pytest.mark.parametrize("colorspace, color_range, height", [(1, 1, 720), (5, 1, 360), (1, 2, 720), (2, 1, 360),
+                                                             (2, 1, 720)])
+def test_ycc_kernel_matches_libswscale(cupy_on_cpu, colorspace, color_range, height):
+    """YCbCr -> RGB with the matrix and range the encoder uses (tagged, or by height when untagged;
+    limited or full range) gives libswscale's RGB for the same tags."""
+    w = height * 16 // 9 // 2 * 2
+    src = faces(1, height, w)[0]
+    sws_matrix = {0.2126: 1, 0.299: 5}[gpu_color.matrix(colorspace, height)[0]]
+    yuv = av.VideoFrame.from_ndarray(src, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=sws_matrix, dst_color_range=color_range).to_ndarray()
+    ref = av.VideoFrame.from_ndarray(yuv, format="yuv420p").reformat(
+        format="rgb24", src_colorspace=sws_matrix, src_color_range=color_range).to_ndarray()
+    got = gpu_color.ycc_to_rgb(_dali_gpu_ycbcr(yuv, height, w)[None], colorspace, color_range)[0]
+    assert np.abs(got.astype(int) - ref).mean() < 1.5

@@ -56,12 +56,14 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
             notes.append(f"out of GPU memory at batch {attempt.batch_size} on backend {attempt.backend}; retried")
             if progress is not None:
                 progress.reset()
-            continue
-        report.wall = time.perf_counter() - started
-        report.warnings[:0] = notes
-        if finish is not None:
-            finish()
-        return report
+        else:
+            report.wall = time.perf_counter() - started
+            report.warnings[:0] = notes
+            if finish is not None:
+                finish()
+            return report
+        # out of the except block: the exception's traceback (and the batches it kept alive) is gone
+        cuda.free_memory()
     raise BackendError("out of GPU memory even with a smaller batch; try --backend cpu")
 
 
@@ -147,9 +149,12 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         yield from batches
 
     decoder, detector, redactor = cpu_batches(), None, None
+    setup = time.perf_counter()
     if gpu:
+        # the detector sees frames as displayed: its engine is built (or loaded) now, for that size
+        shown = (info.width, info.height) if rotation % 180 else (info.height, info.width)
         try:
-            detector = select_detector(cfg, gpu=True, notes=notes)
+            detector = select_detector(cfg, gpu=True, notes=notes, frame_hw=shown)
             redactor = select_redactor(cfg, gpu=True)
         except BackendError as exc:
             if cfg.backend == "gpu":
@@ -158,7 +163,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             gpu = False
     if gpu:
         try:
-            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base)
+            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base, colorspace)
         except BackendError as exc:
             if cfg.backend == "gpu":
                 raise
@@ -168,6 +173,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)
     decoder_name = getattr(decoder, "name", "pyav")
+    report.seconds["setup"] = time.perf_counter() - setup  # a TensorRT engine build lands here, not in fps
 
     try:
         out = av.open(str(tmp), mode="w", format="image2" if image_ext else None)
@@ -230,7 +236,12 @@ def _write_review(report: Report, stats, page: Path, cfg: Config, originals: boo
 
 
 class _uploaded:
-    """PyAV batches moved to the GPU, for machines with CUDA but no GPU decoder package."""
+    """PyAV batches moved to the GPU, for machines with CUDA but no GPU decoder package.
+
+    The GPU stages are 8-bit (their kernels take ``unsigned char*``): deeper video, which PyAV
+    decodes to uint16 RGB, is rounded to 8 bits on the device after the upload (the report warns
+    that it is written as 8-bit).
+    """
 
     name = "pyav (uploaded)"
 
@@ -242,7 +253,10 @@ class _uploaded:
 
         from .decode import Batch
         for b in self.batches:
-            yield Batch(cp.asarray(b.frames), b.pts, b.time_base, b.start)
+            frames = cp.asarray(b.frames)
+            if frames.dtype == cp.uint16:  # 0..65535 -> 0..255, rounded: v * 255 / 65535 = v / 257
+                frames = ((frames.astype(cp.uint32) + 128) // 257).astype(cp.uint8)
+            yield Batch(frames, b.pts, b.time_base, b.start)
 
 
 def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):

@@ -134,3 +134,48 @@ def test_gpu_hevc_output(tmp_path):
         assert c.streams.video[0].codec_context.name == "hevc"
     assert video_times(tmp_path / "o.mp4") == video_times(clip.path)
     check_redacted(clip, clip.path, tmp_path / "o.mp4", max_bg=4.0)
+
+
+def bt709_clip(path, n: int = 8, width: int = 1280, height: int = 720):
+    """An H.264 clip tagged and encoded BT.709 (limited range), with a saturated patch."""
+    from fractions import Fraction
+
+    import av
+    from skimage import data, transform
+
+    img = (transform.resize(data.astronaut(), (height, width + 8 * n)) * 255).round().astype(np.uint8)
+    img[:100, :200] = (230, 40, 40)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30, options={"crf": "12"})
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        cc = vs.codec_context
+        cc.colorspace = cc.color_primaries = cc.color_trc = 1
+        cc.color_range = 1
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, 8 * i:8 * i + width]), format="rgb24")
+            f = f.reformat(format="yuv420p", dst_colorspace=1, dst_color_range=1)
+            f.pts, f.time_base = i, Fraction(1, 30)
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    return path
+
+
+def test_dali_bt709_hd_decodes_to_the_streams_colours(tmp_path):
+    """DALI's own RGB is BT.601 whatever the stream; its YCbCr converted with the stream's matrix
+    gives what libswscale gives for the tagged stream, and the GPU path's output keeps them."""
+    import av
+    import cupy as cp
+
+    from trt_anon.decode.dali import DaliDecoder
+
+    path = bt709_clip(tmp_path / "hd709.mp4")
+    with av.open(str(path)) as c:
+        tb = c.streams.video[0].time_base
+        ref = np.stack([f.to_ndarray(format="rgb24", src_colorspace=1, src_color_range=1) for f in c.decode(video=0)])
+    got = np.concatenate([cp.asnumpy(b.frames) for b in DaliDecoder(path, 32, tb, colorspace=(1, 1))])
+    assert got.shape == ref.shape and np.abs(got.astype(int) - ref).mean() < 1.5
+    report = trt_anon.process(path, tmp_path / "o.mp4", backend="gpu")
+    assert report.backends["decode"] == "dali"
+    out, src = np.stack(decode_frames(tmp_path / "o.mp4")), np.stack(decode_frames(path))
+    for region in (np.s_[:, :100, :200], np.s_[:, 400:, 800:]):  # the red patch, a corner away from the face
+        assert np.abs(out[region].astype(int) - src[region]).mean() < 2.0

@@ -18,6 +18,10 @@ class NvDecoder:
             import PyNvVideoCodec as nvc
         except ImportError as exc:
             raise BackendError(f"PyNvVideoCodec is not installed ({exc}); pip install '.[gpu]'") from None
+        except RuntimeError as exc:  # its import checks the driver: no libnvidia-encode/nvcuvid here
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"PyNvVideoCodec cannot load the driver's video libraries ({first}); "
+                               "in Docker, NVIDIA_DRIVER_CAPABILITIES needs 'video'") from None
         self.cp, self.path, self.batch_size, self.time_base = cupy, Path(path), batch_size, time_base
         self.errors = 0
         try:

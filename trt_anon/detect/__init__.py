@@ -8,13 +8,19 @@ from .detections import Detections
 __all__ = ["Detections", "select_detector"]
 
 
-def select_detector(config: Config, gpu: bool, notes: list[str] | None = None):
-    """GPU: TensorRT, else PyTorch CUDA FP16. CPU: ONNX Runtime. Why a choice was skipped goes in notes."""
+def select_detector(config: Config, gpu: bool, notes: list[str] | None = None,
+                    frame_hw: tuple[int, int] | None = None):
+    """GPU: TensorRT, else PyTorch CUDA FP16. CPU: ONNX Runtime. Why a choice was skipped goes in notes.
+
+    ``frame_hw`` (the frames as the detector sees them) has TensorRT build or load its engine now,
+    so that a failure falls back to PyTorch here rather than failing the first batch.
+    """
     if gpu:
         reasons = []
         try:
             from .tensorrt import TensorRTDetector
-            return TensorRTDetector(config.det_size, config.threshold_for("fp32"), config.engine_path)
+            return TensorRTDetector(config.det_size, config.threshold_for("fp32"), config.engine_path,
+                                    frame_hw=frame_hw)
         except BackendError as exc:
             reasons.append(str(exc))
         try:

@@ -7,6 +7,7 @@ and an engine whose sidecar does not match this machine and this model is refuse
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ class EngineKey:
 
 
 def cache_dir(folder: str | Path | None = None) -> Path:
-    """``engines/`` beside the package in a checkout, else ~/.cache/trt_anon/engines."""
+    """``folder``, else ``$TRT_ANON_ENGINE_DIR`` (a volume in Docker, so engines outlive the
+    container), else ``engines/`` beside the package in a checkout, else ~/.cache/trt_anon/engines."""
+    folder = folder or os.environ.get("TRT_ANON_ENGINE_DIR")
     if folder:
         return Path(folder)
     if ROOT.is_dir():

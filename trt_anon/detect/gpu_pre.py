@@ -40,9 +40,11 @@ def preprocess(frames, geom: cf.Geometry):
     global _kernel
     import cupy as cp
 
+    from ..cuda import device_frames
+
     if _kernel is None:
         _kernel = cp.RawKernel(_SRC, "resize_area_chw")
-    frames = cp.ascontiguousarray(frames)
+    frames = device_frames(frames)
     n = len(frames)
     out = cp.empty((n, 3, geom.in_h, geom.in_w), cp.float32)
     block = (32, 8, 1)
@@ -51,3 +53,4 @@ def preprocess(frames, geom: cf.Geometry):
                           cp.int32(geom.resized_w), cp.int32(geom.in_h), cp.int32(geom.in_w),
                           cp.float32(geom.frame_h / geom.resized_h), cp.float32(geom.frame_w / geom.resized_w)))
     return out
+

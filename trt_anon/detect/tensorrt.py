@@ -1,15 +1,19 @@
 """CenterFace as an FP16 TensorRT engine: the first-choice GPU detector.
 
 Thin on purpose: only TensorRT calls live here (build, deserialize, name-based tensor I/O on
-CuPy's stream). Geometry, pre/post-processing and cache naming are shared with the other
-backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
+the detector's own CuPy stream, ``cuda.on_stream``). The engine is built or loaded when the
+stage is chosen (``frame_hw``), so a failure falls back to PyTorch under ``auto`` and the build
+time stays out of the throughput figures. Geometry, pre/post-processing and cache naming are
+shared with the other backends (centerface.py, gpu_pre.py, engine_cache.py) and tested there.
 Written against TensorRT's documented Python API (10.x and 11.x): TensorRT cannot be installed
-where this project is developed, so this file is not exercised by the test suite (README).
+where this project is developed, so this file runs in tests only against a stand-in of that API
+(tests/test_gpu_calls.py: build-when-chosen, fallback, ``set_input_shape`` refusal).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..cuda import on_stream
 from ..errors import BackendError, DetectorError
 from . import centerface as cf
 from . import engine_cache
@@ -63,7 +67,8 @@ class TensorRTDetector:
     name = "tensorrt-fp16"
 
     def __init__(self, det_size, threshold: float, engine_path: str | None = None, cache: str | None = None,
-                 max_batch: int = 32, build_missing: bool = True) -> None:
+                 max_batch: int = 32, build_missing: bool = True, frame_hw: tuple[int, int] | None = None) -> None:
+        """``frame_hw``: the (height, width) of the frames it will see; its engine is ready on return."""
         self.trt = _trt()
         import cupy
 
@@ -75,7 +80,16 @@ class TensorRTDetector:
         self.dev = cuda.device()
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
+        self.stream = cupy.cuda.Stream(non_blocking=True)
         self.contexts: dict[tuple[int, int], object] = {}
+        if frame_hw is not None:
+            try:
+                self._context(cf.Geometry.fit(*frame_hw, det_size))
+            except BackendError:
+                raise
+            except Exception as exc:  # TensorRT's own errors are untyped (RuntimeError, TypeError, ...)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise BackendError(f"TensorRT engine for {frame_hw[1]}x{frame_hw[0]} frames failed: {first}") from None
 
     def _context(self, geom: cf.Geometry):
         """One engine per input size, from the cache (built there if missing) or an explicit path."""
@@ -97,17 +111,20 @@ class TensorRTDetector:
         geom = cf.Geometry.fit(frames.shape[1], frames.shape[2], self.det_size)
         engine, ctx = self._context(geom)
         outs = []
-        for s in range(0, len(frames), self.max_batch):
-            blob = preprocess(frames[s:s + self.max_batch], geom)
-            ctx.set_input_shape(cf.INPUT_NAME, tuple(blob.shape))
-            ctx.set_tensor_address(cf.INPUT_NAME, blob.data.ptr)
-            maps = []
-            for name in cf.OUTPUT_NAMES:
-                out = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
-                ctx.set_tensor_address(name, out.data.ptr)
-                maps.append(out)
-            if not ctx.execute_async_v3(cp.cuda.get_current_stream().ptr):
-                raise DetectorError("TensorRT failed to run a batch")
-            outs.append(maps)
-        maps = [cp.concatenate(m) for m in zip(*outs)]
-        return cf.detections(maps, self.threshold, geom, xp=cp)
+        with on_stream(self.stream):
+            for s in range(0, len(frames), self.max_batch):
+                blob = preprocess(frames[s:s + self.max_batch], geom)
+                if not ctx.set_input_shape(cf.INPUT_NAME, tuple(blob.shape)):
+                    raise DetectorError(f"TensorRT refused input shape {tuple(blob.shape)} (outside the engine's "
+                                        "profile); rebuild it with scripts/build_engine.py")
+                ctx.set_tensor_address(cf.INPUT_NAME, blob.data.ptr)
+                maps = []
+                for name in cf.OUTPUT_NAMES:
+                    out = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
+                    ctx.set_tensor_address(name, out.data.ptr)
+                    maps.append(out)
+                if not ctx.execute_async_v3(self.stream.ptr):
+                    raise DetectorError("TensorRT failed to run a batch")
+                outs.append(maps)
+            maps = outs[0] if len(outs) == 1 else [cp.concatenate(m) for m in zip(*outs)]  # no copy of one chunk
+            return cf.detections(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates

@@ -1,7 +1,11 @@
-"""RGB -> YUV 4:2:0 on the GPU, so that only half the bytes (or none, with NVENC) leave the device.
+"""Colour conversion on the GPU, both ways, with one matrix per stream.
 
-The matrix and range follow the input's tags (BT.709 for HD, BT.601 otherwise, limited range
-unless tagged full), i.e. the inverse of the conversion the decoder applied.
+``rgb_to_yuv420``: RGB -> YUV 4:2:0, so that only half the bytes (or none, with NVENC) leave the
+device. ``ycc_to_rgb``: the YCbCr that DALI's GPU reader gives (``image_type=YCbCr``: the
+stream's own Y, Cb, Cr codes, chroma upsampled) -> RGB. DALI's own RGB output always uses the
+BT.601 matrix (its ``color_space.cu``), which shifts HD (BT.709) colours and clips saturated
+ones; converting here instead, with ``matrix()`` (the input's tags: BT.709 for HD, BT.601
+otherwise, limited range unless tagged full), makes decode and encode exact inverses of each other.
 """
 from __future__ import annotations
 
@@ -40,7 +44,28 @@ extern "C" __global__ void rgb_to_i420(const unsigned char* rgb, unsigned char* 
     else { U[ci] = u; U[(size_t)H * W / 4 + ci] = v; }
 }
 """
+_YCC_SRC = r"""
+extern "C" __global__ void ycc_to_rgb(const unsigned char* ycc, unsigned char* rgb, int n, float kr, float kb,
+                                      int full) {
+    // one thread per pixel; codes as the stream stores them (limited range: Y 16..235, C 16..240)
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float kg = 1.f - kr - kb;
+    const float ys = full ? 1.f : 255.f / 219.f, yo = full ? 0.f : 16.f;
+    const float cs = full ? 1.f : 255.f / 224.f;
+    const unsigned char* p = ycc + (size_t)i * 3;
+    float l = (p[0] - yo) * ys, cb = (p[1] - 128.f) * cs, cr = (p[2] - 128.f) * cs;
+    float r = l + 2.f * (1.f - kr) * cr;
+    float b = l + 2.f * (1.f - kb) * cb;
+    float g = (l - kr * r - kb * b) / kg;
+    unsigned char* q = rgb + (size_t)i * 3;
+    q[0] = (unsigned char)fminf(fmaxf(r + 0.5f, 0.f), 255.f);
+    q[1] = (unsigned char)fminf(fmaxf(g + 0.5f, 0.f), 255.f);
+    q[2] = (unsigned char)fminf(fmaxf(b + 0.5f, 0.f), 255.f);
+}
+"""
 _kernel = None
+_ycc_kernel = None
 
 
 def matrix(colorspace: int, height: int) -> tuple[float, float]:
@@ -53,13 +78,34 @@ def rgb_to_yuv420(frames, colorspace: int, color_range: int, nv12: bool = False)
     global _kernel
     import cupy as cp
 
+    from ..cuda import device_frames
+
     if _kernel is None:
         _kernel = cp.RawKernel(_SRC, "rgb_to_i420")
-    frames = cp.ascontiguousarray(frames)
+    frames = device_frames(frames)
     n, h, w = frames.shape[:3]
     out = cp.empty((n, h * 3 // 2, w), cp.uint8)
     kr, kb = matrix(colorspace, h)
     _kernel(((w // 2 + 15) // 16, (h // 2 + 15) // 16, n), (16, 16, 1),
             (frames, out, np.int32(h), np.int32(w), np.float32(kr), np.float32(kb), np.int32(color_range == 2),
              np.int32(nv12)))
+    return out
+
+
+def ycc_to_rgb(frames, colorspace: int, color_range: int):
+    """(N, H, W, 3) uint8 CuPy YCbCr (4:4:4) -> a new (N, H, W, 3) uint8 RGB array, with the
+    matrix and range ``rgb_to_yuv420`` converts back with."""
+    global _ycc_kernel
+    import cupy as cp
+
+    from ..cuda import device_frames
+
+    if _ycc_kernel is None:
+        _ycc_kernel = cp.RawKernel(_YCC_SRC, "ycc_to_rgb")
+    frames = device_frames(frames)
+    out = cp.empty_like(frames)
+    n = frames.size // 3
+    kr, kb = matrix(colorspace, frames.shape[1])
+    _ycc_kernel(((n + 255) // 256,), (256,), (frames, out, np.int32(n), np.float32(kr), np.float32(kb),
+                                             np.int32(color_range == 2)))
     return out

@@ -51,8 +51,10 @@ class CupyRedactor:
         self.kernel = cp.RawKernel(_SRC, "mosaic_cells")
 
     def __call__(self, frames, boxes: list[np.ndarray]):
+        from ..cuda import device_frames
+
         cp = self.cp
-        batch = frames if isinstance(frames, cp.ndarray) else cp.stack(frames)
+        batch = device_frames(frames)  # redacted in place only if it was one contiguous uint8 array
         n, height, width = batch.shape[:3]
         groups = cell_groups(boxes, [self.cell_sizes(b, self.cell) for b in boxes], height, width)
         for c, cells in groups:
