@@ -1,0 +1,140 @@
+"""Blur and solid, the NumPy references the GPU kernels are held to: stated pixel by pixel, then measured."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trt_anon.config import Config
+from trt_anon.errors import ConfigError
+from trt_anon.redact import blur, cell_sizes, pixel_mask, solid
+from trt_anon.redact.styles import blur_cells
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def brute_blur(frame: np.ndarray, boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The blur's definition, one pixel at a time: per cell size (largest first), each pixel of a cell
+    touching a box of that size becomes the tent-weighted mean (weight 2c - |distance| in half pixels
+    to a cell centre, per axis) of the rounded means of the redacted cells, rounded half up."""
+    out = frame.copy()
+    h, w = frame.shape[:2]
+    for c in sorted(set(cells.tolist()), reverse=True):
+        src = out.copy()
+        touched = set()
+        for (x1, y1, x2, y2), bc in zip(boxes, cells):
+            if bc != c:
+                continue
+            for y in range(max(0, int(np.floor(y1))), min(h, int(np.ceil(y2)))):
+                for x in range(max(0, int(np.floor(x1))), min(w, int(np.ceil(x2)))):
+                    touched.add((y // c, x // c))
+        means = {}
+        for cy, cx in touched:
+            block = src[cy * c:(cy + 1) * c, cx * c:(cx + 1) * c].astype(np.int64)
+            n = block.shape[0] * block.shape[1]
+            means[cy, cx] = (block.sum((0, 1)) + n // 2) // n
+        for cy, cx in touched:
+            for y in range(cy * c, min(h, (cy + 1) * c)):
+                for x in range(cx * c, min(w, (cx + 1) * c)):
+                    num, den = 0, 0
+                    for (ny, nx), m in means.items():
+                        wy = max(0, 2 * c - abs(2 * y + 1 - (2 * ny + 1) * c))
+                        wx = max(0, 2 * c - abs(2 * x + 1 - (2 * nx + 1) * c))
+                        num, den = num + wy * wx * m, den + wy * wx
+                    out[y, x] = (num + den // 2) // den
+    return out
+
+
+@pytest.mark.parametrize("dtype, cells", [(np.uint8, [7, 7]), (np.uint8, [9, 6]), (np.uint16, [8, 8])])
+def test_blur_matches_definition(dtype, cells):
+    rng = np.random.default_rng(len(cells) + cells[0])
+    frame = rng.integers(0, np.iinfo(dtype).max + 1, (41, 53, 3), dtype=dtype)  # partial cells at the edges
+    cells = np.array(cells)
+    for _ in range(6):
+        x1, y1 = rng.uniform(-10, 50, 2)
+        boxes = np.array([[x1, y1, x1 + rng.uniform(1, 30), y1 + rng.uniform(1, 30)],
+                          [x1 + 6, y1 - 4, x1 + 20, y1 + 12]])
+        np.testing.assert_array_equal(blur(frame.copy(), boxes, cells), brute_blur(frame, boxes, cells))
+
+
+def test_blur_covers_the_cells_and_reads_only_their_means():
+    """Pixels outside the redacted cells neither change nor feed in; inside, only cell means count."""
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    boxes = np.array([[30, 20, 80, 70]])
+    mask = pixel_mask(boxes, 25, 100, 150)
+    out = blur(frame.copy(), boxes, 25)
+    np.testing.assert_array_equal(out[~mask], frame[~mask])
+    assert (out[mask] != frame[mask]).mean() > 0.9
+    other = frame.copy()
+    other[~mask] = 255 - other[~mask]            # the surroundings: no influence
+    a, b = other[25:50, 25:50, 0].reshape(-1)[:2]  # two pixels of one cell swap values: same mean
+    other[25, 25, 0], other[25, 26, 0] = b, a
+    np.testing.assert_array_equal(blur(other, boxes, 25)[mask], out[mask])
+
+
+def test_blur_is_smooth_and_order_free():
+    frame = np.zeros((100, 100, 3), np.uint8)
+    frame[:, 50:] = 200
+    out = blur(frame.copy(), np.array([[10, 10, 90, 90]]), 25)
+    row = out[50, :, 0].astype(int)
+    assert np.abs(np.diff(row)).max() <= 9  # a ramp across the 0 -> 200 edge, not a step
+    a, b = [5, 5, 70, 60], [40, 30, 98, 97]
+    np.testing.assert_array_equal(blur(frame.copy(), np.array([a, b]), 25), blur(frame.copy(), np.array([b, a]), 25))
+
+
+def test_blur_cells_are_coarser_for_large_boxes():
+    boxes = np.array([[0, 0, 40, 50], [0, 0, 100, 120], [0, 0, 300, 380]], np.float32)
+    assert blur_cells(boxes, 25).tolist() == [25, 32, 80]   # ~4 across, steps of 8, never below the mosaic's
+    assert cell_sizes(boxes, 25, "blur").tolist() == [25, 32, 80]
+    assert cell_sizes(boxes, 40, "solid").tolist() == [40, 40, 40]
+
+
+@pytest.mark.parametrize("dtype, value", [(np.uint8, (10, 128, 255)), (np.uint16, (2570, 32896, 65535))])
+def test_solid_fills_the_mosaics_cells(dtype, value):
+    frame = np.random.default_rng(1).integers(0, 200, (60, 70, 3)).astype(dtype)
+    boxes = np.array([[30, 30, 40, 40], [60, 55, 70, 60]])
+    out = solid(frame.copy(), boxes, 25, (10, 128, 255))
+    mask = pixel_mask(boxes, 25, 60, 70)
+    assert (out[mask] == value).all() and (out[~mask] == frame[~mask]).all()
+
+
+@pytest.mark.parametrize("text, rgb", [("#80FF00", (128, 255, 0)), ("1, 2,3", (1, 2, 3)), ((4, 5, 6), (4, 5, 6))])
+def test_fill_color_forms(text, rgb):
+    assert Config(style="solid", fill_color=text).fill_color == rgb
+
+
+@pytest.mark.parametrize("bad", ["red", "#12345", "1,2", "0,0,256", "#gg0000"])
+def test_bad_fill_color_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="fill_color must be"):
+        Config(fill_color=bad)
+    with pytest.raises(ConfigError, match="style must be one of"):
+        Config(style="pixelate")
+
+
+def _eval_module():
+    spec = importlib.util.spec_from_file_location("trt_anon_eval", ROOT / "scripts" / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("size", [48, 160, 300])
+def test_no_face_detail_survives_the_blur(size):
+    """The eval's measure on a real face: the blur keeps no more detail than the mosaic (and a 25 px
+    mosaic keeps some of a large face); a light Gaussian blur keeps most of it, so the measure can fail."""
+    import cv2
+
+    from trt_anon.detect.detections import grow
+    from trt_anon.redact import mosaic
+    from trt_anon.synth import Face, render
+
+    kept = _eval_module().detail_kept
+    frame, gt, _ = next(render(1280, 720, [Face(size, (200, 100), source="hopper")], 1))
+    boxes = grow(np.array(gt, np.float32), 12, 0.1, 1280, 720)
+    blurred = kept(frame, blur(frame.copy(), boxes, cell_sizes(boxes, 25, "blur")), gt[0])
+    mosaicked = kept(frame, mosaic(frame.copy(), boxes, 25), gt[0])
+    light = kept(frame, cv2.GaussianBlur(frame, (0, 0), size / 40), gt[0])
+    assert blurred < 0.15 and blurred <= mosaicked + 0.05 and light > 0.6, (blurred, mosaicked, light)
