@@ -86,10 +86,11 @@ def test_blur_is_smooth_and_order_free():
 
 
 def test_blur_cells_are_coarser_for_large_boxes():
-    boxes = np.array([[0, 0, 40, 50], [0, 0, 100, 120], [0, 0, 300, 380]], np.float32)
-    assert blur_cells(boxes, 25).tolist() == [25, 32, 80]   # ~4 across, steps of 8, never below the mosaic's
-    assert cell_sizes(boxes, 25, "blur").tolist() == [25, 32, 80]
-    assert cell_sizes(boxes, 40, "solid").tolist() == [40, 40, 40]
+    boxes = np.array([[0, 0, 40, 50], [0, 0, 100, 120], [0, 0, 300, 380], [0, 0, 300, 100]], np.float32)
+    # ~4 across the shorter side (an eye band: its height), steps of 8, never below the mosaic's
+    assert blur_cells(boxes, 25).tolist() == [25, 32, 80, 32]
+    assert cell_sizes(boxes, 25, "blur").tolist() == [25, 32, 80, 32]
+    assert cell_sizes(boxes, 40, "solid").tolist() == [40, 40, 40, 40]
 
 
 @pytest.mark.parametrize("dtype, value", [(np.uint8, (10, 128, 255)), (np.uint16, (2570, 32896, 65535))])
@@ -138,3 +139,50 @@ def test_no_face_detail_survives_the_blur(size):
     mosaicked = kept(frame, mosaic(frame.copy(), boxes, 25), gt[0])
     light = kept(frame, cv2.GaussianBlur(frame, (0, 0), size / 40), gt[0])
     assert blurred < 0.15 and blurred <= mosaicked + 0.05 and light > 0.6, (blurred, mosaicked, light)
+
+
+def sharpness(frame: np.ndarray, box) -> float:
+    """Mean absolute fine detail (luma minus its 1.5 px Gaussian blur) in ``box``: ~1 after a blur or a
+    fill (codec noise), several times that on a face."""
+    import cv2
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.5))[y1:y2, x1:x2].mean())
+
+
+@pytest.mark.parametrize("style", ["blur", "solid"])
+def test_styles_end_to_end(clips, tmp_path, style):
+    """Every face of a moving clip blurred (or filled) in every frame, the background kept."""
+    from helpers import background_mask, decode_frames
+
+    import trt_anon
+
+    clip = clips["moving"]
+    out = tmp_path / f"{style}.mp4"
+    report = trt_anon.process(clip.path, out, style=style, fill_color="#3050f0")
+    assert report.backends["redact"] == "numpy"
+    for i, (fa, fb, boxes) in enumerate(zip(decode_frames(clip.path), decode_frames(out), clip.boxes)):
+        for box in boxes:
+            assert sharpness(fa, box) > 4 and sharpness(fb, box) < 1.5, f"frame {i}: face {box} not redacted"
+            if style == "solid":
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                assert np.abs(fb[y1:y2, x1:x2].astype(int) - (48, 80, 240)).mean() < 4
+        near = [b for j in range(max(0, i - 6), min(len(clip.boxes), i + 7)) for b in clip.boxes[j]]
+        mask = background_mask(fa.shape, near, pad=80)  # blur cells are up to 32 px here
+        assert np.abs(fa.astype(int) - fb)[mask].mean() < 3.0, f"frame {i}: background changed"
+
+
+def test_eyes_target_with_the_blur(clips, tmp_path):
+    from helpers import decode_frames
+
+    import trt_anon
+
+    clip = clips["moving"]
+    out = tmp_path / "eyes.mp4"
+    trt_anon.process(clip.path, out, target="eyes", style="blur")
+    for i, (frame, (box,)) in enumerate(zip(decode_frames(out), clip.boxes)):
+        x1, y1, x2, y2 = box
+        w, h = x2 - x1, y2 - y1
+        eyes = (x1 + 0.2 * w, y1 + 0.33 * h, x2 - 0.2 * w, y1 + 0.43 * h)
+        mouth = (x1 + 0.3 * w, y1 + 0.75 * h, x2 - 0.3 * w, y1 + 0.85 * h)
+        assert sharpness(frame, eyes) < 1.0 < 1.5 < sharpness(frame, mouth), f"frame {i}"  # blurred ~0.5, face ~3

@@ -20,17 +20,19 @@ import numpy as np
 
 from .mosaic import box_cells, cell_means, cell_ranges
 
-# About 4 blur cells across a (margin-grown) box, i.e. ~3 across the face; in steps of 8 px so that a
-# box whose width jitters by a pixel or two keeps its grid. Calibrated with scripts/eval.py --calibrate.
+# About 4 blur cells across a (margin-grown) box's shorter side, i.e. ~3 across a face (an eye band, wide
+# and short, gets cells from its height, so the blur stays on the band); in steps of 8 px so that a box
+# whose size jitters by a pixel or two keeps its grid. Calibrated with scripts/eval.py --calibrate.
 BLUR_ACROSS = 4
 BLUR_STEP = 8
 
 
 def blur_cells(boxes: np.ndarray, cell) -> np.ndarray:
     """Blur cell size per box: at least the mosaic's (``cell``: one or per box), and about
-    ``BLUR_ACROSS`` cells across the box, rounded up to a multiple of ``BLUR_STEP``."""
+    ``BLUR_ACROSS`` cells across the box's shorter side, rounded up to a multiple of ``BLUR_STEP``."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    coarse = BLUR_STEP * np.ceil((b[:, 2] - b[:, 0]) / (BLUR_ACROSS * BLUR_STEP))
+    side = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    coarse = BLUR_STEP * np.ceil(side / (BLUR_ACROSS * BLUR_STEP))
     return np.maximum(cell, coarse).astype(np.int64)
 
 
