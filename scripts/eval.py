@@ -228,9 +228,9 @@ def calibrate(sizes=(24, 32, 48, 64, 96, 128, 160, 250, 450)) -> str:
         return apply
 
     d = Config()
-    styles = {f"{style} {cell}": (lambda f, b, style=style, cell=cell: redact(
-                  f, b, style, cell_sizes(b, cell, style), d.fill_color))
-              for style, cell in (("mosaic", 25), ("mosaic", "auto"), ("blur", 25), ("solid", 25))}
+    styles = {name: (lambda f, b, style=style, cell=cell: redact(f, b, style, cell_sizes(b, cell, style), d.fill_color))
+              for name, style, cell in (("mosaic (default)", "mosaic", 25), ("mosaic, cell auto", "mosaic", "auto"),
+                                        ("blur", "blur", 25), ("solid", "solid", 25))}
     styles.update({"blur on 25 px cells": lambda f, b: redact(f, b, "blur", 25),  # what blur_cells avoids
                    "gaussian sigma=w/40": gaussian(1 / 40), "gaussian sigma=w/15": gaussian(1 / 15)})
     scenes = []

@@ -15,10 +15,15 @@ from trt_anon.redact.styles import blur_cells
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bspline(d: int, c: int) -> int:
+    return 6 * c * c - 2 * d * d if d <= c else max(0, 3 * c - d) ** 2
+
+
 def brute_blur(frame: np.ndarray, boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """The blur's definition, one pixel at a time: per cell size (largest first), each pixel of a cell
-    touching a box of that size becomes the tent-weighted mean (weight 2c - |distance| in half pixels
-    to a cell centre, per axis) of the rounded means of the redacted cells, rounded half up."""
+    touching a box of that size becomes the mean of the redacted cells' rounded means weighted by the
+    quadratic B-spline of its distance d (half pixels) to their centres, per axis: 6c^2 - 2d^2 up to
+    half a cell, (3c - d)^2 up to 1.5 cells, 0 beyond; rounded half up."""
     out = frame.copy()
     h, w = frame.shape[:2]
     for c in sorted(set(cells.tolist()), reverse=True):
@@ -40,8 +45,7 @@ def brute_blur(frame: np.ndarray, boxes: np.ndarray, cells: np.ndarray) -> np.nd
                 for x in range(cx * c, min(w, (cx + 1) * c)):
                     num, den = 0, 0
                     for (ny, nx), m in means.items():
-                        wy = max(0, 2 * c - abs(2 * y + 1 - (2 * ny + 1) * c))
-                        wx = max(0, 2 * c - abs(2 * x + 1 - (2 * nx + 1) * c))
+                        wy, wx = (bspline(abs(2 * p + 1 - (2 * n + 1) * c), c) for p, n in ((y, ny), (x, nx)))
                         num, den = num + wy * wx * m, den + wy * wx
                     out[y, x] = (num + den // 2) // den
     return out

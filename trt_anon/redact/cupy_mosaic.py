@@ -89,14 +89,15 @@ extern "C" __global__ void blur_cells(unsigned char* frames, const int* cells, c
     const int h = min(c, H - y0), w = min(c, W - x0), c2 = 2 * c;
     for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
         const int y = y0 + i / w, x = x0 + i % w;
-        const int uy = 2 * y + 1 - c, ux = 2 * x + 1 - c;   // from the first cell centre, half pixels
-        const int iy = (uy + c2) / c2 - 1, ix = (ux + c2) / c2 - 1;  // floor division (uy > -c2)
-        const long long ay = uy - c2 * iy, ax = ux - c2 * ix;
-        const long long wy[2] = {c2 - ay, ay}, wx[2] = {c2 - ax, ax};
+        const int uy = 2 * y + 1 - c, ux = 2 * x + 1 - c;  // from the first cell centre, half pixels
+        const int jy = (uy + c) / c2, jx = (ux + c) / c2;  // nearest cell centre (uy > -c)
+        const long long ty = uy - c2 * jy, tx = ux - c2 * jx, cc = (long long)c * c;
+        const long long wy[3] = {(c - ty) * (c - ty), 6 * cc - 2 * ty * ty, (c + ty) * (c + ty)};
+        const long long wx[3] = {(c - tx) * (c - tx), 6 * cc - 2 * tx * tx, (c + tx) * (c + tx)};
         long long n0 = 0, n1 = 0, n2 = 0, den = 0;
-        for (int dy = 0; dy < 2; ++dy) {
-            for (int dx = 0; dx < 2; ++dx) {
-                const int* m = grid + (((size_t)f * (rows + 2) + iy + 1 + dy) * (cols + 2) + ix + 1 + dx) * 3;
+        for (int dy = 0; dy < 3; ++dy) {
+            for (int dx = 0; dx < 3; ++dx) {  // padded grid: cell j - 1 + d is at j + d
+                const int* m = grid + (((size_t)f * (rows + 2) + jy + dy) * (cols + 2) + jx + dx) * 3;
                 if (m[0] < 0) continue;
                 const long long wt = wy[dy] * wx[dx];
                 n0 += wt * m[0]; n1 += wt * m[1]; n2 += wt * m[2]; den += wt;

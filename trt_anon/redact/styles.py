@@ -5,9 +5,9 @@ box (no shimmer as a face moves, and the eval's coverage test is the same for al
 
 - **solid**: every pixel of those cells becomes one colour.
 - **blur**: downsample-upsample. Each cell's rounded mean (as the mosaic computes it), then each
-  pixel the bilinear interpolation of the means of the 2x2 cells whose centres surround it, with
-  weights in 1/(2c) steps, counting only cells that are redacted too (normalised by their total
-  weight). So the output is made of the cell means alone: no pixel outside the redacted cells feeds
+  pixel a weighted mean of the means of the 3x3 cells around the nearest cell centre, with the
+  quadratic B-spline's weights (smooth, no bilinear creases; in 1/(8c^2) steps), counting only cells
+  that are redacted too (normalised by their total weight). So the output is made of the cell means alone: no pixel outside the redacted cells feeds
   in, and no detail finer than a cell survives (the same information as a mosaic of those cells,
   without its edges). Integer arithmetic, rounded half up: CPU and GPU agree exactly.
   The blur's cells are coarser than the mosaic's for large boxes (``blur_cells``): smooth
@@ -50,13 +50,13 @@ def solid(frame: np.ndarray, boxes: np.ndarray, cell, color: tuple[int, int, int
     return frame
 
 
-def _taps(p0: int, p1: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For pixels p0..p1-1 along one axis: the grid index (+1 for the padded grid) of the cell centre
-    before each pixel's centre, and the weights (in 1/(2c)) of that cell and the next one."""
+def _taps(p0: int, p1: int, c: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """For pixels p0..p1-1 along one axis: the padded-grid index of the cell before the nearest cell
+    centre, and the quadratic B-spline weights (in 1/(8c^2)) of that cell, the nearest and the next."""
     u = 2 * np.arange(p0, p1) + 1 - c      # pixel centre minus the first cell centre, in half pixels
-    i = u // (2 * c)                       # floor: -1 for the first half of cell 0
-    a = u - 2 * c * i
-    return i + 1, 2 * c - a, a
+    j = (u + c) // (2 * c)                 # nearest cell centre (u > -c, so j >= 0)
+    t = u - 2 * c * j                      # offset from it, in [-c, c)
+    return j, [(c - t) ** 2, 6 * c * c - 2 * t * t, (c + t) ** 2]
 
 
 def blur(frame: np.ndarray, boxes: np.ndarray, cell) -> np.ndarray:
@@ -73,18 +73,18 @@ def blur(frame: np.ndarray, boxes: np.ndarray, cell) -> np.ndarray:
         c = int(c)
         rects = cell_ranges(boxes[cells == c], c, height, width)
         rows, cols = -(-height // c), -(-width // c)
-        grid = np.full((rows + 2, cols + 2, channels), -1, np.int64)  # padded: -1 = not redacted
+        grid = np.full((rows + 2, cols + 2, channels), -1, np.int64)  # padded by 1: -1 = not redacted
         for cy0, cx0, cy1, cx1 in rects:
             means, _, _ = cell_means(frame[cy0 * c:cy1 * c, cx0 * c:cx1 * c], c)
             grid[cy0 + 1:cy1 + 1, cx0 + 1:cx1 + 1] = means
         for cy0, cx0, cy1, cx1 in rects:
             py0, py1, px0, px1 = cy0 * c, min(cy1 * c, height), cx0 * c, min(cx1 * c, width)
-            iy, *wy = _taps(py0, py1, c)
-            ix, *wx = _taps(px0, px1, c)
+            iy, wy = _taps(py0, py1, c)
+            ix, wx = _taps(px0, px1, c)
             num = np.zeros((py1 - py0, px1 - px0, channels), np.int64)
             den = np.zeros((py1 - py0, px1 - px0, 1), np.int64)
-            for dy in (0, 1):
-                for dx in (0, 1):
+            for dy in (0, 1, 2):
+                for dx in (0, 1, 2):
                     g = grid[(iy + dy)[:, None], (ix + dx)[None, :]]
                     w = (wy[dy][:, None] * wx[dx][None, :])[..., None] * (g[..., :1] >= 0)
                     num += w * g
