@@ -190,3 +190,25 @@ def test_eyes_target_with_the_blur(clips, tmp_path):
         eyes = (x1 + 0.2 * w, y1 + 0.33 * h, x2 - 0.2 * w, y1 + 0.43 * h)
         mouth = (x1 + 0.3 * w, y1 + 0.75 * h, x2 - 0.3 * w, y1 + 0.85 * h)
         assert sharpness(frame, eyes) < 1.0 < 1.5 < sharpness(frame, mouth), f"frame {i}"  # blurred ~0.5, face ~3
+
+
+@pytest.mark.parametrize("style", ["blur", "solid"])
+def test_ten_bit_video_with_each_style(tmp_path, style):
+    """10-bit HEVC: the CPU path redacts the 16-bit frames and writes 10-bit, as with the mosaic."""
+    import av
+    from helpers import decode_frames
+
+    import trt_anon
+    from trt_anon.synth import Face, make_clip
+
+    clip = make_clip(tmp_path / "hdr.mkv", frames=8, codec="libx265", pix_fmt="yuv420p10le",
+                     faces=[Face(70, (60, 60), (3.0, 0.5))])
+    report = trt_anon.process(clip.path, style=style, fill_color="200,200,200")
+    assert not report.warnings
+    with av.open(report.output) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+    for i, (frame, (box,)) in enumerate(zip(decode_frames(report.output), clip.boxes)):
+        assert sharpness(frame, box) < 1.5, f"frame {i}"
+        if style == "solid":
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            assert np.abs(frame[y1:y2, x1:x2].astype(int) - 200).mean() < 3
