@@ -12,11 +12,12 @@ from typing import Any
 import av
 
 from . import cuda, media
-from .config import Config
+from .config import CRFS, Config
 from .decode import PyAVDecoder, select_gpu_decoder
+from .decode.pyav import bit_depth
 from .detect import select_detector
-from .encode import SOFTWARE_CODECS, PyAVEncoder
-from .errors import AnonError, BackendError, InputError, OutputError
+from .encode import SOFTWARE_CODECS, PyAVEncoder, choose_codec
+from .errors import AnonError, BackendError, ConfigError, InputError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
 from .report import Report
@@ -69,6 +70,8 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        if not media.is_image(dst):
+            cfg = _settle_codec(cfg, container, dst, notes)
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))
             json_out = None
@@ -89,6 +92,25 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
         raise OutputError(f"writing {output or 'the output'} failed: {exc.strerror or exc}") from None
     finally:
         container.close()
+
+
+def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config:
+    """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
+    is a one-line error here, before anything is decoded or written."""
+    ext = dst.suffix.lower()
+    stream = media.container.video_stream(container)
+    deep = bit_depth(stream.codec_context.pix_fmt) > 8
+    codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
+    if note and note not in notes:
+        notes.append(note)
+    stray = media.container.unfit(container, ext)
+    if stray:
+        hint = " (WebM holds only Opus/Vorbis audio and WebVTT subtitles)" if ext == ".webm" else ""
+        raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
+    crf = cfg.crf if cfg.crf is not None else CRFS[codec]
+    if codec in ("h264", "hevc") and crf > 51:
+        raise ConfigError(f"crf must be between 0 and 51 for {codec}, not {crf}")
+    return dataclasses.replace(cfg, codec=codec, crf=crf)
 
 
 def _use_gpu(cfg: Config, image: bool) -> bool:
@@ -211,12 +233,13 @@ class _uploaded:
 def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
-    software = SOFTWARE_CODECS[cfg.codec]
+    software = SOFTWARE_CODECS[cfg.codec or "h264"]
     if not gpu:
         return PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
     from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
-    ok, why = nvenc_available(NVENC_CODECS[cfg.codec])
+    nvenc = NVENC_CODECS.get(cfg.codec)
+    ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
     if ok and info.width % 2 == 0 and info.height % 2 == 0:
-        return NvencEncoder(*args, codec=NVENC_CODECS[cfg.codec])
+        return NvencEncoder(*args, codec=nvenc)
     notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
     return GpuYuvEncoder(*args, codec=software)
