@@ -70,7 +70,8 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
         return asked, None
     for codec in SOFTWARE_CODECS:
         if fits(codec) and keeps_depth(codec) and SOFTWARE_CODECS[codec] in av.codecs_available:
-            note = None if codec == "h264" else f"{ext} cannot hold H.264: video written as {codec} ({SOFTWARE_CODECS[codec]})"
+            name = SOFTWARE_CODECS[codec]
+            note = None if codec == "h264" else f"{ext} cannot hold H.264: video written as {codec} ({name})"
             return codec, note
     raise OutputError(f"{ext} cannot hold any video codec trt_anon writes ({', '.join(SOFTWARE_CODECS)})")
 
