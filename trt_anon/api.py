@@ -17,6 +17,7 @@ from .decode import PyAVDecoder, select_gpu_decoder
 from .decode.pyav import bit_depth
 from .detect import select_detector
 from .encode import SOFTWARE_CODECS, PyAVEncoder, choose_codec
+from .encode.pyav import image_writable
 from .errors import AnonError, BackendError, ConfigError, InputError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
@@ -72,6 +73,12 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
         if not media.is_image(dst):
             cfg = _settle_codec(cfg, container, dst, notes)
+        elif not image_writable(dst.suffix.replace(".jpeg", ".jpg")):
+            raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
+        elif media.is_image(src) and (output is None or Path(output).is_dir()):
+            src_ext, dst_ext = src.suffix.lower().replace(".jpeg", ".jpg"), dst.suffix.lower()
+            if src_ext != dst_ext:
+                notes.append(f"{src.suffix} written as {dst_ext}: this FFmpeg cannot write {src.suffix} images")
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst, cfg.overwrite))
             json_out = None
@@ -133,6 +140,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
+    if image_ext == ".jpeg":
+        image_ext = ".jpg"
     gpu = _use_gpu(cfg, info.is_image)
 
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
@@ -187,7 +196,9 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             report.warnings.extend(remuxer.dropped)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
-        if cpu_decoder.deep and "10" not in encoder.pix_fmt:
+        if encoder.alpha_dropped:
+            report.warnings.append(f"alpha channel dropped: {image_ext} images have none")
+        if cpu_decoder.deep and "10" not in encoder.pix_fmt and not image_ext:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         stages = Stages(decoder, detector, redactor, encoder, remuxer)
@@ -234,8 +245,11 @@ def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu:
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
     software = SOFTWARE_CODECS[cfg.codec or "h264"]
+    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
+        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
+        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
     if not gpu:
-        return PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
+        return PyAVEncoder(*args, codec=software, deep=decoder.deep)
     from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
     nvenc = NVENC_CODECS.get(cfg.codec)
     ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")

@@ -44,10 +44,13 @@ def is_image(path: Path) -> bool:
 
 def default_output(src: Path, out_dir: Path | None = None, fits=lambda ext: True) -> Path:
     """``NAME.anon.EXT`` beside the input (or in ``out_dir``): the input's container where it can
-    hold H.264 (WebM: VP9), else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there."""
+    hold H.264 (WebM: VP9), else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there.
+    Images keep their format (.jpeg is written .jpg; WebP becomes PNG only where FFmpeg lacks libwebp)."""
     ext = src.suffix.lower()
     if is_image(src):
-        new_ext = ".jpg" if ext == ".jpeg" else (ext if ext in {".jpg", ".png", ".bmp", ".tif", ".tiff"} else ".png")
+        new_ext = ".jpg" if ext == ".jpeg" else ext
+        if ext == ".webp" and "libwebp" not in av.codecs_available:  # said in the report (api)
+            new_ext = ".png"
     elif ext in KEEP_EXT:
         new_ext = src.suffix
     elif ext == ".webm":
