@@ -21,8 +21,8 @@ OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landm
 STRIDE = 4
 ALIGN = 32
 NMS_IOU = 0.3      # candidates overlapping this much are one face ...
-NMS_SAME_EYES = 0.5  # ... when their eye midpoints are closer than this many eye distances (issue 14)
-NMS_ALWAYS = 0.6   # ... and always from this IoU up
+NMS_SAME_EYES = 0.6  # ... when their eye midpoints are closer than this many eye distances (issue 14)
+NMS_ALWAYS = 0.5  # ... and always from this IoU up (duplicates of one face at the border reach 0.53)
 # precision -> (file in trt_anon/models/, SHA-256). FP32 is the network every backend starts from
 # (the GPU ones build FP16 from it); INT8 is its calibrated quantization for the CPU
 # (scripts/quantize_model.py), ~2x faster there.

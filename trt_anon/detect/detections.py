@@ -69,7 +69,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3, landmarks: np.ndarray | None = None,
-        same_eyes: float = 0.5, always: float = 0.6) -> np.ndarray:
+        same_eyes: float = 0.6, always: float = 0.5) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first.
 
     With ``landmarks``, a box overlapping a kept one by ``thresh`` <= IoU < ``always`` is a
