@@ -73,7 +73,7 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str]) -> Repo
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
         if not media.is_image(dst):
             cfg = _settle_codec(cfg, container, dst, notes)
-        elif not image_writable(dst.suffix.replace(".jpeg", ".jpg")):
+        elif not image_writable(dst.suffix):
             raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
         elif media.is_image(src) and (output is None or Path(output).is_dir()):
             src_ext, dst_ext = src.suffix.lower().replace(".jpeg", ".jpg"), dst.suffix.lower()
@@ -140,8 +140,6 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
-    if image_ext == ".jpeg":
-        image_ext = ".jpg"
     gpu = _use_gpu(cfg, info.is_image)
 
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)

@@ -42,7 +42,11 @@ def pixel_format(codec: str, width: int, height: int, deep: bool) -> str:
 
 def ten_bit(codec: str) -> bool:
     """Whether this FFmpeg's ``codec`` writes 10-bit (PyAV's libvpx is built 8-bit only)."""
-    return codec in av.codecs_available and "yuv420p10le" in {f.name for f in av.Codec(codec, "w").video_formats or ()}
+    if codec not in av.codecs_available:
+        return False
+    return "yuv420p10le" in {f.name for f in av.Codec(codec, "w").video_formats or ()}
+
+
 def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep: bool) -> tuple[str, str | None]:
     """The codec to write into a ``ext`` file (whose muxer holds ``holds``; None: unknown), and a note
     when it is not the one a user would assume. Any mismatch is a one-line error, before any work.
@@ -78,7 +82,8 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
 
 # Still images: extension -> (encoder, pixel format, pixel format with alpha or None: JPEG has none).
 IMAGE_CODECS = {".png": ("png", "rgb24", "rgba"), ".jpg": ("mjpeg", "yuvj444p", None),
-                ".bmp": ("bmp", "bgr24", "bgra"), ".tif": ("tiff", "rgb24", "rgba"), ".tiff": ("tiff", "rgb24", "rgba"),
+                ".jpeg": ("mjpeg", "yuvj444p", None), ".bmp": ("bmp", "bgr24", "bgra"),
+                ".tif": ("tiff", "rgb24", "rgba"), ".tiff": ("tiff", "rgb24", "rgba"),
                 ".webp": ("libwebp", "yuv420p", "bgra")}
 
 
@@ -126,7 +131,7 @@ class PyAVEncoder:
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
         self.stream.thread_type = "AUTO"
-        if image_ext == ".jpg":
+        if image_ext in (".jpg", ".jpeg"):
             self.stream.codec_context.qscale = 2
         cc = self.stream.codec_context
         cc.colorspace, cc.color_range = self.colorspace

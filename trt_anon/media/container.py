@@ -84,8 +84,8 @@ def unfit(container: av.container.InputContainer, ext: str) -> str | None:
     if supported is None:
         return None
     for s in container.streams:
-        if s.type in ("audio", "subtitle") and (s.codec_context is None or s.codec_context.name not in supported):
-            return f"{s.type} stream #{s.index} ({s.codec_context.name if s.codec_context else 'unknown'})"
+        if s.type in ("audio", "subtitle") and s.codec_context is not None and s.codec_context.name not in supported:
+            return f"{s.type} stream #{s.index} ({s.codec_context.name})"
     return None
 
 
