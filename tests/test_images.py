@@ -86,3 +86,11 @@ def test_webp_without_a_webp_encoder_becomes_png_with_one_warning(tmp_path, monk
     with pytest.raises(trt_anon.OutputError, match="cannot write .webp"):
         trt_anon.process(src, tmp_path / "asked.webp")
     assert not (tmp_path / "asked.webp").exists()
+
+
+def test_jpeg_name_gets_jpeg_bytes(tmp_path):
+    src = tmp_path / "rgb.png"
+    write(src, "png", "rgb24", alpha=False)
+    report = trt_anon.process(src, tmp_path / "out.jpeg")
+    with av.open(report.output) as c:
+        assert c.streams.video[0].codec_context.name == "mjpeg"  # was PNG data under a .jpeg name
