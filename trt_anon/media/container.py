@@ -76,20 +76,22 @@ def open_input(path: Path) -> av.container.InputContainer:
     return container
 
 
+def unfit(container: av.container.InputContainer, ext: str) -> str | None:
+    """The first audio/subtitle stream of ``container`` that a ``ext`` file cannot hold, said in words."""
+    from .files import muxer_codecs
+
+    supported = muxer_codecs(ext)
+    if supported is None:
+        return None
+    for s in container.streams:
+        if s.type in ("audio", "subtitle") and s.codec_context is not None and s.codec_context.name not in supported:
+            return f"{s.type} stream #{s.index} ({s.codec_context.name})"
+    return None
+
+
 def fits(container: av.container.InputContainer, ext: str) -> bool:
     """Whether every audio/subtitle stream of ``container`` can be copied into a ``ext`` file."""
-    import io
-
-    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(ext.lower())
-    if fmt is None:
-        return True
-    probe = av.open(io.BytesIO(), mode="w", format=fmt)
-    try:
-        supported = probe.supported_codecs
-    finally:
-        probe.close()
-    return all(s.codec_context is not None and s.codec_context.name in supported
-               for s in container.streams if s.type in ("audio", "subtitle"))
+    return unfit(container, ext) is None
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
