@@ -42,17 +42,21 @@ class NvencEncoder(PyAVEncoder):
         self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
+        self.cuda_context = None  # one PyAV CudaContext for the context current here, made at the first batch
 
     def encode(self, frames, pts):
         import cupy as cp
 
         nv12 = rgb_to_yuv420(frames if isinstance(frames, cp.ndarray) else cp.stack(frames),
                              *self.colorspace, nv12=True)
+        if self.cuda_context is None:  # a new primary-context wrapper per frame fails once CuPy made it active
+            self.cuda_context = av.video.frame.CudaContext(primary_ctx=False, current_ctx=True)
+        stream = cp.cuda.get_current_stream().ptr or 1  # DLPack: 1 = legacy default stream; CuPy refuses 0
         h = self.stream.height
         for i, t in enumerate(self._fix(pts)):
             y, uv = nv12[i, :h], nv12[i, h:].reshape(h // 2, -1, 2)
             frame = av.VideoFrame.from_dlpack((y, uv), format="nv12", width=self.stream.width, height=h,
-                                              stream=cp.cuda.get_current_stream().ptr)
+                                              stream=stream, cuda_context=self.cuda_context)
             frame.pts, frame.time_base = t, self.time_base
             self._mux(self.stream.encode(frame))
 
