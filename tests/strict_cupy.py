@@ -350,30 +350,16 @@ concatenate = _device_function(np.concatenate, copies=True)
 nonzero = _device_function(np.nonzero)
 exp = _device_function(np.exp)
 rot90 = _device_function(np.rot90)
-where = _device_function(np.where)
-maximum = _device_function(np.maximum)
-minimum = _device_function(np.minimum)
-clip = _device_function(np.clip)
 
 
 def empty(shape, dtype=float) -> ndarray:
     return ndarray(np.empty(shape, dtype))
 
 
-def zeros(shape, dtype=float) -> ndarray:
-    return ndarray(np.zeros(shape, dtype))
-
-
 def empty_like(a: ndarray, dtype=None) -> ndarray:
     if not isinstance(a, ndarray):
         raise TypeError(f"cupy.empty_like: {type(a)} is not a device array")
     return ndarray(np.empty_like(a._mem, dtype=dtype))
-
-
-def zeros_like(a: ndarray, dtype=None) -> ndarray:
-    if not isinstance(a, ndarray):
-        raise TypeError(f"cupy.zeros_like: {type(a)} is not a device array")
-    return ndarray(np.zeros_like(a._mem, dtype=dtype))
 
 
 for _t in ("uint8", "uint16", "uint32", "int32", "int64", "float16", "float32", "float64", "bool_"):
