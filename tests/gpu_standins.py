@@ -156,6 +156,46 @@ def dali_decoder_on_device(path, batch_size: int, time_base, colorspace=None):
     return dec
 
 
+# --- PyNvVideoCodec ---------------------------------------------------------------------------
+class _NvFrame:
+    """A decoded frame in device memory, as PyNvVideoCodec's ``use_device_memory=True`` gives it."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self._mem = rgb
+
+    def __dlpack__(self, *, stream=None, **kwargs):
+        strict_cupy._check_dlpack_stream(stream)
+        return self._mem.__dlpack__()
+
+    def __dlpack_device__(self):
+        return (CUDA, 0)
+
+
+def pynvvideocodec_module() -> types.ModuleType:
+    """``PyNvVideoCodec`` with a ``SimpleDecoder`` that decodes with PyAV (playing NVDEC) into
+    interleaved RGB frames offered only as CUDA DLPack tensors."""
+    nvc = types.ModuleType("PyNvVideoCodec")
+    nvc.OutputColorType = types.SimpleNamespace(RGB="rgb", NATIVE="native")
+
+    class SimpleDecoder:
+        def __init__(self, path: str, gpu_id: int = 0, use_device_memory: bool = True, output_color_type=None,
+                     **kwargs) -> None:
+            assert use_device_memory and output_color_type == "rgb", "the GPU path wants RGB in device memory"
+            self._container = av.open(path)
+            self._frames = self._container.decode(video=0)
+
+        def get_batch_frames(self, n: int) -> list[_NvFrame]:
+            out = []
+            for frame in self._frames:
+                out.append(_NvFrame(frame.to_ndarray(format="rgb24")))
+                if len(out) == n:
+                    break
+            return out
+
+    nvc.SimpleDecoder = SimpleDecoder
+    return nvc
+
+
 # --- NVENC ------------------------------------------------------------------------------------
 class _CudaFrame:
     """What ``VideoFrame.from_dlpack`` returns for CUDA planes: a hardware frame (format "cuda")."""

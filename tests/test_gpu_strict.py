@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import strict_cupy
 from cuda_emu import compiler
-from gpu_standins import dali_decoder_on_device, install_nvenc, patch_torch
+from gpu_standins import dali_decoder_on_device, install_nvenc, patch_torch, pynvvideocodec_module
 from strict_cupy import LEDGER
 
 from trt_anon.detect import gpu_pre
@@ -153,12 +153,13 @@ def _check_output(clip, out, report) -> None:
     check_redacted(clip, clip.path, out, max_bg=4.0)
 
 
-@pytest.mark.parametrize("decoder", ["dali", "pyav (uploaded)"])
+@pytest.mark.parametrize("decoder", ["dali", "pynvvideocodec", "pyav (uploaded)"])
 def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, face_clip, monkeypatch, tmp_path,
                                                                   decoder):
     """libx264 fallback (H100/H200): exactly one device->host copy per encoded batch, YUV 4:2:0
-    (1.5 bytes a pixel), each frame once; no frame-sized upload after the GPU decoder (the PyAV
-    fallback uploads each decoded batch once, and nothing else); only boxes come back otherwise."""
+    (1.5 bytes a pixel), each frame once; no frame-sized upload after the GPU decoder (DALI or
+    PyNvVideoCodec; the PyAV fallback uploads each decoded batch once, and nothing else); only
+    boxes come back otherwise."""
     import trt_anon
     from trt_anon import api
     from trt_anon.decode import pyav as pyav_decode
@@ -167,6 +168,11 @@ def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, fac
     pytest.importorskip("nvidia.dali", reason="DALI's CPU reader plays NVDEC")
     if decoder == "dali":
         monkeypatch.setattr(api, "select_gpu_decoder", dali_decoder_on_device)
+    elif decoder == "pynvvideocodec":
+        from trt_anon.decode.nvdec import NvDecoder
+
+        monkeypatch.setitem(sys.modules, "PyNvVideoCodec", pynvvideocodec_module())
+        monkeypatch.setattr(api, "select_gpu_decoder", lambda path, n, tb, *a: NvDecoder(path, n, tb))
     else:
         def no_gpu_decoder(*a):
             raise api.BackendError("no GPU decoder here (test)")
@@ -181,14 +187,14 @@ def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, fac
                         lambda self: (batches.append(len(b)) or b for b in real_iter(self)))
 
     out = tmp_path / "out.mkv"
-    report = trt_anon.process(face_clip.path, out, backend="gpu" if decoder == "dali" else "auto")
+    report = trt_anon.process(face_clip.path, out, backend="auto" if decoder.startswith("pyav") else "gpu")
     assert report.backends == {"decode": decoder, "detect": "torch-cuda-fp16", "redact": "cupy",
                                "encode": "libx264 (gpu yuv)"}
     big_down = frame_sized(LEDGER.d2h())
     assert [t.nbytes for t in big_down] == [n * H * W * 3 // 2 for n in calls], big_down
     assert sum(calls) == N and all("gpu.py" in t.where for t in big_down)
     big_up = frame_sized(LEDGER.h2d())
-    if decoder == "dali":
+    if decoder != "pyav (uploaded)":
         assert big_up == [], big_up
     else:  # one upload per decoded batch, in api._uploaded, and none after it
         assert [t.nbytes for t in big_up] == [n * H * W * 3 for n in batches] and sum(batches) == N, big_up
