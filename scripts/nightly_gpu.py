@@ -162,7 +162,7 @@ def throughput_figures(report, frames: int) -> dict:
 
 def part_throughput(args) -> dict:
     """The fixed workload: 1080p30 H.264 with real faces and audio, GPU backend; correctness first."""
-    from helpers import audio_packets, check_redacted, video_times
+    from helpers import audio_packets, video_times
 
     import trt_anon
 
@@ -177,7 +177,7 @@ def part_throughput(args) -> dict:
         ("frame count", lambda: report.frames == args.frames or f"{report.frames} != {args.frames}"),
         ("timestamps", lambda: video_times(out) == video_times(clip.path) or "timestamps changed"),
         ("audio", lambda: audio_packets(out) == audio_packets(clip.path) or "audio packets changed"),
-        ("every face mosaicked", lambda: check_redacted(clip, clip.path, out, max_bg=4.0) or True),
+        ("every face mosaicked", lambda: faces_mosaicked(clip, out)),
     ]
     for name, check in checks:
         try:
@@ -192,6 +192,27 @@ def part_throughput(args) -> dict:
                          f"GPU memory peak {res['gpu_memory_peak_gib']} GiB; set-up "
                          f"{report.seconds.get('setup', 0):.1f} s"))
     return res
+
+
+def faces_mosaicked(clip, out: Path, max_dev: float = 4.0, max_bg: float = 4.0) -> bool | str:
+    """tests/helpers.check_redacted, streamed frame by frame (2000 1080p frames do not fit in a list
+    twice): every ground-truth face mosaicked, the background the input's within codec noise."""
+    import av
+    import numpy as np
+    from helpers import CELL, background_mask, cell_deviation
+
+    with av.open(str(clip.path)) as a, av.open(str(out)) as b:
+        pairs = zip(a.decode(video=0), b.decode(video=0), clip.boxes)
+        for i, (fa, fb, boxes) in enumerate(pairs):
+            fa, fb = fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")
+            for box in boxes:
+                if min(box[2] - box[0], box[3] - box[1]) >= 12 and cell_deviation(fb, box) >= max_dev:
+                    return f"frame {i}: face {box} not mosaicked"
+            near = [x for j in range(max(0, i - 6), min(len(clip.boxes), i + 7)) for x in clip.boxes[j]]
+            mask = background_mask(fa.shape, near, pad=3 * CELL)
+            if mask.any() and np.abs(fa.astype(np.int16) - fb.astype(np.int16))[mask].mean() >= max_bg:
+                return f"frame {i}: background changed"
+    return True
 
 
 def workload(cache: Path, frames: int):

@@ -89,3 +89,14 @@ def test_refuses_cleanly_without_a_gpu(nightly, monkeypatch, capsys):
     monkeypatch.setattr(cuda, "available", lambda: False)
     assert nightly.main(["--part", "tests"]) == 1
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
+    """The throughput part's frame-by-frame check: an anonymized clip passes, the input itself fails."""
+    import trt_anon
+    from trt_anon.synth import Face, make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", 320, 180, frames=12, audio=0, faces=[Face(60, (40, 40), (3.0, 0.5))])
+    trt_anon.process(clip.path, tmp_path / "o.mp4", backend="cpu")
+    assert nightly.faces_mosaicked(clip, tmp_path / "o.mp4") is True
+    assert "not mosaicked" in nightly.faces_mosaicked(clip, clip.path)
