@@ -1,6 +1,6 @@
 """GPU acceptance: the one command to run first on any GPU, in parts that fit a 10-minute call.
 
-    python scripts/nightly_gpu.py                        # every part (about 10 min on an H100)
+    python scripts/nightly_gpu.py                        # every part (estimate: 10 min on an H100)
     python scripts/nightly_gpu.py --part tests           # tests/gpu
     python scripts/nightly_gpu.py --part throughput      # >= 2000-frame 1080p H.264, GPU backend
     python scripts/nightly_gpu.py --part agreement       # CPU vs GPU: boxes IoU >= 0.9, mosaic equal
