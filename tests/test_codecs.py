@@ -108,7 +108,7 @@ def test_output_error_is_an_anon_error():
 
 
 @pytest.mark.parametrize("codec", ["vp9", "av1"])
-def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monkeypatch, tmp_path, codec):
+def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monkeypatch, tmp_path, codec):  # noqa: F811
     """No NVENC for VP9 (nor AV1 on this machine): libvpx-vp9 / SVT-AV1 fed YUV made by the GPU kernel,
     rehearsed with the CPU standing in for CUDA (PyAV decode uploaded, as where DALI is missing)."""
     from trt_anon import api, cuda
