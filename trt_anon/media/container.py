@@ -1,6 +1,7 @@
 """Opening inputs, copying the streams we do not re-encode, and scrubbing metadata."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -69,7 +70,10 @@ def open_input(path: Path) -> av.container.InputContainer:
         container.close()
         what = "audio only" if "audio" in kinds else "no video stream"
         raise InputError(f"{path}: {what}; nothing to anonymize")
-    stream = container.streams.video[0]
+    stream = video_stream(container)
+    if stream.codec_context is None:  # a codec FFmpeg does not know: a damaged or foreign header
+        container.close()
+        raise InputError(f"{path}: video stream #{stream.index} has an unknown codec (damaged header?)")
     if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
         container.close()
         raise InputError(f"{path}: video stream has no picture size (damaged header?)")
@@ -88,8 +92,27 @@ def fits(container: av.container.InputContainer, ext: str) -> bool:
         supported = probe.supported_codecs
     finally:
         probe.close()
-    return all(s.codec_context is not None and s.codec_context.name in supported
+    return all(s.codec_context is None or s.codec_context.name in supported  # unknown codecs are dropped
                for s in container.streams if s.type in ("audio", "subtitle"))
+
+
+def muxer_options(dst: Path, time_base: Fraction, container: av.container.InputContainer) -> dict[str, str]:
+    """Options that keep the input's times exact in the output container.
+
+    MP4/MOV write where a track starts (an edit list) in the movie's timescale, 1000 by default:
+    a video starting at 1/15 s (an AVI with B-frames: one frame of delay) would start 0.65 ms
+    early. A movie timescale that every track's timescale divides keeps such starts exact.
+    """
+    if dst.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return {}
+    video = time_base.denominator
+    while video < 10000:  # the MP4 muxer's own rule for a video track's timescale
+        video *= 2
+    scale = video
+    for s in container.streams.audio:
+        rate = s.codec_context.sample_rate if s.codec_context else 0
+        scale = math.lcm(scale, rate or 1, 1000)
+    return {"movie_timescale": str(scale if scale < 2**31 else video)}
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -119,7 +142,10 @@ class Remuxer:
         for s in self.input.streams:
             if s.index == video_index:
                 continue
-            name = s.codec_context.name if s.codec_context else "unknown"
+            if s.codec_context is None:  # FFmpeg does not know its codec (damaged header): cannot be copied
+                self.dropped.append(f"stream #{s.index} ({s.type}) dropped: unknown codec (damaged header?)")
+                continue
+            name = s.codec_context.name
             if s.type not in ("audio", "subtitle"):
                 self.dropped.append(f"stream #{s.index} ({s.type}, {name}) dropped: may show or locate people")
                 continue
@@ -130,16 +156,44 @@ class Remuxer:
             out.metadata.update(clean_metadata(s.metadata, keep_metadata))
             out.disposition = s.disposition
             self.map[s.index] = out
+        # MP4/MOV store AC-3 and E-AC-3 as whole sync frames (the muxer silently drops anything
+        # else): a partial frame, as at the start of a cut AVI, is dropped here and reported
+        self._sync_frames = {i for i, o in self.map.items() if output.format.name in ("mp4", "mov")
+                             and o.codec_context.name in ("ac3", "eac3")}
         self._packets = self.input.demux([self.input.streams[i] for i in self.map]) if self.map else iter(())
         self._next: av.Packet | None = None
+        self._end: dict[int, int] = {}        # per stream: where its last packet ended, for one without a time
+        self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
         self.copied = 0
 
     def _pull(self) -> av.Packet | None:
         for packet in self._packets:
-            if packet.size == 0 or packet.dts is None and packet.pts is None:
+            if packet.size == 0:
+                continue
+            i = packet.stream.index
+            if packet.dts is None and packet.pts is None:  # e.g. an AVI chunk the demuxer could not place
+                if i not in self._end:
+                    self.lost.setdefault(i, []).append(f"{packet.size} bytes without a time")
+                    continue
+                packet.dts = packet.pts = self._end[i]
+            ts = packet.dts if packet.dts is not None else packet.pts
+            self._end[i] = ts + (packet.duration or 0)
+            if i in self._sync_frames and bytes(packet)[:2] != b"\x0b\x77":
+                self.lost.setdefault(i, []).append(f"a partial AC-3 frame ({packet.size} bytes at "
+                                                   f"{float(ts * packet.time_base):.3f} s)")
                 continue
             return packet
         return None
+
+    def warnings(self) -> list[str]:
+        """What was not copied, per stream, for the report (empty when every packet was)."""
+        out = []
+        for i, what in self.lost.items():
+            hint = (f"; {self.output.format.name.upper()} cannot store partial AC-3 frames, .mkv can"
+                    if i in self._sync_frames else "")
+            out.append(f"{self.input.streams[i].type} stream #{i}: {len(what)} packet(s) not copied: "
+                       f"{', '.join(what[:3])}{', ...' if len(what) > 3 else ''}{hint}")
+        return out
 
     def advance(self, until: float | None) -> None:
         """Write the copied packets whose time is at most ``until`` seconds (all if None)."""
