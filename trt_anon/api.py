@@ -182,6 +182,9 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
             report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
+        if cpu_decoder.read_error:
+            report.warnings.append(f"reading stopped after frame {report.frames} ({cpu_decoder.read_error}; damaged "
+                                   "file?): the rest of the file is not in the output")
         if cpu_decoder.resized:
             index, (w, h) = cpu_decoder.first_resize
             report.warnings.append(f"the frame size changes at frame {index} ({info.width}x{info.height} -> {w}x{h}); "

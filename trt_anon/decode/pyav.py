@@ -56,18 +56,30 @@ class PyAVDecoder:
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
         self._step = max(1, round(1 / (rate * tb))) if tb else 1
         self.reorder = container.format.name in SLOT_TIMED
+        self.read_error: str | None = None          # why reading stopped early, if it did
         self.size: tuple[int, int] | None = None    # (width, height) of the first frame: the output's
         self.resized = 0                             # frames scaled to that size
         self.first_resize: tuple[int, tuple[int, int]] | None = None  # (frame index, its size)
 
     def frames(self) -> Iterator[av.VideoFrame]:
-        for packet in self.container.demux(self.stream):
+        """Decoded frames; a packet the decoder rejects is counted and skipped. A read error (a
+        damaged chunk the demuxer cannot get past) ends the video there, as the end of a cut file
+        does: the frames still in the decoder are flushed and ``read_error`` says what happened."""
+        packets = self.container.demux(self.stream)
+        while True:
             try:
-                yield from packet.decode()
-            except av.error.InvalidDataError:
-                self.errors += 1
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self.read_error = exc.strerror or type(exc).__name__
+                packet = None
+            try:
+                yield from self.stream.codec_context.decode(packet)
             except av.error.FFmpegError:
                 self.errors += 1
+            if packet is None:
+                return
 
     def timed(self) -> Iterator[tuple[av.VideoFrame, int]]:
         """(frame, presentation time) in presentation order, which is the decoder's order.

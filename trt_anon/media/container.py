@@ -165,9 +165,18 @@ class Remuxer:
         self._end: dict[int, int] = {}        # per stream: where its last packet ended, for one without a time
         self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
         self.copied = 0
+        self.read_error: str | None = None
 
     def _pull(self) -> av.Packet | None:
-        for packet in self._packets:
+        while True:
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                return None
+            except av.error.FFmpegError as exc:  # a damaged chunk: copy what came before, say so
+                self.read_error = exc.strerror or type(exc).__name__
+                self._packets = iter(())
+                return None
             if packet.size == 0:
                 continue
             i = packet.stream.index
@@ -183,7 +192,6 @@ class Remuxer:
                                                    f"{float(ts * packet.time_base):.3f} s)")
                 continue
             return packet
-        return None
 
     def warnings(self) -> list[str]:
         """What was not copied, per stream, for the report (empty when every packet was)."""
@@ -193,6 +201,8 @@ class Remuxer:
                     if i in self._sync_frames else "")
             out.append(f"{self.input.streams[i].type} stream #{i}: {len(what)} packet(s) not copied: "
                        f"{', '.join(what[:3])}{', ...' if len(what) > 3 else ''}{hint}")
+        if self.read_error:
+            out.append(f"copying audio/subtitles stopped at a damaged part of the file ({self.read_error})")
         return out
 
     def advance(self, until: float | None) -> None:
