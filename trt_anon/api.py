@@ -151,7 +151,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
 
     try:
         out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
-                      options=media.container.muxer_options(dst, cpu_decoder.time_base, container))
+                      options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None

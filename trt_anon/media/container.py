@@ -1,7 +1,6 @@
 """Opening inputs, copying the streams we do not re-encode, and scrubbing metadata."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -72,8 +71,9 @@ def open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: {what}; nothing to anonymize")
     stream = video_stream(container)
     if stream.codec_context is None:  # a codec FFmpeg does not know: a damaged or foreign header
+        index = stream.index
         container.close()
-        raise InputError(f"{path}: video stream #{stream.index} has an unknown codec (damaged header?)")
+        raise InputError(f"{path}: video stream #{index} has an unknown codec (damaged header?)")
     if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
         container.close()
         raise InputError(f"{path}: video stream has no picture size (damaged header?)")
@@ -96,23 +96,19 @@ def fits(container: av.container.InputContainer, ext: str) -> bool:
                for s in container.streams if s.type in ("audio", "subtitle"))
 
 
-def muxer_options(dst: Path, time_base: Fraction, container: av.container.InputContainer) -> dict[str, str]:
-    """Options that keep the input's times exact in the output container.
+def muxer_options(dst: Path, time_base: Fraction) -> dict[str, str]:
+    """Options that keep the input's frame times exact in the output container.
 
-    MP4/MOV write where a track starts (an edit list) in the movie's timescale, 1000 by default:
-    a video starting at 1/15 s (an AVI with B-frames: one frame of delay) would start 0.65 ms
-    early. A movie timescale that every track's timescale divides keeps such starts exact.
+    MP4/MOV write where a track starts (its edit list) in the movie's timescale, 1000 by default:
+    a video starting at 1/15 s (an AVI with B-frames has one frame of delay) started 0.65 ms
+    early. The video track's own timescale as the movie's keeps that start exact.
     """
     if dst.suffix.lower() not in (".mp4", ".m4v", ".mov"):
         return {}
-    video = time_base.denominator
-    while video < 10000:  # the MP4 muxer's own rule for a video track's timescale
-        video *= 2
-    scale = video
-    for s in container.streams.audio:
-        rate = s.codec_context.sample_rate if s.codec_context else 0
-        scale = math.lcm(scale, rate or 1, 1000)
-    return {"movie_timescale": str(scale if scale < 2**31 else video)}
+    scale = time_base.denominator
+    while scale < 10000:  # the MP4 muxer's own rule for a video track's timescale
+        scale *= 2
+    return {"movie_timescale": str(scale)} if scale <= 10**6 else {}
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
