@@ -152,13 +152,13 @@ class Remuxer:
             out.metadata.update(clean_metadata(s.metadata, keep_metadata))
             out.disposition = s.disposition
             self.map[s.index] = out
-        # MP4/MOV store AC-3 and E-AC-3 as whole sync frames (the muxer silently drops anything
-        # else): a partial frame, as at the start of a cut AVI, is dropped here and reported
+        # MP4/MOV store AC-3 and E-AC-3 as whole sync frames: FFmpeg's muxer silently drops a
+        # partial frame at the start (as in a cut AVI) and fails on one later. Both are left out
+        # here and reported.
         self._sync_frames = {i for i, o in self.map.items() if output.format.name in ("mp4", "mov")
                              and o.codec_context.name in ("ac3", "eac3")}
         self._packets = self.input.demux([self.input.streams[i] for i in self.map]) if self.map else iter(())
         self._next: av.Packet | None = None
-        self._end: dict[int, int] = {}        # per stream: where its last packet ended, for one without a time
         self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
         self.copied = 0
         self.read_error: str | None = None
@@ -176,13 +176,10 @@ class Remuxer:
             if packet.size == 0:
                 continue
             i = packet.stream.index
-            if packet.dts is None and packet.pts is None:  # e.g. an AVI chunk the demuxer could not place
-                if i not in self._end:
-                    self.lost.setdefault(i, []).append(f"{packet.size} bytes without a time")
-                    continue
-                packet.dts = packet.pts = self._end[i]
+            if packet.dts is None and packet.pts is None:  # nowhere to put it in the output
+                self.lost.setdefault(i, []).append(f"{packet.size} bytes without a time")
+                continue
             ts = packet.dts if packet.dts is not None else packet.pts
-            self._end[i] = ts + (packet.duration or 0)
             if i in self._sync_frames and bytes(packet)[:2] != b"\x0b\x77":
                 self.lost.setdefault(i, []).append(f"a partial AC-3 frame ({packet.size} bytes at "
                                                    f"{float(ts * packet.time_base):.3f} s)")
