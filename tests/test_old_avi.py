@@ -124,3 +124,31 @@ def test_unknown_codec_in_a_damaged_header(tmp_path):
     report = trt_anon.process(bad_audio, tmp_path / "out" / "audio.mkv")
     assert any("stream #1 (audio) dropped: unknown codec" in w for w in report.warnings), report.warnings
     assert len(decode_frames(tmp_path / "out" / "audio.mkv")) == 8
+
+
+def test_partial_ac3_frame_mid_stream_into_mp4(old_avi, tmp_path):
+    """An AC3 packet in the middle that lost its head (here in an MKV, which keeps packets as they
+    are): FFmpeg's MP4 muxer fails on it ("Invalid data"), which refused the whole file. It is
+    left out and reported."""
+    src = tmp_path / "mid.mkv"
+    with av.open(str(old_avi.path)) as c, av.open(str(src), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        k = 0
+        for p in c.demux():
+            if not p.size:
+                continue
+            index = p.stream.index
+            if p.stream.type == "audio":
+                k += 1
+                if k == 10:
+                    q = av.Packet(bytes(p)[100:])
+                    q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                    p = q
+            p.stream = streams[index]
+            out.mux(p)
+    packets = audio_packets(src)[0]
+    assert len(packets[9]) == 668 and packets[9][:2] != b"\x0b\x77"
+    report = trt_anon.process(src, tmp_path / "out.mp4")
+    assert audio_packets(tmp_path / "out.mp4") == [packets[1:9] + packets[10:]]
+    (warning,) = [w for w in report.warnings if "not copied" in w]
+    assert "2 packet(s)" in warning and "668 bytes" in warning
