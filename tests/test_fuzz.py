@@ -106,3 +106,46 @@ def test_read_error_mid_file_keeps_what_came_before(fuzz, tmp_path):
     seed = fuzz.Seed("divx", clip.path, sorted(fuzz.video_times_of(clip.path)), clip.boxes,
                      fuzz.frames_of(clip.path))
     assert fuzz.leaks(seed, tmp_path / "out.mkv") == []
+
+
+def _avi_seed(fuzz, tmp_path) -> bytes:
+    from trt_anon.synth import make_clip
+    return make_clip(tmp_path / "seed.avi", fuzz.W, fuzz.H, fuzz.FRAMES, fuzz.FPS, fuzz.FACES).path.read_bytes()
+
+
+def test_audio_times_going_backwards_are_moved_not_fatal(fuzz, tmp_path):
+    """Found by the campaign (case 488 of --seed 2): an AVI audio chunk whose size field doubled
+    gives audio packets whose times repeat; the MP4 muxer refused them ("non monotonically
+    increasing dts") and the whole file failed. Such a packet is now moved just after the one
+    before, every packet is kept, and the report says so."""
+    import av
+    from helpers import audio_packets
+
+    import trt_anon
+    d = bytearray(_avi_seed(fuzz, tmp_path))
+    at = [c[0] for c in fuzz.riff_chunks(bytes(d)) if c[2] == b"01wb"][9]
+    d[at + 4:at + 8] = (2 * int.from_bytes(d[at + 4:at + 8], "little")).to_bytes(4, "little")
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(d))
+    with av.open(str(bad)) as c:
+        dts = [p.dts for p in c.demux(audio=0) if p.size]
+    assert any(b <= a for a, b in zip(dts, dts[1:]))           # the damage: times do not increase
+    report = trt_anon.process(bad, tmp_path / "out.mp4")
+    assert any("time went backwards" in w for w in report.warnings), report.warnings
+    assert audio_packets(tmp_path / "out.mp4") == audio_packets(bad)
+
+
+def test_absurd_time_base_refused_in_one_line(fuzz, tmp_path):
+    """Found by the campaign (case 593 of --seed 2): a damaged AVI stream header made a tick
+    7 years long; the MP4 muxer failed with "Invalid argument". Now a clear one-line error."""
+    from test_cli import assert_one_line_error, cli, leftovers
+    d = bytearray(_avi_seed(fuzz, tmp_path))
+    strh = next(c[0] for c in fuzz.riff_chunks(bytes(d)) if c[2] == b"strh")
+    d[strh + 8 + 20:strh + 8 + 28] = (2042804897).to_bytes(4, "little") + (9).to_bytes(4, "little")  # scale, rate
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    bad = tmp_path / "in" / "bad.avi"
+    bad.write_bytes(bytes(d))
+    r = cli(bad, "-o", tmp_path / "out", "-q")
+    assert_one_line_error(r, match="s per tick is not a video's (damaged header?)")
+    assert leftovers(tmp_path / "out") == []

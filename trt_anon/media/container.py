@@ -1,6 +1,7 @@
 """Opening inputs, copying the streams we do not re-encode, and scrubbing metadata."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +15,9 @@ from ..errors import InputError, OutputError
 PRIVATE_TAG = re.compile(r"location|xyz|gps|geo|latitude|longitude|make|model|serial|device|manufacturer|"
                          r"camera|lens|owner|author|artist|copyright|com\.apple\.quicktime|com\.android|"
                          r"encoder|software", re.I)
+
+
+MAX_TICK = 3600  # seconds per timestamp tick; a time-lapse AVI may say 60, a damaged header says years
 
 
 def clean_metadata(tags: dict, keep: bool) -> dict:
@@ -77,6 +81,10 @@ def open_input(path: Path) -> av.container.InputContainer:
     if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
         container.close()
         raise InputError(f"{path}: video stream has no picture size (damaged header?)")
+    if stream.time_base is not None and stream.time_base > MAX_TICK:  # no container could write such times
+        tb = stream.time_base
+        container.close()
+        raise InputError(f"{path}: video time base of {float(tb):.0f} s per tick is not a video's (damaged header?)")
     return container
 
 
@@ -117,6 +125,12 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
         if not s.disposition & av.stream.Disposition.attached_pic:
             return s
     return container.streams.video[0]
+
+
+def _ticks(t: Fraction, tb: Fraction) -> int:
+    """``t`` seconds in ticks of ``tb``, rounded as FFmpeg's muxer rounds (half away from zero)."""
+    x = Fraction(t) / tb
+    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
 
 class Remuxer:
@@ -162,6 +176,8 @@ class Remuxer:
         self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
         self.copied = 0
         self.read_error: str | None = None
+        self._last: dict[int, int] = {}       # per output stream: the last dts written, in its time base
+        self.moved: dict[int, int] = {}       # per input stream: packets moved forward (times going backwards)
 
     def _pull(self) -> av.Packet | None:
         while True:
@@ -194,6 +210,9 @@ class Remuxer:
                     if i in self._sync_frames else "")
             out.append(f"{self.input.streams[i].type} stream #{i}: {len(what)} packet(s) not copied: "
                        f"{', '.join(what[:3])}{', ...' if len(what) > 3 else ''}{hint}")
+        for i, n in self.moved.items():
+            out.append(f"{self.input.streams[i].type} stream #{i}: {n} packet(s) whose time went backwards "
+                       "(damaged file?) moved just after the one before")
         if self.read_error:
             out.append(f"copying audio/subtitles stopped at a damaged part of the file ({self.read_error})")
         return out
@@ -209,10 +228,27 @@ class Remuxer:
             ts = p.dts if p.dts is not None else p.pts
             if until is not None and ts * p.time_base > until:
                 return
-            p.stream = self.map[p.stream.index]
+            out = self.map[p.stream.index]
+            last = self._last.get(out.index)
+            if last is not None and _ticks(ts * p.time_base, out.time_base) <= last:
+                self._move_after(p, ts, last, out.time_base)
+                self.moved[p.stream.index] = self.moved.get(p.stream.index, 0) + 1
+                ts = p.dts
+            t = ts * p.time_base
+            p.stream = out
             self.output.mux(p)
+            self._last[out.index] = _ticks(t, out.time_base)  # the header is written: its time base is final
             self.copied += 1
             self._next = None
+
+    @staticmethod
+    def _move_after(p: av.Packet, ts: int, last: int, tb: Fraction) -> None:
+        """Give ``p`` the first time after ``last`` (ticks of ``tb``), its pts moved alike."""
+        pts = _ticks(p.pts * p.time_base, tb) if p.pts is not None else None
+        shift = last + 1 - _ticks(ts * p.time_base, tb)
+        p.time_base = tb
+        p.dts = last + 1
+        p.pts = None if pts is None else pts + shift
 
     def close(self) -> None:
         self.input.close()
