@@ -98,12 +98,6 @@ def make_seeds(folder: Path, only: list[str] | None = None) -> list[Seed]:
     return seeds
 
 
-def make_old_avi(path: Path, width: int, height: int, frames: int, fps: int, faces: list[Face]):
-    """An AVI as DivX/Xvid wrote it (MPEG-4 packed B-frames, AC3 starting mid-frame): see tests."""
-    from trt_anon.synth import make_old_avi as make
-    return make(path, width, height, frames, fps, faces)
-
-
 # ---- mutators: (data, rng) -> damaged data ------------------------------------------------------
 
 def flip_bytes(d: bytes, r: random.Random) -> bytes:
@@ -444,18 +438,18 @@ def plan(seeds: list[Seed], cases: int, master: int) -> list[tuple[Seed, str, Ca
 
 
 def campaign(cases: int, jobs: int, master: int = 1, timeout: float = 120, only: list[str] | None = None,
-             mutator: str | None = None, keep: Path | None = None, work: Path | None = None, cli: list[str] = CLI,
-             pick: list[int] | None = None,
+             mutator: str | None = None, keep: Path | None = None, work: Path | None = None,
+             cli: list[str] = CLI, pick: list[int] | None = None,
              log: Callable[[str], None] = lambda line: print(line, flush=True)) -> list[Outcome]:
-    """Make the seeds, run ``cases`` damaged copies (``jobs`` at a time), return every outcome."""
+    """Make the seeds, run ``cases`` damaged copies (``jobs`` at a time), return every outcome.
+    ``pick`` keeps only those case numbers (to rerun one); the others are still planned, so case k
+    is always the same bytes."""
     with tempfile.TemporaryDirectory(prefix="trt_anon_fuzz_", dir=work) as tmp:
         tmp_path = Path(tmp)
         seeds = make_seeds(tmp_path / "seeds", only)
-        todo = plan(seeds, cases, master)
+        todo = [t for k, t in enumerate(plan(seeds, cases, master)) if not pick or k in pick]
         if mutator:
             todo = [t for t in todo if t[1] == mutator]
-        if pick:
-            todo = [todo[k] for k in pick]
         with ThreadPoolExecutor(jobs) as pool:
             futures = [pool.submit(run_case, seed, name, fn(seed.path.read_bytes(), rng), tmp_path, case, timeout,
                                    keep, cli) for seed, name, fn, rng, case in todo]
