@@ -17,7 +17,7 @@ PRIVATE_TAG = re.compile(r"location|xyz|gps|geo|latitude|longitude|make|model|se
                          r"encoder|software", re.I)
 
 
-MAX_TICK = 3600  # seconds per timestamp tick; a time-lapse AVI may say 60, a damaged header says years
+MAX_TICK = 86400  # seconds per timestamp tick: a day (a time-lapse AVI may say 60; a damaged header, years)
 
 
 def clean_metadata(tags: dict, keep: bool) -> dict:
