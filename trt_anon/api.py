@@ -172,6 +172,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     if first is None:
         raise InputError(f"{src}: no frame could be decoded")
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
+    if cpu_decoder.size != (info.width, info.height):  # a damaged header: the frames say what the size is
+        info = dataclasses.replace(info, width=cpu_decoder.size[0], height=cpu_decoder.size[1])
 
     def cpu_batches():
         yield first
@@ -205,7 +207,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     report.seconds["setup"] = time.perf_counter() - setup  # a TensorRT engine build lands here, not in fps
 
     try:
-        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None)
+        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
+                      options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
@@ -229,6 +232,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
 
         stages = Stages(decoder, detector, redactor, encoder, remuxer)
         run(stages, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
+        if remuxer is not None:
+            report.warnings.extend(remuxer.warnings())
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
         report.decode_errors = errors
         if errors:
@@ -236,6 +241,13 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
             report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
+        if cpu_decoder.read_error:
+            report.warnings.append(f"reading stopped after frame {report.frames} ({cpu_decoder.read_error}; damaged "
+                                   "file?): the rest of the file is not in the output")
+        if cpu_decoder.resized:
+            index, (w, h) = cpu_decoder.first_resize
+            report.warnings.append(f"the frame size changes at frame {index} ({info.width}x{info.height} -> {w}x{h}); "
+                                   f"{cpu_decoder.resized} frame(s) scaled to {info.width}x{info.height}")
         if encoder.fixed_pts:
             report.warnings.append(f"{encoder.fixed_pts} non-increasing timestamp(s) moved forward by one tick")
     except AnonError:

@@ -288,3 +288,111 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
                 out.mux(a.encode(af))
             out.mux(a.encode(None))
     return clip
+
+
+DIVX_USER_DATA = b"DivX503b1393p"  # what DivX 5 wrote; the trailing 'p' says "packed B-frames"
+
+
+def _vop_type(data: bytes) -> str:
+    """'I', 'P', 'B' or 'S' of the first MPEG-4 VOP in ``data``."""
+    at = data.find(b"\x00\x00\x01\xb6")
+    return "IPBS"[data[at + 4] >> 6] if at >= 0 and at + 4 < len(data) else "?"
+
+
+def _n_vop(time_increment_bits: int) -> bytes:
+    """A not-coded P-VOP (the placeholder DivX/Xvid wrote after a packed B-frame)."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"   # type P, time, vop_coded = 0
+    bits += "0" + "1" * ((7 - len(bits)) % 8)                           # next_start_code() stuffing
+    return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def pack_b_frames(packets: list[bytes], time_increment_bits: int) -> list[bytes]:
+    """Decode-order MPEG-4 packets -> DivX 'packed B-frames': a reference frame and the first B-frame
+    after it share one packet, the later B-frames move up one packet and an N-VOP fills the gap, so
+    there is still one packet per frame time (AVI has no other timestamps)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(packets):
+        j = i + 1
+        while j < len(packets) and _vop_type(packets[j]) == "B":
+            j += 1
+        if j == i + 1:                # a reference frame with no B-frame after it
+            out.append(packets[i])
+        else:                         # [R, B1, .., Bk] -> [R+B1, B2, .., Bk, N-VOP]
+            out.append(packets[i] + packets[i + 1])
+            out.extend(packets[i + 2:j])
+            out.append(_n_vop(time_increment_bits))
+        i = j
+    return out
+
+
+def make_old_avi(path: str | Path, width: int = 320, height: int = 192, frames: int = 30, fps: int = 25,
+                 faces: list[Face] | None = None, b_frames: int = 1, audio_head: int = 729,
+                 audio_tail: int = 300) -> Clip:
+    """An AVI as DivX 5 / Xvid wrote them: MPEG-4 Part 2 with packed B-frames (DivX user data
+    ending in 'p') and AC3 audio whose first and last packets are partial frames (``audio_head``
+    and ``audio_tail`` bytes), as in a file cut out of a longer recording."""
+    path = Path(path)
+    if faces is None:
+        faces = [Face(size=width / 5, start=(width * 0.1, height * 0.2), velocity=(width / 100, 0))]
+    enc = av.CodecContext.create("mpeg4", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, fps), Fraction(fps)
+    enc.max_b_frames, enc.gop_size = b_frames, 12
+    enc.options = {"qscale": "3"}
+    clip = Clip(path)
+    packets: list[bytes] = []
+    for i, (frame, gt, _) in enumerate(render(width, height, faces, frames)):
+        clip.boxes.append(gt)
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        vf.pts = i
+        packets += [bytes(p) for p in enc.encode(vf)]
+    packets += [bytes(p) for p in enc.encode(None)]
+    lavc = packets[0][packets[0].find(b"\x00\x00\x01\xb2") + 4:].split(b"\x00\x00\x01")[0]
+    packets = [p.replace(lavc, DIVX_USER_DATA.ljust(len(lavc), b"\x00")[:len(lavc)]) if lavc else p
+               for p in packets]
+    packed = pack_b_frames(packets, max(1, (fps - 1).bit_length()))
+    assert len(packed) == frames
+
+    ac3 = av.CodecContext.create("ac3", "w")
+    ac3.sample_rate, ac3.layout, ac3.format = 48000, "stereo", "fltp"
+    encoded: list[bytes] = []
+    for s0 in range(0, int(frames / fps * 48000) + 3 * 1536, 1536):
+        t = np.arange(s0, s0 + 1536) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        af.sample_rate, af.pts = 48000, s0
+        encoded += [bytes(p) for p in ac3.encode(af)]
+    encoded += [bytes(p) for p in ac3.encode(None)]
+    stream, size = b"".join(encoded), len(encoded[0])  # CBR: every AC3 frame has the same size
+    body = stream[size - audio_head:len(stream) - size + audio_tail]
+    chunks = [body[:audio_head]] + [body[k:k + size] for k in range(audio_head, len(body), size)]
+
+    with av.open(str(path), "w", format="avi") as out:
+        vs = out.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.time_base = Fraction(1, fps)
+        a = out.add_stream("ac3", rate=48000)
+        a.layout = "stereo"
+        a.bit_rate = ac3.bit_rate
+        a.time_base = Fraction(1, 48000)
+        audio = iter(enumerate(chunks))
+        for i, data in enumerate(packed):
+            p = av.Packet(data)
+            p.stream, p.time_base, p.pts, p.dts = vs, Fraction(1, fps), i, i
+            if _vop_type(data) == "I":
+                p.is_keyframe = True
+            out.mux(p)
+            for k, chunk in audio:     # interleaved: one audio chunk per video frame, roughly
+                q = av.Packet(chunk)
+                q.stream, q.time_base = a, Fraction(1, 48000)
+                q.pts = q.dts = max(0, k * 1536 - 1536 * audio_head // size)
+                out.mux(q)
+                if (k + 1) * 1536 / 48000 > (i + 1) / fps:
+                    break
+        for k, chunk in audio:
+            q = av.Packet(chunk)
+            q.stream, q.time_base = a, Fraction(1, 48000)
+            q.pts = q.dts = k * 1536
+            out.mux(q)
+    return clip
