@@ -13,11 +13,13 @@ from typing import Any
 import av
 
 from . import cuda, media
-from .config import Config
+from .config import CRFS, Config
 from .decode import PyAVDecoder, select_gpu_decoder
+from .decode.pyav import bit_depth
 from .detect import select_detector
-from .encode import SOFTWARE_CODECS, PyAVEncoder
-from .errors import AnonError, BackendError, InputError, OutputError
+from .encode import SOFTWARE_CODECS, PyAVEncoder, choose_codec
+from .encode.pyav import image_writable
+from .errors import AnonError, BackendError, ConfigError, InputError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
 from .report import Report
@@ -85,6 +87,14 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        if not media.is_image(dst):
+            cfg = _settle_codec(cfg, container, dst, notes)
+        elif not image_writable(dst.suffix):
+            raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
+        elif media.is_image(src) and (output is None or Path(output).is_dir()):
+            src_ext, dst_ext = src.suffix.lower().replace(".jpeg", ".jpg"), dst.suffix.lower()
+            if src_ext != dst_ext:
+                notes.append(f"{src.suffix} written as {dst_ext}: this FFmpeg cannot write {src.suffix} images")
         page, stats = None, None
         if review:
             from .review import FrameStats, review_path
@@ -115,6 +125,25 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
         container.close()
 
 
+def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config:
+    """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
+    is a one-line error here, before anything is decoded or written."""
+    ext = dst.suffix.lower()
+    stream = media.container.video_stream(container)
+    deep = bit_depth(stream.codec_context.pix_fmt) > 8
+    codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
+    if note and note not in notes:
+        notes.append(note)
+    stray = media.container.unfit(container, ext)
+    if stray:
+        hint = " (WebM holds only Opus/Vorbis audio and WebVTT subtitles)" if ext == ".webm" else ""
+        raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
+    crf = cfg.crf if cfg.crf is not None else CRFS[codec]
+    if codec in ("h264", "hevc") and crf > 51:
+        raise ConfigError(f"crf must be between 0 and 51 for {codec}, not {crf}")
+    return dataclasses.replace(cfg, codec=codec, crf=crf)
+
+
 def _use_gpu(cfg: Config, image: bool) -> bool:
     if cfg.backend == "cpu" or image:
         return False
@@ -143,6 +172,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     if first is None:
         raise InputError(f"{src}: no frame could be decoded")
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
+    if cpu_decoder.size != (info.width, info.height):  # a damaged header: the frames say what the size is
+        info = dataclasses.replace(info, width=cpu_decoder.size[0], height=cpu_decoder.size[1])
 
     def cpu_batches():
         yield first
@@ -176,7 +207,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     report.seconds["setup"] = time.perf_counter() - setup  # a TensorRT engine build lands here, not in fps
 
     try:
-        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None)
+        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
+                      options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
@@ -193,11 +225,15 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             report.warnings.extend(remuxer.dropped)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
-        if cpu_decoder.deep and "10" not in encoder.pix_fmt:
+        if encoder.alpha_dropped:
+            report.warnings.append(f"alpha channel dropped: {image_ext} images have none")
+        if cpu_decoder.deep and "10" not in encoder.pix_fmt and not image_ext:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         stages = Stages(decoder, detector, redactor, encoder, remuxer)
         run(stages, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
+        if remuxer is not None:
+            report.warnings.extend(remuxer.warnings())
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
         report.decode_errors = errors
         if errors:
@@ -205,6 +241,13 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
             report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
+        if cpu_decoder.read_error:
+            report.warnings.append(f"reading stopped after frame {report.frames} ({cpu_decoder.read_error}; damaged "
+                                   "file?): the rest of the file is not in the output")
+        if cpu_decoder.resized:
+            index, (w, h) = cpu_decoder.first_resize
+            report.warnings.append(f"the frame size changes at frame {index} ({info.width}x{info.height} -> {w}x{h}); "
+                                   f"{cpu_decoder.resized} frame(s) scaled to {info.width}x{info.height}")
         if encoder.fixed_pts:
             report.warnings.append(f"{encoder.fixed_pts} non-increasing timestamp(s) moved forward by one tick")
     except AnonError:
@@ -225,8 +268,8 @@ def _write_review(report: Report, stats, page: Path, cfg: Config, originals: boo
     temporary file and renamed) and becomes a warning: the video is complete and correct either way."""
     from .review import write_review
     threshold = cfg.threshold_for("int8" if "int8" in report.backends.get("detect", "") else "fp32")
-    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "style": cfg.style, "mosaic cell": cfg.mosaic_cell,
-                "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
+    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "style": cfg.style,
+                "mosaic cell": cfg.mosaic_cell, "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
     try:
         write_review(report, stats, page, originals=originals, overwrite=cfg.overwrite, threshold=threshold,
                      settings={k: str(v) for k, v in settings.items()})
@@ -262,12 +305,16 @@ class _uploaded:
 def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
-    software = SOFTWARE_CODECS[cfg.codec]
+    software = SOFTWARE_CODECS[cfg.codec or "h264"]
+    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
+        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
+        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
     if not gpu:
-        return PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
+        return PyAVEncoder(*args, codec=software, deep=decoder.deep)
     from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
-    ok, why = nvenc_available(NVENC_CODECS[cfg.codec])
+    nvenc = NVENC_CODECS.get(cfg.codec)
+    ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
     if ok and info.width % 2 == 0 and info.height % 2 == 0:
-        return NvencEncoder(*args, codec=NVENC_CODECS[cfg.codec])
+        return NvencEncoder(*args, codec=nvenc)
     notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
     return GpuYuvEncoder(*args, codec=software)

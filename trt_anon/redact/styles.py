@@ -7,10 +7,10 @@ box (no shimmer as a face moves, and the eval's coverage test is the same for al
 - **blur**: downsample-upsample. Each cell's rounded mean (as the mosaic computes it), then each
   pixel a weighted mean of the means of the 3x3 cells around the nearest cell centre, with the
   quadratic B-spline's weights (smooth, no bilinear creases; in 1/(8c^2) steps), counting only cells
-  that are redacted too (normalised by their total weight). So the output is made of the cell means alone: no pixel outside the redacted cells feeds
-  in, and no detail finer than a cell survives (the same information as a mosaic of those cells,
-  without its edges). Integer arithmetic, rounded half up: CPU and GPU agree exactly.
-  The blur's cells are coarser than the mosaic's for large boxes (``blur_cells``): smooth
+  that are redacted too (normalised by their total weight). So the output is made of the cell means
+  alone: no pixel outside the redacted cells feeds in, and no detail finer than a cell survives (the
+  same information as a mosaic of those cells, without its edges). Integer arithmetic, rounded half
+  up: CPU and GPU agree exactly. The blur's cells are coarser than the mosaic's for large boxes (``blur_cells``): smooth
   interpolation keeps more of a face recognisable than hard blocks of the same size, which
   scripts/eval.py --calibrate measures.
 """
