@@ -29,10 +29,11 @@ BLUR_STEP = 8
 
 def blur_cells(boxes: np.ndarray, cell) -> np.ndarray:
     """Blur cell size per box: at least the mosaic's (``cell``: one or per box), and about
-    ``BLUR_ACROSS`` cells across the box's shorter side, rounded up to a multiple of ``BLUR_STEP``."""
+    ``BLUR_ACROSS`` cells across the box's shorter side, rounded up to a multiple of ``BLUR_STEP``, up to
+    256 px (a box over 1000 px then has more cells across; the weighted sums of 16-bit means fit int64)."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     side = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    coarse = BLUR_STEP * np.ceil(side / (BLUR_ACROSS * BLUR_STEP))
+    coarse = np.minimum(BLUR_STEP * np.ceil(side / (BLUR_ACROSS * BLUR_STEP)), 256)  # 16-bit sums fit int64
     return np.maximum(cell, coarse).astype(np.int64)
 
 
