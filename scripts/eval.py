@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import trt_anon  # noqa: E402
+from trt_anon import synth  # noqa: E402
 from trt_anon.redact import cell_sizes, pixel_mask  # noqa: E402
 from trt_anon.synth import Face, make_clip  # noqa: E402
 
@@ -75,6 +76,75 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
             Face(30, (800, 300), (-3.0, -1.5), grow=5.0, source="hopper"), Face(450, (1300, 300), (-1, 0))]),
         "tiny_720p": (1280, 720, 60, [
             Face(w, (100 + 250 * k, 300), (1, 0), source=src[k % 2]) for k, w in enumerate([12, 16, 20])]),
+        **temporal_cases(),
+    }
+
+
+def _per_frame(frames: range, make) -> list[Face]:
+    """A face whose look changes every frame (gain, squeeze): one single-frame Face per frame."""
+    return [Face(**{**make(i), "enter": i, "leave": i + 1}) for i in frames]
+
+
+def _squeezed_source(name: str):
+    """``squeeze:Q:SOURCE``: SOURCE's photo squeezed horizontally to Q of its width (a head turned
+    away: a stand-in for a profile view, which no packaged photo shows); other names as synth's."""
+    import cv2
+    if not name.startswith("squeeze:"):
+        return _face_source(name)
+    _, q, base = name.split(":", 2)
+    img, face, patch = _face_source(base)
+    q = float(q)
+    img = cv2.resize(img, (max(1, round(img.shape[1] * q)), img.shape[0]), interpolation=cv2.INTER_AREA)
+    return img, (round(face[0] * q), face[1], round(face[2] * q), face[3]), \
+        (round(patch[0] * q), patch[1], round(patch[2] * q), patch[3])
+
+
+synth.face_source, _face_source = _squeezed_source, synth.face_source
+
+
+def _turning(width: float, x: float, y: float, q: float, source: str) -> dict:
+    """A face of full ``width`` turned so that it shows ``q`` of it, centred where the full face is."""
+    return dict(size=width * q, start=(x + (1 - q) * width / 2, y), source=f"squeeze:{q:.3f}:{source}")
+
+
+def temporal_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
+    """The start and the middle of a track (issue 13): faces the detector is not yet sure of.
+
+    grow_*:      faces appearing at 20 px and growing to 60 px at 0.5-2 px/frame (then gone), most of
+                 them LFW crops that CenterFace finds only from ~36 px
+    fade_*:      faces fading in from dark (gain 0.1 -> 1 over 40 frames)
+    occlusion_*: faces crossing at 20-30 px/frame behind non-face patches that hide half of them
+    profile_*:   faces turning to the camera, approximated by a photo squeezed to 0.45 of its width
+                 widening to full over 30 frames (the box width grows while the height does not)
+    """
+    src = ["astronaut", "hopper"]
+    # LFW crops (tight faces, no head: found only from ~36 px, like the issue's footage) among the
+    # portraits (found from ~20 px); LFW crops the stress set does not use, of those found by 48 px
+    lfw = ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8", "lfw:10", "lfw:12"]
+    grow = [(0.5, 0), (1.0, 10), (1.5, 25), (2.0, 40), (0.5, 5), (1.0, 30), (2.0, 5), (1.5, 50)]  # px/frame, enter
+    return {
+        "grow_720p": (1280, 720, 90, [
+            Face(20, (80 + 150 * k, 120 + 300 * (k % 2)), (0.4 * (-1) ** k, 0.2), grow=g, enter=e,
+                 leave=e + round(40 / g), source=lfw[k] if k % 4 else src[k // 4], flip=bool(k % 3 == 1))
+            for k, (g, e) in enumerate(grow)]),
+        "grow_1080p": (1920, 1080, 90, [
+            Face(20, (200 + 400 * k, 300 + 300 * (k % 2)), (0.5, -0.3), grow=g, enter=e, leave=e + round(40 / g),
+                 source=lfw[7 - k]) for k, (g, e) in enumerate([(0.5, 0), (1.0, 20), (2.0, 45), (1.0, 50)])]),
+        "fade_720p": (1280, 720, 60, [
+            f for w, x, y, e, source in [(28, 100, 100, 0, "astronaut"), (44, 400, 300, 5, "lfw:2"),
+                                         (60, 800, 150, 10, "hopper"), (48, 1050, 450, 15, "lfw:8")]
+            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, source=source: dict(
+                size=w, start=(x + 0.5 * (i - e), y), gain=min(1.0, 0.1 + 0.9 * (i - e) / 40), source=source))]),
+        "occlusion_720p": (1280, 720, 60, [
+            Face(64, (-70, 300), (22.0, 0.0)), Face(48, (1300, 520), (-30.0, 0.0), source="hopper"),
+            Face(56, (200, -60), (1.0, 20.0), source="hopper", flip=True),
+            # occluders, drawn over the faces: each hides about half of a face as it passes
+            Face(90, (380, 255), source="nonface:3"), Face(90, (820, 345), source="nonface:7"),
+            Face(70, (600, 550), source="nonface:11"), Face(70, (230, 380), source="nonface:20")]),
+        "profile_720p": (1280, 720, 60, [
+            f for k, (w, x, y, e) in enumerate([(60, 150, 150, 0), (40, 600, 350, 10), (80, 950, 100, 20)])
+            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, k=k: _turning(
+                w, x, y, min(1.0, 0.45 + 0.55 * (i - e) / 30), src[k % 2]))]),
     }
 
 
@@ -156,8 +226,23 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                         haar_out += int((found_in & (iou(g, hb).max(axis=1) > 0.3)).sum())
     return {"clip": name, "size": f"{width}x{height}", "frames": report.frames, "face_frames": counted,
             "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
-            "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "over_pct": float(np.mean(over)),
+            "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "leaks_by_size": size_buckets(leak_sizes),
+            "over_pct": float(np.mean(over)),
             "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps}
+
+
+SIZE_BUCKETS = (16, 24, 32, 48, 64)  # px: leaks are also counted per face-width bucket
+
+
+def size_buckets(sizes: list[float]) -> dict[str, int]:
+    """Leaked face-frames per width bucket, e.g. {'24-31': 3}: which sizes the tracker still loses."""
+    out: dict[str, int] = {}
+    for s in sizes:
+        k = max((b for b in SIZE_BUCKETS if s >= b), default=0)
+        nxt = [b for b in SIZE_BUCKETS if b > k]
+        key = f"{k}-{nxt[0] - 1}" if nxt else f"{k}+"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+"))))
 
 
 def table(results: list[dict]) -> str:
@@ -166,7 +251,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         lines.append(f"{r['clip']:<16} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
                      f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['haar_in']:>5} -> {r['haar_out']:<4} "
-                     f"{r['fps']:>6.1f}  {r['leak_sizes'] or ''}")
+                     f"{r['fps']:>6.1f}  {r['leak_sizes'] or ''}"
+                     + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else ""))
     target = [r for r in results if not r["clip"].startswith(("tiny", "stress", "no_faces"))]
     total = sum(r["face_frames"] for r in target)
     leaked = sum(r["leaks"] for r in target)
@@ -183,7 +269,7 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="grid over det-size and threshold")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_eval"))
     ap.add_argument("--json", help="write the results here")
-    options = {"det-size": str, "threshold": float, "ttl": int, "margin-rel": float, "margin-px": int,
+    options = {"det-size": str, "threshold": float, "ttl": int, "lookback": int, "margin-rel": float, "margin-px": int,
                "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str}
     for opt, typ in options.items():
         ap.add_argument(f"--{opt}", type=typ)
