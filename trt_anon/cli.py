@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
+    p.add_argument("--lookback", type=int, default=d.lookback,
+                   help="frames a new face may be back-filled along its motion; frames are written this late "
+                        f"(default {d.lookback}; memory grows past --batch-size)")
     p.add_argument("--codec", choices=CODECS, default=d.codec,
                    help="output video codec: h264 (default, plays everywhere) or hevc (smaller files)")
     p.add_argument("--crf", type=int, default=d.crf, help=f"x264/x265 quality, lower is better (default {d.crf})")
@@ -105,7 +108,8 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
-                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, codec=args.codec,
+                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl,
+                        lookback=args.lookback, codec=args.codec,
                         crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
                         overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
         if args.demo:

@@ -29,6 +29,7 @@ class Config:
     margin_px: int = 12             # face box grown by this many pixels per side ...
     margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
     ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
+    lookback: int = 30              # frames a new track may be back-filled along its motion (frames written this late)
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
@@ -67,6 +68,8 @@ class Config:
             bad("margins must be >= 0 (margin_rel at most 2.0)")
         if not 0 <= self.ttl <= 120:
             bad(f"ttl must be between 0 and 120 frames, not {self.ttl}")
+        if not 0 <= self.lookback <= 240:
+            bad(f"lookback must be between 0 and 240 frames (at least ttl is used), not {self.lookback}")
         if not 1 <= self.eyes_every <= 64:
             bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
         if not 0 <= self.crf <= 51:

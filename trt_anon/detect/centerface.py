@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetectorError
-from .detections import Detections, nms
+from .detections import HIT, WEAK, Detections, nms
 
 INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landmarks
@@ -111,14 +111,23 @@ def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom:
     return n, (boxes * inv).astype(xp.float32), score.astype(xp.float32), (lms * inv).astype(xp.float32)
 
 
+# Weak candidates (issue 13): scores from WEAK_FRACTION x threshold up to the threshold come back
+# flagged WEAK; the tracker lets them only continue a track (README, Detection quality).
+WEAK_FRACTION = 0.5
+
+
 def detections(maps, threshold: float, geom: Geometry, xp=np) -> list[Detections]:
     """The four output maps of a batch (NumPy or CuPy) -> one Detections per frame, on the host.
 
+    Candidates down to ``WEAK_FRACTION * threshold`` are kept, kind WEAK below ``threshold``.
     Decoding runs where the maps are; only the candidate boxes are copied to the host.
     """
     host = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
-    candidates = decode_candidates(*maps, threshold, geom, xp=xp)
-    return to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
+    candidates = decode_candidates(*maps, threshold * WEAK_FRACTION, geom, xp=xp)
+    out = to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
+    for d in out:
+        d.kind = np.where(d.score < threshold, WEAK, HIT).astype(np.uint8)
+    return out
 
 
 def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Detections]:
