@@ -30,6 +30,7 @@ FIT_N = 10          # boxes a motion fit uses: the first ones for back-fill, the
 MIN_FIT = 3         # boxes needed before a track's motion is trusted
 MIN_FILL = 10.0     # px: extrapolated faces smaller than this are not back-filled (no face to hide)
 LINK_GAP = 2        # frames without a weak candidate that backward linking bridges
+PARTIAL = 0.75      # a track's box shrinking below this fraction of its area in one frame is partly hidden
 
 
 @dataclass
@@ -64,6 +65,10 @@ def _fit(obs) -> tuple[np.ndarray, float] | None:
 def _grown(box: np.ndarray, k: float) -> np.ndarray:
     w, h = box[2] - box[0], box[3] - box[1]
     return box + np.array([-k * w, -k * h, k * w, k * h], np.float32)
+
+
+def _area(b: np.ndarray) -> float:
+    return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
 
 
 def _hull(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,6 +147,8 @@ class Tracker:
             else:
                 t = old[j]
                 matched.add(j)
+                if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
+                    box = _hull(box, pred[j])
                 t.box, t.score, t.last_hit = box, float(det.score[i]), f
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
@@ -166,6 +173,9 @@ class Tracker:
             cands = self.weak.get(g, [])
             best = int(np.argmax(iou(box[None], np.stack([c[0] for c in cands]))[0])) if cands else -1
             if best >= 0 and iou(box[None], cands[best][0][None])[0, 0] >= MATCH_IOU:
+                for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
+                    hull = _hull(box, cands[best][0])
+                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED))
                 box, band, score = cands.pop(best)
                 self.pending.setdefault(g, []).append((box, band, score, WEAK))
                 chain.append((g, box))
