@@ -262,6 +262,65 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
+    """Recall of small faces vs detection resolution, per model (issue 13): which ``auto`` to pick.
+
+    Each frame (1280x720) holds 6 portraits (astronaut, Hopper: head and shoulders) and 6 LFW
+    crops (tight faces; CenterFace needs ~36 px for most) of one width at different sub-pixel positions; a face is found when a
+    candidate at the model's threshold overlaps it (IoU >= 0.3). FP16 is the GPU's network run by
+    PyTorch on the CPU (graph.py), fed the same input as ONNX Runtime (the GPU resize is the same
+    INTER_AREA arithmetic).
+    """
+    import torch
+
+    from trt_anon.config import THRESHOLDS
+    from trt_anon.detect import centerface as cf
+    from trt_anon.detect.detections import iou
+    from trt_anon.detect.graph import TorchCenterFace
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+    from trt_anon.synth import render
+
+    width, height = 1280, 720
+    # even: portraits, odd: LFW crops (12 faces in a 6 x 2 grid per frame)
+    srcs = [x for pair in zip(["astronaut", "hopper"] * 3, ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8"])
+            for x in pair]
+    net16 = TorchCenterFace("cpu", torch.float16)
+    runners = {}
+    for prec in ("int8", "fp32"):
+        runners[prec] = OnnxRuntimeDetector("auto", THRESHOLDS[prec], precision=prec)
+    fp16 = runners["fp32"]
+
+    def detect(name: str, frame: np.ndarray, det_size) -> object:
+        if name != "fp16":
+            runners[name].det_size = det_size
+            return runners[name](frame[None])[0]
+        geom = cf.Geometry.fit(height, width, det_size)
+        maps = [m.numpy() for m in net16(torch.from_numpy(fp16.preprocess(frame[None], geom)))]
+        return cf.detections(maps, THRESHOLDS["fp32"], geom)[0]
+
+    rows = []
+    for name in ("int8", "fp32", "fp16"):
+        for det_size, label in (("auto", "2/3 (auto)"), (width, "full")):
+            found = {s: [0, 0] for s in sizes}  # portraits found, LFW crops found
+            for s in sizes:
+                for r in range(frames):
+                    faces = [Face(s, (60 + 100 * k + 0.37 * r * (k + 1), 100 + 250 * (k % 3) + 0.53 * r),
+                                  source=srcs[k], flip=bool(r % 2)) for k in range(12)]
+                    frame, gt, _ = next(render(width, height, faces, 1))
+                    d = detect(name, frame, det_size)
+                    sure = d.xyxy[d.kind == 0]  # weak candidates are not detections
+                    ok = iou(np.array(gt, np.float32), sure).max(axis=1) >= 0.3 if len(sure) else np.zeros(len(gt))
+                    for k, hit in enumerate(ok):
+                        found[s][k % 2] += int(hit)
+            rows.append((name, label, found))
+    head = "| model | det_size | " + " | ".join(f"{s} px" for s in sizes) + " |"
+    lines = [head, "|---|---|" + "---|" * len(sizes)]
+    for name, label, found in rows:
+        cells = [f"{found[s][0]}/{6 * frames} · {found[s][1]}/{6 * frames}" for s in sizes]
+        lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n(portraits found · LFW crops found)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", nargs="*", help="only these clips of the set")
@@ -269,11 +328,15 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="grid over det-size and threshold")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_eval"))
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--recall", action="store_true", help="recall of 16-32 px faces vs det-size per model, then exit")
     options = {"det-size": str, "threshold": float, "ttl": int, "lookback": int, "margin-rel": float, "margin-px": int,
                "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str}
     for opt, typ in options.items():
         ap.add_argument(f"--{opt}", type=typ)
     args = ap.parse_args()
+    if args.recall:
+        print(recall_table())
+        return 0
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
     specs = {k: v for k, v in eval_set().items() if not args.clips or k in args.clips}
