@@ -142,9 +142,11 @@ def temporal_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
             Face(90, (380, 255), source="nonface:3"), Face(90, (820, 345), source="nonface:7"),
             Face(70, (600, 550), source="nonface:11"), Face(70, (230, 380), source="nonface:20")]),
         "profile_720p": (1280, 720, 60, [
-            f for k, (w, x, y, e) in enumerate([(60, 150, 150, 0), (40, 600, 350, 10), (80, 950, 100, 20)])
-            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, k=k: _turning(
-                w, x, y, min(1.0, 0.45 + 0.55 * (i - e) / 30), src[k % 2]))]),
+            f for w, x, y, e, source in [(60, 150, 150, 0, "astronaut"), (40, 600, 350, 10, "hopper"),
+                                         (80, 950, 100, 20, "astronaut"), (56, 400, 550, 5, "lfw:6"),
+                                         (48, 1100, 500, 15, "lfw:12")]
+            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, source=source: _turning(
+                w, x, y, min(1.0, 0.45 + 0.55 * (i - e) / 30), source))]),
     }
 
 

@@ -79,6 +79,10 @@ class Config:
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
 
+    def det_size_for(self, gpu: bool) -> int | str:
+        """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""
+        return "auto-gpu" if gpu and self.det_size == "auto" else self.det_size
+
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""
         return self.threshold if self.threshold is not None else THRESHOLDS[precision]

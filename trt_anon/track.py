@@ -30,7 +30,8 @@ FIT_N = 10          # boxes a motion fit uses: the first ones for back-fill, the
 MIN_FIT = 3         # boxes needed before a track's motion is trusted
 MIN_FILL = 10.0     # px: extrapolated faces smaller than this are not back-filled (no face to hide)
 LINK_GAP = 2        # frames without a weak candidate that backward linking bridges
-PARTIAL = 0.75      # a track's box shrinking below this fraction of its area in one frame is partly hidden
+PARTIAL = 0.75      # a detection below this fraction of its track's predicted area: the face is partly hidden
+SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smaller than this fraction of its first width
 
 
 @dataclass
@@ -40,6 +41,7 @@ class _Track:
     score: float
     last_hit: int          # frame index of the last detection (sure or weak)
     eyes_at: int           # frame index where the eye band was last derived from landmarks
+    weak_start: bool = False  # its first box is a weak candidate, linked backwards
     first: list = field(default_factory=list)                       # the first FIT_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=FIT_N))  # the last FIT_N (frame, box)
 
@@ -147,12 +149,12 @@ class Tracker:
             else:
                 t = old[j]
                 matched.add(j)
-                if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
-                    box = _hull(box, pred[j])
                 t.box, t.score, t.last_hit = box, float(det.score[i]), f
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
                     t.eyes_rel, t.eyes_at = _relative(bands[i], box), f
+                if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
+                    box = _hull(box, pred[j])
             boxes.append((box, _absolute(t.eyes_rel, box), t.score, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
@@ -171,10 +173,11 @@ class Tracker:
         box, gap, chain = t.box, 0, []
         for g in range(f - 1, max(self.next_final, f - self.lookback) - 1, -1):
             cands = self.weak.get(g, [])
-            best = int(np.argmax(iou(box[None], np.stack([c[0] for c in cands]))[0])) if cands else -1
-            if best >= 0 and iou(box[None], cands[best][0][None])[0, 0] >= MATCH_IOU:
+            overlap = iou(box[None], np.stack([c[0] for c in cands]))[0] if cands else np.zeros(1)
+            best = int(overlap.argmax())
+            if overlap[best] >= MATCH_IOU:
+                hull = _hull(box, cands[best][0])
                 for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
-                    hull = _hull(box, cands[best][0])
                     self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED))
                 box, band, score = cands.pop(best)
                 self.pending.setdefault(g, []).append((box, band, score, WEAK))
@@ -186,6 +189,7 @@ class Tracker:
                     break
         for g, b in reversed(chain):
             t.see(g, b)
+        t.weak_start = bool(chain)
 
     def _fill(self, t: _Track, g: int) -> np.ndarray | None:
         """The back-fill box of track t in frame g, before its first box; None where there is none."""
@@ -198,7 +202,10 @@ class Tracker:
         box = b0 if d <= self.ttl else None
         if fit is not None and d <= max(self.ttl, 2 * fit[1]):
             ext = b0 - fit[0] * d
-            if min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
+            # past ttl only where the face was less findable: smaller, or found weakly at first (dark,
+            # turned, small); a face found at once at the same size popped in and was not there
+            smaller = ext[2] - ext[0] < SMALLER * (b0[2] - b0[0])
+            if (d <= self.ttl or smaller or t.weak_start) and min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
                 ext = _grown(ext, FILL_GROWTH * d)
                 box = ext if box is None else _hull(box, ext)
         return box

@@ -53,6 +53,7 @@ def model_bytes(path: Path | None = None, precision: str = "fp32") -> bytes:
 
 MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, README)
 MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
+GPU_AUTO_LONG_SIDE = 2560  # px: on a GPU "auto" detects at full resolution up to this long side (1440p)
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,13 @@ class Geometry:
 
         "auto" scales by exactly MIN_FACE_AT_INPUT / MIN_FACE (no less than 640 on the long side):
         1280x720 -> 853x480 in a 864x480 input, 1920x1080 -> 1280x720 in 1280x736.
+        "auto-gpu" (what "auto" means on a GPU, which has compute to spare) is the full frame up to
+        GPU_AUTO_LONG_SIDE, and "auto" beyond: small faces are found far more often (README).
         """
         long_side = max(frame_h, frame_w)
-        if det_size == "auto":
+        if det_size == "auto-gpu":
+            scale = min(1.0, max(MIN_FACE_AT_INPUT / MIN_FACE, GPU_AUTO_LONG_SIDE / long_side))
+        elif det_size == "auto":
             scale = min(1.0, max(MIN_FACE_AT_INPUT / MIN_FACE, 640 / long_side))
         else:
             scale = min(det_size / long_side, 1.0)
