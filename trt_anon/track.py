@@ -7,12 +7,13 @@ a box on its own, but continues a track (instead of a hold) and, when a track st
 backwards from it (the frames where the face was already there but not yet sure).
 
 A frame's boxes are final only once ``lookback`` later frames have been seen, because a track
-first seen in frame f is back-filled into frames f-lookback..f-1: for ``ttl`` frames with its
-first box (as before), further along a straight-line fit of its first boxes (position and size),
-while that fit was measured over at least half the distance it reaches back and the face it
-predicts is at least ``MIN_FILL`` px. The pipeline therefore writes each frame ``lookback``
-frames late; ``push`` returns the frames that became final. Back-fill is computed when a frame is
-handed out, so it uses every box of the track seen by then.
+first seen in frame f is back-filled into frames before f: for ``ttl`` frames with its first box
+(as before), and up to ``lookback`` frames along a straight-line fit of its first boxes (position
+and size), while the fit spans at least half the distance it reaches back, the face it predicts
+is at least ``MIN_FILL`` px, and there is a reason the detector missed it: it extrapolates
+smaller, or the track began with weak candidates. The pipeline therefore writes each frame
+``lookback`` frames late; ``push`` returns the frames that became final. Back-fill is computed
+when a frame is handed out, from what was seen up to ``lookback`` frames after it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from .detect.detections import FILLED, HELD, HIT, WEAK, Detections, eye_band, io
 MATCH_IOU = 0.2
 HOLD_GROWTH = 0.05  # a held box grows by this fraction of its size per side per missed frame
 FILL_GROWTH = 0.02  # an extrapolated back-fill box grows by this per side per frame back (fit error)
-FIT_N = 10          # boxes a motion fit uses: the first ones for back-fill, the last ones for holds
+FIRST_N = 20        # a track's first boxes, which the back-fill fit uses (reaching back up to twice their span)
+LAST_N = 10         # its last boxes, which the velocity for holds and matching uses
 MIN_FIT = 3         # boxes needed before a track's motion is trusted
 MIN_FILL = 10.0     # px: extrapolated faces smaller than this are not back-filled (no face to hide)
 LINK_GAP = 2        # frames without a weak candidate that backward linking bridges
@@ -42,12 +44,12 @@ class _Track:
     last_hit: int          # frame index of the last detection (sure or weak)
     eyes_at: int           # frame index where the eye band was last derived from landmarks
     weak_start: bool = False  # its first box is a weak candidate, linked backwards
-    first: list = field(default_factory=list)                       # the first FIT_N (frame, box)
-    last: deque = field(default_factory=lambda: deque(maxlen=FIT_N))  # the last FIT_N (frame, box)
+    first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
+    last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
     def see(self, f: int, box: np.ndarray) -> None:
         self.last.append((f, box))
-        if len(self.first) < FIT_N:
+        if len(self.first) < FIRST_N:
             self.first.append((f, box))
 
 
