@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
                         f"CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)")
     p.add_argument("--det-size", default=d.det_size,
-                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': 2/3 of the "
-                        "frame's long side, so faces from 24 px are found (default auto)")
+                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': on the CPU 2/3 of "
+                        "the frame's long side, so faces from 24 px are found; on a GPU the full frame up to 2560 "
+                        "(default auto)")
     p.add_argument("--mosaic-cell", default=d.mosaic_cell,
                    help="mosaic cell size in pixels, or 'auto': at least 25 and about 5 cells across each face, "
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
