@@ -268,10 +268,10 @@ def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
     """Recall of small faces vs detection resolution, per model (issue 13): which ``auto`` to pick.
 
     Each frame (1280x720) holds 6 portraits (astronaut, Hopper: head and shoulders) and 6 LFW
-    crops (tight faces; CenterFace needs ~36 px for most) of one width at different sub-pixel positions; a face is found when a
-    candidate at the model's threshold overlaps it (IoU >= 0.3). FP16 is the GPU's network run by
-    PyTorch on the CPU (graph.py), fed the same input as ONNX Runtime (the GPU resize is the same
-    INTER_AREA arithmetic).
+    crops (tight faces; CenterFace needs ~36 px for most) of one width at different sub-pixel
+    positions; a face is found when a candidate at the model's threshold overlaps it (IoU >= 0.3).
+    FP16 is the GPU's network run by PyTorch on the CPU (graph.py), fed the same input as ONNX
+    Runtime (the GPU resize is the same INTER_AREA arithmetic).
     """
     import torch
 
@@ -283,21 +283,18 @@ def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
     from trt_anon.synth import render
 
     width, height = 1280, 720
-    # even: portraits, odd: LFW crops (12 faces in a 6 x 2 grid per frame)
+    # 12 faces per frame, alternating: even k portraits, odd k LFW crops
     srcs = [x for pair in zip(["astronaut", "hopper"] * 3, ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8"])
             for x in pair]
     net16 = TorchCenterFace("cpu", torch.float16)
-    runners = {}
-    for prec in ("int8", "fp32"):
-        runners[prec] = OnnxRuntimeDetector("auto", THRESHOLDS[prec], precision=prec)
-    fp16 = runners["fp32"]
+    runners = {prec: OnnxRuntimeDetector("auto", THRESHOLDS[prec], precision=prec) for prec in ("int8", "fp32")}
 
     def detect(name: str, frame: np.ndarray, det_size) -> object:
         if name != "fp16":
             runners[name].det_size = det_size
             return runners[name](frame[None])[0]
         geom = cf.Geometry.fit(height, width, det_size)
-        maps = [m.numpy() for m in net16(torch.from_numpy(fp16.preprocess(frame[None], geom)))]
+        maps = [m.numpy() for m in net16(torch.from_numpy(runners["fp32"].preprocess(frame[None], geom)))]
         return cf.detections(maps, THRESHOLDS["fp32"], geom)[0]
 
     rows = []

@@ -105,7 +105,8 @@ def test_weak_candidates_continue_a_track_instead_of_a_hold():
 
 
 def test_new_track_links_weak_candidates_backwards_and_fills_before_them():
-    seq = [Detections.empty()] * 6 + [weak(100 + 2 * i) for i in range(6, 10)] + [face(100 + 2 * i) for i in range(10, 20)]
+    seq = [Detections.empty()] * 6 + [weak(100 + 2 * i) for i in range(6, 10)]
+    seq += [face(100 + 2 * i) for i in range(10, 20)]
     out = run(seq, lookback=10)
     assert [tuple(o.kind) for o in out[6:10]] == [(WEAK,)] * 4
     assert all(FILLED in o.kind for o in out[1:6])   # ttl=5 back-fill now starts at the first weak box
