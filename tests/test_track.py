@@ -131,12 +131,17 @@ def test_back_fill_reaches_past_ttl_along_motion():
         assert covers(out[i], true_box(i)), f"frame {i} ({true_box(i)[2] - true_box(i)[0]:.0f} px) uncovered"
 
 
-def test_back_fill_stops_at_lookback_and_below_the_smallest_face():
-    seq = [Detections.empty()] * 30 + [face(100 - 2 * i, size=12 + 1.0 * i) for i in range(20)]
-    out = run(seq, lookback=20)
-    assert all(len(o) == 0 for o in out[:10])        # beyond lookback
-    sizes = [o.xyxy[0, 2] - o.xyxy[0, 0] for o in out[10:30] if len(o)]
-    assert len(sizes) < 20                           # stopped where the extrapolated face gets too small
+def test_back_fill_stops_where_the_fit_is_too_short_and_below_the_smallest_face():
+    # a face growing 1 px/frame, first found in frame 40. Frame g is handed out once g + 30 is seen,
+    # so its fit spans 30 - d frames for d = 40 - g; it may reach back twice that: d <= 20.
+    def approaching(size0):
+        return [Detections.empty()] * 40 + [face(300 - i, size=size0 + i) for i in range(20)]
+
+    filled = [len(o) > 0 for o in run(approaching(40), lookback=30)]
+    assert filled[:20] == [False] * 20 and all(filled[20:])
+    # from 16 px: the extrapolated face is 10 px (MIN_FILL) 6 frames back
+    filled = [len(o) > 0 for o in run(approaching(16), lookback=30)]
+    assert filled[:34] == [False] * 34 and all(filled[34:])
 
 
 def test_held_box_moves_with_the_track():

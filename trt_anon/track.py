@@ -13,7 +13,8 @@ and size), while the fit spans at least half the distance it reaches back, the f
 is at least ``MIN_FILL`` px, and there is a reason the detector missed it: it extrapolates
 smaller, or the track began with weak candidates. The pipeline therefore writes each frame
 ``lookback`` frames late; ``push`` returns the frames that became final. Back-fill is computed
-when a frame is handed out, from what was seen up to ``lookback`` frames after it.
+when a frame is handed out, from what was seen up to ``lookback`` frames after it (so it reaches
+at most 2/3 of ``lookback`` behind a first box, the same for any batch size).
 """
 from __future__ import annotations
 
