@@ -87,8 +87,10 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        # a container the user named gets the audio it needs (WebM: Opus), as with ffmpeg; ours copies it
+        convert_audio = output is not None and not Path(output).is_dir()
         if not media.is_image(dst):
-            cfg = _settle_codec(cfg, container, dst, notes)
+            cfg = _settle_codec(cfg, container, dst, notes, convert_audio)
         elif not image_writable(dst.suffix):
             raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
         elif media.is_image(src) and (output is None or Path(output).is_dir()):
@@ -112,7 +114,7 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
             report = Report(str(src), str(dst))
-            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats)
+            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats, convert_audio)
             if json_out is not None:
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
         finish = None
@@ -125,18 +127,19 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
         container.close()
 
 
-def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config:
+def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_audio: bool = False) -> Config:
     """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
-    is a one-line error here, before anything is decoded or written."""
+    is a one-line error here, before anything is decoded or written (audio that ``convert_audio``
+    lets be converted, e.g. AAC into a WebM the user named, is no mismatch)."""
     ext = dst.suffix.lower()
     stream = media.container.video_stream(container)
     deep = bit_depth(stream.codec_context.pix_fmt) > 8
     codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
     if note and note not in notes:
         notes.append(note)
-    stray = media.container.unfit(container, ext)
+    stray = media.container.unfit(container, ext, convert_audio)
     if stray:
-        hint = " (WebM holds only Opus/Vorbis audio and WebVTT subtitles)" if ext == ".webm" else ""
+        hint = " (WebM holds only WebVTT subtitles; its audio is converted to Opus)" if ext == ".webm" else ""
         raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
     crf = cfg.crf if cfg.crf is not None else CRFS[codec]
     if codec in ("h264", "hevc") and crf > 51:
@@ -155,7 +158,7 @@ def _use_gpu(cfg: Config, image: bool) -> bool:
 
 
 def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, json_out,
-                 progress, notes: list[str], stats=None) -> None:
+                 progress, notes: list[str], stats=None, convert_audio: bool = False) -> None:
     stream = media.container.video_stream(container)
     info = media.VideoInfo.of(container, stream)
     if progress is not None and info.frames:
@@ -221,7 +224,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             encoder.stream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))
             if rotation:
                 encoder.stream.set_display_rotation(rotation)
-            remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index)
+            remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index, convert_audio)
             report.warnings.extend(remuxer.dropped)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
