@@ -218,3 +218,12 @@ def test_failed_conversion_leaves_nothing(src, tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="writing .*y.webm failed"):
         trt_anon.process(src["aac"], tmp_path / "y.webm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_libopus_keeps_the_one_line_error(src, tmp_path, monkeypatch):
+    from trt_anon.media import transcode
+
+    monkeypatch.setitem(transcode.TARGETS, "webm", ("opus", "no-such-encoder"))
+    with pytest.raises(OutputError, match=r"audio stream #1 \(aac\) cannot be stored in .webm .*no libopus"):
+        trt_anon.process(src["aac"], tmp_path / "y.webm")
+    assert list(tmp_path.iterdir()) == []

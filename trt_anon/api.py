@@ -139,7 +139,11 @@ def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_a
         notes.append(note)
     stray = media.container.unfit(container, ext, convert_audio)
     if stray:
-        hint = " (WebM holds only WebVTT subtitles; its audio is converted to Opus)" if ext == ".webm" else ""
+        hint = ""
+        if ext == ".webm":
+            hint = (" (WebM holds only WebVTT subtitles)" if stray.startswith("subtitle") else
+                    " (WebM holds only Opus/Vorbis audio; this FFmpeg has no libopus to convert it)"
+                    if convert_audio else " (WebM holds only Opus/Vorbis audio)")
         raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
     crf = cfg.crf if cfg.crf is not None else CRFS[codec]
     if codec in ("h264", "hevc") and crf > 51:

@@ -15,8 +15,9 @@ OPUS_RATE = 48000            # the only rate Opus is decoded at; libopus takes 8
 TIME_BASE = Fraction(1, OPUS_RATE)
 OPUS_FRAME = 960             # 20 ms, libopus' default frame_duration
 KBPS_PER_CHANNEL = 64        # 128 kb/s stereo: transparent for most listeners
-# libopus' channel mapping family 1 takes the Vorbis channel orders only.
-OPUS_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0(back)", 6: "5.1(back)", 7: "6.1", 8: "7.1"}
+# libopus' channel mapping family 1 takes the Vorbis channel orders only (FFmpeg's names for them);
+# the resampler moves other layouts' channels there (5.1 with side speakers: side -> back).
+OPUS_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def target(muxer: str) -> tuple[str, str] | None:
@@ -37,7 +38,7 @@ class AudioTranscoder:
         cc = src.codec_context
         channels = cc.channels or 2
         self.layout = OPUS_LAYOUTS.get(channels, "7.1")
-        self.from_codec = cc.name
+        self.from_codec = cc.codec.canonical_name  # "mp3", not its decoder's name "mp3float"
         self.stream = output.add_stream(encoder, rate=OPUS_RATE, options={"frame_duration": "20"})
         self.stream.layout = self.layout
         self.stream.bit_rate = KBPS_PER_CHANNEL * 1000 * min(channels, 8)
