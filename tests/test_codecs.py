@@ -227,3 +227,32 @@ def test_no_libopus_keeps_the_one_line_error(src, tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=r"audio stream #1 \(aac\) cannot be stored in .webm .*no libopus"):
         trt_anon.process(src["aac"], tmp_path / "y.webm")
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_converted_audio_is_interleaved(tmp_path, monkeypatch):
+    """Converted as it is read, as the video is written (as copied packets are: up to the last video packet
+    written, so the video encoder's lag, not the file's length, bounds what is held)."""
+    from trt_anon.media import Remuxer, transcode
+
+    clip = make_clip(tmp_path / "in.mp4", 160, 96, frames=60, faces=FACE).path
+    fed: list[tuple[float | None, float]] = []   # (the advance() it came in, packet time)
+    until: list[float | None] = []
+    advance, feed = Remuxer.advance, transcode.AudioTranscoder.feed
+
+    def advance_spy(self, t):
+        until.append(t)
+        return advance(self, t)
+
+    def feed_spy(self, packet, output):
+        if packet is not None:
+            fed.append((until[-1], float(packet.pts * packet.time_base)))
+        return feed(self, packet, output)
+
+    monkeypatch.setattr(Remuxer, "advance", advance_spy)
+    monkeypatch.setattr(transcode.AudioTranscoder, "feed", feed_spy)
+    trt_anon.process(clip, tmp_path / "out.webm")
+    written = max(u for u in until if u is not None)  # the last video packet's time before the end
+    assert len(fed) > 40 and written > 1.0
+    assert all(t <= u for u, t in fed if u is not None)  # never ahead of the video
+    assert all(t > written for u, t in fed if u is None)  # nor behind: only what follows the video is left
