@@ -21,6 +21,8 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     review: str | None = None       # the review page written (--review), None when not asked or not written
+    error: str | None = None        # process_many: the one-line error of a file that failed (frames stay 0)
+    placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
 
     @property
     def fps(self) -> float:
