@@ -311,7 +311,11 @@ def _finished(src: Path, dst: Path, config: Config) -> Report | None:
     return Report(**{k: v for k, v in saved["report"].items() if k in fields})
 
 
-def _import_ray():
+def _import_ray(local: bool = False):
+    """Ray, or a one-line error saying how to install it. ``local``: Ray reads RAY_ENV when it is
+    imported (and its processes inherit it), so they are set first."""
+    if local:
+        os.environ.update(RAY_ENV)
     try:
         import ray
     except ImportError:
@@ -322,13 +326,14 @@ def _import_ray():
 def connect(address: str | None = None, workers: int | None = None) -> bool:
     """Join ``address`` ("auto" or host:port), or start a local instance on 127.0.0.1 (no dashboard,
     no usage stats, a small object store). True when this call started Ray (and should stop it)."""
-    ray = _import_ray()
+    local = address in (None, "local")
+    ray = _import_ray(local)
     if ray.is_initialized():
         return False
-    if address in (None, "local"):
-        os.environ.update(RAY_ENV)  # before Ray starts: its processes inherit them
+    if local:
         ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=OBJECT_STORE, log_to_driver=False, configure_logging=False)
+                 object_store_memory=OBJECT_STORE, log_to_driver=False, configure_logging=False,
+                 _node_ip_address="127.0.0.1")
     else:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -345,7 +350,7 @@ def process_many(inputs, output_dir: str | os.PathLike | None = None, ray_addres
     these options; anything else is redone. ``segment_frames`` (default: every worker busy, segments of
     at least MIN_SEGMENT frames); 0 never splits. Outputs go to ``output_dir`` (default: beside each input).
     """
-    ray = _import_ray()
+    ray = _import_ray(local=ray_address in (None, "local"))
     config = Config.from_options(**options)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
