@@ -160,3 +160,40 @@ def test_ray_listens_on_loopback_only(cluster):
     for line in mine:
         local = line.split()[3]
         assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), line
+
+
+def test_cli_local_instance_on_loopback_and_ctrl_c_leaves_nothing(long_clip, tmp_path):
+    """``trt-anon --ray`` starts its own instance (in a subprocess: this process has the test cluster):
+    everything it listens on is 127.0.0.1; Ctrl-C mid-job leaves no output, no piece, no Ray process."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != scale.CRASH_HOOK}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.Popen([sys.executable, "-m", "trt_anon", str(long_clip.path), "-o", str(out), "--ray",
+                             "--workers", "1", "--segment-frames", "30", "--backend", "cpu", "-q"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(out.glob(".trt_anon-segments-*/*.mp4")):  # a segment task is writing its piece
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.2)
+        ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+        ours = _descendants(proc.pid) | {proc.pid}
+        mine = [line for line in ss if any(f"pid={p}," in line for p in ours)]
+        assert len(mine) >= 3, ss
+        for line in mine:
+            assert line.split()[3].rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), line
+        ray_pids = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted" in proc.stderr.read()
+    assert [p.name for p in out.iterdir()] == []  # no output, no sidecar, no pieces
+    time.sleep(1)
+    assert not [p for p in ray_pids if Path(f"/proc/{p}").exists()
+                and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
