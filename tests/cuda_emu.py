@@ -3,8 +3,10 @@ kernel source as C++ (g++) and launches it over the same grid and blocks.
 
 It lets the CPU machine test what would otherwise only run on a GPU: kernel indexing and
 arithmetic, launch geometry, argument types (a 64-bit array passed as ``int*`` shows up as wrong
-output). Blocks that use ``__syncthreads`` run their threads as OS threads with a barrier; others
-run thread by thread. It is not CUDA: memory-model and race bugs between blocks are not found here.
+output). Blocks that use ``__syncthreads`` run their threads as fibers (ucontext) on one OS thread,
+each running to its next ``__syncthreads`` in turn, so every thread of the block reaches a barrier
+before any passes it (OS threads cost a thread start per CUDA thread: minutes per clip); others run
+thread by thread. It is not CUDA: memory-model and race bugs between blocks are not found here.
 """
 from __future__ import annotations
 
@@ -21,21 +23,52 @@ import numpy as np
 SHIM = r"""
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstddef>
-#include <thread>
+#include <functional>
 #include <vector>
+#include <ucontext.h>
 struct dim3_ { unsigned x, y, z; };
-static thread_local dim3_ threadIdx, blockIdx;
-static dim3_ blockDim, gridDim;
-static std::barrier<>* block_barrier = nullptr;
+static thread_local dim3_ threadIdx, blockIdx, blockDim, gridDim;  // two host threads may launch at once
 #define __global__
 #define __shared__ static
 using std::min; using std::max;
-static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+// fibers: one per CUDA thread of a block; __syncthreads hands control back to the scheduler
+enum { READY, AT_BARRIER, DONE };
+static thread_local ucontext_t scheduler;
+static thread_local std::vector<ucontext_t> fibers;
+static thread_local std::vector<int> state;
+static thread_local std::vector<char> stacks;
+static const size_t STACK = 64 * 1024;
+static thread_local int current = 0;
+static thread_local std::function<void(int)> run_thread;
+static void fiber_entry() { const int i = current; run_thread(i); state[i] = DONE; }
+static inline void __syncthreads() {
+    state[current] = AT_BARRIER;
+    swapcontext(&fibers[current], &scheduler);
+}
+static void run_block_as_fibers(int n, const std::vector<dim3_>& ids) {
+    fibers.resize(n); state.assign(n, READY);
+    if (stacks.size() < n * STACK) stacks.resize(n * STACK);
+    for (int i = 0; i < n; ++i) {
+        getcontext(&fibers[i]);
+        fibers[i].uc_stack.ss_sp = stacks.data() + i * STACK;
+        fibers[i].uc_stack.ss_size = STACK;
+        fibers[i].uc_link = &scheduler;
+        makecontext(&fibers[i], fiber_entry, 0);
+    }
+    for (bool alive = true; alive;) {  // one round = every live thread runs to its next barrier or its end
+        alive = false;
+        for (int i = 0; i < n; ++i) {
+            if (state[i] == DONE) continue;
+            state[i] = READY; current = i; threadIdx = ids[i];
+            swapcontext(&scheduler, &fibers[i]);
+            alive |= state[i] != DONE;
+        }
+    }
+}
 static inline unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) {
-    return std::atomic_ref<unsigned long long>(*a).fetch_add(v);
+    const unsigned long long old = *a; *a += v; return old;
 }
 """
 
@@ -43,19 +76,16 @@ LAUNCH = r"""
 extern "C" void launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, {params}) {{
     gridDim = {{gx, gy, gz}}; blockDim = {{bx, by, bz}};
     for (unsigned z = 0; z < gz; ++z) for (unsigned y = 0; y < gy; ++y) for (unsigned x = 0; x < gx; ++x) {{
-        const dim3_ block = {{x, y, z}};
-        auto thread = [&](unsigned tx, unsigned ty, unsigned tz) {{
-            blockIdx = block; threadIdx = {{tx, ty, tz}}; {name}({args});
-        }};
+        blockIdx = {{x, y, z}};
         if ({sync}) {{
-            std::barrier<> bar(bx * by * bz); block_barrier = &bar;
-            std::vector<std::thread> threads;
+            std::vector<dim3_> ids;
             for (unsigned tz = 0; tz < bz; ++tz) for (unsigned ty = 0; ty < by; ++ty)
-                for (unsigned tx = 0; tx < bx; ++tx) threads.emplace_back(thread, tx, ty, tz);
-            for (auto& t : threads) t.join();
+                for (unsigned tx = 0; tx < bx; ++tx) ids.push_back({{tx, ty, tz}});
+            run_thread = [&](int) {{ {name}({args}); }};
+            run_block_as_fibers((int)ids.size(), ids);
         }} else {{
             for (unsigned tz = 0; tz < bz; ++tz) for (unsigned ty = 0; ty < by; ++ty)
-                for (unsigned tx = 0; tx < bx; ++tx) thread(tx, ty, tz);
+                for (unsigned tx = 0; tx < bx; ++tx) {{ threadIdx = {{tx, ty, tz}}; {name}({args}); }}
         }}
     }}
 }}

@@ -7,8 +7,9 @@ from trt_anon import Config, ConfigError
     ({"target": "body"}, "target"), ({"threshold": 1.5}, "threshold"), ({"det_size": 650}, "multiple of 32"),
     ({"det_size": "big"}, "det_size"), ({"mosaic_cell": "huge"}, "mosaic_cell"),
     ({"batch_size": 0}, "batch_size"), ({"mosaic_cell": 1}, "mosaic_cell"), ({"backend": "tpu"}, "backend"),
-    ({"ttl": -1}, "ttl"), ({"crf": 60}, "crf"), ({"preset": "turbo"}, "preset"), ({"thresold": 0.3}, "unknown"),
-    ({"cpu_precision": "int4"}, "cpu_precision"), ({"codec": "av1"}, "codec"),
+    ({"ttl": -1}, "ttl"), ({"crf": 64}, "crf"), ({"codec": "h264", "crf": 52}, "crf"), ({"preset": "turbo"}, "preset"),
+    ({"thresold": 0.3}, "unknown"),
+    ({"cpu_precision": "int4"}, "cpu_precision"), ({"codec": "vp8"}, "codec"), ({"codec": "vp9", "crf": 64}, "crf"),
 ])
 def test_bad_options_are_named(opts, msg):
     with pytest.raises(ConfigError, match=msg):

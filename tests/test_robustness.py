@@ -26,7 +26,7 @@ def streams(path):
 
 # ---- unusual but valid inputs -------------------------------------------------------------
 
-@pytest.mark.parametrize("ext,out_ext", [(".mov", ".mov"), (".mkv", ".mkv"), (".webm", ".mkv"), (".avi", ".mp4")])
+@pytest.mark.parametrize("ext,out_ext", [(".mov", ".mov"), (".mkv", ".mkv"), (".webm", ".webm"), (".avi", ".mp4")])
 def test_containers(tmp_path, ext, out_ext):
     clip = make_clip(tmp_path / f"in{ext}", frames=36, faces=FACES)
     report = trt_anon.process(clip.path)

@@ -31,3 +31,14 @@ def test_bench_prints_the_table(tmp_path):
     (result,) = (tmp_path / "res").glob("*.json")
     data = json.loads(result.read_text())
     assert [r["frames"] for r in data["results"]] == [40, 40] and data["machine"]["cores"]
+
+
+def test_eval_eyes_measure(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py"), "--eyes", "--clips", "overlap_720p",
+                        "--cache", str(tmp_path), "--json", str(tmp_path / "e.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (res,) = json.loads((tmp_path / "e.json").read_text())
+    assert res["clip"] == "overlap_720p" and res["face_frames"] > 100
+    assert res["eyes_uncovered"] == 0 and res["duplicates"] == 0  # issue 14: the face behind keeps its eye band
+    assert res["mouth_covered"] < res["mouths"] / 2                # the eye band is not the whole face

@@ -13,9 +13,12 @@ from typing import Any
 import av
 
 from . import cuda, media, stages
-from .config import Config
+from .config import CRFS, Config
 from .decode import PyAVDecoder
-from .errors import AnonError, BackendError, OutputError
+from .decode.pyav import bit_depth
+from .encode import choose_codec
+from .encode.pyav import image_writable
+from .errors import AnonError, BackendError, ConfigError, OutputError
 from .pipeline import Stages, run
 from .report import Report
 
@@ -82,6 +85,14 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        if not media.is_image(dst):
+            cfg = _settle_codec(cfg, container, dst, notes)
+        elif not image_writable(dst.suffix):
+            raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
+        elif media.is_image(src) and (output is None or Path(output).is_dir()):
+            src_ext, dst_ext = src.suffix.lower().replace(".jpeg", ".jpg"), dst.suffix.lower()
+            if src_ext != dst_ext:
+                notes.append(f"{src.suffix} written as {dst_ext}: this FFmpeg cannot write {src.suffix} images")
         page, stats = None, None
         if review:
             from .review import FrameStats, review_path
@@ -112,6 +123,25 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
         container.close()
 
 
+def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config:
+    """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
+    is a one-line error here, before anything is decoded or written."""
+    ext = dst.suffix.lower()
+    stream = media.container.video_stream(container)
+    deep = bit_depth(stream.codec_context.pix_fmt) > 8
+    codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
+    if note and note not in notes:
+        notes.append(note)
+    stray = media.container.unfit(container, ext)
+    if stray:
+        hint = " (WebM holds only Opus/Vorbis audio and WebVTT subtitles)" if ext == ".webm" else ""
+        raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
+    crf = cfg.crf if cfg.crf is not None else CRFS[codec]
+    if codec in ("h264", "hevc") and crf > 51:
+        raise ConfigError(f"crf must be between 0 and 51 for {codec}, not {crf}")
+    return dataclasses.replace(cfg, codec=codec, crf=crf)
+
+
 # stage selection lives in stages.py (shared with Ray segment tasks); the old names stay for callers
 _use_gpu = stages.use_gpu
 _uploaded = stages.Uploaded
@@ -130,13 +160,14 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
     chosen = stages.choose(src, cpu_decoder, info, cfg, notes)
-    decoder, detector, redactor, gpu = chosen.decoder, chosen.detector, chosen.redactor, chosen.gpu
+    decoder, detector, redactor, gpu, info = chosen.decoder, chosen.detector, chosen.redactor, chosen.gpu, chosen.info
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
     decoder_name = chosen.decoder_name
     report.seconds["setup"] = chosen.setup  # a TensorRT engine build lands here, not in fps
 
     try:
-        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None)
+        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
+                      options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
@@ -145,11 +176,15 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, image_ext)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
-        if cpu_decoder.deep and "10" not in encoder.pix_fmt:
+        if encoder.alpha_dropped:
+            report.warnings.append(f"alpha channel dropped: {image_ext} images have none")
+        if cpu_decoder.deep and "10" not in encoder.pix_fmt and not image_ext:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         chain = Stages(decoder, detector, redactor, encoder, remuxer)
         run(chain, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
+        if remuxer is not None:
+            report.warnings.extend(remuxer.warnings())
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
         report.decode_errors = errors
         if errors:
@@ -157,6 +192,13 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
             report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
+        if cpu_decoder.read_error:
+            report.warnings.append(f"reading stopped after frame {report.frames} ({cpu_decoder.read_error}; damaged "
+                                   "file?): the rest of the file is not in the output")
+        if cpu_decoder.resized:
+            index, (w, h) = cpu_decoder.first_resize
+            report.warnings.append(f"the frame size changes at frame {index} ({info.width}x{info.height} -> {w}x{h}); "
+                                   f"{cpu_decoder.resized} frame(s) scaled to {info.width}x{info.height}")
         if encoder.fixed_pts:
             report.warnings.append(f"{encoder.fixed_pts} non-increasing timestamp(s) moved forward by one tick")
     except AnonError:

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import CODECS, PRECISIONS, THRESHOLDS, Config
+from .config import CODECS, CRFS, PRECISIONS, THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
@@ -42,9 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
     p.add_argument("--codec", choices=CODECS, default=d.codec,
-                   help="output video codec: h264 (default, plays everywhere) or hevc (smaller files)")
-    p.add_argument("--crf", type=int, default=d.crf, help=f"x264/x265 quality, lower is better (default {d.crf})")
-    p.add_argument("--preset", default=d.preset, help=f"x264/x265 preset (default {d.preset})")
+                   help="output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); "
+                        "default: h264, or vp9 where the container cannot hold it (.webm)")
+    p.add_argument("--crf", type=int, default=d.crf,
+                   help="quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")")
+    p.add_argument("--preset", default=d.preset, help=f"encoder speed, x264's names, also mapped for vp9/av1 "
+                   f"(default {d.preset})")
     p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
                    "(a folder when there are several inputs)")
     p.add_argument("--review", nargs="?", const=True, metavar="PATH",

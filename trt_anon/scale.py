@@ -71,7 +71,11 @@ def plan_segments(path: Path, config: Config, segment_frames: int) -> list[Segme
 
     from .media.container import video_stream
 
+    if config.codec != "h264":
+        return []  # x264's stitchable keeps every piece's headers identical; other encoders make no such promise
     with av.open(str(path)) as c:
+        if not any(n in c.format.name for n in ("mp4", "mov", "matroska")):
+            return []  # containers whose timestamps need reordering (AVI) or guessing: one task
         s = video_stream(c)
         pkts = [(p.pts, p.is_keyframe) for p in c.demux(s) if p.size]
     if not pkts or any(t is None for t, _ in pkts) or len(pkts) < 2 * segment_frames:
@@ -206,7 +210,7 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
                 info.height, decoder.rotation, json_out, _Bar(counter), first=seg.first, keep=(seg.start, seg.end))
     finally:
         container.close()
-    if report.frames != seg.end - seg.start or decoder.errors:
+    if report.frames != seg.end - seg.start or decoder.errors or decoder.read_error or decoder.resized:
         raise AnonError(f"{src}: segment {seg.number} gave {report.frames} of {seg.end - seg.start} frames "
                         f"({decoder.errors} damaged packets); run it without segments")
     report.backends = {"decode": chosen.decoder_name, "detect": chosen.detector.name,
@@ -248,7 +252,7 @@ def join(src: str, dst: str, config: Config, json_path: str | None, *parts: dict
                 json_tmp = stack.enter_context(media.atomic_output(Path(json_path), True))
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
-            out = stack.enter_context(av.open(str(tmp), "w"))
+            out = stack.enter_context(av.open(str(tmp), "w", options=media.container.muxer_options(dst_path, tb)))
             with av.open(parts[0]["piece"]) as first:
                 vstream = out.add_stream_from_template(first.streams.video[0])
             vstream.time_base = tb
@@ -272,6 +276,7 @@ def join(src: str, dst: str, config: Config, json_path: str | None, *parts: dict
                         for i, line in enumerate(lines):
                             json_out.write(("," if n or i else "") + line.lstrip(","))
             remuxer.advance(None)
+            report.warnings.extend(remuxer.warnings())
             report.duration = float(last * tb) if last is not None else 0.0
             report.wall = time.perf_counter() - started  # the driver makes it the file's time in the job
             if json_out is not None:
@@ -371,12 +376,15 @@ def process_many(inputs, output_dir: str | os.PathLike | None = None, ray_addres
 def _plan(src: Path, output_dir, config: Config, skip_existing: bool) -> tuple[Path, Config, Report | None, int]:
     """Output path, the file's config, its finished report (skip), and its frame count (progress)."""
     from . import media
+    from .api import _settle_codec
 
     container = media.open_input(src)
     try:
         dst = media.default_output(src, Path(output_dir) if output_dir else None,
                                    lambda ext: media.container.fits(container, ext))
         frames = media.VideoInfo.of(container, media.container.video_stream(container)).frames
+        if not media.is_image(dst):
+            config = _settle_codec(config, container, dst, [])  # the codec for dst, as process() picks it
     finally:
         container.close()
     if skip_existing:

@@ -6,6 +6,7 @@ Why a first choice was skipped goes into ``notes`` (they end up in the report's 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Chosen:
     cpu_decoder: PyAVDecoder      # always there: it tells rotation, colours, time base, errors
     gpu: bool
     setup: float                  # seconds spent choosing (a TensorRT engine build lands here)
+    info: Any                     # the stream's VideoInfo, its size corrected from the first frame
 
     @property
     def decoder_name(self) -> str:
@@ -60,6 +62,8 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
     if first is None:
         raise InputError(f"{src}: no frame could be decoded")
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
+    if cpu_decoder.size != (info.width, info.height):  # a damaged header: the frames say what the size is
+        info = dataclasses.replace(info, width=cpu_decoder.size[0], height=cpu_decoder.size[1])
 
     def cpu_batches():
         yield first
@@ -92,7 +96,7 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
     else:
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)
-    return Chosen(decoder, detector, redactor, cpu_decoder, gpu, time.perf_counter() - setup)
+    return Chosen(decoder, detector, redactor, cpu_decoder, gpu, time.perf_counter() - setup, info)
 
 
 class Uploaded:
@@ -128,14 +132,18 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: 
     """
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
-    software = SOFTWARE_CODECS[cfg.codec]
+    software = SOFTWARE_CODECS[cfg.codec or "h264"]
+    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
+        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
+        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
     if not gpu:
-        enc = PyAVEncoder(*args, image_ext=image_ext, codec=software, deep=decoder.deep)
+        enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
     else:
         from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
-        ok, why = nvenc_available(NVENC_CODECS[cfg.codec])
+        nvenc = NVENC_CODECS.get(cfg.codec)
+        ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
         if ok and info.width % 2 == 0 and info.height % 2 == 0:
-            enc = NvencEncoder(*args, codec=NVENC_CODECS[cfg.codec])
+            enc = NvencEncoder(*args, codec=nvenc)
         else:
             notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
             enc = GpuYuvEncoder(*args, codec=software)

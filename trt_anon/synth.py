@@ -21,6 +21,13 @@ import numpy as np
 FACE = (178, 55, 272, 182)
 PATCH = (125, 0, 330, 240)
 HOPPER_FACE, HOPPER_PATCH = (172, 128, 362, 338), (110, 20, 420, 420)
+# Eye centres (left, right) and mouth corners in each source, in that source's pixels: CenterFace's
+# landmarks on the full photo (FP32), checked against the faces; LFW crops: typical positions.
+LANDMARKS = {
+    "astronaut": ((203, 102), (247, 105), (203, 142), (241, 144)),
+    "hopper": ((221, 200), (304, 192), (236, 280), (304, 273)),
+    "lfw": ((7.5, 9.0), (16.0, 9.0), (8.0, 18.0), (15.0, 18.0)),
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,6 +63,7 @@ class Face:
     flip: bool = False
     source: str = "astronaut"           # astronaut, hopper, lfw:0 .. lfw:99 (nonface:N: not a face)
     grow: float = 0.0                   # size change per frame, pixels (approaching / receding)
+    oval: bool = False                  # paste only an oval around the face (head), not the rectangle
 
 
 @dataclass
@@ -77,37 +85,107 @@ def render(width: int, height: int, faces: list[Face], n: int, coffee=None):
         for f in faces:
             if i < f.enter or (f.leave is not None and i >= f.leave):
                 continue
-            img, (fx0, fy0, fx1, fy1), (px0, py0, px1, py1) = face_source(f.source)
+            img, _, (px0, py0, px1, py1) = face_source(f.source)
             patch = img[py0:py1, px0:px1]
-            t = i - f.enter
-            s = max(f.size + f.grow * t, 2.0) / (fx1 - fx0)
-            x = f.start[0] + f.velocity[0] * t
-            y = f.start[1] + f.velocity[1] * t
-            pw, ph = max(1, round(patch.shape[1] * s)), max(1, round(patch.shape[0] * s))
+            s, x, y, fw, fh, (pw, ph), (x0, y0), m = _place(f, i - f.enter)
             p = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
             if f.flip:
                 p = p[:, ::-1]
             if f.gain != 1.0:
                 p = np.clip(p.astype(np.float32) * f.gain, 0, 255).astype(np.uint8)
-            fw, fh = (fx1 - fx0) * s, (fy1 - fy0) * s
-            ox, oy = x - ((px1 - fx1) if f.flip else (fx0 - px0)) * s, y - (fy0 - py0) * s  # patch origin
-            if f.angle:
-                cx = ((px1 - fx1) if f.flip else (fx0 - px0)) * s + fw / 2
-                m = cv2.getRotationMatrix2D((cx, (fy0 - py0) * s + fh / 2), f.angle, 1.0)
+            if m is not None:
                 p = cv2.warpAffine(p, m, (pw, ph), borderMode=cv2.BORDER_REPLICATE)
-            x0, y0 = int(round(ox)), int(round(oy))
             sx0, sy0 = max(0, -x0), max(0, -y0)
             dx0, dy0 = max(0, x0), max(0, y0)
             w = min(pw - sx0, width - dx0)
             h = min(ph - sy0, height - dy0)
             if w <= 0 or h <= 0:
                 continue
-            frame[dy0:dy0 + h, dx0:dx0 + w] = p[sy0:sy0 + h, sx0:sx0 + w]
+            if f.oval:  # a head without its rectangle: faces drawn over it hide only what a head would
+                keep = _oval(f, i - f.enter)[sy0:sy0 + h, sx0:sx0 + w, None]
+                frame[dy0:dy0 + h, dx0:dx0 + w] = np.where(keep, p[sy0:sy0 + h, sx0:sx0 + w],
+                                                           frame[dy0:dy0 + h, dx0:dx0 + w])
+            else:
+                frame[dy0:dy0 + h, dx0:dx0 + w] = p[sy0:sy0 + h, sx0:sx0 + w]
             box = (max(0.0, x), max(0.0, y), min(float(width), x + fw), min(float(height), y + fh))
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2 and not f.source.startswith("nonface:"):
                 gt.append(box)
                 sizes.append((fw, fh))
         yield frame, gt, sizes
+
+
+def _place(f: Face, t: int):
+    """Where face ``f`` is drawn ``t`` frames after it entered: (scale, face box x, y, w, h,
+    patch size, patch origin in the frame, rotation matrix in patch pixels or None)."""
+    _, (fx0, fy0, fx1, fy1), (px0, py0, px1, py1) = face_source(f.source)
+    s = max(f.size + f.grow * t, 2.0) / (fx1 - fx0)
+    x = f.start[0] + f.velocity[0] * t
+    y = f.start[1] + f.velocity[1] * t
+    pw, ph = max(1, round((px1 - px0) * s)), max(1, round((py1 - py0) * s))
+    fw, fh = (fx1 - fx0) * s, (fy1 - fy0) * s
+    left = ((px1 - fx1) if f.flip else (fx0 - px0)) * s  # face box's left edge inside the patch
+    origin = (int(round(x - left)), int(round(y - (fy0 - py0) * s)))
+    m = cv2.getRotationMatrix2D((left + fw / 2, (fy0 - py0) * s + fh / 2), f.angle, 1.0) if f.angle else None
+    return s, x, y, fw, fh, (pw, ph), origin, m
+
+
+def _oval(f: Face, t: int) -> np.ndarray:
+    """Patch-sized mask of the oval pasted for ``Face(oval=True)``: the face box grown by 30% of its
+    width each side, 35% of its height above (hair) and 15% below, inside the patch."""
+    _, _, _, fw, fh, (pw, ph), (x0, y0), _ = _place(f, t)
+    _, x, y, _, _, _, _, _ = _place(f, t)
+    left, top = x - x0, y - y0
+    x1, x2 = max(0.0, left - 0.3 * fw), min(float(pw), left + 1.3 * fw)
+    y1, y2 = max(0.0, top - 0.35 * fh), min(float(ph), top + 1.15 * fh)
+    yy, xx = np.mgrid[0:ph, 0:pw] + 0.5
+    return ((xx - (x1 + x2) / 2) / ((x2 - x1) / 2)) ** 2 + ((yy - (y1 + y2) / 2) / ((y2 - y1) / 2)) ** 2 <= 1
+
+
+def cover_mask(f: Face, i: int, width: int, height: int) -> np.ndarray:
+    """The pixels face ``f`` paints in frame ``i`` (its patch, or its oval), as an H x W mask."""
+    mask = np.zeros((height, width), bool)
+    box = patch_box(f, i)
+    if box is None:
+        return mask
+    x0, y0, x1, y1 = box
+    shape = _oval(f, i - f.enter) if f.oval else np.ones((y1 - y0, x1 - x0), bool)
+    sx, sy = max(0, -x0), max(0, -y0)
+    ex, ey = min(x1, width) - x0, min(y1, height) - y0
+    if ex > sx and ey > sy:
+        mask[y0 + sy:y0 + ey, x0 + sx:x0 + ex] = shape[sy:ey, sx:ex]
+    return mask
+
+
+def patch_box(f: Face, i: int) -> tuple[int, int, int, int] | None:
+    """The rectangle face ``f``'s patch (head and shoulders) covers in frame ``i`` (unclipped), or None."""
+    if i < f.enter or (f.leave is not None and i >= f.leave):
+        return None
+    _, _, _, _, _, (pw, ph), (x0, y0), _ = _place(f, i - f.enter)
+    return x0, y0, x0 + pw, y0 + ph
+
+
+def face_box(f: Face, i: int) -> tuple[float, float, float, float] | None:
+    """Face ``f``'s box in frame ``i``, unclipped (render() yields it clipped), or None when absent."""
+    if i < f.enter or (f.leave is not None and i >= f.leave):
+        return None
+    _, x, y, fw, fh, _, _, _ = _place(f, i - f.enter)
+    return x, y, x + fw, y + fh
+
+
+def face_points(f: Face, i: int) -> np.ndarray | None:
+    """Left eye, right eye, left and right mouth corner of face ``f`` in frame ``i`` (4, 2), or None.
+
+    The same transform as the pixels (scale, mirror, tilt), so eyes-only redaction can be scored."""
+    if i < f.enter or (f.leave is not None and i >= f.leave):
+        return None
+    _, _, (px0, py0, px1, py1) = face_source(f.source)
+    s, _, _, _, _, (pw, ph), (x0, y0), m = _place(f, i - f.enter)
+    pts = (np.array(LANDMARKS[f.source.split(":")[0]], np.float64) - (px0, py0)) * s
+    if f.flip:  # mirrored: the viewer's left eye is the source's right one
+        pts = np.stack([pw - pts[:, 0], pts[:, 1]], axis=1)[[1, 0, 3, 2]]
+    if m is not None:
+        pts = np.c_[pts, np.ones(len(pts))] @ m.T
+    return (pts + (x0, y0)).astype(np.float32)
 
 
 def rotate_box(box, k: int, width: int, height: int):
@@ -212,4 +290,112 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
                     af.pts = s0
                 out.mux(a.encode(af))
             out.mux(a.encode(None))
+    return clip
+
+
+DIVX_USER_DATA = b"DivX503b1393p"  # what DivX 5 wrote; the trailing 'p' says "packed B-frames"
+
+
+def _vop_type(data: bytes) -> str:
+    """'I', 'P', 'B' or 'S' of the first MPEG-4 VOP in ``data``."""
+    at = data.find(b"\x00\x00\x01\xb6")
+    return "IPBS"[data[at + 4] >> 6] if at >= 0 and at + 4 < len(data) else "?"
+
+
+def _n_vop(time_increment_bits: int) -> bytes:
+    """A not-coded P-VOP (the placeholder DivX/Xvid wrote after a packed B-frame)."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"   # type P, time, vop_coded = 0
+    bits += "0" + "1" * ((7 - len(bits)) % 8)                           # next_start_code() stuffing
+    return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def pack_b_frames(packets: list[bytes], time_increment_bits: int) -> list[bytes]:
+    """Decode-order MPEG-4 packets -> DivX 'packed B-frames': a reference frame and the first B-frame
+    after it share one packet, the later B-frames move up one packet and an N-VOP fills the gap, so
+    there is still one packet per frame time (AVI has no other timestamps)."""
+    out: list[bytes] = []
+    i = 0
+    while i < len(packets):
+        j = i + 1
+        while j < len(packets) and _vop_type(packets[j]) == "B":
+            j += 1
+        if j == i + 1:                # a reference frame with no B-frame after it
+            out.append(packets[i])
+        else:                         # [R, B1, .., Bk] -> [R+B1, B2, .., Bk, N-VOP]
+            out.append(packets[i] + packets[i + 1])
+            out.extend(packets[i + 2:j])
+            out.append(_n_vop(time_increment_bits))
+        i = j
+    return out
+
+
+def make_old_avi(path: str | Path, width: int = 320, height: int = 192, frames: int = 30, fps: int = 25,
+                 faces: list[Face] | None = None, b_frames: int = 1, audio_head: int = 729,
+                 audio_tail: int = 300) -> Clip:
+    """An AVI as DivX 5 / Xvid wrote them: MPEG-4 Part 2 with packed B-frames (DivX user data
+    ending in 'p') and AC3 audio whose first and last packets are partial frames (``audio_head``
+    and ``audio_tail`` bytes), as in a file cut out of a longer recording."""
+    path = Path(path)
+    if faces is None:
+        faces = [Face(size=width / 5, start=(width * 0.1, height * 0.2), velocity=(width / 100, 0))]
+    enc = av.CodecContext.create("mpeg4", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, fps), Fraction(fps)
+    enc.max_b_frames, enc.gop_size = b_frames, 12
+    enc.options = {"qscale": "3"}
+    clip = Clip(path)
+    packets: list[bytes] = []
+    for i, (frame, gt, _) in enumerate(render(width, height, faces, frames)):
+        clip.boxes.append(gt)
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        vf.pts = i
+        packets += [bytes(p) for p in enc.encode(vf)]
+    packets += [bytes(p) for p in enc.encode(None)]
+    lavc = packets[0][packets[0].find(b"\x00\x00\x01\xb2") + 4:].split(b"\x00\x00\x01")[0]
+    packets = [p.replace(lavc, DIVX_USER_DATA.ljust(len(lavc), b"\x00")[:len(lavc)]) if lavc else p
+               for p in packets]
+    packed = pack_b_frames(packets, max(1, (fps - 1).bit_length()))
+    assert len(packed) == frames
+
+    ac3 = av.CodecContext.create("ac3", "w")
+    ac3.sample_rate, ac3.layout, ac3.format = 48000, "stereo", "fltp"
+    encoded: list[bytes] = []
+    for s0 in range(0, int(frames / fps * 48000) + 3 * 1536, 1536):
+        t = np.arange(s0, s0 + 1536) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        af.sample_rate, af.pts = 48000, s0
+        encoded += [bytes(p) for p in ac3.encode(af)]
+    encoded += [bytes(p) for p in ac3.encode(None)]
+    stream, size = b"".join(encoded), len(encoded[0])  # CBR: every AC3 frame has the same size
+    body = stream[size - audio_head:len(stream) - size + audio_tail]
+    chunks = [body[:audio_head]] + [body[k:k + size] for k in range(audio_head, len(body), size)]
+
+    with av.open(str(path), "w", format="avi") as out:
+        vs = out.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.time_base = Fraction(1, fps)
+        a = out.add_stream("ac3", rate=48000)
+        a.layout = "stereo"
+        a.bit_rate = ac3.bit_rate
+        a.time_base = Fraction(1, 48000)
+        audio = iter(enumerate(chunks))
+        for i, data in enumerate(packed):
+            p = av.Packet(data)
+            p.stream, p.time_base, p.pts, p.dts = vs, Fraction(1, fps), i, i
+            if _vop_type(data) == "I":
+                p.is_keyframe = True
+            out.mux(p)
+            for k, chunk in audio:     # interleaved: one audio chunk per video frame, roughly
+                q = av.Packet(chunk)
+                q.stream, q.time_base = a, Fraction(1, 48000)
+                q.pts = q.dts = max(0, k * 1536 - 1536 * audio_head // size)
+                out.mux(q)
+                if (k + 1) * 1536 / 48000 > (i + 1) / fps:
+                    break
+        for k, chunk in audio:
+            q = av.Packet(chunk)
+            q.stream, q.time_base = a, Fraction(1, 48000)
+            q.pts = q.dts = k * 1536
+            out.mux(q)
     return clip

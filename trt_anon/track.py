@@ -14,6 +14,7 @@ from .detect.detections import FILLED, HELD, HIT, Detections, eye_band, iou
 
 MATCH_IOU = 0.2
 HOLD_GROWTH = 0.05  # a held box grows by this fraction of its size per side per missed frame
+HIDDEN_BY = 0.25    # a missed face this much under a detected one may be behind it: held while so
 
 
 @dataclass
@@ -23,6 +24,7 @@ class _Track:
     score: float
     last_hit: int          # frame index of the last detection
     eyes_at: int           # frame index where the eye band was last derived from landmarks
+    hidden_at: int = -1    # last frame in which a detected face covered this missed one
 
 
 def _relative(band: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -34,6 +36,15 @@ def _relative(band: np.ndarray, box: np.ndarray) -> np.ndarray:
 def _absolute(rel: np.ndarray, box: np.ndarray) -> np.ndarray:
     w, h = box[2] - box[0], box[3] - box[1]
     return np.array([box[0] + rel[0] * w, box[1] + rel[1] * h, box[0] + rel[2] * w, box[1] + rel[3] * h], np.float32)
+
+
+def _covered(box: np.ndarray, others: np.ndarray) -> float:
+    """The largest fraction of ``box``'s area that one of ``others`` covers."""
+    if len(others) == 0:
+        return 0.0
+    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    return float((iw * ih).max() / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
 
 
 class Tracker:
@@ -90,8 +101,11 @@ class Tracker:
         for j, t in enumerate(old):
             if j in matched:
                 alive.append(t)
-            elif f - t.last_hit <= self.ttl:
-                k = HOLD_GROWTH * (f - t.last_hit)
+                continue
+            if self.ttl and _covered(t.box, det.xyxy) >= HIDDEN_BY:
+                t.hidden_at = f  # partly behind another face: the detector loses it, its eyes may show
+            if f - max(t.last_hit, t.hidden_at) <= self.ttl:
+                k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
                 w, h = t.box[2] - t.box[0], t.box[3] - t.box[1]
                 held = t.box + np.array([-k * w, -k * h, k * w, k * h], np.float32)
                 boxes.append((held, _absolute(t.eyes_rel, held), t.score, HELD))

@@ -1,6 +1,8 @@
 """CPU decoder: PyAV (FFmpeg) demux + decode, converted to RGB in batches."""
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from fractions import Fraction
 from typing import Iterator
 
@@ -9,6 +11,12 @@ import numpy as np
 
 from ..media.container import video_stream
 from .batch import Batch
+
+# Containers that store no presentation times: FFmpeg gives each packet its decode slot (plus the
+# codec's delay), so frames that B-frames reorder (DivX/Xvid packed B-frames above all) come out
+# of the decoder in presentation order but with their slots' times permuted (1, 3, 2, 5, 4, ...).
+SLOT_TIMED = {"avi"}
+REORDER = 8  # frames held to sort those times back; MPEG-4 ASP reorders by at most a few
 
 
 def bit_depth(pix_fmt: str | None) -> int:
@@ -19,13 +27,25 @@ def bit_depth(pix_fmt: str | None) -> int:
         return 8
 
 
+def alpha_plane(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's alpha (H, W) uint8 if its format has one (RGBA, YA, YUVA, a palette with
+    transparency), else None. Only the colour is mosaicked; the alpha is written back as it was."""
+    fmt = frame.format
+    if len(fmt.components) not in (2, 4) and not fmt.has_palette:
+        return None
+    alpha = frame.to_ndarray(format="rgba")[..., 3]
+    return None if fmt.has_palette and alpha.min() == 255 else alpha
+
+
 class PyAVDecoder:
     """Streams batches from an open container; memory is one batch, whatever the length.
 
     A packet the decoder rejects is counted in ``errors`` and skipped: frames that do not
     decode are never written, and every frame that is written has been through detection.
     Video deeper than 8 bits (10-bit HEVC from phones) is kept deep: frames are uint16 RGB
-    (``rgb48le``), so the encoder can write 10 bits again.
+    (``rgb48le``), so the encoder can write 10 bits again. A frame whose size differs from the
+    first frame's (a resolution switch, or a damaged header) is scaled to the first size, as
+    ffmpeg does: the output has one size, and detection runs on the frame as it is written.
     """
 
     name = "pyav"
@@ -40,34 +60,89 @@ class PyAVDecoder:
         self.rgb_format = "rgb48le" if self.deep else "rgb24"
         self.rotation = 0          # display rotation of the first frame, degrees counter-clockwise
         self.colorspace = None     # (colorspace, color_range) of the first frame, for the encoder
+        self.alpha = None          # a still image's alpha plane (H, W) uint8, for the encoder to put back
+        fmt = container.format.name
+        self.is_image = fmt == "image2" or fmt.endswith("_pipe")
         tb = self.stream.time_base or Fraction(1, 90000)
         self.time_base = tb
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
         self._step = max(1, round(1 / (rate * tb))) if tb else 1
+        self.reorder = container.format.name in SLOT_TIMED
+        self.read_error: str | None = None          # why reading stopped early, if it did
+        self.size: tuple[int, int] | None = None    # (width, height) of the first frame: the output's
+        self.resized = 0                             # frames scaled to that size
+        self.first_resize: tuple[int, tuple[int, int]] | None = None  # (frame index, its size)
 
     def frames(self) -> Iterator[av.VideoFrame]:
-        for packet in self.container.demux(self.stream):
+        """Decoded frames; a packet the decoder rejects is counted and skipped. A read error (a
+        damaged chunk the demuxer cannot get past) ends the video there, as the end of a cut file
+        does: the frames still in the decoder are flushed and ``read_error`` says what happened."""
+        packets = self.container.demux(self.stream)
+        while True:
             try:
-                yield from packet.decode()
-            except av.error.InvalidDataError:
-                self.errors += 1
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self.read_error = exc.strerror or type(exc).__name__
+                packet = None
+            try:
+                yield from self.stream.codec_context.decode(packet)
             except av.error.FFmpegError:
                 self.errors += 1
+            if packet is None:
+                return
+
+    def timed(self) -> Iterator[tuple[av.VideoFrame, int]]:
+        """(frame, presentation time) in presentation order, which is the decoder's order.
+
+        A frame without a time gets the previous one's plus a frame period. In SLOT_TIMED
+        containers the times of a few consecutive frames are sorted: the decoder's order is right,
+        the times attached are not. A frame that fails to decode takes its own time with it, so
+        nothing drifts.
+        """
+        last = None
+        held: deque[av.VideoFrame] = deque()
+        times: list[int] = []
+        for frame in self.frames():
+            t = frame.pts if frame.pts is not None else (0 if last is None else last + self._step)
+            last = t
+            if not self.reorder:
+                yield frame, t
+                continue
+            held.append(frame)
+            heapq.heappush(times, t)
+            if len(held) > REORDER:
+                yield held.popleft(), heapq.heappop(times)
+        while held:
+            yield held.popleft(), heapq.heappop(times)
+
+    def _rgb(self, frame: av.VideoFrame, index: int) -> np.ndarray:
+        """The frame as RGB, at the first frame's size."""
+        size = (frame.width, frame.height)
+        if self.size is None:
+            self.size = size
+        scale = {}
+        if size != self.size:
+            self.resized += 1
+            if self.first_resize is None:
+                self.first_resize = (index, size)
+            scale = {"width": self.size[0], "height": self.size[1], "interpolation": "BILINEAR"}
+        return frame.to_ndarray(format=self.rgb_format, src_colorspace=self.colorspace[0],
+                                src_color_range=self.colorspace[1], **scale)
 
     def __iter__(self) -> Iterator[Batch]:
         frames: list[np.ndarray] = []
         pts: list[int] = []
         start = 0
-        last = None
-        for frame in self.frames():
+        for frame, t in self.timed():
             if self.colorspace is None:
                 self.colorspace = (frame.colorspace, frame.color_range)
                 self.rotation = int(frame.rotation or 0)
-            frames.append(frame.to_ndarray(format=self.rgb_format, src_colorspace=self.colorspace[0],
-                                           src_color_range=self.colorspace[1]))
-            t = frame.pts if frame.pts is not None else (0 if last is None else last + self._step)
+                if self.is_image:
+                    self.alpha = alpha_plane(frame)
+            frames.append(self._rgb(frame, start + len(frames)))
             pts.append(t)
-            last = t
             if len(frames) == self.batch_size:
                 yield Batch(np.stack(frames), pts, self.time_base, start)
                 start += len(frames)

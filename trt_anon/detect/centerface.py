@@ -20,7 +20,9 @@ INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landmarks
 STRIDE = 4
 ALIGN = 32
-NMS_IOU = 0.3
+NMS_IOU = 0.3      # candidates overlapping this much are one face ...
+NMS_SAME_EYES = 0.6  # ... when their eye midpoints are closer than this many eye distances (issue 14)
+NMS_ALWAYS = 0.5  # ... and always from this IoU up (duplicates of one face at the border reach 0.53)
 # precision -> (file in trt_anon/models/, SHA-256). FP32 is the network every backend starts from
 # (the GPU ones build FP16 from it); INT8 is its calibrated quantization for the CPU
 # (scripts/quantize_model.py), ~2x faster there.
@@ -132,7 +134,7 @@ def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Dete
         if len(sel) == 0:
             out.append(Detections.empty())
             continue
-        keep = sel[nms(boxes[sel], score[sel], NMS_IOU)]
+        keep = sel[nms(boxes[sel], score[sel], NMS_IOU, lms[sel], NMS_SAME_EYES, NMS_ALWAYS)]
         b = boxes[keep].copy()
         np.clip(b[:, 0::2], 0, geom.frame_w, out=b[:, 0::2])
         np.clip(b[:, 1::2], 0, geom.frame_h, out=b[:, 1::2])

@@ -68,9 +68,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-6)
 
 
-def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3) -> np.ndarray:
-    """Greedy non-maximum suppression; returns kept indices, best score first."""
+def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3, landmarks: np.ndarray | None = None,
+        same_eyes: float = 0.6, always: float = 0.5) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first.
+
+    With ``landmarks``, a box overlapping a kept one by ``thresh`` <= IoU < ``always`` is a
+    duplicate only if its eyes are where the kept box's are (midpoints closer than ``same_eyes``
+    times the kept face's eye distance): a face half hidden behind another overlaps it at
+    IoU 0.3-0.4 but has its own eyes, and plain IoU suppression deleted it (issue 14).
+    """
     order = np.argsort(-score, kind="stable")
+    mid = None if landmarks is None else (landmarks[:, 0] + landmarks[:, 1]) / 2
     keep = []
     while len(order):
         i = order[0]
@@ -78,7 +86,13 @@ def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3) -> np.ndarray:
         if len(order) == 1:
             break
         rest = order[1:]
-        order = rest[iou(xyxy[i:i + 1], xyxy[rest])[0] < thresh]
+        overlap = iou(xyxy[i:i + 1], xyxy[rest])[0]
+        dup = overlap >= thresh
+        if mid is not None:
+            d = max(float(np.linalg.norm(landmarks[i, 0] - landmarks[i, 1])), 4.0)
+            same = np.linalg.norm(mid[rest] - mid[i], axis=1) < same_eyes * d
+            dup &= same | (overlap >= always)
+        order = rest[~dup]
     return np.asarray(keep, np.int64)
 
 

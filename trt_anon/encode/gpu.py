@@ -16,7 +16,7 @@ from ..errors import BackendError
 from .gpu_color import rgb_to_yuv420
 from .pyav import PyAVEncoder
 
-NVENC_CODECS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc"}
+NVENC_CODECS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}  # VP9: none; software from GPU YUV
 
 
 def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
@@ -103,7 +103,7 @@ class GpuYuvEncoder(PyAVEncoder):
         from ..cuda import device_frames
 
         batch = device_frames(frames)
-        if self.pix_fmt != "yuv420p":
+        if self.pix_fmt != "yuv420p" or self.stream.width % 2 or self.stream.height % 2:  # odd: SVT-AV1's 4:2:0
             return super().encode(cp.asnumpy(batch), pts)
         yuv = cp.asnumpy(rgb_to_yuv420(batch, *self.colorspace))
         for img, t in zip(yuv, self._fix(pts)):

@@ -1,14 +1,96 @@
-"""CPU encoder: libx264 or libx265 through PyAV (or an image codec for still images)."""
+"""CPU encoder: libx264, libx265, libvpx-vp9 or SVT-AV1 through PyAV (or an image codec for still images)."""
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import av
 import numpy as np
 
-SOFTWARE_CODECS = {"h264": "libx264", "hevc": "libx265"}
-IMAGE_CODECS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"), ".bmp": ("bmp", "bgr24"),
-                ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24")}
+SOFTWARE_CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+# x264's preset names, mapped to VP9's cpu-used (realtime up to "faster": ~30 fps at 720p on 2 cores;
+# "good" quality below that is several times slower) and SVT-AV1's preset (8: ~70 fps at 720p, 2 cores).
+SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+VP9_CPU_USED = dict(zip(SPEEDS, (8, 8, 7, 6, 5, 4, 3, 2, 1)))
+SVT_PRESET = dict(zip(SPEEDS, (12, 10, 8, 7, 6, 5, 4, 3, 2)))
+
+
+def codec_options(codec: str, crf: int, preset: str) -> dict[str, str]:
+    """Encoder options for one quality (crf, the codec's own scale) and speed (x264's preset names)."""
+    if codec in ("libx264", "libx265"):
+        options = {"crf": str(crf), "preset": preset}
+        if codec == "libx265":
+            options["x265-params"] = "log-level=error"
+        return options
+    if codec == "libvpx-vp9":
+        cpu = VP9_CPU_USED[preset]
+        return {"crf": str(crf), "b": "0", "deadline": "realtime" if cpu >= 6 else "good",
+                "cpu-used": str(cpu), "row-mt": "1"}
+    if codec == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration to stderr otherwise
+        return {"crf": str(crf), "preset": str(SVT_PRESET[preset])}
+    return {}
+
+
+def pixel_format(codec: str, width: int, height: int, deep: bool) -> str:
+    """yuv420p where both sides are even (what every player expects); yuv444p for odd sizes where the
+    codec has it (libx264 refuses odd 4:2:0), so the resolution never changes; 10-bit for deep input."""
+    odd = width % 2 or height % 2
+    fmt = "yuv444p" if odd and codec != "libsvtav1" else "yuv420p"  # SVT-AV1 is 4:2:0 only (odd sizes fine)
+    return fmt + "10le" if deep else fmt
+
+
+def ten_bit(codec: str) -> bool:
+    """Whether this FFmpeg's ``codec`` writes 10-bit (PyAV's libvpx is built 8-bit only)."""
+    if codec not in av.codecs_available:
+        return False
+    return "yuv420p10le" in {f.name for f in av.Codec(codec, "w").video_formats or ()}
+
+
+def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep: bool) -> tuple[str, str | None]:
+    """The codec to write into a ``ext`` file (whose muxer holds ``holds``; None: unknown), and a note
+    when it is not the one a user would assume. Any mismatch is a one-line error, before any work.
+
+    ``None`` asks for the first that fits of h264, hevc, vp9, av1 (WebM: VP9, or AV1 for 10-bit input,
+    since PyAV's libvpx is 8-bit only)."""
+    from ..errors import ConfigError, OutputError
+
+    def fits(codec: str) -> bool:
+        return holds is None or codec in holds
+
+    def keeps_depth(codec: str) -> bool:
+        return not deep or ten_bit(SOFTWARE_CODECS[codec])
+
+    if asked is not None:
+        if not fits(asked):
+            others = [c for c in SOFTWARE_CODECS if fits(c)]
+            raise OutputError(f"{ext} cannot hold {asked} video; use --codec {' or '.join(others) or '...'} with "
+                              f"{ext}, or another container (.mkv holds all four)")
+        if SOFTWARE_CODECS[asked] not in av.codecs_available:
+            raise ConfigError(f"this PyAV's FFmpeg has no {SOFTWARE_CODECS[asked]} encoder for --codec {asked}")
+        if not keeps_depth(asked):
+            raise ConfigError(f"the input is 10-bit but {SOFTWARE_CODECS[asked]} here writes 8-bit only; "
+                              "use --codec av1, hevc or h264 to keep 10 bits")
+        return asked, None
+    for codec in SOFTWARE_CODECS:
+        if fits(codec) and keeps_depth(codec) and SOFTWARE_CODECS[codec] in av.codecs_available:
+            name = SOFTWARE_CODECS[codec]
+            note = None if codec == "h264" else f"{ext} cannot hold H.264: video written as {codec} ({name})"
+            return codec, note
+    raise OutputError(f"{ext} cannot hold any video codec trt_anon writes ({', '.join(SOFTWARE_CODECS)})")
+
+
+# Still images: extension -> (encoder, pixel format, pixel format with alpha or None: JPEG has none).
+IMAGE_CODECS = {".png": ("png", "rgb24", "rgba"), ".jpg": ("mjpeg", "yuvj444p", None),
+                ".jpeg": ("mjpeg", "yuvj444p", None), ".bmp": ("bmp", "bgr24", "bgra"),
+                ".tif": ("tiff", "rgb24", "rgba"), ".tiff": ("tiff", "rgb24", "rgba"),
+                ".webp": ("libwebp", "yuv420p", "bgra")}
+
+
+def image_writable(ext: str) -> bool:
+    """Whether this FFmpeg can write a still image with extension ``ext`` (WebP needs libwebp)."""
+    codec = IMAGE_CODECS.get(ext.lower(), (None,))[0]
+    return codec is not None and codec in av.codecs_available
 
 
 class PyAVEncoder:
@@ -21,20 +103,26 @@ class PyAVEncoder:
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
                  time_base: Fraction, colorspace: tuple[int, int] | None, crf: int, preset: str,
-                 image_ext: str | None = None, codec: str = "libx264", deep: bool = False) -> None:
+                 image_ext: str | None = None, codec: str = "libx264", deep: bool = False,
+                 alpha: np.ndarray | None = None, lossless: bool = True) -> None:
         self.output = output
         self.colorspace = colorspace or (2, 0)
         self.time_base = time_base
+        self.alpha = None           # a still image's alpha plane, written back beside the mosaicked colour
+        self.alpha_dropped = False  # the image had alpha, but the output format (JPEG) has none
         if image_ext:
-            codec, self.pix_fmt = IMAGE_CODECS.get(image_ext, ("png", "rgb24"))
+            codec, self.pix_fmt, with_alpha = IMAGE_CODECS.get(image_ext, IMAGE_CODECS[".png"])
             options: dict[str, str] = {}
+            if alpha is not None and with_alpha:
+                self.alpha, self.pix_fmt = alpha, with_alpha
+            self.alpha_dropped = alpha is not None and not with_alpha
+            if codec == "libwebp":  # lossless keeps alpha exactly; a lossy photo stays lossy (quality 90)
+                lossless = lossless or self.alpha is not None
+                options = {"lossless": "1"} if lossless else {"quality": "90"}
+                self.pix_fmt = "bgra" if lossless else "yuv420p"
         else:
-            self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            if deep:  # 10-bit in, 10-bit out (libx264 builds both depths)
-                self.pix_fmt += "10le"
-            options = {"crf": str(crf), "preset": preset} if codec in SOFTWARE_CODECS.values() else {}
-            if codec == "libx265":
-                options["x265-params"] = "log-level=error"
+            self.pix_fmt = pixel_format(codec, width, height, deep)  # 10-bit in, 10-bit out
+            options = codec_options(codec, crf, preset)
         self.name = codec
         self.stream = output.add_stream(codec, rate=rate, options=options)
         if codec in ("libx265", "hevc_nvenc") and output.format.name in ("mp4", "mov"):
@@ -43,7 +131,7 @@ class PyAVEncoder:
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
         self.stream.thread_type = "AUTO"
-        if image_ext == ".jpg":
+        if image_ext in (".jpg", ".jpeg"):
             self.stream.codec_context.qscale = 2
         cc = self.stream.codec_context
         cc.colorspace, cc.color_range = self.colorspace
@@ -68,8 +156,11 @@ class PyAVEncoder:
 
     def encode(self, frames: np.ndarray, pts: list[int]) -> None:
         for rgb, t in zip(frames, self._fix(pts)):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
-                                               format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+            if self.alpha is not None:
+                rgb = np.dstack([rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8), self.alpha])
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(rgb),
+                format="rgba" if self.alpha is not None else "rgb48le" if rgb.dtype == np.uint16 else "rgb24")
             frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
                                    dst_color_range=self.colorspace[1])
             frame.pts, frame.time_base = t, self.time_base

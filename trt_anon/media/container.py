@@ -1,6 +1,7 @@
 """Opening inputs, copying the streams we do not re-encode, and scrubbing metadata."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +15,9 @@ from ..errors import InputError, OutputError
 PRIVATE_TAG = re.compile(r"location|xyz|gps|geo|latitude|longitude|make|model|serial|device|manufacturer|"
                          r"camera|lens|owner|author|artist|copyright|com\.apple\.quicktime|com\.android|"
                          r"encoder|software", re.I)
+
+
+MAX_TICK = 86400  # seconds per timestamp tick: a day (a time-lapse AVI may say 60; a damaged header, years)
 
 
 def clean_metadata(tags: dict, keep: bool) -> dict:
@@ -69,27 +73,52 @@ def open_input(path: Path) -> av.container.InputContainer:
         container.close()
         what = "audio only" if "audio" in kinds else "no video stream"
         raise InputError(f"{path}: {what}; nothing to anonymize")
-    stream = container.streams.video[0]
+    stream = video_stream(container)
+    if stream.codec_context is None:  # a codec FFmpeg does not know: a damaged or foreign header
+        index = stream.index
+        container.close()
+        raise InputError(f"{path}: video stream #{index} has an unknown codec (damaged header?)")
     if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
         container.close()
         raise InputError(f"{path}: video stream has no picture size (damaged header?)")
+    if stream.time_base is not None and stream.time_base > MAX_TICK:  # no container could write such times
+        tb = stream.time_base
+        container.close()
+        raise InputError(f"{path}: video time base of {float(tb):.0f} s per tick is not a video's (damaged header?)")
     return container
+
+
+def unfit(container: av.container.InputContainer, ext: str) -> str | None:
+    """The first audio/subtitle stream of ``container`` that a ``ext`` file cannot hold, said in words."""
+    from .files import muxer_codecs
+
+    supported = muxer_codecs(ext)
+    if supported is None:
+        return None
+    for s in container.streams:
+        if s.type in ("audio", "subtitle") and s.codec_context is not None and s.codec_context.name not in supported:
+            return f"{s.type} stream #{s.index} ({s.codec_context.name})"
+    return None
 
 
 def fits(container: av.container.InputContainer, ext: str) -> bool:
     """Whether every audio/subtitle stream of ``container`` can be copied into a ``ext`` file."""
-    import io
+    return unfit(container, ext) is None
 
-    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(ext.lower())
-    if fmt is None:
-        return True
-    probe = av.open(io.BytesIO(), mode="w", format=fmt)
-    try:
-        supported = probe.supported_codecs
-    finally:
-        probe.close()
-    return all(s.codec_context is not None and s.codec_context.name in supported
-               for s in container.streams if s.type in ("audio", "subtitle"))
+
+def muxer_options(dst: Path, time_base: Fraction) -> dict[str, str]:
+    """Options that keep the input's frame times exact in the output container.
+
+    MP4/MOV write where a track starts (its edit list) in the movie's timescale, 1000 by default:
+    a video starting at 1/15 s (an AVI with B-frames has one frame of delay) started 0.65 ms
+    early. The video track's own timescale as the movie's keeps that start exact.
+    """
+    if dst.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return {}
+    scale = time_base.denominator
+    while scale < 10000:  # the MP4 muxer's own rule for a video track's timescale
+        scale *= 2
+    return {"movie_timescale": str(scale)} if scale <= 10**6 else {}
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -98,6 +127,12 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
         if not s.disposition & av.stream.Disposition.attached_pic:
             return s
     return container.streams.video[0]
+
+
+def _ticks(t: Fraction, tb: Fraction) -> int:
+    """``t`` seconds in ticks of ``tb``, rounded as FFmpeg's muxer rounds (half away from zero)."""
+    x = Fraction(t) / tb
+    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
 
 class Remuxer:
@@ -119,7 +154,10 @@ class Remuxer:
         for s in self.input.streams:
             if s.index == video_index:
                 continue
-            name = s.codec_context.name if s.codec_context else "unknown"
+            if s.codec_context is None:  # FFmpeg does not know its codec (damaged header): cannot be copied
+                self.dropped.append(f"stream #{s.index} ({s.type}) dropped: unknown codec (damaged header?)")
+                continue
+            name = s.codec_context.name
             if s.type not in ("audio", "subtitle"):
                 self.dropped.append(f"stream #{s.index} ({s.type}, {name}) dropped: may show or locate people")
                 continue
@@ -130,16 +168,56 @@ class Remuxer:
             out.metadata.update(clean_metadata(s.metadata, keep_metadata))
             out.disposition = s.disposition
             self.map[s.index] = out
+        # MP4/MOV store AC-3 and E-AC-3 as whole sync frames: FFmpeg's muxer silently drops a
+        # partial frame at the start (as in a cut AVI) and fails on one later. Both are left out
+        # here and reported.
+        self._sync_frames = {i for i, o in self.map.items() if output.format.name in ("mp4", "mov")
+                             and o.codec_context.name in ("ac3", "eac3")}
         self._packets = self.input.demux([self.input.streams[i] for i in self.map]) if self.map else iter(())
         self._next: av.Packet | None = None
+        self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
         self.copied = 0
+        self.read_error: str | None = None
+        self._last: dict[int, int] = {}       # per output stream: the last dts written, in its time base
+        self.moved: dict[int, int] = {}       # per input stream: packets moved forward (times going backwards)
 
     def _pull(self) -> av.Packet | None:
-        for packet in self._packets:
-            if packet.size == 0 or packet.dts is None and packet.pts is None:
+        while True:
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                return None
+            except av.error.FFmpegError as exc:  # a damaged chunk: copy what came before, say so
+                self.read_error = exc.strerror or type(exc).__name__
+                self._packets = iter(())
+                return None
+            if packet.size == 0:
+                continue
+            i = packet.stream.index
+            if packet.dts is None and packet.pts is None:  # nowhere to put it in the output
+                self.lost.setdefault(i, []).append(f"{packet.size} bytes without a time")
+                continue
+            ts = packet.dts if packet.dts is not None else packet.pts
+            if i in self._sync_frames and bytes(packet)[:2] != b"\x0b\x77":
+                self.lost.setdefault(i, []).append(f"a partial AC-3 frame ({packet.size} bytes at "
+                                                   f"{float(ts * packet.time_base):.3f} s)")
                 continue
             return packet
-        return None
+
+    def warnings(self) -> list[str]:
+        """What was not copied, per stream, for the report (empty when every packet was)."""
+        out = []
+        for i, what in self.lost.items():
+            hint = (f"; {self.output.format.name.upper()} cannot store partial AC-3 frames, .mkv can"
+                    if i in self._sync_frames else "")
+            out.append(f"{self.input.streams[i].type} stream #{i}: {len(what)} packet(s) not copied: "
+                       f"{', '.join(what[:3])}{', ...' if len(what) > 3 else ''}{hint}")
+        for i, n in self.moved.items():
+            out.append(f"{self.input.streams[i].type} stream #{i}: {n} packet(s) whose time went backwards "
+                       "(damaged file?) moved just after the one before")
+        if self.read_error:
+            out.append(f"copying audio/subtitles stopped at a damaged part of the file ({self.read_error})")
+        return out
 
     def advance(self, until: float | None) -> None:
         """Write the copied packets whose time is at most ``until`` seconds (all if None)."""
@@ -152,10 +230,27 @@ class Remuxer:
             ts = p.dts if p.dts is not None else p.pts
             if until is not None and ts * p.time_base > until:
                 return
-            p.stream = self.map[p.stream.index]
+            out = self.map[p.stream.index]
+            last = self._last.get(out.index)
+            if last is not None and _ticks(ts * p.time_base, out.time_base) <= last:
+                self._move_after(p, ts, last, out.time_base)
+                self.moved[p.stream.index] = self.moved.get(p.stream.index, 0) + 1
+                ts = p.dts
+            t = ts * p.time_base
+            p.stream = out
             self.output.mux(p)
+            self._last[out.index] = _ticks(t, out.time_base)  # the header is written: its time base is final
             self.copied += 1
             self._next = None
+
+    @staticmethod
+    def _move_after(p: av.Packet, ts: int, last: int, tb: Fraction) -> None:
+        """Give ``p`` the first time after ``last`` (ticks of ``tb``), its pts moved alike."""
+        pts = _ticks(p.pts * p.time_base, tb) if p.pts is not None else None
+        shift = last + 1 - _ticks(ts * p.time_base, tb)
+        p.time_base = tb
+        p.dts = last + 1
+        p.pts = None if pts is None else pts + shift
 
     def close(self) -> None:
         self.input.close()

@@ -2,17 +2,40 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import av
+
 from ..errors import OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-# Containers that hold H.264 plus whatever audio/subtitles the input had. Others become .mkv
-# or .mp4 (WebM cannot hold H.264; AVI cannot hold its timestamps faithfully).
+# Containers kept as they are (WebM with VP9, the others with H.264) when the input's audio and
+# subtitles fit; others become .mp4 or .mkv (AVI cannot hold its timestamps faithfully).
 KEEP_EXT = {".mp4", ".mov", ".m4v", ".mkv"}
+# FFmpeg's muxer for an output extension (FFmpeg's own guess maps .mp4 to 3gp, for instance).
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+          ".ts": "mpegts", ".mts": "mpegts", ".m2ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg", ".flv": "flv",
+          ".3gp": "3gp", ".ogv": "ogg", ".wmv": "asf"}
+# What a muxer lists but refuses when it writes the header: FFmpeg's mov muxer takes VP9 and AV1 in MP4 only.
+REFUSED = {"mov": {"vp9", "av1"}}
+
+
+@functools.lru_cache(maxsize=None)
+def muxer_codecs(ext: str) -> frozenset[str] | None:
+    """The codecs FFmpeg's muxer for ``ext`` can store, or None for an extension not in MUXERS."""
+    fmt = MUXERS.get(ext.lower())
+    if fmt is None:
+        return None
+    probe = av.open(io.BytesIO(), mode="w", format=fmt)
+    try:
+        return frozenset(probe.supported_codecs) - REFUSED.get(fmt, set())
+    finally:
+        probe.close()
 
 
 def is_image(path: Path) -> bool:
@@ -21,13 +44,18 @@ def is_image(path: Path) -> bool:
 
 def default_output(src: Path, out_dir: Path | None = None, fits=lambda ext: True) -> Path:
     """``NAME.anon.EXT`` beside the input (or in ``out_dir``): the input's container where it can
-    hold H.264, else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there."""
+    hold H.264 (WebM: VP9), else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there.
+    Images keep their format (.jpeg is written .jpg; WebP becomes PNG only where FFmpeg lacks libwebp)."""
     ext = src.suffix.lower()
     if is_image(src):
-        new_ext = ".jpg" if ext == ".jpeg" else (ext if ext in {".jpg", ".png", ".bmp", ".tif", ".tiff"} else ".png")
+        new_ext = ".jpg" if ext == ".jpeg" else ext
+        if ext == ".webp" and "libwebp" not in av.codecs_available:  # said in the report (api)
+            new_ext = ".png"
     elif ext in KEEP_EXT:
         new_ext = src.suffix
-    elif ext in {".webm", ".mka", ".ogv"}:
+    elif ext == ".webm":
+        new_ext = src.suffix if fits(".webm") else ".mkv"
+    elif ext in {".mka", ".ogv"}:
         new_ext = ".mkv"
     else:
         new_ext = ".mp4" if fits(".mp4") else ".mkv"

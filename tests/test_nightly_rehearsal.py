@@ -1,0 +1,102 @@
+"""scripts/nightly_gpu.py's logic without a GPU: the summary it writes part by part, the box
+agreement arithmetic, the throughput figures, the mosaic check (strict CuPy stand-in), the baseline
+comparison, and a clean refusal where there is no GPU. The GPU parts themselves run on a lent GPU."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def nightly():
+    spec = importlib.util.spec_from_file_location("nightly_gpu", ROOT / "scripts" / "nightly_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MACHINE = {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-25", "cpu": "x", "cores": 16, "commit": "abc",
+           "versions": {"av": "18.1.0"}}
+
+
+def test_summary_collects_parts_into_one_json_and_markdown(nightly, tmp_path):
+    path = nightly.summary_path(tmp_path, MACHINE["gpu"], "20261125")
+    assert path.name == "nvidia-h100-80gb-hbm3-20261125.json"
+    nightly.update_summary(path, MACHINE, "tests", {"passed": True, "headline": "9 ran, 0 failed, 0 skipped"})
+    nightly.update_summary(path, MACHINE, "throughput", {"passed": False, "headline": "ddr 900 fps",
+                                                         "problems": ["audio: audio packets changed"]})
+    data = json.loads(path.read_text())
+    assert set(data["parts"]) == {"tests", "throughput"} and data["machine"]["gpu"] == MACHINE["gpu"]
+    md = path.with_suffix(".md").read_text()
+    assert "| tests | PASS | 9 ran" in md and "| throughput | FAIL | ddr 900 fps |" in md
+    assert "| agreement | not run |" in md and "- audio: audio packets changed" in md
+
+
+def test_box_agreement_pairs_boxes_one_to_one(nightly):
+    a = [np.array([[0, 0, 100, 100], [200, 200, 260, 260]], np.float32), np.zeros((0, 4), np.float32)]
+    same = nightly.box_agreement(a, [b[::-1].copy() for b in a])       # order does not matter
+    assert same["frames_disagreeing"] == 0 and same["min_iou"] == 1.0 and same["boxes"] == 2
+    shifted = [a[0] + np.float32(8), a[1]]                              # IoU of a 100 px box moved 8 px: ~0.72
+    res = nightly.box_agreement(a, shifted)
+    assert res["frames_disagreeing"] == 1 and res["min_iou"] < 0.9 and "IoU" in res["problems"][0]
+    missing = nightly.box_agreement(a, [a[0][:1], a[1]])
+    assert missing["frames_disagreeing"] == 1 and "2 CPU boxes, 1 GPU boxes" in missing["problems"][0]
+
+
+def test_throughput_figures_separate_ddr_from_end_to_end(nightly):
+    report = types.SimpleNamespace(frames=2000, fps=250.0, wall=8.0, backends={"decode": "dali"}, warnings=[],
+                                   seconds={"decode": 0.5, "detect": 1.0, "redact": 0.5, "encode": 7.0, "setup": 3})
+    f = nightly.throughput_figures(report, 2000)
+    assert f["ddr_fps"] == 1000.0 and f["e2e_fps"] == 250.0
+    assert f["stage_fps"]["encode"] == pytest.approx(285.7) and "setup" not in f["stage_fps"]
+
+
+def test_baseline_comparison_flags_a_drop(nightly, tmp_path):
+    old = nightly.summary_path(tmp_path, MACHINE["gpu"], "20261101")
+    nightly.update_summary(old, MACHINE, "throughput", {"passed": True, "ddr_fps": 1000.0, "e2e_fps": 200.0})
+    today = nightly.summary_path(tmp_path, MACHINE["gpu"], "20261125")
+    data = nightly.update_summary(today, MACHINE, "throughput", {"passed": True, "ddr_fps": 700.0, "e2e_fps": 199.0})
+    assert nightly.compare_with_baseline(tmp_path, MACHINE["gpu"], today, data) == [
+        "ddr_fps -30% against nvidia-h100-80gb-hbm3-20261101.json"]
+
+
+def test_mosaic_check_on_the_strict_stand_in(nightly, monkeypatch, tmp_path):
+    """The agreement part's mosaic check, with the strict CuPy stand-in and the kernel emulator."""
+    import strict_cupy
+    from cuda_emu import compiler
+
+    if compiler() is None:
+        pytest.skip("g++ is needed to run the CUDA kernels on the CPU")
+    monkeypatch.setitem(sys.modules, "cupy", strict_cupy.module(tmp_path))
+    from skimage import data
+
+    frames = [data.astronaut()[:300, :400].copy() for _ in range(2)]
+    boxes = [np.array([[180, 60, 270, 180]], np.float32), np.zeros((0, 4), np.float32)]
+    assert nightly.mosaic_matches(frames, boxes)
+
+
+def test_refuses_cleanly_without_a_gpu(nightly, monkeypatch, capsys):
+    from trt_anon import cuda
+
+    monkeypatch.setattr(cuda, "available", lambda: False)
+    assert nightly.main(["--part", "tests"]) == 1
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
+    """The throughput part's frame-by-frame check: an anonymized clip passes, the input itself fails."""
+    import trt_anon
+    from trt_anon.synth import Face, make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", 320, 180, frames=12, audio=0, faces=[Face(60, (40, 40), (3.0, 0.5))])
+    trt_anon.process(clip.path, tmp_path / "o.mp4", backend="cpu")
+    assert nightly.faces_mosaicked(clip, tmp_path / "o.mp4") is True
+    assert "not mosaicked" in nightly.faces_mosaicked(clip, clip.path)
