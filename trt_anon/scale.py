@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import shutil
 import socket
 import tempfile
@@ -161,8 +162,9 @@ def _where() -> dict:
     import ray
 
     ctx = ray.get_runtime_context()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: this worker's peak so far
     return {"node": ctx.get_node_id()[:8], "host": socket.gethostname(),
-            "gpu": [str(g) for g in ray.get_gpu_ids()]}
+            "gpu": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(), "peak_rss_mib": round(peak)}
 
 
 def _crash_once() -> None:
