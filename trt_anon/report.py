@@ -36,6 +36,9 @@ class Report:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for k in ("error", "placement"):  # process_many's fields: absent from a plain run's JSON
+            if not d[k]:
+                del d[k]
         d["fps"] = round(self.fps, 2)
         d["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         return d

@@ -365,12 +365,13 @@ def process_many(inputs, output_dir: str | os.PathLike | None = None, ray_addres
         Path(config.json_path).mkdir(parents=True, exist_ok=True)
     started_ray = connect(ray_address, workers)
     started = time.perf_counter()
-    work = tempfile.mkdtemp(prefix=".trt_anon-segments-", dir=output_dir or None)
+    work: list[str] = []  # piece folders, beside their outputs (storage every node sees)
     try:
         return _run_all([Path(p) for p in inputs], output_dir, config, workers, skip_existing, segment_frames,
                         progress, work, started)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # pieces go on success, failure and Ctrl-C alike
+        for folder in work:
+            shutil.rmtree(folder, ignore_errors=True)  # pieces go on success, failure and Ctrl-C alike
         if started_ray:
             ray.shutdown()
 
@@ -399,12 +400,16 @@ def _plan(src: Path, output_dir, config: Config, skip_existing: bool) -> tuple[P
 
 
 def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_existing, segment_frames, progress,
-             work: str, started: float) -> list[Report]:
+             work: list[str], started: float) -> list[Report]:
     import ray
     from tqdm import tqdm
 
-    gpu = config.backend != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
-    opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+    have = ray.cluster_resources()
+    gpu = config.backend != "cpu" and have.get("GPU", 0) > 0
+    slots = workers or int(have.get("GPU" if gpu else "CPU", 1))
+    # a task's size makes at most ``slots`` run at once: one core (or GPU) each unless --workers asks for fewer
+    opts = {"num_gpus": max(1, int(have["GPU"]) // slots), "num_cpus": 1} if gpu else \
+        {"num_cpus": max(1.0, have.get("CPU", 1) / slots)}
     file_task = ray.remote(max_retries=MAX_RETRIES, **opts)(run_file)
     seg_task = ray.remote(max_retries=MAX_RETRIES, **opts)(run_segment)
     join_task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(join)
@@ -415,17 +420,17 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
     for i, src in enumerate(inputs):
         try:
             plans[i] = _plan(src, output_dir, config, skip_existing)
-        except AnonError as exc:
-            results[i] = Report(str(src), "", error=str(exc))
+        except (AnonError, OSError) as exc:
+            results[i] = Report(str(src), "", error=str(exc) if isinstance(exc, AnonError) else f"{src}: {exc}")
             continue
         if plans[i][2] is not None:
             results[i] = plans[i][2]
     todo = {i: p for i, p in plans.items() if p[2] is None}
     total = sum(p[3] for p in todo.values())
-    slots = workers or int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1))
     seg_len = segment_frames if segment_frames is not None else max(MIN_SEGMENT, math.ceil(total / (2 * slots)))
 
     refs: dict[Any, int] = {}
+    pieces: dict[int, str] = {}
     for i, (dst, cfg, _, _) in todo.items():
         src = str(inputs[i])
         json_path = str(Path(cfg.json_path) / f"{inputs[i].stem}.anon.json") if cfg.json_path else None
@@ -433,8 +438,9 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
         if not segs:
             refs[file_task.remote(src, str(dst), dataclasses.replace(cfg, json_path=json_path), counter)] = i
             continue
-        base = Path(work) / f"{i}"
-        parts = [seg_task.remote(src, s, f"{base}.{s.number}.mp4", cfg, counter) for s in segs]
+        work.append(tempfile.mkdtemp(prefix=".trt_anon-segments-", dir=dst.parent))
+        pieces[i] = work[-1]
+        parts = [seg_task.remote(src, s, str(Path(work[-1]) / f"{s.number}.mp4"), cfg, counter) for s in segs]
         refs[join_task.remote(src, str(dst), cfg, json_path, *parts)] = i  # Ray resolves top-level refs
 
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True)
@@ -445,6 +451,8 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
             bar.update(ray.get(counter.count.remote()) - bar.n)
             for ref in done:
                 i = refs[ref]
+                if i in pieces:  # the file is joined (or failed): its pieces are no longer needed
+                    shutil.rmtree(pieces[i], ignore_errors=True)
                 try:
                     results[i] = ray.get(ref)
                 except Exception as exc:  # a task's error, or one Ray gave up retrying
