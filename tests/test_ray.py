@@ -115,12 +115,19 @@ def test_folder_bad_file_fails_alone_then_resume(cluster, tmp_path, capsys):
     for name, x in (("a", 30), ("b", 150)):
         make_clip(src / f"{name}.mp4", **SMALL, frames=20, audio=0, faces=[Face(50, (x, 40), (1.0, 0))])
     (src / "bad.mp4").write_bytes(b"\x00not a video" * 100)
-    out = tmp_path / "out"
-    assert main([str(src), "-o", str(out), "--ray", "--backend", "cpu", "-q"]) == 1
+    out, js = tmp_path / "out", tmp_path / "json"
+    assert main([str(src), "-o", str(out), "--ray", "--backend", "cpu", "-q", "--json", str(js)]) == 1
     err = capsys.readouterr().err
     assert err.count("trt-anon: error:") == 1 and "bad.mp4" in err
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.anon.mp4", "b.anon.mp4"]
     _no_leftovers(out)
+    serial = tmp_path / "serial"
+    serial.mkdir()
+    for name in ("a", "b"):  # what a serial run writes, frame for frame
+        trt_anon.process(src / f"{name}.mp4", serial, backend="cpu", json_path=str(serial / f"{name}.json"))
+        got = json.loads((js / f"{name}.anon.json").read_text())["frames"]
+        assert got == json.loads((serial / f"{name}.json").read_text())["frames"] and len(got) == 20
+        assert video_times(out / f"{name}.anon.mp4") == video_times(serial / f"{name}.anon.mp4")
     a_time = (out / "a.anon.mp4").stat().st_mtime_ns
     b_time = (out / "b.anon.mp4").stat().st_mtime_ns
 
