@@ -34,7 +34,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
-        det = args.det_size if args.det_size == "auto" else int(args.det_size)
+        det = "auto-gpu" if args.det_size == "auto" else int(args.det_size)  # what "auto" is on a GPU
         folder = engine_cache.cache_dir(args.out)
         if args.list:
             for p in sorted(folder.glob("*.engine")):

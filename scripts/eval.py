@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import trt_anon  # noqa: E402
+from trt_anon import synth  # noqa: E402
 from trt_anon.redact import cell_sizes, pixel_mask  # noqa: E402
 from trt_anon.synth import Face, make_clip  # noqa: E402
 
@@ -76,6 +77,77 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
             Face(30, (800, 300), (-3.0, -1.5), grow=5.0, source="hopper"), Face(450, (1300, 300), (-1, 0))]),
         "tiny_720p": (1280, 720, 60, [
             Face(w, (100 + 250 * k, 300), (1, 0), source=src[k % 2]) for k, w in enumerate([12, 16, 20])]),
+        **temporal_cases(),
+    }
+
+
+def _per_frame(frames: range, make) -> list[Face]:
+    """A face whose look changes every frame (gain, squeeze): one single-frame Face per frame."""
+    return [Face(**{**make(i), "enter": i, "leave": i + 1}) for i in frames]
+
+
+def _squeezed_source(name: str):
+    """``squeeze:Q:SOURCE``: SOURCE's photo squeezed horizontally to Q of its width (a head turned
+    away: a stand-in for a profile view, which no packaged photo shows); other names as synth's."""
+    import cv2
+    if not name.startswith("squeeze:"):
+        return _face_source(name)
+    _, q, base = name.split(":", 2)
+    img, face, patch = _face_source(base)
+    q = float(q)
+    img = cv2.resize(img, (max(1, round(img.shape[1] * q)), img.shape[0]), interpolation=cv2.INTER_AREA)
+    return img, (round(face[0] * q), face[1], round(face[2] * q), face[3]), \
+        (round(patch[0] * q), patch[1], round(patch[2] * q), patch[3])
+
+
+synth.face_source, _face_source = _squeezed_source, synth.face_source
+
+
+def _turning(width: float, x: float, y: float, q: float, source: str) -> dict:
+    """A face of full ``width`` turned so that it shows ``q`` of it, centred where the full face is."""
+    return dict(size=width * q, start=(x + (1 - q) * width / 2, y), source=f"squeeze:{q:.3f}:{source}")
+
+
+def temporal_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
+    """The start and the middle of a track (issue 13): faces the detector is not yet sure of.
+
+    grow_*:      faces appearing at 20 px and growing to 60 px at 0.5-2 px/frame (then gone), most of
+                 them LFW crops that CenterFace finds only from ~36 px
+    fade_*:      faces fading in from dark (gain 0.1 -> 1 over 40 frames)
+    occlusion_*: faces crossing at 20-30 px/frame behind non-face patches that hide half of them
+    profile_*:   faces turning to the camera, approximated by a photo squeezed to 0.45 of its width
+                 widening to full over 30 frames (the box width grows while the height does not)
+    """
+    src = ["astronaut", "hopper"]
+    # LFW crops (tight faces, no head: found only from ~36 px, like the issue's footage) among the
+    # portraits (found from ~20 px); LFW crops the stress set does not use, of those found by 48 px
+    lfw = ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8", "lfw:10", "lfw:12"]
+    grow = [(0.5, 0), (1.0, 10), (1.5, 25), (2.0, 40), (0.5, 5), (1.0, 30), (2.0, 5), (1.5, 50)]  # px/frame, enter
+    return {
+        "grow_720p": (1280, 720, 90, [
+            Face(20, (80 + 150 * k, 120 + 300 * (k % 2)), (0.4 * (-1) ** k, 0.2), grow=g, enter=e,
+                 leave=e + round(40 / g), source=lfw[k] if k % 4 else src[k // 4], flip=bool(k % 3 == 1))
+            for k, (g, e) in enumerate(grow)]),
+        "grow_1080p": (1920, 1080, 90, [
+            Face(20, (200 + 400 * k, 300 + 300 * (k % 2)), (0.5, -0.3), grow=g, enter=e, leave=e + round(40 / g),
+                 source=lfw[7 - k]) for k, (g, e) in enumerate([(0.5, 0), (1.0, 20), (2.0, 45), (1.0, 50)])]),
+        "fade_720p": (1280, 720, 60, [
+            f for w, x, y, e, source in [(28, 100, 100, 0, "astronaut"), (44, 400, 300, 5, "lfw:2"),
+                                         (60, 800, 150, 10, "hopper"), (48, 1050, 450, 15, "lfw:8")]
+            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, source=source: dict(
+                size=w, start=(x + 0.5 * (i - e), y), gain=min(1.0, 0.1 + 0.9 * (i - e) / 40), source=source))]),
+        "occlusion_720p": (1280, 720, 60, [
+            Face(64, (-70, 300), (22.0, 0.0)), Face(48, (1300, 520), (-30.0, 0.0), source="hopper"),
+            Face(56, (200, -60), (1.0, 20.0), source="hopper", flip=True),
+            # occluders, drawn over the faces: each hides about half of a face as it passes
+            Face(90, (380, 255), source="nonface:3"), Face(90, (820, 345), source="nonface:7"),
+            Face(70, (600, 550), source="nonface:11"), Face(70, (230, 380), source="nonface:20")]),
+        "profile_720p": (1280, 720, 60, [
+            f for w, x, y, e, source in [(60, 150, 150, 0, "astronaut"), (40, 600, 350, 10, "hopper"),
+                                         (80, 950, 100, 20, "astronaut"), (56, 400, 550, 5, "lfw:6"),
+                                         (48, 1100, 500, 15, "lfw:12")]
+            for f in _per_frame(range(e, 60), lambda i, w=w, x=x, y=y, e=e, source=source: _turning(
+                w, x, y, min(1.0, 0.45 + 0.55 * (i - e) / 30), source))]),
     }
 
 
@@ -157,7 +229,8 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                         haar_out += int((found_in & (iou(g, hb).max(axis=1) > 0.3)).sum())
     return {"clip": name, "size": f"{width}x{height}", "frames": report.frames, "face_frames": counted,
             "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
-            "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "over_pct": float(np.mean(over)),
+            "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "leaks_by_size": size_buckets(leak_sizes),
+            "over_pct": float(np.mean(over)),
             "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps}
 
 
@@ -284,13 +357,28 @@ def run_eyes(args, folder: Path, opts: dict) -> int:
     return 1 if sum(r["eyes_uncovered"] for r in results) else 0
 
 
+SIZE_BUCKETS = (16, 24, 32, 48, 64)  # px: leaks are also counted per face-width bucket
+
+
+def size_buckets(sizes: list[float]) -> dict[str, int]:
+    """Leaked face-frames per width bucket, e.g. {'24-31': 3}: which sizes the tracker still loses."""
+    out: dict[str, int] = {}
+    for s in sizes:
+        k = max((b for b in SIZE_BUCKETS if s >= b), default=0)
+        nxt = [b for b in SIZE_BUCKETS if b > k]
+        key = f"{k}-{nxt[0] - 1}" if nxt else f"{k}+"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+"))))
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'clip':<16} {'size':>9} {'face-frames':>11} {'leaks':>6} {'leak %':>7} {'over %':>7} "
              f"{'haar in->out':>12} {'fps':>6}  leaked sizes (px)"]
     for r in results:
         lines.append(f"{r['clip']:<16} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
                      f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['haar_in']:>5} -> {r['haar_out']:<4} "
-                     f"{r['fps']:>6.1f}  {r['leak_sizes'] or ''}")
+                     f"{r['fps']:>6.1f}  {r['leak_sizes'] or ''}"
+                     + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else ""))
     target = [r for r in results if not r["clip"].startswith(("tiny", "stress", "no_faces"))]
     total = sum(r["face_frames"] for r in target)
     leaked = sum(r["leaks"] for r in target)
@@ -298,6 +386,62 @@ def table(results: list[dict]) -> str:
                  f"({100 * leaked / max(total, 1):.2f}%); independent detector found "
                  f"{sum(r['haar_out'] for r in target)} faces in the output")
     return "\n".join(lines)
+
+
+def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
+    """Recall of small faces vs detection resolution, per model (issue 13): which ``auto`` to pick.
+
+    Each frame (1280x720) holds 6 portraits (astronaut, Hopper: head and shoulders) and 6 LFW
+    crops (tight faces; CenterFace needs ~36 px for most) of one width at different sub-pixel
+    positions; a face is found when a candidate at the model's threshold overlaps it (IoU >= 0.3).
+    FP16 is the GPU's network run by PyTorch on the CPU (graph.py), fed the same input as ONNX
+    Runtime (the GPU resize is the same INTER_AREA arithmetic).
+    """
+    import torch
+
+    from trt_anon.config import THRESHOLDS
+    from trt_anon.detect import centerface as cf
+    from trt_anon.detect.detections import iou
+    from trt_anon.detect.graph import TorchCenterFace
+    from trt_anon.detect.onnxrt import OnnxRuntimeDetector
+    from trt_anon.synth import render
+
+    width, height = 1280, 720
+    # 12 faces per frame, alternating: even k portraits, odd k LFW crops
+    srcs = [x for pair in zip(["astronaut", "hopper"] * 3, ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8"])
+            for x in pair]
+    net16 = TorchCenterFace("cpu", torch.float16)
+    runners = {prec: OnnxRuntimeDetector("auto", THRESHOLDS[prec], precision=prec) for prec in ("int8", "fp32")}
+
+    def detect(name: str, frame: np.ndarray, det_size) -> object:
+        if name != "fp16":
+            runners[name].det_size = det_size
+            return runners[name](frame[None])[0]
+        geom = cf.Geometry.fit(height, width, det_size)
+        maps = [m.numpy() for m in net16(torch.from_numpy(runners["fp32"].preprocess(frame[None], geom)))]
+        return cf.detections(maps, THRESHOLDS["fp32"], geom)[0]
+
+    rows = []
+    for name in ("int8", "fp32", "fp16"):
+        for det_size, label in (("auto", "2/3 (auto)"), (width, "full")):
+            found = {s: [0, 0] for s in sizes}  # portraits found, LFW crops found
+            for s in sizes:
+                for r in range(frames):
+                    faces = [Face(s, (60 + 100 * k + 0.37 * r * (k + 1), 100 + 250 * (k % 3) + 0.53 * r),
+                                  source=srcs[k], flip=bool(r % 2)) for k in range(12)]
+                    frame, gt, _ = next(render(width, height, faces, 1))
+                    d = detect(name, frame, det_size)
+                    sure = d.xyxy[d.kind == 0]  # weak candidates are not detections
+                    ok = iou(np.array(gt, np.float32), sure).max(axis=1) >= 0.3 if len(sure) else np.zeros(len(gt))
+                    for k, hit in enumerate(ok):
+                        found[s][k % 2] += int(hit)
+            rows.append((name, label, found))
+    head = "| model | det_size | " + " | ".join(f"{s} px" for s in sizes) + " |"
+    lines = [head, "|---|---|" + "---|" * len(sizes)]
+    for name, label, found in rows:
+        cells = [f"{found[s][0]}/{6 * frames} · {found[s][1]}/{6 * frames}" for s in sizes]
+        lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n(portraits found · LFW crops found)"
 
 
 def main() -> int:
@@ -308,11 +452,15 @@ def main() -> int:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "trt_anon_eval"))
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--eyes", action="store_true", help="eyes-target measure on eyes_set() instead of the table")
-    options = {"det-size": str, "threshold": float, "ttl": int, "margin-rel": float, "margin-px": int,
+    ap.add_argument("--recall", action="store_true", help="recall of 16-32 px faces vs det-size per model, then exit")
+    options = {"det-size": str, "threshold": float, "ttl": int, "lookback": int, "margin-rel": float, "margin-px": int,
                "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str}
     for opt, typ in options.items():
         ap.add_argument(f"--{opt}", type=typ)
     args = ap.parse_args()
+    if args.recall:
+        print(recall_table())
+        return 0
     folder = Path(args.cache)
     folder.mkdir(parents=True, exist_ok=True)
     specs = {k: v for k, v in eval_set().items() if not args.clips or k in args.clips}

@@ -11,16 +11,15 @@ from trt_anon.synth import make_clip
 
 
 def test_context_frames_follow_the_config():
-    assert scale.context_frames(Config()) == 2 * (5 + 4)
-    assert scale.context_frames(Config(ttl=10, eyes_every=8)) == 2 * (10 + 8)
+    assert scale.context_frames(Config()) == 2 * (5 + 4 + 30)  # ttl, eyes_every, lookback
+    assert scale.context_frames(Config(ttl=10, eyes_every=8, lookback=0)) == 2 * (10 + 8)
 
     @dataclass(frozen=True)
-    class WithLookback:  # the tracker's coming back-fill along a track's motion
+    class NoLookback:  # any config-like object: a missing field counts 0
         ttl: int = 5
         eyes_every: int = 4
-        lookback: int = 30
 
-    assert scale.context_frames(WithLookback()) == 2 * (5 + 4 + 30)
+    assert scale.context_frames(NoLookback()) == 2 * (5 + 4)
 
 
 def test_segments_cut_at_keyframes_with_whole_batches_of_context(tmp_path):

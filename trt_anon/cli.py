@@ -34,13 +34,17 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
                         f"CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)")
     p.add_argument("--det-size", default=d.det_size,
-                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': 2/3 of the "
-                        "frame's long side, so faces from 24 px are found (default auto)")
+                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': on the CPU 2/3 of "
+                        "the frame's long side, so faces from 24 px are found; on a GPU the full frame up to 2560 "
+                        "(default auto)")
     p.add_argument("--mosaic-cell", default=d.mosaic_cell,
                    help="mosaic cell size in pixels, or 'auto': at least 25 and about 5 cells across each face, "
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
+    p.add_argument("--lookback", type=int, default=d.lookback,
+                   help="frames a new face may be back-filled along its motion; frames are written this late "
+                        f"(default {d.lookback}; memory grows past --batch-size)")
     p.add_argument("--codec", choices=CODECS, default=d.codec,
                    help="output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); "
                         "default: h264, or vp9 where the container cannot hold it (.webm)")
@@ -126,7 +130,8 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
-                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl, codec=args.codec,
+                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl,
+                        lookback=args.lookback, codec=args.codec,
                         crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
                         overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:

@@ -32,6 +32,7 @@ class Config:
     margin_px: int = 12             # face box grown by this many pixels per side ...
     margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
     ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
+    lookback: int = 30              # frames a new track may be back-filled along its motion (frames written this late)
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
@@ -70,6 +71,8 @@ class Config:
             bad("margins must be >= 0 (margin_rel at most 2.0)")
         if not 0 <= self.ttl <= 120:
             bad(f"ttl must be between 0 and 120 frames, not {self.ttl}")
+        if not 0 <= self.lookback <= 240:
+            bad(f"lookback must be between 0 and 240 frames (at least ttl is used), not {self.lookback}")
         if not 1 <= self.eyes_every <= 64:
             bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
         if self.codec is not None and self.codec not in CODECS:
@@ -79,6 +82,10 @@ class Config:
             bad(f"crf must be between 0 and {top}{f' for {self.codec}' if self.codec else ''}, not {self.crf}")
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+
+    def det_size_for(self, gpu: bool) -> int | str:
+        """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""
+        return "auto-gpu" if gpu and self.det_size == "auto" else self.det_size
 
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""

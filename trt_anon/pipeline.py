@@ -1,7 +1,8 @@
 """The loop, as in DESIGN.md: decode a batch, detect, track (hold/fill), redact, encode.
 
-Frames are written ``ttl`` frames late, because a face first seen in frame f is back-filled
-into the ttl frames before it; the frames waiting for that are views into their batches.
+Frames are written ``lookback`` frames late, because a face first seen in frame f is back-filled
+into the frames before it (track.py); the frames waiting for that are views into their batches,
+so while ``lookback`` <= ``batch_size`` they keep no more than the previous batch alive.
 Encoding runs in one worker thread, one batch behind (x264, swscale and the GPU copy release
 the GIL): measured to pay on 2 cores (scripts/bench.py), and it keeps memory to two batches.
 """
@@ -58,7 +59,7 @@ def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: in
         q = np.stack([sx, sy], axis=1).astype(np.float32)
         corners = q[:2 * n].reshape(n, 2, 2)
         boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2)))
+        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2), kind=d.kind))
     return out
 
 
@@ -70,7 +71,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
     ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written.
     A segment (``trt_anon.scale``): the decoder starts at frame index ``first`` of the file, and only frames
     ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written."""
-    tracker = Tracker(config.ttl, config.eyes_every)
+    tracker = Tracker(config.ttl, config.eyes_every, config.lookback)
     tracker.next_frame = tracker.next_final = first  # absolute indices: eye refreshes fall where a whole run's do
     index = first   # file index of the next frame to become final
     waiting: deque = deque()   # (frame, pts) not yet final

@@ -1,20 +1,41 @@
-"""Temporal safety: hold boxes after the last hit, back-fill before the first, carry eyes.
+"""Temporal safety: tracks from sure detections, continued by weak ones, held along their motion,
+and back-filled along their motion into the frames before the detector was sure.
 
-A frame's boxes are final only once ``ttl`` later frames have been seen, because a face first
-found in frame f is back-filled into frames f-ttl..f-1. The pipeline therefore writes each
-frame ``ttl`` frames late; ``push`` returns the frames that became final.
+Two thresholds (the idea behind ByteTrack): the detector returns candidates down to a low score,
+flagged ``WEAK`` below the threshold. Only a sure detection starts a track; a weak one never makes
+a box on its own, but continues a track (instead of a hold) and, when a track starts, is linked
+backwards from it (the frames where the face was already there but not yet sure).
+
+A frame's boxes are final only once ``lookback`` later frames have been seen, because a track
+first seen in frame f is back-filled into frames before f: for ``ttl`` frames with its first box
+(as before), and up to ``lookback`` frames along a straight-line fit of its first boxes (position
+and size), while the fit spans at least half the distance it reaches back, the face it predicts
+is at least ``MIN_FILL`` px, and there is a reason the detector missed it: it extrapolates
+smaller, or the track began with weak candidates. The pipeline therefore writes each frame
+``lookback`` frames late; ``push`` returns the frames that became final. Back-fill is computed
+when a frame is handed out, from what was seen up to ``lookback`` frames after it (so it reaches
+at most 2/3 of ``lookback`` behind a first box, the same for any batch size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect.detections import FILLED, HELD, HIT, Detections, eye_band, iou
+from .detect.detections import FILLED, HELD, HIT, WEAK, Detections, eye_band, iou
 
 MATCH_IOU = 0.2
 HOLD_GROWTH = 0.05  # a held box grows by this fraction of its size per side per missed frame
 HIDDEN_BY = 0.25    # a missed face this much under a detected one may be behind it: held while so
+FILL_GROWTH = 0.02  # an extrapolated back-fill box grows by this per side per frame back (fit error)
+FIRST_N = 20        # a track's first boxes, which the back-fill fit uses (reaching back up to twice their span)
+LAST_N = 10         # its last boxes, which the velocity for holds and matching uses
+MIN_FIT = 3         # boxes needed before a track's motion is trusted
+MIN_FILL = 10.0     # px: extrapolated faces smaller than this are not back-filled (no face to hide)
+LINK_GAP = 2        # frames without a weak candidate that backward linking bridges
+PARTIAL = 0.75      # a detection below this fraction of its track's predicted area: the face is partly hidden
+SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smaller than this fraction of its first width
 
 
 @dataclass
@@ -22,9 +43,43 @@ class _Track:
     box: np.ndarray        # last face box
     eyes_rel: np.ndarray   # eye band relative to the face box (fractions of w, h)
     score: float
-    last_hit: int          # frame index of the last detection
+    last_hit: int          # frame index of the last detection (sure or weak)
     eyes_at: int           # frame index where the eye band was last derived from landmarks
+    weak_start: bool = False  # its first box is a weak candidate, linked backwards
     hidden_at: int = -1    # last frame in which a detected face covered this missed one
+    first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
+    last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
+
+    def see(self, f: int, box: np.ndarray) -> None:
+        self.last.append((f, box))
+        if len(self.first) < FIRST_N:
+            self.first.append((f, box))
+
+
+def _fit(obs) -> tuple[np.ndarray, float] | None:
+    """Least-squares slope of x1, y1, x2, y2 per frame over (frame, box) pairs, and the frames spanned."""
+    if len(obs) < MIN_FIT:
+        return None
+    t = np.array([f for f, _ in obs], np.float64)
+    b = np.stack([box for _, box in obs]).astype(np.float64)
+    span = t.max() - t.min()
+    if span < 2:
+        return None
+    tc = t - t.mean()
+    return (tc @ (b - b.mean(axis=0)) / (tc @ tc)).astype(np.float32), float(span)
+
+
+def _grown(box: np.ndarray, k: float) -> np.ndarray:
+    w, h = box[2] - box[0], box[3] - box[1]
+    return box + np.array([-k * w, -k * h, k * w, k * h], np.float32)
+
+
+def _area(b: np.ndarray) -> float:
+    return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
+
+
+def _hull(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])]).astype(np.float32)
 
 
 def _relative(band: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -48,12 +103,15 @@ def _covered(box: np.ndarray, others: np.ndarray) -> float:
 
 
 class Tracker:
-    """Streams per-frame detections in, final per-frame boxes out (``ttl`` frames later)."""
+    """Streams per-frame detections in, final per-frame boxes out (``lookback`` frames later)."""
 
-    def __init__(self, ttl: int = 5, eyes_every: int = 4) -> None:
+    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int | None = None) -> None:
         self.ttl, self.eyes_every = ttl, eyes_every
-        self.tracks: list[_Track] = []
+        self.lookback = max(ttl, ttl if lookback is None else lookback)
+        self.tracks: list[_Track] = []   # alive: seen within ttl frames
+        self.young: list[_Track] = []    # first seen after the next frame to hand out: back-fill still to do
         self.pending: dict[int, list[tuple]] = {}  # frame -> [(box, eyes, score, kind)]
+        self.weak: dict[int, list[tuple]] = {}     # frame -> unclaimed weak candidates [(box, band, score)]
         self.next_frame = 0   # next frame index to push
         self.next_final = 0   # next frame index to hand out
 
@@ -62,11 +120,16 @@ class Tracker:
         for d in dets:
             self._step(self.next_frame, d)
             self.next_frame += 1
-        return self._pop(self.next_frame - self.ttl)
+        return self._pop(self.next_frame - self.lookback)
 
     def flush(self) -> list[Detections]:
         """End of stream: every remaining frame is final."""
         return self._pop(self.next_frame)
+
+    def _predict(self, t: _Track, f: int) -> np.ndarray:
+        """Where the track's face is in frame f (after its last box), by its recent motion."""
+        fit = _fit(t.last)
+        return t.box if fit is None else t.box + fit[0] * (f - t.last_hit)
 
     def _step(self, f: int, det: Detections) -> None:
         boxes = self.pending.setdefault(f, [])
@@ -75,8 +138,11 @@ class Tracker:
         old = self.tracks
         matched: set[int] = set()
         born: list[_Track] = []
-        overlap = iou(det.xyxy, np.stack([t.box for t in old])) if len(det) and old else None
-        for i in range(len(det)):
+        pred = np.stack([self._predict(t, f) for t in old]) if old else np.zeros((0, 4), np.float32)
+        overlap = iou(det.xyxy, pred) if len(det) and old else None
+        weak = det.kind == WEAK
+        # sure detections claim tracks first, then weak ones take what is left
+        for i in [*np.flatnonzero(~weak), *np.flatnonzero(weak)]:
             box = det.xyxy[i]
             j = -1
             if overlap is not None:
@@ -85,38 +151,98 @@ class Tracker:
                 j = int(cand.argmax())
                 if cand[j] < MATCH_IOU:
                     j = -1
-            if j < 0:  # a new face: back-fill it into the frames not yet written
+            if j < 0 and weak[i]:  # never a box on its own; a track born later may link it
+                self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i])))
+                continue
+            if j < 0:  # a new face
                 t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f)
+                self._link_back(t, f)
+                t.see(f, box)
                 born.append(t)
-                for g in range(max(f - self.ttl, self.next_final), f):
-                    self.pending.setdefault(g, []).append((box, bands[i], t.score, FILLED))
+                self.young.append(t)
             else:
                 t = old[j]
                 matched.add(j)
                 t.box, t.score, t.last_hit = box, float(det.score[i]), f
+                t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
                     t.eyes_rel, t.eyes_at = _relative(bands[i], box), f
-            boxes.append((box, _absolute(t.eyes_rel, box), t.score, HIT))
+                if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
+                    box = _hull(box, pred[j])
+            boxes.append((box, _absolute(t.eyes_rel, box), t.score, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
                 alive.append(t)
                 continue
-            if self.ttl and _covered(t.box, det.xyxy) >= HIDDEN_BY:
+            if self.ttl and _covered(t.box, det.xyxy[~weak]) >= HIDDEN_BY:
                 t.hidden_at = f  # partly behind another face: the detector loses it, its eyes may show
             if f - max(t.last_hit, t.hidden_at) <= self.ttl:
+                # held where the motion says and where it was last seen (it may have stopped), growing;
+                # hidden behind another face for longer than ttl: held where it was last seen
                 k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
-                w, h = t.box[2] - t.box[0], t.box[3] - t.box[1]
-                held = t.box + np.array([-k * w, -k * h, k * w, k * h], np.float32)
+                held = _grown(t.box, k)
+                if f - t.last_hit <= self.ttl:
+                    held = _hull(held, _grown(pred[j], k))
                 boxes.append((held, _absolute(t.eyes_rel, held), t.score, HELD))
                 alive.append(t)
         self.tracks = alive
 
+    def _link_back(self, t: _Track, f: int) -> None:
+        """A new track claims the unclaimed weak candidates it continues, frame by frame backwards."""
+        box, gap, chain = t.box, 0, []
+        for g in range(f - 1, max(self.next_final, f - self.lookback) - 1, -1):
+            cands = self.weak.get(g, [])
+            overlap = iou(box[None], np.stack([c[0] for c in cands]))[0] if cands else np.zeros(1)
+            best = int(overlap.argmax())
+            if overlap[best] >= MATCH_IOU:
+                hull = _hull(box, cands[best][0])
+                for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
+                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED))
+                box, band, score = cands.pop(best)
+                self.pending.setdefault(g, []).append((box, band, score, WEAK))
+                chain.append((g, box))
+                gap = 0
+            else:
+                gap += 1
+                if gap > LINK_GAP:
+                    break
+        for g, b in reversed(chain):
+            t.see(g, b)
+        t.weak_start = bool(chain)
+
+    def _fill(self, t: _Track, g: int) -> np.ndarray | None:
+        """The back-fill box of track t in frame g, before its first box; None where there is none."""
+        f0, b0 = t.first[0]
+        d = f0 - g
+        if d > self.lookback:
+            return None
+        # only what was seen by frame g + lookback, when g is handed out with any batch size
+        fit = _fit([(f, b) for f, b in t.first if f <= g + self.lookback])
+        box = b0 if d <= self.ttl else None
+        if fit is not None and d <= max(self.ttl, 2 * fit[1]):
+            ext = b0 - fit[0] * d
+            # past ttl only where the face was less findable: smaller, or found weakly at first (dark,
+            # turned, small); a face found at once at the same size popped in and was not there
+            smaller = ext[2] - ext[0] < SMALLER * (b0[2] - b0[0])
+            if (d <= self.ttl or smaller or t.weak_start) and min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
+                ext = _grown(ext, FILL_GROWTH * d)
+                box = ext if box is None else _hull(box, ext)
+        return box
+
     def _pop(self, upto: int) -> list[Detections]:
         out = []
         while self.next_final < upto:
-            items = self.pending.pop(self.next_final, [])
+            g = self.next_final
+            items = self.pending.pop(g, [])
+            self.weak.pop(g, None)
+            for t in self.young:
+                if g < t.first[0][0]:
+                    box = self._fill(t, g)
+                    if box is not None:
+                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED))
             self.next_final += 1
+            self.young = [t for t in self.young if t.first[0][0] > self.next_final]
             if not items:
                 out.append(Detections.empty())
                 continue

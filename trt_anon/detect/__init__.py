@@ -19,13 +19,13 @@ def select_detector(config: Config, gpu: bool, notes: list[str] | None = None,
         reasons = []
         try:
             from .tensorrt import TensorRTDetector
-            return TensorRTDetector(config.det_size, config.threshold_for("fp32"), config.engine_path,
+            return TensorRTDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"), config.engine_path,
                                     frame_hw=frame_hw)
         except BackendError as exc:
             reasons.append(str(exc))
         try:
             from .torch_cuda import TorchCudaDetector
-            det = TorchCudaDetector(config.det_size, config.threshold_for("fp32"))
+            det = TorchCudaDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"))
             if notes is not None:
                 notes.append(f"detect: PyTorch CUDA FP16, not TensorRT ({reasons[0]})")
             return det

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DetectorError
-from .detections import Detections, nms
+from .detections import HIT, WEAK, Detections, nms
 
 INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landmarks
@@ -55,6 +55,7 @@ def model_bytes(path: Path | None = None, precision: str = "fp32") -> bytes:
 
 MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, README)
 MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
+GPU_AUTO_LONG_SIDE = 2560  # px: on a GPU "auto" detects at full resolution up to this long side (1440p)
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,13 @@ class Geometry:
 
         "auto" scales by exactly MIN_FACE_AT_INPUT / MIN_FACE (no less than 640 on the long side):
         1280x720 -> 853x480 in a 864x480 input, 1920x1080 -> 1280x720 in 1280x736.
+        "auto-gpu" (what "auto" means on a GPU, which has compute to spare) is the full frame up to
+        GPU_AUTO_LONG_SIDE, and "auto" beyond: small faces are found far more often (README).
         """
         long_side = max(frame_h, frame_w)
-        if det_size == "auto":
+        if det_size == "auto-gpu":
+            scale = min(1.0, max(MIN_FACE_AT_INPUT / MIN_FACE, GPU_AUTO_LONG_SIDE / long_side))
+        elif det_size == "auto":
             scale = min(1.0, max(MIN_FACE_AT_INPUT / MIN_FACE, 640 / long_side))
         else:
             scale = min(det_size / long_side, 1.0)
@@ -113,14 +118,23 @@ def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom:
     return n, (boxes * inv).astype(xp.float32), score.astype(xp.float32), (lms * inv).astype(xp.float32)
 
 
+# Weak candidates (issue 13): scores from WEAK_FRACTION x threshold up to the threshold come back
+# flagged WEAK; the tracker lets them only continue a track (README, Detection quality).
+WEAK_FRACTION = 0.5
+
+
 def detections(maps, threshold: float, geom: Geometry, xp=np) -> list[Detections]:
     """The four output maps of a batch (NumPy or CuPy) -> one Detections per frame, on the host.
 
+    Candidates down to ``WEAK_FRACTION * threshold`` are kept, kind WEAK below ``threshold``.
     Decoding runs where the maps are; only the candidate boxes are copied to the host.
     """
     host = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
-    candidates = decode_candidates(*maps, threshold, geom, xp=xp)
-    return to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
+    candidates = decode_candidates(*maps, threshold * WEAK_FRACTION, geom, xp=xp)
+    out = to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
+    for d in out:
+        d.kind = np.where(d.score < threshold, WEAK, HIT).astype(np.uint8)
+    return out
 
 
 def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Detections]:

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HIT, HELD, FILLED = 0, 1, 2  # why a box is there: detected, held after a hit, back-filled before one
+# why a box is there: detected, held after a hit, back-filled before one, and a weak candidate (a score
+# between the low threshold and the threshold: the detector flags it, the tracker keeps it only on a track)
+HIT, HELD, FILLED, WEAK = 0, 1, 2, 3
 
 
 @dataclass
@@ -16,7 +18,7 @@ class Detections:
     score: np.ndarray                                  # (N,)
     landmarks: np.ndarray                              # (N, 5, 2): eyes, nose, mouth corners
     eyes: np.ndarray | None = None                     # (N, 4) eye bands, set by the tracker
-    kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED
+    kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED / WEAK
 
     def __post_init__(self) -> None:
         if self.kind is None:
@@ -31,7 +33,7 @@ class Detections:
                    np.zeros((0, 4), np.float32))
 
     def to_json(self) -> list[dict]:
-        names = {HIT: "hit", HELD: "held", FILLED: "filled"}
+        names = {HIT: "hit", HELD: "held", FILLED: "filled", WEAK: "weak"}
         out = []
         for i in range(len(self)):
             item = {"box": [round(float(v), 1) for v in self.xyxy[i]], "score": round(float(self.score[i]), 3),
