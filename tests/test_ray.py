@@ -23,6 +23,9 @@ from trt_anon.cli import main  # noqa: E402
 from trt_anon.synth import Face, make_clip  # noqa: E402
 
 SMALL = dict(width=320, height=180)
+# a short lookback and batch keep each segment's context (2 x (ttl + eyes_every + lookback), whole batches)
+# inside this 150-frame clip: the tracker really restarts before each cut (frames 32, 56, 88 for cuts 60, 90, 120)
+SEG = dict(lookback=5, batch_size=8)
 
 
 @pytest.fixture(scope="session")
@@ -83,25 +86,27 @@ def _no_leftovers(folder: Path) -> None:
 def test_segments_give_what_process_gives(cluster, long_clip, tmp_path):
     out, js = tmp_path / "out", tmp_path / "json"
     (report,) = trt_anon.process_many([long_clip.path], out, segment_frames=30, backend="cpu",
-                                      json_path=str(js), progress=False)
+                                      json_path=str(js), progress=False, **SEG)
     assert [p["part"] for p in report.placement] == [f"segment {i}" for i in range(5)]
     assert len({p["node"] for p in report.placement}) == 2  # both nodes took segments
+    segs = scale.plan_segments(long_clip.path, trt_anon.Config(codec="h264", **SEG), 30)
+    assert [s.first for s in segs] == [0, 0, 32, 56, 88]
     boxes = json.loads((js / "long.anon.json").read_text())["frames"]
-    _same_as_serial(report, long_clip, tmp_path, boxes)
+    _same_as_serial(report, long_clip, tmp_path, boxes, **SEG)
     _no_leftovers(out)
 
 
 def test_eye_bands_across_cuts(cluster, long_clip, tmp_path):
     (report,) = trt_anon.process_many([long_clip.path], tmp_path / "out", segment_frames=30, backend="cpu",
-                                      target="eyes", json_path=str(tmp_path / "js"), progress=False)
+                                      target="eyes", json_path=str(tmp_path / "js"), progress=False, **SEG)
     boxes = json.loads((tmp_path / "js" / "long.anon.json").read_text())["frames"]
-    _same_as_serial(report, long_clip, tmp_path, boxes, target="eyes")
+    _same_as_serial(report, long_clip, tmp_path, boxes, target="eyes", **SEG)
 
 
 def test_killed_worker_is_retried(cluster, long_clip, tmp_path):
     (cluster / "arm").touch()   # the first segment task to get there dies with os._exit
     (report,) = trt_anon.process_many([long_clip.path], tmp_path / "out", segment_frames=50, backend="cpu",
-                                      json_path=str(tmp_path / "js"), progress=False)
+                                      json_path=str(tmp_path / "js"), progress=False)  # default lookback 30
     assert (cluster / "fired").exists() and not (cluster / "arm").exists()
     (cluster / "fired").unlink()
     boxes = json.loads((tmp_path / "js" / "long.anon.json").read_text())["frames"]
