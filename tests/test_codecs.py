@@ -110,14 +110,14 @@ def test_output_error_is_an_anon_error():
 def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monkeypatch, tmp_path, codec):  # noqa: F811
     """No NVENC for VP9 (nor AV1 on this machine): libvpx-vp9 / SVT-AV1 fed YUV made by the GPU kernel,
     rehearsed with the CPU standing in for CUDA (PyAV decode uploaded, as where DALI is missing)."""
-    from trt_anon import api, cuda
+    from trt_anon import cuda, stages
     from trt_anon.errors import BackendError
 
     def no_gpu_decoder(*args):
         raise BackendError("no GPU decoder in this rehearsal")
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+    monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
     clip = make_clip(tmp_path / "in.webm", 160, 96, frames=10, faces=[Face(50, (30, 20), (2.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.webm", codec=codec)
     assert report.backends["encode"] == f"{trt_anon.encode.SOFTWARE_CODECS[codec]} (gpu yuv)"
