@@ -2,6 +2,7 @@
 any work (issue 14). Tiny clips: what is checked is the container, codec, frames, timing and audio."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -211,7 +212,7 @@ def test_subtitles_into_webm_stay_an_error(tmp_path, capsys):
 def test_failed_conversion_leaves_nothing(src, tmp_path, monkeypatch):
     from trt_anon.media import transcode
 
-    def broken(self, packet, output):
+    def broken(self, packet):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
     monkeypatch.setattr(transcode.AudioTranscoder, "feed", broken)
@@ -244,10 +245,10 @@ def test_converted_audio_is_interleaved(tmp_path, monkeypatch):
         until.append(t)
         return advance(self, t)
 
-    def feed_spy(self, packet, output):
+    def feed_spy(self, packet):
         if packet is not None:
             fed.append((until[-1], float(packet.pts * packet.time_base)))
-        return feed(self, packet, output)
+        return feed(self, packet)
 
     monkeypatch.setattr(Remuxer, "advance", advance_spy)
     monkeypatch.setattr(transcode.AudioTranscoder, "feed", feed_spy)
@@ -256,3 +257,28 @@ def test_converted_audio_is_interleaved(tmp_path, monkeypatch):
     assert len(fed) > 40 and written > 1.0
     assert all(t <= u for u, t in fed if u is not None)  # never ahead of the video
     assert all(t > written for u, t in fed if u is None)  # nor behind: only what follows the video is left
+
+
+def test_gap_in_converted_audio_filled_with_silence(tmp_path):
+    """An AAC stream whose times jump 0.3 s forward after 0.25 s (a dropout): the Opus stream gets
+    0.3 s of silence there, so the sound after it stays where it was (in time with the video)."""
+    mp4 = make_clip(tmp_path / "a.mp4", 160, 96, frames=30, faces=FACE).path
+    mkv = tmp_path / "gap.mkv"
+    with av.open(str(mp4)) as a, av.open(str(mkv), "w") as out:
+        outs = {s.index: out.add_stream_from_template(s) for s in (a.streams.video[0], a.streams.audio[0])}
+        for p in a.demux():
+            if p.size:
+                if p.stream.type == "audio" and p.pts * p.time_base > 0.25:
+                    shift = round(Fraction(3, 10) / p.time_base)
+                    p.pts, p.dts = p.pts + shift, p.dts + shift
+                p.stream = outs[p.stream.index]
+                out.mux(p)
+    out = tmp_path / "out.webm"
+    report = trt_anon.process(mkv, out)
+    filled = [w for w in report.warnings if "silence filled" in w]
+    assert len(filled) == 1 and "0.3" in filled[0], report.warnings
+    with av.open(str(mkv)) as c:
+        *_, last = c.decode(c.streams.audio[0])
+        src_end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    codec, first, seconds, _ = audio_span(out, 1)
+    assert codec == "opus" and abs(first + seconds - src_end) < 1 / 30  # the end is where it was

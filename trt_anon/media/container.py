@@ -229,8 +229,16 @@ class Remuxer:
         fmt = {"webm": "WebM"}.get(self.output.format.name, self.output.format.name.upper())
         out = [f"audio stream #{i} converted: {c.describe()} ({fmt} cannot hold {c.from_codec})"
                for i, c in self.converted.items()]
-        out += [f"audio stream #{i}: {c.undecodable} damaged packet(s) could not be decoded; their sound "
-                "is missing from the converted audio" for i, c in self.converted.items() if c.undecodable]
+        for i, c in self.converted.items():
+            if c.undecodable:
+                out.append(f"audio stream #{i}: {c.undecodable} damaged packet(s) could not be decoded; "
+                           "left out, the rest kept in time")
+            if c.filled:
+                out.append(f"audio stream #{i}: its times jump (gaps in the recording?): {c.filled / 48000:.3f} s "
+                           "of silence filled in, keeping it in time with the video")
+            if c.dropped:
+                out.append(f"audio stream #{i}: {c.dropped} frame(s) whose time was already played dropped "
+                           "(times going backwards: damaged file?)")
         for i, what in self.lost.items():
             hint = (f"; {self.output.format.name.upper()} cannot store partial AC-3 frames, .mkv can"
                     if i in self._sync_frames else "")
@@ -259,7 +267,7 @@ class Remuxer:
                 return
             converter = self.converters.get(p.stream.index)
             if converter is not None:  # decoded and encoded again: the encoder makes its own times
-                converter.feed(p, self.output)
+                converter.feed(p)
                 self._next = None
                 continue
             out = self.map[p.stream.index]
@@ -279,7 +287,7 @@ class Remuxer:
         """Flush the converted streams once: the samples their decoder, resampler and encoder still hold."""
         converters, self.converters = self.converters, {}
         for c in converters.values():
-            c.feed(None, self.output)
+            c.feed(None)
 
     @staticmethod
     def _move_after(p: av.Packet, ts: int, last: int, tb: Fraction) -> None:
