@@ -2,6 +2,7 @@
 any work (issue 14). Tiny clips: what is checked is the container, codec, frames, timing and audio."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -73,7 +74,6 @@ def test_webm_chosen_for_webm_and_said(src, tmp_path, capsys):
 @pytest.mark.parametrize("args,match", [
     (["--codec", "h264", "-o", "{d}/o.webm"], "cannot hold h264"),
     (["--codec", "hevc", "-o", "{d}/o.webm"], "cannot hold hevc"),
-    (["-o", "{d}/o.webm"], "aac.*cannot be stored in .webm"),   # WebM holds Opus/Vorbis audio only
     (["--codec", "vp9", "-o", "{d}/o.mov"], "cannot hold vp9"),   # FFmpeg writes VP9/AV1 in MP4, not MOV
     (["--codec", "av1", "-o", "{d}/o.mov"], "cannot hold av1"),
 ])
@@ -111,17 +111,174 @@ def test_output_error_is_an_anon_error():
 def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monkeypatch, tmp_path, codec):  # noqa: F811
     """No NVENC for VP9 (nor AV1 on this machine): libvpx-vp9 / SVT-AV1 fed YUV made by the GPU kernel,
     rehearsed with the CPU standing in for CUDA (PyAV decode uploaded, as where DALI is missing)."""
-    from trt_anon import api, cuda
+    from trt_anon import cuda, stages
     from trt_anon.errors import BackendError
 
     def no_gpu_decoder(*args):
         raise BackendError("no GPU decoder in this rehearsal")
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+    monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
     clip = make_clip(tmp_path / "in.webm", 160, 96, frames=10, faces=[Face(50, (30, 20), (2.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.webm", codec=codec)
     assert report.backends["encode"] == f"{trt_anon.encode.SOFTWARE_CODECS[codec]} (gpu yuv)"
     assert report.backends["redact"] == "cupy"
     assert video(tmp_path / "out.webm")[1:] == (codec, 160, 96, "yuv420p")
     check_redacted(clip, clip.path, tmp_path / "out.webm", max_bg=4.0)
+
+
+def audio_span(path, index: int) -> tuple[str, float, float, dict]:
+    """(codec, first sample time, seconds of samples, tags) of audio stream ``index``, decoded."""
+    with av.open(str(path)) as c:
+        s = c.streams[index]
+        first, samples = None, 0
+        for f in c.decode(s):
+            first = float(f.pts * f.time_base) if first is None else first
+            samples += f.samples
+        return s.codec_context.name, first, samples / s.codec_context.sample_rate, dict(s.metadata)
+
+
+def test_aac_into_a_named_webm_becomes_opus(src, tmp_path):
+    """The user named WebM: AAC is converted to Opus (as ffmpeg does), in time with the video; said once."""
+    out = tmp_path / "y.webm"
+    assert main([str(src["aac"]), "-o", str(out), "-q"]) == 0
+    report = trt_anon.process(src["aac"], out, overwrite=True)
+    converted = [w for w in report.warnings if "converted" in w]
+    assert converted == ["audio stream #1 converted: aac -> Opus 128 kb/s stereo 48 kHz (WebM cannot hold aac)"]
+    assert video(out)[:2] == ("matroska,webm", "vp9") and len(decode_frames(out)) == 8
+    src_t, out_t = video_times(src["aac"]), video_times(out)
+    assert len(out_t) == len(src_t) and all(abs(a - b) <= 0.001 for a, b in zip(src_t, out_t))  # WebM: ms
+    codec, first, seconds, tags = audio_span(out, 1)
+    _, src_first, src_seconds, _ = audio_span(src["aac"], 1)
+    frame = 1 / 30
+    assert codec == "opus" and tags["language"] == "eng"
+    assert abs(first - src_first) < frame and abs(seconds - src_seconds) < frame
+
+
+def two_audio_mkv(d: Path, aac_delay: float) -> tuple[Path, Path]:
+    """An MKV with H.264 video, AAC audio starting ``aac_delay`` s late, and Opus audio; and the WebM
+    whose Opus packets it holds."""
+    mp4 = make_clip(d / "a.mp4", 160, 96, frames=8, faces=FACE).path
+    webm = make_clip(d / "b.webm", 160, 96, frames=8, faces=FACE, audio=1).path
+    mkv = d / "two.mkv"
+    with av.open(str(mp4)) as a, av.open(str(webm)) as b, av.open(str(mkv), "w") as out:
+        streams = [(a, a.streams.video[0], 0), (a, a.streams.audio[0], aac_delay), (b, b.streams.audio[0], 0)]
+        outs = [out.add_stream_from_template(s) for _, s, _ in streams]
+        outs[2].metadata["title"] = "commentary"
+        for (c, s, delay), o in zip(streams, outs):
+            with av.open(c.name) as again:
+                for p in again.demux(again.streams[s.index]):
+                    if p.size:
+                        shift = round(delay / p.time_base)
+                        p.pts, p.dts = p.pts + shift, p.dts + shift
+                        p.stream = o
+                        out.mux(p)
+    return mkv, webm
+
+
+def test_mkv_aac_converted_opus_copied(tmp_path):
+    mkv, webm = two_audio_mkv(tmp_path, aac_delay=0.5)
+    out = tmp_path / "out.webm"
+    report = trt_anon.process(mkv, out)
+    assert [w for w in report.warnings if "converted" in w] == [
+        "audio stream #1 converted: aac -> Opus 128 kb/s stereo 48 kHz (WebM cannot hold aac)"]
+    assert len(decode_frames(out)) == 8
+    codec, first, seconds, _ = audio_span(out, 1)
+    _, src_first, src_seconds, _ = audio_span(mkv, 1)
+    assert codec == "opus" and 0.45 < src_first <= 0.5  # late (less the AAC priming frame MKV keeps)
+    assert abs(first - src_first) < 1 / 30 and abs(seconds - src_seconds) < 1 / 30
+    assert audio_span(out, 2)[3]["title"] == "commentary"
+    assert audio_packets(out)[1] == audio_packets(webm)[0]  # the Opus stream: copied bit for bit
+
+
+def test_default_output_never_converts(tmp_path):
+    """No -o: the MKV stays MKV and both audio streams are copied as they are."""
+    mkv, _ = two_audio_mkv(tmp_path, aac_delay=0.0)
+    report = trt_anon.process(mkv)
+    assert report.output.endswith(".anon.mkv") and not [w for w in report.warnings if "converted" in w]
+    assert audio_packets(report.output) == audio_packets(mkv)
+
+
+def test_subtitles_into_webm_stay_an_error(tmp_path, capsys):
+    clip = make_clip(tmp_path / "in.mp4", 160, 96, frames=4, faces=FACE, subtitles=True).path
+    out = tmp_path / "o"
+    out.mkdir()
+    assert main([str(clip), "-o", str(out / "o.webm"), "-q"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "subtitle stream #2 (mov_text) cannot be stored in .webm" in err, err
+    assert list(out.iterdir()) == []
+
+
+def test_failed_conversion_leaves_nothing(src, tmp_path, monkeypatch):
+    from trt_anon.media import transcode
+
+    def broken(self, packet):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(transcode.AudioTranscoder, "feed", broken)
+    with pytest.raises(OutputError, match="writing .*y.webm failed"):
+        trt_anon.process(src["aac"], tmp_path / "y.webm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_libopus_keeps_the_one_line_error(src, tmp_path, monkeypatch):
+    from trt_anon.media import transcode
+
+    monkeypatch.setitem(transcode.TARGETS, "webm", ("opus", "no-such-encoder"))
+    with pytest.raises(OutputError, match=r"audio stream #1 \(aac\) cannot be stored in .webm .*no libopus"):
+        trt_anon.process(src["aac"], tmp_path / "y.webm")
+    assert list(tmp_path.iterdir()) == []
+
+
+
+def test_converted_audio_is_interleaved(tmp_path, monkeypatch):
+    """Converted as it is read, as the video is written (as copied packets are: up to the last video packet
+    written, so the video encoder's lag, not the file's length, bounds what is held)."""
+    from trt_anon.media import Remuxer, transcode
+
+    clip = make_clip(tmp_path / "in.mp4", 160, 96, frames=60, faces=FACE).path
+    fed: list[tuple[float | None, float]] = []   # (the advance() it came in, packet time)
+    until: list[float | None] = []
+    advance, feed = Remuxer.advance, transcode.AudioTranscoder.feed
+
+    def advance_spy(self, t):
+        until.append(t)
+        return advance(self, t)
+
+    def feed_spy(self, packet):
+        if packet is not None:
+            fed.append((until[-1], float(packet.pts * packet.time_base)))
+        return feed(self, packet)
+
+    monkeypatch.setattr(Remuxer, "advance", advance_spy)
+    monkeypatch.setattr(transcode.AudioTranscoder, "feed", feed_spy)
+    trt_anon.process(clip, tmp_path / "out.webm")
+    written = max(u for u in until if u is not None)  # the last video packet's time before the end
+    assert len(fed) > 40 and written > 1.0
+    assert all(t <= u for u, t in fed if u is not None)  # never ahead of the video
+    assert all(t > written for u, t in fed if u is None)  # nor behind: only what follows the video is left
+
+
+def test_gap_in_converted_audio_filled_with_silence(tmp_path):
+    """An AAC stream whose times jump 0.3 s forward after 0.25 s (a dropout): the Opus stream gets
+    0.3 s of silence there, so the sound after it stays where it was (in time with the video)."""
+    mp4 = make_clip(tmp_path / "a.mp4", 160, 96, frames=30, faces=FACE).path
+    mkv = tmp_path / "gap.mkv"
+    with av.open(str(mp4)) as a, av.open(str(mkv), "w") as out:
+        outs = {s.index: out.add_stream_from_template(s) for s in (a.streams.video[0], a.streams.audio[0])}
+        for p in a.demux():
+            if p.size:
+                if p.stream.type == "audio" and p.pts * p.time_base > 0.25:
+                    shift = round(Fraction(3, 10) / p.time_base)
+                    p.pts, p.dts = p.pts + shift, p.dts + shift
+                p.stream = outs[p.stream.index]
+                out.mux(p)
+    out = tmp_path / "out.webm"
+    report = trt_anon.process(mkv, out)
+    filled = [w for w in report.warnings if "silence filled" in w]
+    assert len(filled) == 1 and "0.3" in filled[0], report.warnings
+    with av.open(str(mkv)) as c:
+        *_, last = c.decode(c.streams.audio[0])
+        src_end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    codec, first, seconds, _ = audio_span(out, 1)
+    assert codec == "opus" and abs(first + seconds - src_end) < 1 / 30  # the end is where it was

@@ -165,7 +165,7 @@ def test_detector_is_chosen_for_the_frames_as_displayed(monkeypatch, tmp_path):
     """The engine is built for the size the detector will see: a phone clip stored 640x360 (W x H)
     with a 90-degree display rotation is detected upright, 640 high (a TensorRT profile is per size)."""
     import trt_anon
-    from trt_anon import api
+    from trt_anon import stages
     from trt_anon.synth import make_clip
 
     asked = []
@@ -176,9 +176,9 @@ def test_detector_is_chosen_for_the_frames_as_displayed(monkeypatch, tmp_path):
             raise BackendError("no GPU detector in this test")
         return real(cfg, gpu, notes)
 
-    real = api.select_detector
+    real = stages.select_detector
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_detector", select_detector)
+    monkeypatch.setattr(stages, "select_detector", select_detector)
     clip = make_clip(tmp_path / "phone.mp4", 360, 640, frames=3, audio=0, rotation=90)
     report = trt_anon.process(clip.path, tmp_path / "o.mp4")
     assert asked == [(640, 360)] and report.frames == 3

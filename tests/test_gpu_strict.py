@@ -161,22 +161,22 @@ def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, fac
     PyNvVideoCodec; the PyAV fallback uploads each decoded batch once, and nothing else); only
     boxes come back otherwise."""
     import trt_anon
-    from trt_anon import api
+    from trt_anon import api, stages
     from trt_anon.decode import pyav as pyav_decode
     from trt_anon.encode.gpu import GpuYuvEncoder
 
     pytest.importorskip("nvidia.dali", reason="DALI's CPU reader plays NVDEC")
     if decoder == "dali":
-        monkeypatch.setattr(api, "select_gpu_decoder", dali_decoder_on_device)
+        monkeypatch.setattr(stages, "select_gpu_decoder", dali_decoder_on_device)
     elif decoder == "pynvvideocodec":
         from trt_anon.decode.nvdec import NvDecoder
 
         monkeypatch.setitem(sys.modules, "PyNvVideoCodec", pynvvideocodec_module())
-        monkeypatch.setattr(api, "select_gpu_decoder", lambda path, n, tb, *a: NvDecoder(path, n, tb))
+        monkeypatch.setattr(stages, "select_gpu_decoder", lambda path, n, tb, *a: NvDecoder(path, n, tb))
     else:
         def no_gpu_decoder(*a):
             raise api.BackendError("no GPU decoder here (test)")
-        monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+        monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
     calls: list[int] = []
     real_encode = GpuYuvEncoder.encode
     monkeypatch.setattr(GpuYuvEncoder, "encode", lambda self, f, pts: (calls.append(len(pts)),
@@ -196,9 +196,9 @@ def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, fac
     big_up = frame_sized(LEDGER.h2d())
     if decoder != "pyav (uploaded)":
         assert big_up == [], big_up
-    else:  # one upload per decoded batch, in api._uploaded, and none after it
+    else:  # one upload per decoded batch, in stages.Uploaded, and none after it
         assert [t.nbytes for t in big_up] == [n * H * W * 3 for n in batches] and sum(batches) == N, big_up
-        assert all("api.py" in t.where for t in big_up)
+        assert all("stages.py" in t.where for t in big_up)
     assert_only_boxes_come_to_the_host(LEDGER)
     _check_output(face_clip, out, report)
 
@@ -207,10 +207,10 @@ def test_gpu_path_with_nvenc_no_frame_comes_to_the_host(strict_gpu, face_clip, m
     """NVENC path: CUDA NV12 frames go from the mosaic/YUV kernels to the encoder by DLPack, with one
     ``CudaContext`` for the whole run and a valid DLPack stream; no frame-sized copy either way."""
     import trt_anon
-    from trt_anon import api
+    from trt_anon import stages
 
     pytest.importorskip("nvidia.dali", reason="DALI's CPU reader plays NVDEC")
-    monkeypatch.setattr(api, "select_gpu_decoder", dali_decoder_on_device)
+    monkeypatch.setattr(stages, "select_gpu_decoder", dali_decoder_on_device)
     log = install_nvenc(monkeypatch)
     out = tmp_path / "out.mkv"
     report = trt_anon.process(face_clip.path, out, backend="gpu")

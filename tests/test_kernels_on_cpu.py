@@ -194,12 +194,12 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     from helpers import check_redacted, video_times
 
     import trt_anon
-    from trt_anon import api, cuda
+    from trt_anon import cuda, stages
     from trt_anon.decode.dali import DaliDecoder
     from trt_anon.synth import Face, make_clip
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder",
+    monkeypatch.setattr(stages, "select_gpu_decoder",
                         lambda p, n, tb, cs: DaliDecoder(p, n, tb, device="cpu", colorspace=cs))
     clip = make_clip(tmp_path / "in.webm", 320, 180, frames=35, faces=[Face(60, (40, 40), (3.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="gpu")
@@ -349,7 +349,7 @@ def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_p
     from helpers import check_redacted
 
     import trt_anon
-    from trt_anon import api, cuda
+    from trt_anon import cuda, stages
     from trt_anon.errors import BackendError
     from trt_anon.synth import Face, make_clip
 
@@ -357,7 +357,7 @@ def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_p
         raise BackendError("no GPU decoder here")
 
     monkeypatch.setattr(cuda, "available", lambda: True)
-    monkeypatch.setattr(api, "select_gpu_decoder", no_gpu_decoder)
+    monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
     clip = make_clip(tmp_path / "hdr.mkv", 320, 180, frames=12, codec="libx265", pix_fmt="yuv420p10le",
                      faces=[Face(60, (40, 40), (3.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.mkv", backend="auto")

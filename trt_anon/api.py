@@ -12,16 +12,14 @@ from typing import Any
 
 import av
 
-from . import cuda, media
+from . import cuda, media, stages
 from .config import CRFS, Config
-from .decode import PyAVDecoder, select_gpu_decoder
+from .decode import PyAVDecoder
 from .decode.pyav import bit_depth
-from .detect import select_detector
-from .encode import SOFTWARE_CODECS, PyAVEncoder, choose_codec
+from .encode import choose_codec
 from .encode.pyav import image_writable
-from .errors import AnonError, BackendError, ConfigError, InputError, OutputError
+from .errors import AnonError, BackendError, ConfigError, OutputError
 from .pipeline import Stages, run
-from .redact import select_redactor
 from .report import Report
 
 
@@ -87,8 +85,10 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
     container = media.open_input(src)
     try:
         dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        # a container the user named gets the audio it needs (WebM: Opus), as with ffmpeg; ours copies it
+        convert_audio = output is not None and not Path(output).is_dir()
         if not media.is_image(dst):
-            cfg = _settle_codec(cfg, container, dst, notes)
+            cfg = _settle_codec(cfg, container, dst, notes, convert_audio)
         elif not image_writable(dst.suffix):
             raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
         elif media.is_image(src) and (output is None or Path(output).is_dir()):
@@ -112,7 +112,7 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
             report = Report(str(src), str(dst))
-            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats)
+            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats, convert_audio)
             if json_out is not None:
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
         finish = None
@@ -125,18 +125,23 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
         container.close()
 
 
-def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config:
+def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_audio: bool = False) -> Config:
     """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
-    is a one-line error here, before anything is decoded or written."""
+    is a one-line error here, before anything is decoded or written (audio that ``convert_audio``
+    lets be converted, e.g. AAC into a WebM the user named, is no mismatch)."""
     ext = dst.suffix.lower()
     stream = media.container.video_stream(container)
     deep = bit_depth(stream.codec_context.pix_fmt) > 8
     codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
     if note and note not in notes:
         notes.append(note)
-    stray = media.container.unfit(container, ext)
+    stray = media.container.unfit(container, ext, convert_audio)
     if stray:
-        hint = " (WebM holds only Opus/Vorbis audio and WebVTT subtitles)" if ext == ".webm" else ""
+        hint = ""
+        if ext == ".webm":
+            hint = (" (WebM holds only WebVTT subtitles)" if stray.startswith("subtitle") else
+                    " (WebM holds only Opus/Vorbis audio; this FFmpeg has no libopus to convert it)"
+                    if convert_audio else " (WebM holds only Opus/Vorbis audio)")
         raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
     crf = cfg.crf if cfg.crf is not None else CRFS[codec]
     if codec in ("h264", "hevc") and crf > 51:
@@ -144,18 +149,14 @@ def _settle_codec(cfg: Config, container, dst: Path, notes: list[str]) -> Config
     return dataclasses.replace(cfg, codec=codec, crf=crf)
 
 
-def _use_gpu(cfg: Config, image: bool) -> bool:
-    if cfg.backend == "cpu" or image:
-        return False
-    if cuda.available():
-        return True
-    if cfg.backend == "gpu":
-        raise BackendError("backend 'gpu' asked for, but no CUDA GPU is usable here (needs cupy and a GPU)")
-    return False
+# stage selection lives in stages.py (shared with Ray segment tasks); the old names stay for callers
+_use_gpu = stages.use_gpu
+_uploaded = stages.Uploaded
+_select_encoder = stages.select_encoder
 
 
 def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, json_out,
-                 progress, notes: list[str], stats=None) -> None:
+                 progress, notes: list[str], stats=None, convert_audio: bool = False) -> None:
     stream = media.container.video_stream(container)
     info = media.VideoInfo.of(container, stream)
     if progress is not None and info.frames:
@@ -164,47 +165,12 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
-    gpu = _use_gpu(cfg, info.is_image)
-
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
-    batches = iter(cpu_decoder)
-    first = next(batches, None)   # the first frame tells the colour matrix/range and rotation
-    if first is None:
-        raise InputError(f"{src}: no frame could be decoded")
+    chosen = stages.choose(src, cpu_decoder, info, cfg, notes)
+    decoder, detector, redactor, gpu, info = chosen.decoder, chosen.detector, chosen.redactor, chosen.gpu, chosen.info
     rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
-    if cpu_decoder.size != (info.width, info.height):  # a damaged header: the frames say what the size is
-        info = dataclasses.replace(info, width=cpu_decoder.size[0], height=cpu_decoder.size[1])
-
-    def cpu_batches():
-        yield first
-        yield from batches
-
-    decoder, detector, redactor = cpu_batches(), None, None
-    setup = time.perf_counter()
-    if gpu:
-        # the detector sees frames as displayed: its engine is built (or loaded) now, for that size
-        shown = (info.width, info.height) if rotation % 180 else (info.height, info.width)
-        try:
-            detector = select_detector(cfg, gpu=True, notes=notes, frame_hw=shown)
-            redactor = select_redactor(cfg, gpu=True)
-        except BackendError as exc:
-            if cfg.backend == "gpu":
-                raise
-            notes.append(f"CPU path: {exc}")
-            gpu = False
-    if gpu:
-        try:
-            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base, colorspace)
-        except BackendError as exc:
-            if cfg.backend == "gpu":
-                raise
-            notes.append(f"decode: PyAV, each batch uploaded to the GPU ({exc})")
-            decoder = _uploaded(cpu_batches())
-    else:
-        detector = select_detector(cfg, gpu=False)
-        redactor = select_redactor(cfg, gpu=False)
-    decoder_name = getattr(decoder, "name", "pyav")
-    report.seconds["setup"] = time.perf_counter() - setup  # a TensorRT engine build lands here, not in fps
+    decoder_name = chosen.decoder_name
+    report.seconds["setup"] = chosen.setup  # a TensorRT engine build lands here, not in fps
 
     try:
         out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
@@ -213,16 +179,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
     try:
-        out.metadata.update(media.clean_metadata(container.metadata, cfg.keep_metadata))
         encoder = _select_encoder(out, info, cpu_decoder, colorspace, cfg, image_ext, gpu, notes)
-        if not image_ext:
-            in_cc = stream.codec_context
-            encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)
-            encoder.stream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))
-            if rotation:
-                encoder.stream.set_display_rotation(rotation)
-            remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index)
-            report.warnings.extend(remuxer.dropped)
+        remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, image_ext, convert_audio)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
         if encoder.alpha_dropped:
@@ -230,8 +188,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         if cpu_decoder.deep and "10" not in encoder.pix_fmt and not image_ext:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
-        stages = Stages(decoder, detector, redactor, encoder, remuxer)
-        run(stages, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
+        chain = Stages(decoder, detector, redactor, encoder, remuxer)
+        run(chain, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
         if remuxer is not None:
             report.warnings.extend(remuxer.warnings())
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)
@@ -263,6 +221,28 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             raise OutputError(f"finishing {dst} failed: {exc}") from None
 
 
+def dress_output(src: Path, container, stream, out, encoder, cfg: Config, rotation: int, report: Report,
+                 image_ext: str | None = None, convert_audio: bool = False):
+    """File-level work around the video stream, shared by process() and the Ray segment join: clean
+    container/stream metadata, colour tags, display rotation, and the audio/subtitle copier (returned;
+    ``convert_audio``: it converts audio a container the user named cannot hold, see media.Remuxer)."""
+    out.metadata.update(media.clean_metadata(container.metadata, cfg.keep_metadata))
+    if image_ext:
+        return None
+    in_cc = stream.codec_context
+    if encoder is not None:
+        encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)
+        vstream = encoder.stream
+    else:  # the join: a stream copied from a segment's template
+        vstream = out.streams.video[0]
+    vstream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))
+    if rotation:
+        vstream.set_display_rotation(rotation)
+    remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index, convert_audio)
+    report.warnings.extend(remuxer.dropped)
+    return remuxer
+
+
 def _write_review(report: Report, stats, page: Path, cfg: Config, originals: bool) -> None:
     """The review page, once the video is in place. A failure here leaves no page (it is written to a
     temporary file and renamed) and becomes a warning: the video is complete and correct either way."""
@@ -277,44 +257,3 @@ def _write_review(report: Report, stats, page: Path, cfg: Config, originals: boo
     except Exception as exc:  # the video is whole: say what went wrong, keep it
         report.warnings.append(f"review page not written ({type(exc).__name__}: {exc}); the video itself is complete")
 
-
-class _uploaded:
-    """PyAV batches moved to the GPU, for machines with CUDA but no GPU decoder package.
-
-    The GPU stages are 8-bit (their kernels take ``unsigned char*``): deeper video, which PyAV
-    decodes to uint16 RGB, is rounded to 8 bits on the device after the upload (the report warns
-    that it is written as 8-bit).
-    """
-
-    name = "pyav (uploaded)"
-
-    def __init__(self, batches) -> None:
-        self.batches = batches
-
-    def __iter__(self):
-        import cupy as cp
-
-        from .decode import Batch
-        for b in self.batches:
-            frames = cp.asarray(b.frames)
-            if frames.dtype == cp.uint16:  # 0..65535 -> 0..255, rounded: v * 255 / 65535 = v / 257
-                frames = ((frames.astype(cp.uint32) + 128) // 257).astype(cp.uint8)
-            yield Batch(frames, b.pts, b.time_base, b.start)
-
-
-def _select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str]):
-    rate = 1 if image_ext else info.rate
-    args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
-    software = SOFTWARE_CODECS[cfg.codec or "h264"]
-    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
-        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
-        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
-    if not gpu:
-        return PyAVEncoder(*args, codec=software, deep=decoder.deep)
-    from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
-    nvenc = NVENC_CODECS.get(cfg.codec)
-    ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
-    if ok and info.width % 2 == 0 and info.height % 2 == 0:
-        return NvencEncoder(*args, codec=nvenc)
-    notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
-    return GpuYuvEncoder(*args, codec=software)

@@ -73,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="CPU detector model: int8 (default, about twice as fast) or fp32 (the original network)")
     p.add_argument("--engine", metavar="PATH", help="TensorRT engine to use instead of the engines/ cache "
                    "(checked against its .json sidecar)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
+                   help="run on Ray: alone, a local instance on this machine (127.0.0.1 only); 'auto' or "
+                        "HOST:PORT joins a running cluster (inputs and outputs on storage every node sees); "
+                        "long videos are split into segments. Needs pip install 'trt_anon[ray]'")
+    p.add_argument("--workers", type=int, metavar="N", help="with --ray: at most N files/segments at once")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="with --ray: keep outputs finished from the same input and options (resume a job)")
+    p.add_argument("--segment-frames", type=int, metavar="N",
+                   help="with --ray: split long videos about every N frames at keyframes (0: never; "
+                        "default: every worker busy, segments of at least 300 frames)")
     p.add_argument("--keep-metadata", action="store_true", help="keep location/device tags (removed by default)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
@@ -147,6 +157,11 @@ def _main(args: argparse.Namespace) -> int:
         print(f"trt-anon: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
+    if args.ray is not None:
+        return _main_ray(args, config, inputs, output, review)
+    if args.workers is not None or args.skip_existing or args.segment_frames is not None:
+        print("trt-anon: error: --workers, --skip-existing and --segment-frames need --ray", file=sys.stderr)
+        return ConfigError.exit_code
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
     if output is not None and (many or str(output).endswith(("/", "\\"))):
         Path(output).mkdir(parents=True, exist_ok=True)  # a folder of outputs
@@ -190,6 +205,36 @@ def _main(args: argparse.Namespace) -> int:
         _write_index(rows, index, args)
     if many and not args.quiet:
         print(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
+    return 1 if failed else 0
+
+
+def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], output, review) -> int:
+    """Every input as Ray tasks (``trt_anon.scale``); one bar over all frames, then a summary. Exit 1 if any failed."""
+    import dataclasses
+
+    from .scale import process_many
+
+    try:
+        if review:
+            raise ConfigError("--review is not available with --ray yet; run without --ray to get review pages")
+        options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        if args.json:
+            options["json_path"] = args.json
+        reports = process_many(inputs, output, ray_address=None if args.ray == "local" else args.ray,
+                               workers=args.workers, skip_existing=args.skip_existing,
+                               segment_frames=args.segment_frames, progress=not args.quiet, **options)
+    except AnonError as exc:
+        print(f"trt-anon: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    failed = [r for r in reports if r.error]
+    for r in failed:
+        print(f"trt-anon: error: {r.error}", file=sys.stderr)
+    if not args.quiet:
+        for r in reports:
+            if not r.error:
+                print(r.summary())
+                for w in r.warnings:
+                    print(f"  warning: {w}")
     return 1 if failed else 0
 
 

@@ -64,11 +64,16 @@ def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: in
 
 
 def run(stages: Stages, config: Config, report: Report, width: int, height: int, rotation: int = 0,
-        json_out: TextIO | None = None, progress: Any = None, stats: Any = None) -> None:
+        json_out: TextIO | None = None, progress: Any = None, stats: Any = None, first: int = 0,
+        keep: tuple[int, int] | None = None) -> None:
     """Drive the stages over the whole video. Fills ``report``; raises on any failure.
 
-    ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written."""
+    ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written.
+    A segment (``trt_anon.scale``): the decoder starts at frame index ``first`` of the file, and only frames
+    ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written."""
     tracker = Tracker(config.ttl, config.eyes_every, config.lookback)
+    tracker.next_frame = tracker.next_final = first  # absolute indices: eye refreshes fall where a whole run's do
+    index = first   # file index of the next frame to become final
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
     time_base = None
@@ -83,7 +88,13 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
         secs["encode"] += time.perf_counter() - t0
 
     def write(final: list[Detections]) -> None:
-        nonlocal pending
+        nonlocal pending, index
+        if keep is not None:  # drop the context frames around a segment
+            at, index = index, index + len(final)
+            lo, hi = max(keep[0] - at, 0), min(max(keep[1] - at, 0), len(final))
+            kept = [waiting.popleft() for _ in final][lo:hi]
+            waiting.extendleft(reversed(kept))
+            final = final[lo:hi]
         if not final:
             return
         t0 = time.perf_counter()
@@ -103,7 +114,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
                 report.max_faces = max(report.max_faces, len(b))
             if json_out is not None:
                 json_out.write(("," if report.frames else "") + json.dumps(
-                    {"frame": report.frames, "pts": int(pts[i]), "faces": d.to_json(),
+                    {"frame": report.frames + (keep[0] if keep else 0), "pts": int(pts[i]), "faces": d.to_json(),
                      "redacted": [[round(float(v), 1) for v in r] for r in b]}) + "\n")
             if stats is not None:
                 stats.add(pts[i], d, b)

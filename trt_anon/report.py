@@ -21,6 +21,8 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     review: str | None = None       # the review page written (--review), None when not asked or not written
+    error: str | None = None        # process_many: the one-line error of a file that failed (frames stay 0)
+    placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
 
     @property
     def fps(self) -> float:
@@ -34,6 +36,9 @@ class Report:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for k in ("error", "placement"):  # process_many's fields: absent from a plain run's JSON
+            if not d[k]:
+                del d[k]
         d["fps"] = round(self.fps, 2)
         d["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         return d

@@ -210,13 +210,14 @@ DEFAULT_CODECS = {".webm": ("libvpx-vp9", "libopus"), ".avi": ("mpeg4", "libmp3l
 def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 70, fps: int = 30,
               faces: list[Face] | None = None, audio: int = 1, codec: str | None = None, crf: int = 16,
               rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False, subtitles: bool = False,
-              metadata: dict | None = None) -> Clip:
+              metadata: dict | None = None, keyint: int | None = None) -> Clip:
     """Write a clip with moving real faces (and ``audio`` AAC tones); return its per-frame ground truth.
 
     ``width`` x ``height`` is the picture as displayed. With ``rotation`` (display matrix angle,
     counter-clockwise) the frames are stored turned by -rotation, as phones do, and the
     ground truth is given in stored coordinates. ``vfr`` alternates frame durations (1.5, 0.75, 0.75
     frame periods). The codecs follow the container (VP9/Opus in WebM, MPEG-4/MP3 in AVI).
+    ``keyint`` (x264/x265): a keyframe exactly every ``keyint`` frames (no scene-cut keyframes), for segment tests.
     """
     path = Path(path)
     k = (rotation // 90) % 4
@@ -232,6 +233,8 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
             options = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         if vcodec == "libx265":
             options["x265-params"] = "log-level=error"
+        if keyint and vcodec in ("libx264", "libx265"):
+            options.update(g=str(keyint), keyint_min=str(keyint), sc_threshold="0")
         if vcodec == "mpeg4":
             options = {"qscale": "3"}
         vs = out.add_stream(vcodec, rate=fps, options=options)

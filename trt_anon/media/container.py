@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 
 from ..errors import InputError, OutputError
+from . import transcode
 
 # Tags that locate or identify a person or a device. Removed unless keep_metadata.
 PRIVATE_TAG = re.compile(r"location|xyz|gps|geo|latitude|longitude|make|model|serial|device|manufacturer|"
@@ -88,15 +89,22 @@ def open_input(path: Path) -> av.container.InputContainer:
     return container
 
 
-def unfit(container: av.container.InputContainer, ext: str) -> str | None:
-    """The first audio/subtitle stream of ``container`` that a ``ext`` file cannot hold, said in words."""
-    from .files import muxer_codecs
+def unfit(container: av.container.InputContainer, ext: str, convert_audio: bool = False) -> str | None:
+    """The first audio/subtitle stream of ``container`` that a ``ext`` file cannot hold, said in words.
+
+    With ``convert_audio`` (the user named the container), audio the container's own audio codec
+    can replace (WebM: Opus) fits: it will be converted.
+    """
+    from .files import MUXERS, muxer_codecs
 
     supported = muxer_codecs(ext)
     if supported is None:
         return None
+    convertible = convert_audio and transcode.target(MUXERS[ext.lower()]) is not None
     for s in container.streams:
         if s.type in ("audio", "subtitle") and s.codec_context is not None and s.codec_context.name not in supported:
+            if s.type == "audio" and convertible:
+                continue
             return f"{s.type} stream #{s.index} ({s.codec_context.name})"
     return None
 
@@ -142,15 +150,20 @@ class Remuxer:
     ``advance(t)`` writes every copied packet up to ``t`` seconds, keeping the file
     interleaved as the video is written. Other video streams (a second angle, cover art)
     and data streams (GPS telemetry) could identify someone: they are dropped, and said so.
+    With ``convert_audio`` (the user named a container that cannot hold an audio stream's
+    codec, e.g. WebM and AAC), that stream is converted as it is read (WebM: to Opus), in the
+    same interleaved pass; every other stream is still copied.
     """
 
     def __init__(self, path: Path, output: av.container.OutputContainer, keep_metadata: bool,
-                 video_index: int) -> None:
+                 video_index: int, convert_audio: bool = False) -> None:
         self.input = av.open(str(path), mode="r")
         self.output = output
         self.map: dict[int, av.stream.Stream] = {}
+        self.converters: dict[int, transcode.AudioTranscoder] = {}  # the streams still being converted
         self.dropped: list[str] = []
         supported = output.supported_codecs
+        convert_to = transcode.target(output.format.name) if convert_audio else None
         for s in self.input.streams:
             if s.index == video_index:
                 continue
@@ -161,10 +174,15 @@ class Remuxer:
             if s.type not in ("audio", "subtitle"):
                 self.dropped.append(f"stream #{s.index} ({s.type}, {name}) dropped: may show or locate people")
                 continue
-            if name not in supported:
+            if name not in supported and s.type == "audio" and convert_to is not None:
+                converter = transcode.AudioTranscoder(s, output, convert_to[1])
+                out = converter.stream
+                self.converters[s.index] = converter
+            elif name not in supported:
                 raise OutputError(f"{s.type} stream #{s.index} ({name}) cannot be stored in "
                                   f"{output.format.name}; write to .mkv instead")
-            out = output.add_stream_from_template(s)
+            else:
+                out = output.add_stream_from_template(s)
             out.metadata.update(clean_metadata(s.metadata, keep_metadata))
             out.disposition = s.disposition
             self.map[s.index] = out
@@ -173,6 +191,7 @@ class Remuxer:
         # here and reported.
         self._sync_frames = {i for i, o in self.map.items() if output.format.name in ("mp4", "mov")
                              and o.codec_context.name in ("ac3", "eac3")}
+        self.converted = dict(self.converters)  # every converted stream, for the report
         self._packets = self.input.demux([self.input.streams[i] for i in self.map]) if self.map else iter(())
         self._next: av.Packet | None = None
         self.lost: dict[int, list[str]] = {}  # per stream: the packets that could not be copied, and why
@@ -205,8 +224,21 @@ class Remuxer:
             return packet
 
     def warnings(self) -> list[str]:
-        """What was not copied, per stream, for the report (empty when every packet was)."""
-        out = []
+        """What was converted, and what was not copied, per stream, for the report (empty when every
+        packet was copied as it is)."""
+        fmt = {"webm": "WebM"}.get(self.output.format.name, self.output.format.name.upper())
+        out = [f"audio stream #{i} converted: {c.describe()} ({fmt} cannot hold {c.from_codec})"
+               for i, c in self.converted.items()]
+        for i, c in self.converted.items():
+            if c.undecodable:
+                out.append(f"audio stream #{i}: {c.undecodable} damaged packet(s) could not be decoded; "
+                           "left out, the rest kept in time")
+            if c.filled:
+                out.append(f"audio stream #{i}: its times jump (gaps in the recording?): {c.filled / 48000:.3f} s "
+                           "of silence filled in, keeping it in time with the video")
+            if c.dropped:
+                out.append(f"audio stream #{i}: {c.dropped} frame(s) whose time was already played dropped "
+                           "(times going backwards: damaged file?)")
         for i, what in self.lost.items():
             hint = (f"; {self.output.format.name.upper()} cannot store partial AC-3 frames, .mkv can"
                     if i in self._sync_frames else "")
@@ -220,16 +252,24 @@ class Remuxer:
         return out
 
     def advance(self, until: float | None) -> None:
-        """Write the copied packets whose time is at most ``until`` seconds (all if None)."""
+        """Write the copied packets whose time is at most ``until`` seconds (all if None, and the
+        converted streams' last samples with them)."""
         while True:
             if self._next is None:
                 self._next = self._pull()
                 if self._next is None:
+                    if until is None:
+                        self._finish()
                     return
             p = self._next
             ts = p.dts if p.dts is not None else p.pts
             if until is not None and ts * p.time_base > until:
                 return
+            converter = self.converters.get(p.stream.index)
+            if converter is not None:  # decoded and encoded again: the encoder makes its own times
+                converter.feed(p)
+                self._next = None
+                continue
             out = self.map[p.stream.index]
             last = self._last.get(out.index)
             if last is not None and _ticks(ts * p.time_base, out.time_base) <= last:
@@ -242,6 +282,12 @@ class Remuxer:
             self._last[out.index] = _ticks(t, out.time_base)  # the header is written: its time base is final
             self.copied += 1
             self._next = None
+
+    def _finish(self) -> None:
+        """Flush the converted streams once: the samples their decoder, resampler and encoder still hold."""
+        converters, self.converters = self.converters, {}
+        for c in converters.values():
+            c.feed(None)
 
     @staticmethod
     def _move_after(p: av.Packet, ts: int, last: int, tb: Fraction) -> None:

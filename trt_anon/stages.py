@@ -1,0 +1,152 @@
+"""Stage selection in one home: which decoder, detector, redactor and encoder run, and why.
+
+Both ``process()`` (a whole file) and a Ray segment task (a frame range of a file, see
+``trt_anon.scale``) call these, so a segment runs exactly the stages a whole-file run would.
+Why a first choice was skipped goes into ``notes`` (they end up in the report's warnings).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import cuda
+from .config import Config
+from .decode import PyAVDecoder, select_gpu_decoder
+from .detect import select_detector
+from .encode import SOFTWARE_CODECS, PyAVEncoder
+from .errors import BackendError, InputError
+from .redact import select_redactor
+
+
+def use_gpu(cfg: Config, image: bool) -> bool:
+    """Whether this run takes the GPU path; backend 'gpu' with no usable GPU is an error."""
+    if cfg.backend == "cpu" or image:
+        return False
+    if cuda.available():
+        return True
+    if cfg.backend == "gpu":
+        raise BackendError("backend 'gpu' asked for, but no CUDA GPU is usable here (needs cupy and a GPU)")
+    return False
+
+
+@dataclass
+class Chosen:
+    """The decode/detect/redact stages of one run; the encoder comes once the output is open."""
+
+    decoder: Iterable
+    detector: Any
+    redactor: Any
+    cpu_decoder: PyAVDecoder      # always there: it tells rotation, colours, time base, errors
+    gpu: bool
+    setup: float                  # seconds spent choosing (a TensorRT engine build lands here)
+    info: Any                     # the stream's VideoInfo, its size corrected from the first frame
+
+    @property
+    def decoder_name(self) -> str:
+        return getattr(self.decoder, "name", "pyav")
+
+
+def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[str],
+           whole_file: bool = True) -> Chosen:
+    """Pick the stages. ``cpu_decoder`` is the PyAV decoder over the frames to process; its first
+    batch is read here (the first frame tells the colour matrix/range and rotation).
+
+    ``whole_file=False`` (a segment) keeps PyAV decoding, uploaded to the GPU on the GPU path:
+    the GPU decoders read whole files only.
+    """
+    batches = iter(cpu_decoder)
+    first = next(batches, None)
+    if first is None:
+        raise InputError(f"{src}: no frame could be decoded")
+    rotation, colorspace = cpu_decoder.rotation, cpu_decoder.colorspace
+    if cpu_decoder.size != (info.width, info.height):  # a damaged header: the frames say what the size is
+        info = dataclasses.replace(info, width=cpu_decoder.size[0], height=cpu_decoder.size[1])
+
+    def cpu_batches():
+        yield first
+        yield from batches
+
+    gpu = use_gpu(cfg, info.is_image)
+    decoder, detector, redactor = cpu_batches(), None, None
+    setup = time.perf_counter()
+    if gpu:
+        # the detector sees frames as displayed: its engine is built (or loaded) now, for that size
+        shown = (info.width, info.height) if rotation % 180 else (info.height, info.width)
+        try:
+            detector = select_detector(cfg, gpu=True, notes=notes, frame_hw=shown)
+            redactor = select_redactor(cfg, gpu=True)
+        except BackendError as exc:
+            if cfg.backend == "gpu":
+                raise
+            notes.append(f"CPU path: {exc}")
+            gpu = False
+    if gpu:
+        try:
+            if not whole_file:
+                raise BackendError("a segment is decoded by PyAV")
+            decoder = select_gpu_decoder(src, cfg.batch_size, cpu_decoder.time_base, colorspace)
+        except BackendError as exc:
+            if cfg.backend == "gpu" and whole_file:
+                raise
+            notes.append(f"decode: PyAV, each batch uploaded to the GPU ({exc})")
+            decoder = Uploaded(cpu_batches())
+    else:
+        detector = select_detector(cfg, gpu=False)
+        redactor = select_redactor(cfg, gpu=False)
+    return Chosen(decoder, detector, redactor, cpu_decoder, gpu, time.perf_counter() - setup, info)
+
+
+class Uploaded:
+    """PyAV batches moved to the GPU, for machines with CUDA but no GPU decoder package.
+
+    The GPU stages are 8-bit (their kernels take ``unsigned char*``): deeper video, which PyAV
+    decodes to uint16 RGB, is rounded to 8 bits on the device after the upload (the report warns
+    that it is written as 8-bit).
+    """
+
+    name = "pyav (uploaded)"
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        import cupy as cp
+
+        from .decode import Batch
+        for b in self.batches:
+            frames = cp.asarray(b.frames)
+            if frames.dtype == cp.uint16:  # 0..65535 -> 0..255, rounded: v * 255 / 65535 = v / 257
+                frames = ((frames.astype(cp.uint32) + 128) // 257).astype(cp.uint8)
+            yield Batch(frames, b.pts, b.time_base, b.start)
+
+
+def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str],
+                   stitchable: bool = False):
+    """NVENC, else x264/x265 fed from the GPU, on the GPU path; PyAV's x264/x265 on the CPU path.
+
+    ``stitchable`` (segments): software encoders get x264's ``stitchable`` so every segment has the
+    same headers and the pieces join by packet copy; a segment always starts on a keyframe.
+    """
+    rate = 1 if image_ext else info.rate
+    args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
+    software = SOFTWARE_CODECS[cfg.codec or "h264"]
+    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
+        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
+        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
+    if not gpu:
+        enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
+    else:
+        from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
+        nvenc = NVENC_CODECS.get(cfg.codec)
+        ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
+        if ok and info.width % 2 == 0 and info.height % 2 == 0:
+            enc = NvencEncoder(*args, codec=nvenc)
+        else:
+            notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
+            enc = GpuYuvEncoder(*args, codec=software)
+    if stitchable and enc.name == "libx264":
+        enc.stream.codec_context.options = {**enc.stream.codec_context.options, "x264-params": "stitchable=1"}
+    return enc
