@@ -187,3 +187,31 @@ def test_small_face_approaching_is_covered_from_its_first_frame(tmp_path, source
         mask = pixel_mask(red, cell_sizes(red, 25), 720, 1280)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         assert mask[y1:y2, x1:x2].all(), f"frame {i}: {x2 - x1} px face not covered"
+
+
+# A face sliding in at the right edge of a 640-wide frame: the detector's boxes from frame 45 on
+# (the packaged demo clip, INT8 defaults), clipped at the edge first, then moving left at ~2.5 px/frame.
+EDGE_ENTRY = [
+    [602.8, 44.1, 640.0, 95.3], [601.7, 43.8, 640.0, 96.1], [597.0, 42.8, 639.6, 97.6], [595.6, 46.7, 638.2, 100.3],
+    [592.7, 47.3, 634.4, 99.6], [588.6, 46.4, 633.3, 101.2], [586.3, 46.4, 632.0, 101.2], [584.2, 46.6, 628.8, 101.4],
+    [581.3, 47.0, 625.0, 100.5], [580.9, 47.3, 623.5, 100.9], [577.0, 48.1, 619.7, 100.4], [575.7, 51.6, 618.3, 102.8],
+    [571.9, 47.5, 615.5, 101.0], [571.7, 50.5, 614.4, 104.1], [567.6, 51.4, 611.2, 103.7], [565.5, 51.1, 608.2, 104.6],
+    [563.5, 51.7, 606.1, 104.0], [559.9, 51.3, 603.5, 104.8], [557.3, 50.6, 600.0, 105.4], [555.3, 50.8, 598.9, 105.5],
+    [551.8, 51.0, 596.4, 105.8], [550.2, 53.7, 595.8, 109.7], [547.6, 54.4, 591.2, 109.2], [544.7, 53.9, 588.3, 110.0],
+    [541.0, 54.0, 584.6, 110.1], [540.5, 54.8, 583.1, 109.5], [536.5, 54.3, 581.2, 110.3], [535.0, 57.8, 579.6, 112.6],
+    [532.8, 54.5, 575.4, 110.5], [530.9, 58.2, 574.6, 113.0]]
+
+
+@pytest.mark.parametrize("chunk", [3, 8, 32])
+def test_back_fill_has_no_gap_before_the_first_box(chunk):
+    """Where a frame far before the first box is filled, every frame between it and the first box is
+    too: a fit over more boxes (handed out later) must not drop the frames nearer the face."""
+    dets = [Detections.empty()] * 45
+    for b in EDGE_ENTRY:
+        x1, y1, x2, y2 = b
+        dets.append(Detections(np.array([b], np.float32), np.array([0.9], np.float32), face(x1, y1, x2 - x1).landmarks))
+    out = run(dets, ttl=5, chunk=chunk, lookback=30)
+    filled = [i for i in range(45) if (out[i].kind == FILLED).any()]
+    assert filled and filled[-1] == 44
+    assert filled == list(range(filled[0], 45)), filled
+    assert filled[0] < 45 - 5  # past ttl: the motion says the face was at the edge before

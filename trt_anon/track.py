@@ -47,6 +47,7 @@ class _Track:
     eyes_at: int           # frame index where the eye band was last derived from landmarks
     weak_start: bool = False  # its first box is a weak candidate, linked backwards
     hidden_at: int = -1    # last frame in which a detected face covered this missed one
+    filled_back: bool = False  # back-filled past ttl in an earlier frame: the frames after it are filled too
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
@@ -225,9 +226,13 @@ class Tracker:
             # past ttl only where the face was less findable: smaller, or found weakly at first (dark,
             # turned, small); a face found at once at the same size popped in and was not there
             smaller = ext[2] - ext[0] < SMALLER * (b0[2] - b0[0])
-            if (d <= self.ttl or smaller or t.weak_start) and min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
+            # frames are handed out in order: once one was filled past ttl, the later ones (nearer the first
+            # box) are too, even where a fit over more boxes no longer says "smaller" (no gap in the cover)
+            if (d <= self.ttl or smaller or t.weak_start or t.filled_back) and \
+                    min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
                 ext = _grown(ext, FILL_GROWTH * d)
                 box = ext if box is None else _hull(box, ext)
+                t.filled_back |= d > self.ttl
         return box
 
     def _pop(self, upto: int) -> list[Detections]:
