@@ -170,7 +170,8 @@ def _main(args: argparse.Namespace) -> int:
     failed = 0
     rows: list[dict] = []
     for src in inputs:
-        bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True)
+        bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True,
+                   delay=0.5)  # no empty bar before a one-line error; the total is known by then
         try:
             report = process(src, output, config=config, json_path=args.json, progress=bar, review=review,
                              review_originals=args.review_originals)
