@@ -406,6 +406,8 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
 
     have = ray.cluster_resources()
     gpu = config.backend != "cpu" and have.get("GPU", 0) > 0
+    # one batch size for the whole job, the tasks' backend's (segments are cut at whole batches)
+    config = dataclasses.replace(config, batch_size=config.batch_for(gpu))
     slots = workers or int(have.get("GPU" if gpu else "CPU", 1))
     # a task's size makes at most ``slots`` run at once: one core (or GPU) each unless --workers asks for fewer
     opts = {"num_gpus": max(1, int(have["GPU"]) // slots), "num_cpus": 1} if gpu else \
