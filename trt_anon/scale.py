@@ -72,6 +72,8 @@ def plan_segments(path: Path, config: Config, segment_frames: int) -> list[Segme
 
     from .media.container import video_stream
 
+    if config.batch_size is None:  # process_many settles it for the tasks' backend (Config.batch_for)
+        raise ConfigError("segments are cut at whole batches: settle batch_size first (Config.batch_for)")
     if config.codec != "h264":
         return []  # x264's stitchable keeps every piece's headers identical; other encoders make no such promise
     with av.open(str(path)) as c:
