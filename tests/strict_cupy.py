@@ -356,6 +356,10 @@ def empty(shape, dtype=float) -> ndarray:
     return ndarray(np.empty(shape, dtype))
 
 
+def full(shape, fill_value, dtype=None) -> ndarray:
+    return ndarray(np.full(shape, fill_value, dtype))
+
+
 def empty_like(a: ndarray, dtype=None) -> ndarray:
     if not isinstance(a, ndarray):
         raise TypeError(f"cupy.empty_like: {type(a)} is not a device array")

@@ -101,6 +101,7 @@ def test_bad_option_exit_2(tmp_path):
     assert_one_line_error(r, code=2, match="multiple of 32")
     r = cli()
     assert_one_line_error(r, code=2, match="no input")
+    assert_one_line_error(cli("x.mp4", "--style", "solid", "--fill-color", "red"), code=2, match="fill_color must be")
 
 
 def test_output_refusals(clips, tmp_path):

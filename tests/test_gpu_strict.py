@@ -223,3 +223,20 @@ def test_gpu_path_with_nvenc_no_frame_comes_to_the_host(strict_gpu, face_clip, m
         "one CudaContext for the current context must be passed to every from_dlpack call"
     assert all(s is None or s == -1 or s >= 1 for s in log.streams), log.streams
     _check_output(face_clip, out, report)
+
+
+@pytest.mark.parametrize("style", ["blur", "solid"])
+def test_gpu_styles_keep_frames_on_the_device(strict_gpu, face_clip, monkeypatch, tmp_path, style):
+    """Blur (cell means, then interpolation) and solid run on the device like the mosaic: with NVENC no
+    frame-sized copy either way (their pixels are checked in test_kernels_on_cpu.py)."""
+    import trt_anon
+    from trt_anon import stages
+
+    pytest.importorskip("nvidia.dali", reason="DALI's CPU reader plays NVDEC")
+    monkeypatch.setattr(stages, "select_gpu_decoder", dali_decoder_on_device)
+    install_nvenc(monkeypatch)
+    out = tmp_path / "out.mkv"
+    report = trt_anon.process(face_clip.path, out, backend="gpu", style=style)
+    assert report.backends["redact"] == "cupy" and report.frames == N
+    assert frame_sized(LEDGER.d2h()) == [] and frame_sized(LEDGER.h2d()) == []
+    assert_only_boxes_come_to_the_host(LEDGER)

@@ -19,7 +19,8 @@ from trt_anon.encode import gpu_color
 from trt_anon.redact import NumpyRedactor, cupy_mosaic
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is needed to run the CUDA kernels on the CPU")
-KERNELS = {"mosaic": cupy_mosaic._SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
+KERNELS = {"mosaic": cupy_mosaic._SRC, "solid": cupy_mosaic._SOLID_SRC, "cell_means": cupy_mosaic._MEANS_SRC,
+           "blur": cupy_mosaic._BLUR_SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
            "resize": gpu_pre._SRC}
 
 
@@ -103,6 +104,40 @@ def test_mosaic_kernel_equals_numpy_reference(cupy_on_cpu, cell):
     got = cupy_mosaic.CupyRedactor(cell)(frames.copy(), boxes)
     assert (got != frames).any()
     np.testing.assert_array_equal(got, ref)
+
+
+def random_boxes(frames: np.ndarray, seed: int = 3) -> list[np.ndarray]:
+    """Three boxes per frame (partly outside, overlapping, 8 to 150 px), none in the second frame."""
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for _ in frames:
+        x, y, s = rng.uniform(-30, 300, 3), rng.uniform(-30, 170, 3), rng.uniform(8, 150, 3)
+        boxes.append(np.stack([x, y, x + s, y + s * 1.3], axis=1))
+    boxes[1] = np.zeros((0, 4))
+    return boxes
+
+
+@pytest.mark.parametrize("style, cell", [("blur", 25), ("blur", "auto"), ("blur", 7), ("solid", 25), ("solid", "auto")])
+def test_style_kernels_equal_numpy_reference(cupy_on_cpu, style, cell):
+    frames = faces(3, 190, 330)  # not multiples of 25: partial cells at the right and bottom
+    boxes = random_boxes(frames)
+    ref = NumpyRedactor(cell, style, (200, 30, 90))(frames.copy(), boxes)
+    got = cupy_mosaic.CupyRedactor(cell, style, (200, 30, 90))(frames.copy(), boxes)
+    assert (got != frames).any()
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_style_kernel_test_can_fail(cupy_on_cpu, monkeypatch):
+    """The comparison above catches a plausible slip: rows measured from pixel corners, not centres
+    (interpolation weights off by half a pixel)."""
+    wrong = cupy_mosaic._BLUR_SRC.replace("uy = 2 * y + 1 - c", "uy = 2 * y - c")
+    assert wrong != cupy_mosaic._BLUR_SRC
+    monkeypatch.setattr(cupy_mosaic, "_BLUR_SRC", wrong)
+    frames = faces(2, 100, 120)
+    boxes = [np.array([[10, 10, 90, 80]]), np.array([[30, 5, 110, 60]])]
+    ref = NumpyRedactor(25, "blur")(frames.copy(), boxes)
+    got = cupy_mosaic.CupyRedactor(25, "blur")(frames.copy(), boxes)
+    assert (got != ref).any()
 
 
 @pytest.mark.parametrize("colorspace, color_range, height", [(1, 1, 720), (5, 1, 360), (1, 2, 720), (2, 1, 360)])

@@ -250,8 +250,8 @@ def _write_review(report: Report, stats, page: Path, cfg: Config, originals: boo
     temporary file and renamed) and becomes a warning: the video is complete and correct either way."""
     from .review import write_review
     threshold = cfg.threshold_for("int8" if "int8" in report.backends.get("detect", "") else "fp32")
-    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "mosaic cell": cfg.mosaic_cell,
-                "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
+    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "style": cfg.style,
+                "mosaic cell": cfg.mosaic_cell, "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
     try:
         write_review(report, stats, page, originals=originals, overwrite=cfg.overwrite, threshold=threshold,
                      settings={k: str(v) for k, v in settings.items()})

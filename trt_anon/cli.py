@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import CODECS, CPU_BATCH, CRFS, GPU_BATCH, PRECISIONS, THRESHOLDS, Config
+from .config import CODECS, CPU_BATCH, CRFS, GPU_BATCH, PRECISIONS, STYLES, THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mosaic-cell", default=d.mosaic_cell,
                    help="mosaic cell size in pixels, or 'auto': at least 25 and about 5 cells across each face, "
                         f"so large faces stay unrecognisable (default {d.mosaic_cell})")
+    p.add_argument("--style", choices=STYLES, default=d.style,
+                   help="how faces are covered: mosaic (default, 25 px cells), blur (strong: about 3 blur cells "
+                        "across a face, none of its detail survives) or solid (a flat --fill-color)")
+    p.add_argument("--fill-color", default="#000000", metavar="COLOR",
+                   help="colour of --style solid, #rrggbb or r,g,b (default #000000, black)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"frames per batch (default {GPU_BATCH} on a GPU, {CPU_BATCH} on the CPU: more only holds "
                         "more frames in memory there)")
@@ -132,8 +137,8 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
-                        mosaic_cell=args.mosaic_cell, batch_size=args.batch_size, ttl=args.ttl,
-                        lookback=args.lookback, codec=args.codec,
+                        mosaic_cell=args.mosaic_cell, style=args.style, fill_color=args.fill_color,
+                        batch_size=args.batch_size, ttl=args.ttl, lookback=args.lookback, codec=args.codec,
                         crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
                         overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:

@@ -22,6 +22,7 @@ THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
 # with scripts/bench.py (README, Performance): 8 is as fast as 32 at 720p with ~30% less peak memory.
 GPU_BATCH = 32
 CPU_BATCH = 8
+STYLES = ("mosaic", "blur", "solid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -34,6 +35,8 @@ class Config:
     det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
     batch_size: int | None = None   # frames decoded/detected/redacted together; None: GPU_BATCH/CPU_BATCH
     mosaic_cell: int | str = 25     # mosaic cell side in pixels (25:1), or "auto" (size-aware)
+    style: Literal["mosaic", "blur", "solid"] = "mosaic"  # how the cells touching a box are redacted
+    fill_color: tuple[int, int, int] | str = (0, 0, 0)  # solid style's colour: (r, g, b), "#rrggbb" or "r,g,b"
     margin_px: int = 12             # face box grown by this many pixels per side ...
     margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
     ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
@@ -72,6 +75,9 @@ class Config:
             object.__setattr__(self, "mosaic_cell", int(self.mosaic_cell))
         if self.mosaic_cell != "auto" and (not isinstance(self.mosaic_cell, int) or not 2 <= self.mosaic_cell <= 256):
             bad(f"mosaic_cell must be 'auto' or between 2 and 256 pixels, not {self.mosaic_cell!r}")
+        if self.style not in STYLES:
+            bad(f"style must be one of {', '.join(STYLES)}, not {self.style!r}")
+        object.__setattr__(self, "fill_color", parse_color(self.fill_color))
         if self.margin_px < 0 or not 0.0 <= self.margin_rel <= 2.0:
             bad("margins must be >= 0 (margin_rel at most 2.0)")
         if not 0 <= self.ttl <= 120:
@@ -111,3 +117,17 @@ class Config:
             return cls(**options)
         except TypeError as exc:  # pragma: no cover - defensive
             raise ConfigError(str(exc)) from None
+
+
+def parse_color(value) -> tuple[int, int, int]:
+    """An RGB colour from (r, g, b), "#rrggbb" or "r,g,b" (0-255 each); ConfigError otherwise."""
+    try:
+        if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+            rgb = tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))
+        else:
+            rgb = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
+            return rgb
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"fill_color must be #rrggbb or r,g,b with values 0-255, not {value!r}")

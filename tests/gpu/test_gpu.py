@@ -48,6 +48,10 @@ def test_cupy_mosaic_equals_numpy():
         ref = NumpyRedactor(cell)(frames.copy(), boxes)
         got = CupyRedactor(cell)(cp.asarray(frames), boxes)
         np.testing.assert_array_equal(cp.asnumpy(got), ref)
+        for style in ("blur", "solid"):
+            ref = NumpyRedactor(cell, style, (90, 90, 90))(frames.copy(), boxes)
+            got = CupyRedactor(cell, style, (90, 90, 90))(cp.asarray(frames), boxes)
+            np.testing.assert_array_equal(cp.asnumpy(got), ref, err_msg=f"{style} {cell}")
 
 
 def test_gpu_preprocess_close_to_opencv(tmp_path):

@@ -1,45 +1,55 @@
-"""Redact stage: boxes in, frames mosaicked in place. NumPy is the reference."""
+"""Redact stage: boxes in, frames redacted in place (mosaic, blur or solid). NumPy is the reference."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..detect.detections import Detections, grow
 from .mosaic import auto_cells, cell_mask, cell_ranges, mosaic, pixel_mask
+from .styles import blur, blur_cells, solid
 
-__all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "mosaic", "cell_mask", "cell_ranges", "pixel_mask",
-           "cell_sizes"]
+__all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
+           "cell_ranges", "pixel_mask", "cell_sizes"]
 
 
 def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: float,
                     width: int, height: int) -> np.ndarray:
-    """The boxes to mosaic for one frame: grown face boxes, or the (grown) eye bands."""
+    """The boxes to redact for one frame: grown face boxes, or the (grown) eye bands."""
     if target == "eyes":
         eyes = det.eyes if det.eyes is not None else np.zeros((0, 4), np.float32)
         return grow(eyes, margin_px / 2, 0.0, width, height)
     return grow(det.xyxy, margin_px, margin_rel, width, height)
 
 
-def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str) -> np.ndarray:
-    """One cell size per box: the fixed ``mosaic_cell``, or size-aware with "auto"."""
-    if mosaic_cell == "auto":
-        return auto_cells(boxes)
-    return np.full(len(boxes), int(mosaic_cell), np.int64)
+def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str, style: str = "mosaic") -> np.ndarray:
+    """One cell size per box: the fixed ``mosaic_cell``, or size-aware with "auto"; the blur's are coarser
+    for large boxes (``blur_cells``). ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers."""
+    cells = auto_cells(boxes) if mosaic_cell == "auto" else np.full(len(boxes), int(mosaic_cell), np.int64)
+    return blur_cells(boxes, cells) if style == "blur" else cells
+
+
+def redact(frame: np.ndarray, boxes: np.ndarray, style: str, cell, color: tuple[int, int, int] = (0, 0, 0)):
+    """Redact one frame in place with ``style`` over the cells (one size, or one per box) touching ``boxes``."""
+    if style == "blur":
+        return blur(frame, boxes, cell)
+    if style == "solid":
+        return solid(frame, boxes, cell, color)
+    return mosaic(frame, boxes, cell)
 
 
 class NumpyRedactor:
     name = "numpy"
 
-    def __init__(self, cell: int | str) -> None:
-        self.cell = cell
+    def __init__(self, cell: int | str, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0)) -> None:
+        self.cell, self.style, self.color = cell, style, color
 
     def __call__(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         for frame, b in zip(frames, boxes):
-            mosaic(frame, b, cell_sizes(b, self.cell))
+            redact(frame, b, self.style, cell_sizes(b, self.cell, self.style), self.color)
         return frames
 
 
 def select_redactor(config, gpu: bool):
     if gpu:
         from .cupy_mosaic import CupyRedactor
-        return CupyRedactor(config.mosaic_cell)
-    return NumpyRedactor(config.mosaic_cell)
+        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color)
+    return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color)

@@ -1,8 +1,11 @@
-"""The mosaic on the GPU: one CUDA block per cell, frames redacted in place, batch at a time.
+"""The redaction styles on the GPU: one CUDA block per cell, frames redacted in place, batch at a time.
 
-The host turns boxes into a list of cells (``mosaic.cell_groups``, tested on the CPU); the
-kernel averages each cell with integer sums and the reference's half-up rounding, so the
-result equals the NumPy reference exactly.
+The host turns boxes into a list of cells (``mosaic.cell_groups``, tested on the CPU), one group per
+cell size. Mosaic: one kernel averages each cell with integer sums and the reference's half-up
+rounding. Solid: one kernel writes the colour. Blur: ``cell_means`` writes each cell's mean into a
+padded grid of the batch (-1: not redacted), then ``blur_cells`` interpolates every pixel from the
+grid alone (styles.py says how), so no block reads a pixel another block writes. Integer arithmetic
+throughout: the results equal the NumPy references exactly.
 """
 from __future__ import annotations
 
@@ -38,17 +41,92 @@ extern "C" __global__ void mosaic_cells(unsigned char* frames, const int* cells,
 }
 """
 
+_SOLID_SRC = r"""
+extern "C" __global__ void solid_cells(unsigned char* frames, const int* cells, int H, int W, int c,
+                                       int r, int g, int b) {
+    const int k = blockIdx.x;
+    const int f = cells[3 * k], y0 = cells[3 * k + 1] * c, x0 = cells[3 * k + 2] * c;
+    const int h = min(c, H - y0), w = min(c, W - x0);
+    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
+        unsigned char* p = frames + (((size_t)f * H + y0 + i / w) * W + x0 + i % w) * 3;
+        p[0] = (unsigned char)r; p[1] = (unsigned char)g; p[2] = (unsigned char)b;
+    }
+}
+"""
+
+_MEANS_SRC = r"""
+// grid: (N, rows + 2, cols + 2, 3) int, padded by one cell on every side, -1 where not redacted
+extern "C" __global__ void cell_means(const unsigned char* frames, const int* cells, int* grid, int H, int W,
+                                      int c, int rows, int cols) {
+    const int k = blockIdx.x;
+    const int f = cells[3 * k], cy = cells[3 * k + 1], cx = cells[3 * k + 2];
+    const int y0 = cy * c, x0 = cx * c;
+    const int h = min(c, H - y0), w = min(c, W - x0);
+    __shared__ unsigned long long sum[3];
+    if (threadIdx.x < 3) sum[threadIdx.x] = 0ULL;
+    __syncthreads();
+    const unsigned char* base = frames + (((size_t)f * H + y0) * W + x0) * 3;
+    unsigned long long a0 = 0, a1 = 0, a2 = 0;
+    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
+        const unsigned char* p = base + ((size_t)(i / w) * W + (i % w)) * 3;
+        a0 += p[0]; a1 += p[1]; a2 += p[2];
+    }
+    atomicAdd(&sum[0], a0); atomicAdd(&sum[1], a1); atomicAdd(&sum[2], a2);
+    __syncthreads();
+    if (threadIdx.x < 3) {
+        const unsigned long long n = (unsigned long long)(h * w);
+        grid[(((size_t)f * (rows + 2) + cy + 1) * (cols + 2) + cx + 1) * 3 + threadIdx.x] =
+            (int)((sum[threadIdx.x] + n / 2) / n);
+    }
+}
+"""
+
+_BLUR_SRC = r"""
+extern "C" __global__ void blur_cells(unsigned char* frames, const int* cells, const int* grid, int H, int W,
+                                      int c, int rows, int cols) {
+    const int k = blockIdx.x;
+    const int f = cells[3 * k], y0 = cells[3 * k + 1] * c, x0 = cells[3 * k + 2] * c;
+    const int h = min(c, H - y0), w = min(c, W - x0), c2 = 2 * c;
+    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
+        const int y = y0 + i / w, x = x0 + i % w;
+        const int uy = 2 * y + 1 - c, ux = 2 * x + 1 - c;  // from the first cell centre, half pixels
+        const int jy = (uy + c) / c2, jx = (ux + c) / c2;  // nearest cell centre (uy > -c)
+        const long long ty = uy - c2 * jy, tx = ux - c2 * jx, cc = (long long)c * c;
+        const long long wy[3] = {(c - ty) * (c - ty), 6 * cc - 2 * ty * ty, (c + ty) * (c + ty)};
+        const long long wx[3] = {(c - tx) * (c - tx), 6 * cc - 2 * tx * tx, (c + tx) * (c + tx)};
+        long long n0 = 0, n1 = 0, n2 = 0, den = 0;
+        for (int dy = 0; dy < 3; ++dy) {
+            for (int dx = 0; dx < 3; ++dx) {  // padded grid: cell j - 1 + d is at j + d
+                const int* m = grid + (((size_t)f * (rows + 2) + jy + dy) * (cols + 2) + jx + dx) * 3;
+                if (m[0] < 0) continue;
+                const long long wt = wy[dy] * wx[dx];
+                n0 += wt * m[0]; n1 += wt * m[1]; n2 += wt * m[2]; den += wt;
+            }
+        }
+        unsigned char* p = frames + (((size_t)f * H + y) * W + x) * 3;
+        p[0] = (unsigned char)((n0 + den / 2) / den);
+        p[1] = (unsigned char)((n1 + den / 2) / den);
+        p[2] = (unsigned char)((n2 + den / 2) / den);
+    }
+}
+"""
+
 
 class CupyRedactor:
     name = "cupy"
 
-    def __init__(self, cell) -> None:
+    def __init__(self, cell, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0)) -> None:
         import cupy as cp
 
         from . import cell_sizes
 
-        self.cp, self.cell, self.cell_sizes = cp, cell, cell_sizes
-        self.kernel = cp.RawKernel(_SRC, "mosaic_cells")
+        self.cp, self.cell, self.cell_sizes, self.style, self.color = cp, cell, cell_sizes, style, color
+        if style == "blur":
+            self.means, self.blur = cp.RawKernel(_MEANS_SRC, "cell_means"), cp.RawKernel(_BLUR_SRC, "blur_cells")
+        elif style == "solid":
+            self.solid = cp.RawKernel(_SOLID_SRC, "solid_cells")
+        else:
+            self.kernel = cp.RawKernel(_SRC, "mosaic_cells")
 
     def __call__(self, frames, boxes: list[np.ndarray]):
         from ..cuda import device_frames
@@ -56,8 +134,17 @@ class CupyRedactor:
         cp = self.cp
         batch = device_frames(frames)  # redacted in place only if it was one contiguous uint8 array
         n, height, width = batch.shape[:3]
-        groups = cell_groups(boxes, [self.cell_sizes(b, self.cell) for b in boxes], height, width)
+        groups = cell_groups(boxes, [self.cell_sizes(b, self.cell, self.style) for b in boxes], height, width)
         for c, cells in groups:
-            self.kernel((len(cells),), (256,), (batch, cp.asarray(cells), np.int32(height), np.int32(width),
-                                                 np.int32(c)))
+            geometry = (np.int32(height), np.int32(width), np.int32(c))
+            cells = cp.asarray(cells)
+            if self.style == "solid":
+                self.solid((len(cells),), (256,), (batch, cells, *geometry, *map(np.int32, self.color)))
+            elif self.style == "blur":
+                rows, cols = -(-height // c), -(-width // c)
+                grid = cp.full((n, rows + 2, cols + 2, 3), -1, cp.int32)
+                self.means((len(cells),), (256,), (batch, cells, grid, *geometry, np.int32(rows), np.int32(cols)))
+                self.blur((len(cells),), (256,), (batch, cells, grid, *geometry, np.int32(rows), np.int32(cols)))
+            else:
+                self.kernel((len(cells),), (256,), (batch, cells, *geometry))
         return batch

@@ -80,14 +80,20 @@ def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) ->
         py0, py1 = cy0 * c, min(cy1 * c, height)
         px0, px1 = cx0 * c, min(cx1 * c, width)
         region = frame[py0:py1, px0:px1]
-        ys, xs = np.arange(0, py1 - py0, c), np.arange(0, px1 - px0, c)
-        sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
-        hs = np.diff(np.append(ys, py1 - py0))
-        ws = np.diff(np.append(xs, px1 - px0))
-        counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)
-        means = ((sums + counts // 2) // counts).astype(frame.dtype)
-        region[...] = np.repeat(np.repeat(means, hs, axis=0), ws, axis=1)
+        means, hs, ws = cell_means(region, c)
+        region[...] = np.repeat(np.repeat(means.astype(frame.dtype), hs, axis=0), ws, axis=1)
     return frame
+
+
+def cell_means(region: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounded (half up) mean of every ``c`` x ``c`` cell of ``region`` (whose origin is on the grid), as
+    (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller)."""
+    h, w = region.shape[:2]
+    ys, xs = np.arange(0, h, c), np.arange(0, w, c)
+    sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
+    hs, ws = np.diff(np.append(ys, h)), np.diff(np.append(xs, w))
+    counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)
+    return (sums + counts // 2) // counts, hs, ws
 
 
 def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndarray], height: int,

@@ -225,7 +225,7 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
                "several reasons shows once, its caption says why.</p>")
     out.append('<p class="legend">' + "".join(
         f'<span><i style="border-color:rgb{KIND_COLOURS[k]}"></i>{KIND_NAMES[k]}</span>' for k in (HIT, HELD, FILLED))
-        + "<span>outlines: the rectangles redacted (the mosaic covers every 25 px cell they touch)</span></p>")
+        + "<span>outlines: the rectangles redacted (mosaic, blur or fill covers every cell of the frame-aligned grid they touch)</span></p>")
     out.append(f'<div class="grid{" pairs" if originals else ""}">')
     for t in thumbs:
         f = t.pick.frame
