@@ -7,7 +7,8 @@
     python scripts/bench.py --clip my.mp4    # your own clip
 
 Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RSS and GPU
-memory, backends, machine), the ratio to deface on the same clip, and how far the two agree
+memory, backends, machine), the ratio to deface on the same clip (speed, and peak RSS: ours over deface's
+own process; its ffmpeg reader/writer processes are shown beside it), and how far the two agree
 on faces; writes it all to bench-results/<machine>-<time>.json. Each run is a fresh process,
 so peak memory is that run's own. deface runs from its own virtual environment
 (.bench-venv/deface, made on first use with `pip install deface onnx onnxruntime`; both of its
@@ -138,15 +139,43 @@ def deface_python(arg: str | None) -> Path | None:
     return py
 
 
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants now (deface's imageio runs ffmpeg children)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS"))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
 def run_deface(py: Path, clip: Path, out: Path, args: list[str]) -> dict:
+    """deface in a fresh interpreter: wall time, its own peak RSS (exact, from the kernel, as ours is measured)
+    and the peak of its process tree with the ffmpeg processes it reads and writes through (sampled)."""
     cmd = [str(py), "-c", "import sys; from deface.deface import main; sys.exit(main())", str(clip), "-o", str(out),
            *args]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0 or not out.exists():
-        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
-    return {"wall": wall}
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        tree = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaped here: its own rusage, not all children's
+            if pid:
+                break
+            tree = max(tree, _tree_rss(proc.pid))
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0 or not out.exists():
+        return {"error": (stderr.strip().splitlines() or ["failed"])[-1]}
+    return {"wall": wall, "peak_rss": usage.ru_maxrss * 1024, "peak_rss_tree": max(tree, usage.ru_maxrss * 1024)}
 
 
 def deface_boxes(py: Path, clip: Path, every: int, scale: str | None) -> dict[int, list]:
@@ -244,7 +273,7 @@ def main() -> int:
     jobs = [(c, name, opts) for c in clips for name, opts in combos()]
     bar = tqdm(total=len(jobs) + (3 * len(clips) if py else 0), desc="benchmark", leave=False)
     for clip in clips:
-        ours_fps = json_path = None  # of the first run that works: the default one on this machine
+        ours_fps = ours_rss = json_path = None  # of the first run that works: the default one on this machine
         for c, name, opts in [j for j in jobs if j[0] == clip]:
             run_json = work / f"{clip.stem}.{name.replace(' ', '_')}.json"
             res = run_ours(clip, work / f"{clip.stem}.{name}.mp4", {**opts, **extra, "json_path": str(run_json)})
@@ -259,6 +288,7 @@ def main() -> int:
             res["stage_fps"] = per
             if ours_fps is None:
                 ours_fps, json_path = res["frames"] / res["process_wall"], run_json  # start-up included, like deface
+                ours_rss = res["peak_rss"]
             b = res["backends"]
             rows.append([clip.name, f"trt_anon {name}", *(f"{per[k]:.0f}" for k in per), f"{res['fps']:.1f}",
                          f"{res['wall']:.1f}", f"{res['peak_rss'] / 2**20:.0f}", f"{res['peak_gpu'] / 2**20:.0f}",
@@ -284,14 +314,18 @@ def main() -> int:
                 res["fps"] = nframes / res["wall"]
                 if ours_fps:
                     res["ratio"] = ours_fps / res["fps"]
+                    res["rss_ratio"] = ours_rss / res["peak_rss"]  # peak memory per worker, ours over deface's
                 if label == "deface default (opencv)" and json_path is not None:
                     theirs = deface_boxes(py, clip, args.agreement_every, None)
                     if theirs:
                         a, b = agreement(our_boxes(json_path, args.agreement_every), theirs)
                         res["agreement"] = {"ours_found_by_deface": a, "deface_found_by_ours": b}
                 results.append(res)
-                rows.append([clip.name, label, "", "", "", "", f"{res['fps']:.1f}", f"{res['wall']:.1f}", "", "",
-                             f"trt_anon/deface = {res.get('ratio', 0):.1f}x (start-up incl.)"])
+                rows.append([clip.name, label, "", "", "", "", f"{res['fps']:.1f}", f"{res['wall']:.1f}",
+                             f"{res['peak_rss'] / 2**20:.0f}", "",
+                             f"trt_anon/deface = {res.get('ratio', 0):.1f}x fps (start-up incl.), "
+                             f"{res.get('rss_ratio', 0):.2f}x peak RSS (deface + its ffmpeg processes: "
+                             f"{res['peak_rss_tree'] / 2**20:.0f} MB)"])
     bar.close()
 
     head = ["clip", "run", "decode", "detect", "redact", "encode", "fps", "wall s", "RSS MB", "GPU MB", "backends"]

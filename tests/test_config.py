@@ -19,7 +19,7 @@ def test_bad_options_are_named(opts, msg):
 
 def test_defaults():
     c = Config()
-    assert (c.target, c.mosaic_cell, c.batch_size, c.ttl, c.eyes_every, c.backend) == ("face", 25, 32, 5, 4, "auto")
+    assert (c.target, c.mosaic_cell, c.batch_size, c.ttl, c.eyes_every, c.backend) == ("face", 25, None, 5, 4, "auto")
 
 
 def test_threshold_is_the_models_own_unless_given():
@@ -34,3 +34,32 @@ def test_auto_det_size_is_full_resolution_on_a_gpu_up_to_1440p():
     gpu = Config().det_size_for(gpu=True)
     assert Geometry.fit(1080, 1920, gpu).scale == 1.0 and Geometry.fit(1080, 1920, "auto").scale == 2 / 3
     assert Geometry.fit(2160, 3840, gpu).in_w == 2560
+
+
+def test_batch_size_default_is_per_backend_and_an_explicit_one_wins():
+    """The GPU keeps large batches; on the CPU a batch only holds frames (bench.py: 8 is as fast as 32, less memory)."""
+    from trt_anon.config import CPU_BATCH, GPU_BATCH
+
+    assert (GPU_BATCH, CPU_BATCH) == (32, 8)
+    assert Config().batch_for(gpu=True) == 32 and Config().batch_for(gpu=False) == 8
+    assert Config(batch_size=16).batch_for(gpu=True) == Config(batch_size=16).batch_for(gpu=False) == 16
+
+
+def test_batch_size_is_settled_where_the_stages_are_chosen(monkeypatch):
+    from trt_anon import stages
+
+    assert stages.with_batch(Config(backend="cpu"), image=False).batch_size == 8
+    assert stages.with_batch(Config(), image=False).batch_size == 8  # auto without a GPU: the CPU path
+    monkeypatch.setattr(stages.cuda, "available", lambda: True)
+    assert stages.with_batch(Config(), image=False).batch_size == 32
+    assert stages.with_batch(Config(backend="gpu"), image=False).batch_size == 32
+    assert stages.with_batch(Config(backend="cpu"), image=False).batch_size == 8
+    assert stages.with_batch(Config(), image=True).batch_size == 8  # images take the CPU path
+    assert stages.with_batch(Config(batch_size=4), image=False).batch_size == 4
+
+
+def test_the_out_of_memory_retry_takes_a_quarter_of_the_gpu_batch():
+    from trt_anon.api import _attempts
+
+    assert [a.batch_size for a in _attempts(Config())] == [None, 8, None]
+    assert [(a.backend, a.batch_size) for a in _attempts(Config(backend="cpu"))] == [("cpu", None)]

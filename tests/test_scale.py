@@ -4,9 +4,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import pytest
+
 from trt_anon import scale
 from trt_anon.cli import main
 from trt_anon.config import Config
+from trt_anon.errors import ConfigError
 from trt_anon.synth import make_clip
 
 
@@ -33,6 +36,8 @@ def test_segments_cut_at_keyframes_with_whole_batches_of_context(tmp_path):
         assert (s.stop % 16 == 0 or s.stop == 130) and s.stop >= min(s.end + ctx, 130)
         assert s.seek_index % 25 == 0 and s.seek_index <= s.first
     assert scale.plan_segments(clip.path, cfg, 100) == []  # too short to split
+    with pytest.raises(ConfigError, match="batch"):  # the default (None) is settled per backend first
+        scale.plan_segments(clip.path, Config(codec="h264"), 40)
 
 
 def test_ray_missing_is_one_line_error(clips, monkeypatch, capsys):

@@ -53,7 +53,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
         except Exception as exc:
             if not cuda.is_out_of_memory(exc):
                 raise
-            notes.append(f"out of GPU memory at batch {attempt.batch_size} on backend {attempt.backend}; retried")
+            notes.append(f"out of GPU memory at batch {attempt.batch_for(gpu=True)} on backend {attempt.backend}; retried")
             if progress is not None:
                 progress.reset()
         else:
@@ -70,8 +70,9 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
 def _attempts(cfg: Config):
     """The run as asked; after a GPU out-of-memory error, a quarter of the batch, then the CPU."""
     yield cfg
-    if cfg.backend != "cpu" and cfg.batch_size > 4:
-        yield dataclasses.replace(cfg, batch_size=max(4, cfg.batch_size // 4))
+    gpu_batch = cfg.batch_for(gpu=True)  # only a GPU run runs out of GPU memory
+    if cfg.backend != "cpu" and gpu_batch > 4:
+        yield dataclasses.replace(cfg, batch_size=max(4, gpu_batch // 4))
     if cfg.backend == "auto":
         yield dataclasses.replace(cfg, backend="cpu")
 
@@ -165,6 +166,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     image_ext = dst.suffix.lower() if media.is_image(dst) else None
     if image_ext and not info.is_image:
         raise OutputError(f"output {dst} is an image file name but {src} is a video")
+    cfg = stages.with_batch(cfg, info.is_image)
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
     chosen = stages.choose(src, cpu_decoder, info, cfg, notes)
     decoder, detector, redactor, gpu, info = chosen.decoder, chosen.detector, chosen.redactor, chosen.gpu, chosen.info

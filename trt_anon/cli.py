@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import CODECS, CRFS, PRECISIONS, STYLES, THRESHOLDS, Config
+from .config import CODECS, CPU_BATCH, CRFS, GPU_BATCH, PRECISIONS, STYLES, THRESHOLDS, Config
 from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                         "across a face, none of its detail survives) or solid (a flat --fill-color)")
     p.add_argument("--fill-color", default="#000000", metavar="COLOR",
                    help="colour of --style solid, #rrggbb or r,g,b (default #000000, black)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"frames per batch (default {GPU_BATCH} on a GPU, {CPU_BATCH} on the CPU: more only holds "
+                        "more frames in memory there)")
     p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
     p.add_argument("--lookback", type=int, default=d.lookback,
                    help="frames a new face may be back-filled along its motion; frames are written this late "

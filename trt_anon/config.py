@@ -17,6 +17,11 @@ CRFS = {"h264": 18, "hevc": 18, "vp9": 30, "av1": 32}
 # Measured by scripts/eval.py: the lowest score with no false alarm on the eval set, per model
 # (FP32 also stands for the GPU's FP16 networks built from it; INT8 scores run a little higher).
 THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
+# Frames per batch when batch_size is None. GPU: kernels and engines want large batches. CPU: the detector runs a
+# frame at a time, so a batch only sets how many frames are held (decoded, waiting ``lookback``, encoding); measured
+# with scripts/bench.py (README, Performance): 8 is as fast as 32 at 720p with ~30% less peak memory.
+GPU_BATCH = 32
+CPU_BATCH = 8
 STYLES = ("mosaic", "blur", "solid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
@@ -28,7 +33,7 @@ class Config:
     target: Literal["face", "eyes"] = "face"
     threshold: float | None = None  # CenterFace score to accept a face; None: the model's own (THRESHOLDS)
     det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
-    batch_size: int = 32            # frames decoded/detected/redacted together
+    batch_size: int | None = None   # frames decoded/detected/redacted together; None: GPU_BATCH/CPU_BATCH
     mosaic_cell: int | str = 25     # mosaic cell side in pixels (25:1), or "auto" (size-aware)
     style: Literal["mosaic", "blur", "solid"] = "mosaic"  # how the cells touching a box are redacted
     fill_color: tuple[int, int, int] | str = (0, 0, 0)  # solid style's colour: (r, g, b), "#rrggbb" or "r,g,b"
@@ -64,7 +69,7 @@ class Config:
         if self.det_size != "auto" and (not isinstance(self.det_size, int) or not 64 <= self.det_size <= 8192
                                         or self.det_size % 32):
             bad(f"det_size must be 'auto' or a multiple of 32 between 64 and 8192, not {self.det_size!r}")
-        if not 1 <= self.batch_size <= 256:
+        if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             bad(f"batch_size must be between 1 and 256, not {self.batch_size}")
         if isinstance(self.mosaic_cell, str) and self.mosaic_cell.isdigit():
             object.__setattr__(self, "mosaic_cell", int(self.mosaic_cell))
@@ -92,6 +97,10 @@ class Config:
     def det_size_for(self, gpu: bool) -> int | str:
         """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""
         return "auto-gpu" if gpu and self.det_size == "auto" else self.det_size
+
+    def batch_for(self, gpu: bool) -> int:
+        """Frames per batch on a backend: the option if given, else that backend's measured default."""
+        return self.batch_size if self.batch_size is not None else GPU_BATCH if gpu else CPU_BATCH
 
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""

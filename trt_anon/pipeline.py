@@ -2,7 +2,8 @@
 
 Frames are written ``lookback`` frames late, because a face first seen in frame f is back-filled
 into the frames before it (track.py); the frames waiting for that are views into their batches,
-so while ``lookback`` <= ``batch_size`` they keep no more than the previous batch alive.
+so while ``lookback`` <= ``batch_size`` they keep no more than the previous batch alive (past it, as
+with the CPU's batches of 8, about ``lookback`` frames and the rest of their batches).
 Encoding runs in one worker thread, one batch behind (x264, swscale and the GPU copy release
 the GIL): measured to pay on 2 cores (scripts/bench.py), and it keeps memory to two batches.
 """

@@ -72,6 +72,8 @@ def plan_segments(path: Path, config: Config, segment_frames: int) -> list[Segme
 
     from .media.container import video_stream
 
+    if config.batch_size is None:  # process_many settles it for the tasks' backend (Config.batch_for)
+        raise ConfigError("segments are cut at whole batches: settle batch_size first (Config.batch_for)")
     if config.codec != "h264":
         return []  # x264's stitchable keeps every piece's headers identical; other encoders make no such promise
     with av.open(str(path)) as c:
@@ -406,6 +408,8 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
 
     have = ray.cluster_resources()
     gpu = config.backend != "cpu" and have.get("GPU", 0) > 0
+    # one batch size for the whole job, the tasks' backend's (segments are cut at whole batches)
+    config = dataclasses.replace(config, batch_size=config.batch_for(gpu))
     slots = workers or int(have.get("GPU" if gpu else "CPU", 1))
     # a task's size makes at most ``slots`` run at once: one core (or GPU) each unless --workers asks for fewer
     opts = {"num_gpus": max(1, int(have["GPU"]) // slots), "num_cpus": 1} if gpu else \

@@ -32,6 +32,14 @@ def use_gpu(cfg: Config, image: bool) -> bool:
     return False
 
 
+def with_batch(cfg: Config, image: bool) -> Config:
+    """``cfg`` with its batch size settled for the path this run takes (``batch_size=None``: the backend's
+    default), before the decoder is made. A GPU run that falls back to the CPU in ``choose`` keeps the GPU's."""
+    if cfg.batch_size is not None:
+        return cfg
+    return dataclasses.replace(cfg, batch_size=cfg.batch_for(use_gpu(cfg, image)))
+
+
 @dataclass
 class Chosen:
     """The decode/detect/redact stages of one run; the encoder comes once the output is open."""

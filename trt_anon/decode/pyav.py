@@ -132,7 +132,10 @@ class PyAVDecoder:
                                 src_color_range=self.colorspace[1], **scale)
 
     def __iter__(self) -> Iterator[Batch]:
-        frames: list[np.ndarray] = []
+        # Each frame is converted straight into the batch's own array: a list of frames stacked at the end
+        # kept a second copy of every batch alive while the batch was worked on (the generator holds it).
+        buf: np.ndarray | None = None
+        n = 0
         pts: list[int] = []
         start = 0
         for frame, t in self.timed():
@@ -141,11 +144,15 @@ class PyAVDecoder:
                 self.rotation = int(frame.rotation or 0)
                 if self.is_image:
                     self.alpha = alpha_plane(frame)
-            frames.append(self._rgb(frame, start + len(frames)))
+            rgb = self._rgb(frame, start + n)
+            if buf is None:
+                buf = np.empty((self.batch_size, *rgb.shape), rgb.dtype)
+            buf[n] = rgb
             pts.append(t)
-            if len(frames) == self.batch_size:
-                yield Batch(np.stack(frames), pts, self.time_base, start)
-                start += len(frames)
-                frames, pts = [], []
-        if frames:
-            yield Batch(np.stack(frames), pts, self.time_base, start)
+            n += 1
+            if n == self.batch_size:
+                batch, buf, pts, n = Batch(buf, pts, self.time_base, start), None, [], 0
+                start += self.batch_size
+                yield batch
+        if n:
+            yield Batch(buf[:n], pts, self.time_base, start)
