@@ -32,6 +32,7 @@ struct dim3_ { unsigned x, y, z; };
 static thread_local dim3_ threadIdx, blockIdx, blockDim, gridDim;  // two host threads may launch at once
 #define __global__
 #define __shared__ static
+#define __device__ static inline
 using std::min; using std::max;
 // fibers: one per CUDA thread of a block; __syncthreads hands control back to the scheduler
 enum { READY, AT_BARRIER, DONE };

@@ -13,82 +13,83 @@ import numpy as np
 
 from .mosaic import cell_groups
 
-_SRC = r"""
-extern "C" __global__ void mosaic_cells(unsigned char* frames, const int* cells, int H, int W, int c) {
+_CELL = r"""
+// The block's cell: cells[3 k] = (frame, cell row, cell column); top-left pixel (y0, x0), size h x w
+// (clipped at the frame's edge). Pixel i of the cell (0 <= i < h w) is at pixel(q, i, H, W).
+struct Cell { int f, cy, cx, y0, x0, h, w; };
+__device__ Cell cell_of(const int* cells, int H, int W, int c) {
     const int k = blockIdx.x;
-    const int f = cells[3 * k], cy = cells[3 * k + 1], cx = cells[3 * k + 2];
-    const int y0 = cy * c, x0 = cx * c;
-    const int h = min(c, H - y0), w = min(c, W - x0);
-    __shared__ unsigned long long sum[3];
+    Cell q;
+    q.f = cells[3 * k]; q.cy = cells[3 * k + 1]; q.cx = cells[3 * k + 2];
+    q.y0 = q.cy * c; q.x0 = q.cx * c;
+    q.h = min(c, H - q.y0); q.w = min(c, W - q.x0);
+    return q;
+}
+__device__ size_t pixel(Cell q, int i, int H, int W) {
+    return (((size_t)q.f * H + q.y0 + i / q.w) * W + q.x0 + i % q.w) * 3;
+}
+// The cell's channel means with the reference's half-up rounding, summed by every thread of the block
+// into sum (3 values of the block's shared memory); every thread gets them in m.
+__device__ void cell_mean(const unsigned char* frames, Cell q, int H, int W, unsigned long long* sum,
+                          unsigned int* m) {
     if (threadIdx.x < 3) sum[threadIdx.x] = 0ULL;
     __syncthreads();
-    unsigned char* base = frames + (((size_t)f * H + y0) * W + x0) * 3;
     unsigned long long a0 = 0, a1 = 0, a2 = 0;
-    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
-        const unsigned char* p = base + ((size_t)(i / w) * W + (i % w)) * 3;
+    for (int i = threadIdx.x; i < q.h * q.w; i += blockDim.x) {
+        const unsigned char* p = frames + pixel(q, i, H, W);
         a0 += p[0]; a1 += p[1]; a2 += p[2];
     }
     atomicAdd(&sum[0], a0); atomicAdd(&sum[1], a1); atomicAdd(&sum[2], a2);
     __syncthreads();
-    const unsigned long long n = (unsigned long long)(h * w);
-    const unsigned char m0 = (unsigned char)((sum[0] + n / 2) / n);
-    const unsigned char m1 = (unsigned char)((sum[1] + n / 2) / n);
-    const unsigned char m2 = (unsigned char)((sum[2] + n / 2) / n);
-    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
-        unsigned char* p = base + ((size_t)(i / w) * W + (i % w)) * 3;
-        p[0] = m0; p[1] = m1; p[2] = m2;
+    const unsigned long long n = (unsigned long long)(q.h * q.w);
+    for (int j = 0; j < 3; ++j) m[j] = (unsigned int)((sum[j] + n / 2) / n);
+}
+"""
+
+_SRC = _CELL + r"""
+extern "C" __global__ void mosaic_cells(unsigned char* frames, const int* cells, int H, int W, int c) {
+    const Cell q = cell_of(cells, H, W, c);
+    __shared__ unsigned long long sum[3];
+    unsigned int m[3];
+    cell_mean(frames, q, H, W, sum, m);
+    for (int i = threadIdx.x; i < q.h * q.w; i += blockDim.x) {
+        unsigned char* p = frames + pixel(q, i, H, W);
+        p[0] = (unsigned char)m[0]; p[1] = (unsigned char)m[1]; p[2] = (unsigned char)m[2];
     }
 }
 """
 
-_SOLID_SRC = r"""
+_SOLID_SRC = _CELL + r"""
 extern "C" __global__ void solid_cells(unsigned char* frames, const int* cells, int H, int W, int c,
                                        int r, int g, int b) {
-    const int k = blockIdx.x;
-    const int f = cells[3 * k], y0 = cells[3 * k + 1] * c, x0 = cells[3 * k + 2] * c;
-    const int h = min(c, H - y0), w = min(c, W - x0);
-    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
-        unsigned char* p = frames + (((size_t)f * H + y0 + i / w) * W + x0 + i % w) * 3;
+    const Cell q = cell_of(cells, H, W, c);
+    for (int i = threadIdx.x; i < q.h * q.w; i += blockDim.x) {
+        unsigned char* p = frames + pixel(q, i, H, W);
         p[0] = (unsigned char)r; p[1] = (unsigned char)g; p[2] = (unsigned char)b;
     }
 }
 """
 
-_MEANS_SRC = r"""
+_MEANS_SRC = _CELL + r"""
 // grid: (N, rows + 2, cols + 2, 3) int, padded by one cell on every side, -1 where not redacted
 extern "C" __global__ void cell_means(const unsigned char* frames, const int* cells, int* grid, int H, int W,
                                       int c, int rows, int cols) {
-    const int k = blockIdx.x;
-    const int f = cells[3 * k], cy = cells[3 * k + 1], cx = cells[3 * k + 2];
-    const int y0 = cy * c, x0 = cx * c;
-    const int h = min(c, H - y0), w = min(c, W - x0);
+    const Cell q = cell_of(cells, H, W, c);
     __shared__ unsigned long long sum[3];
-    if (threadIdx.x < 3) sum[threadIdx.x] = 0ULL;
-    __syncthreads();
-    const unsigned char* base = frames + (((size_t)f * H + y0) * W + x0) * 3;
-    unsigned long long a0 = 0, a1 = 0, a2 = 0;
-    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
-        const unsigned char* p = base + ((size_t)(i / w) * W + (i % w)) * 3;
-        a0 += p[0]; a1 += p[1]; a2 += p[2];
-    }
-    atomicAdd(&sum[0], a0); atomicAdd(&sum[1], a1); atomicAdd(&sum[2], a2);
-    __syncthreads();
-    if (threadIdx.x < 3) {
-        const unsigned long long n = (unsigned long long)(h * w);
-        grid[(((size_t)f * (rows + 2) + cy + 1) * (cols + 2) + cx + 1) * 3 + threadIdx.x] =
-            (int)((sum[threadIdx.x] + n / 2) / n);
-    }
+    unsigned int m[3];
+    cell_mean(frames, q, H, W, sum, m);
+    if (threadIdx.x < 3)
+        grid[(((size_t)q.f * (rows + 2) + q.cy + 1) * (cols + 2) + q.cx + 1) * 3 + threadIdx.x] = (int)m[threadIdx.x];
 }
 """
 
-_BLUR_SRC = r"""
+_BLUR_SRC = _CELL + r"""
 extern "C" __global__ void blur_cells(unsigned char* frames, const int* cells, const int* grid, int H, int W,
                                       int c, int rows, int cols) {
-    const int k = blockIdx.x;
-    const int f = cells[3 * k], y0 = cells[3 * k + 1] * c, x0 = cells[3 * k + 2] * c;
-    const int h = min(c, H - y0), w = min(c, W - x0), c2 = 2 * c;
-    for (int i = threadIdx.x; i < h * w; i += blockDim.x) {
-        const int y = y0 + i / w, x = x0 + i % w;
+    const Cell q = cell_of(cells, H, W, c);
+    const int c2 = 2 * c;
+    for (int i = threadIdx.x; i < q.h * q.w; i += blockDim.x) {
+        const int y = q.y0 + i / q.w, x = q.x0 + i % q.w;
         const int uy = 2 * y + 1 - c, ux = 2 * x + 1 - c;  // from the first cell centre, half pixels
         const int jy = (uy + c) / c2, jx = (ux + c) / c2;  // nearest cell centre (uy > -c)
         const long long ty = uy - c2 * jy, tx = ux - c2 * jx, cc = (long long)c * c;
@@ -97,13 +98,13 @@ extern "C" __global__ void blur_cells(unsigned char* frames, const int* cells, c
         long long n0 = 0, n1 = 0, n2 = 0, den = 0;
         for (int dy = 0; dy < 3; ++dy) {
             for (int dx = 0; dx < 3; ++dx) {  // padded grid: cell j - 1 + d is at j + d
-                const int* m = grid + (((size_t)f * (rows + 2) + jy + dy) * (cols + 2) + jx + dx) * 3;
+                const int* m = grid + (((size_t)q.f * (rows + 2) + jy + dy) * (cols + 2) + jx + dx) * 3;
                 if (m[0] < 0) continue;
                 const long long wt = wy[dy] * wx[dx];
                 n0 += wt * m[0]; n1 += wt * m[1]; n2 += wt * m[2]; den += wt;
             }
         }
-        unsigned char* p = frames + (((size_t)f * H + y) * W + x) * 3;
+        unsigned char* p = frames + pixel(q, i, H, W);
         p[0] = (unsigned char)((n0 + den / 2) / den);
         p[1] = (unsigned char)((n1 + den / 2) / den);
         p[2] = (unsigned char)((n2 + den / 2) / den);
