@@ -53,7 +53,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
         except Exception as exc:
             if not cuda.is_out_of_memory(exc):
                 raise
-            notes.append(f"out of GPU memory at batch {attempt.batch_for(gpu=True)} on backend {attempt.backend}; retried")
+            notes.append(f"out of GPU memory at batch {attempt.batch_for(gpu=True)} on backend {attempt.backend}; "
+                         "retried")
             if progress is not None:
                 progress.reset()
         else:
