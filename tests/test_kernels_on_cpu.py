@@ -286,12 +286,12 @@ def test_bt709_hd_round_trips_from_dali_ycbcr(cupy_on_cpu):
 def test_deep_video_reaches_the_kernels_as_8_bit(cupy_on_cpu):
     """The "PyAV uploaded to the GPU" fallback: 10-bit video decodes to uint16 RGB, which must not
     reach kernels that read ``unsigned char*``; and a strided batch is never indexed as dense."""
-    from trt_anon.api import _uploaded
     from trt_anon.decode import Batch
     from trt_anon.errors import BackendError
+    from trt_anon.stages import Uploaded
 
     deep = np.array([0, 128, 129, 257, 385, 386, 65535], np.uint16)[None, None, :, None].repeat(3, axis=3)
-    (b,) = list(_uploaded([Batch(deep, [0], None, 0)]))
+    (b,) = list(Uploaded([Batch(deep, [0], None, 0)]))
     assert b.frames.dtype == np.uint8 and b.frames[0, 0, :, 0].tolist() == [0, 0, 1, 1, 1, 2, 255]
     with pytest.raises(BackendError, match="8-bit"):
         cupy_mosaic.CupyRedactor(25)(deep.copy(), [np.zeros((0, 4))])

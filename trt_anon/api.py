@@ -151,12 +151,6 @@ def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_a
     return dataclasses.replace(cfg, codec=codec, crf=crf)
 
 
-# stage selection lives in stages.py (shared with Ray segment tasks); the old names stay for callers
-_use_gpu = stages.use_gpu
-_uploaded = stages.Uploaded
-_select_encoder = stages.select_encoder
-
-
 def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report: Report, json_out,
                  progress, notes: list[str], stats=None, convert_audio: bool = False) -> None:
     stream = media.container.video_stream(container)
@@ -182,7 +176,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
     try:
-        encoder = _select_encoder(out, info, cpu_decoder, colorspace, cfg, image_ext, gpu, notes)
+        encoder = stages.select_encoder(out, info, cpu_decoder, colorspace, cfg, image_ext, gpu, notes)
         remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, image_ext, convert_audio)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
