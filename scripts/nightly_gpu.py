@@ -1,19 +1,21 @@
 """GPU acceptance: the one command to run first on any GPU, in parts that fit a 10-minute call.
 
-    python scripts/nightly_gpu.py                        # every part (estimate: 10 min on an H100)
-    python scripts/nightly_gpu.py --part tests           # tests/gpu
-    python scripts/nightly_gpu.py --part throughput      # >= 2000-frame 1080p H.264, GPU backend
-    python scripts/nightly_gpu.py --part agreement       # CPU vs GPU: boxes IoU >= 0.9, mosaic equal
-    python scripts/nightly_gpu.py --part ... --out DIR   # summary folder (default bench-results/gpu)
+    python scripts/nightly_gpu.py                          # every part
+    python scripts/nightly_gpu.py --parts tests            # tests/gpu
+    python scripts/nightly_gpu.py --parts throughput       # 2000-frame 1080p H.264 on the GPU stages
+    python scripts/nightly_gpu.py --parts agreement        # CPU vs GPU: boxes IoU >= 0.9, mosaic equal
+    python scripts/nightly_gpu.py --budget-s 360 --out DIR # stop starting parts after 360 s; summary folder
 
 Each part adds its result to one summary per GPU and day, ``<gpu>-<YYYYMMDD>.json`` and ``.md`` in
 ``--out``, meant to be committed so the evidence outlives the machine. Throughput reports
 decode+detect+redact fps and end-to-end fps separately (no NVENC on H100/H200: libx264 on the CPU
 is the end-to-end wall there), seconds per stage, set-up time (a TensorRT build lands there, not in
-fps) and the peak GPU memory in use. A summary from an earlier day for the same GPU is the baseline:
-a drop of more than 20% fails. Exit 0 = every part run passed.
-
-On a lent machine without the GPU packages, stage them first (README, "On a lent GPU").
+either fps) and the peak GPU memory in use. Each part checks which backends ran (a GPU detector and
+the CuPy redactor; DALI or PyNvVideoCodec when installed) and says so plainly: a run on the PyTorch
+detector is reported as such, never as TensorRT. ``--budget-s`` bounds the run: the tests part gets
+at most its share of what is left, and a part is not started once the budget is spent, so a short
+GPU window still ends with a summary. A summary from an earlier day for the same GPU is the
+baseline: a drop of more than 20% fails. Exit 0 = every part asked for ran and passed.
 """
 from __future__ import annotations
 
@@ -108,22 +110,82 @@ def machine_info() -> dict:
 
 # --- parts ----------------------------------------------------------------------------------------
 def part_tests(args) -> dict:
-    """tests/gpu in a child pytest; counts from its JUnit XML."""
+    """tests/gpu in a child pytest, stopped at ``args.timeout`` (its share of the budget); counts from
+    its JUnit XML, or from its verbose log when it was stopped before writing one."""
     import xml.etree.ElementTree as ET
 
     junit = Path(tempfile.mkdtemp(prefix="nightly-")) / "junit.xml"
+    log = args.out / "tests-log.txt"
+    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", f"--junitxml={junit}",
-                        str(ROOT / "tests" / "gpu")], cwd=ROOT)
+    cmd = [sys.executable, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", f"--junitxml={junit}",
+           str(ROOT / "tests" / "gpu")]
+    with log.open("w") as fh:
+        try:
+            code = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    text = log.read_text(errors="replace")
+    print(text[-6000:], flush=True)
+    seconds = round(time.perf_counter() - t0, 1)
+    if code is None or not junit.exists():
+        return tests_from_log(text, seconds, args.timeout)
     suite = ET.parse(junit).getroot()
     suite = suite if suite.tag == "testsuite" else suite[0]
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     problems = [f"{c.get('classname')}::{c.get('name')}: {(c[0].get('message') or '')[:300]}"
                 for c in suite.iter("testcase") for e in c if e.tag in ("failure", "error", "skipped")]
-    passed = r.returncode == 0 and counts["failures"] == counts["errors"] == 0 and counts["tests"] > 0
+    passed = code == 0 and counts["failures"] == counts["errors"] == 0 and counts["tests"] > 0
     ran = counts["tests"] - counts["skipped"]
-    return {"passed": passed, **counts, "seconds": round(time.perf_counter() - t0, 1), "problems": problems,
+    return {"passed": passed, **counts, "seconds": seconds, "problems": problems,
             "headline": f"{ran} ran, {counts['failures'] + counts['errors']} failed, {counts['skipped']} skipped"}
+
+
+def tests_from_log(text: str, seconds: float, timeout: float | None) -> dict:
+    """Counts from pytest's ``-v`` lines (``path::name PASSED``) of a run stopped at its time limit."""
+    verdicts = re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", text, re.M)
+    bad = [f"{name}: {v}" for name, v in verdicts if v in ("FAILED", "ERROR")]
+    skipped = sum(v == "SKIPPED" for _, v in verdicts)
+    problems = bad + [f"stopped after {timeout:.0f} s (its share of the budget): {len(verdicts)} tests had a verdict"]
+    return {"passed": False, "tests": len(verdicts), "failures": len(bad), "errors": 0, "skipped": skipped,
+            "seconds": seconds, "problems": problems,
+            "headline": f"CUT at {timeout:.0f} s: {len(verdicts) - skipped} ran, {len(bad)} failed, {skipped} skipped"}
+
+
+def gpu_decoder_installed() -> bool:
+    """DALI or PyNvVideoCodec importable (whether it then runs is what the parts check)."""
+    import importlib.util
+
+    for name in ("nvidia.dali", "PyNvVideoCodec"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ModuleNotFoundError:  # no "nvidia" namespace at all
+            pass
+    return False
+
+
+def backend_problems(backends: dict) -> list[str]:
+    """The GPU stages each part expects: a GPU detector, CuPy, a GPU-fed encoder, and a GPU decoder
+    when one is installed (else PyAV's frames uploaded). Anything else is a failure, named."""
+    problems = []
+    if backends.get("detect") not in ("tensorrt-fp16", "torch-cuda-fp16"):
+        problems.append(f"detector {backends.get('detect')!r} is not a GPU detector")
+    if backends.get("redact") != "cupy":
+        problems.append(f"redactor {backends.get('redact')!r} is not CuPy")
+    want = ("dali", "pynvvideocodec") if gpu_decoder_installed() else ("pyav (uploaded)",)
+    if backends.get("decode") not in want:
+        problems.append(f"decoder {backends.get('decode')!r}, expected {' or '.join(want)}")
+    enc = backends.get("encode", "")
+    if not (enc.endswith("nvenc") or enc.endswith("(gpu yuv)")):
+        problems.append(f"encoder {enc!r} is not fed from the GPU")
+    return problems
+
+
+def detector_words(backends: dict) -> str:
+    """The detector in plain words: PyTorch is never reported as TensorRT."""
+    return {"tensorrt-fp16": "TensorRT FP16", "torch-cuda-fp16": "PyTorch CUDA FP16 (not TensorRT)"}.get(
+        backends.get("detect", ""), f"{backends.get('detect')} (not a GPU detector)")
 
 
 class GpuMemoryPeak:
@@ -154,7 +216,9 @@ def throughput_figures(report, frames: int) -> dict:
     """fps that the report's per-stage seconds give: decode+detect+redact, end to end, per stage."""
     s = report.seconds
     ddr = s["decode"] + s["detect"] + s["redact"]
-    return {"frames": report.frames, "ddr_fps": round(frames / max(ddr, 1e-9), 1), "e2e_fps": round(report.fps, 1),
+    run = report.wall - s.get("setup", 0.0)  # set-up (engine build, first batch) is reported on its own
+    return {"frames": report.frames, "ddr_fps": round(frames / max(ddr, 1e-9), 1),
+            "e2e_fps": round(report.frames / max(run, 1e-9), 1),
             "stage_seconds": {k: round(v, 3) for k, v in s.items()},
             "stage_fps": {k: round(frames / v, 1) for k, v in s.items() if v and k != "setup"},
             "wall_seconds": round(report.wall, 2), "backends": report.backends, "warnings": report.warnings}
@@ -169,10 +233,10 @@ def part_throughput(args) -> dict:
     clip = workload(args.cache, args.frames)
     out = Path(tempfile.mkdtemp(prefix="nightly-")) / "job.anon.mp4"
     with GpuMemoryPeak() as mem:
-        report = trt_anon.process(clip.path, out, backend="gpu", overwrite=True)
+        report = trt_anon.process(clip.path, out, backend="auto", overwrite=True)
     res = throughput_figures(report, args.frames)
     res["gpu_memory_peak_gib"] = round(mem.peak / 2**30, 2)
-    problems = []
+    problems = backend_problems(report.backends)
     checks: list[tuple[str, Callable[[], Any]]] = [
         ("frame count", lambda: report.frames == args.frames or f"{report.frames} != {args.frames}"),
         ("timestamps", lambda: video_times(out) == video_times(clip.path) or "timestamps changed"),
@@ -188,7 +252,8 @@ def part_throughput(args) -> dict:
             problems.append(f"{name}: {ok}")
     res.update(passed=not problems, problems=problems,
                headline=(f"decode+detect+redact {res['ddr_fps']:.0f} fps, end to end {res['e2e_fps']:.0f} fps "
-                         f"({args.frames} frames 1080p H.264; {'/'.join(report.backends.values())}); "
+                         f"({args.frames} frames 1080p H.264; detector {detector_words(report.backends)}; "
+                         f"{'/'.join(report.backends.values())}); "
                          f"GPU memory peak {res['gpu_memory_peak_gib']} GiB; set-up "
                          f"{report.seconds.get('setup', 0):.1f} s"))
     return res
@@ -258,8 +323,10 @@ def box_agreement(cpu: list, gpu: list, iou_min: float = IOU_MIN) -> dict:
 
 
 def part_agreement(args) -> dict:
-    """The same 1080p clip through the CPU (FP32 model, same threshold) and the GPU: boxes agree
-    (IoU >= 0.9, one to one), and the GPU mosaic equals the NumPy reference on the CPU's boxes."""
+    """The same 1080p clip through the CPU (FP32 model, same threshold, same detection size) and the
+    GPU: boxes agree (IoU >= 0.9, one to one), and the GPU mosaic equals the NumPy reference on the
+    CPU's boxes. One detection size for both (full width): "auto" differs by backend (2/3 on the
+    CPU), which would measure scale rather than the GPU."""
     from helpers import decode_frames
 
     import trt_anon
@@ -267,15 +334,19 @@ def part_agreement(args) -> dict:
     clip = workload(args.cache, args.agreement_frames)
     work = Path(tempfile.mkdtemp(prefix="nightly-"))
     runs = {}
-    for name, opts in (("cpu", {"backend": "cpu", "cpu_precision": "fp32"}), ("gpu", {"backend": "gpu"})):
-        runs[name] = trt_anon.process(clip.path, work / f"{name}.mp4", json_path=work / f"{name}.json", **opts)
+    size = 1920
+    for name, opts in (("cpu", {"backend": "cpu", "cpu_precision": "fp32"}), ("gpu", {"backend": "auto"})):
+        runs[name] = trt_anon.process(clip.path, work / f"{name}.mp4", json_path=work / f"{name}.json",
+                                      det_size=size, **opts)
     res = box_agreement(hits(work / "cpu.json"), hits(work / "gpu.json"))
     mosaic_equal = mosaic_matches(decode_frames(clip.path)[:64], hits(work / "cpu.json")[:64])
-    problems = list(res["problems"]) + ([] if mosaic_equal else ["GPU mosaic differs from the NumPy reference"])
-    res.update(mosaic_equal=mosaic_equal, passed=not problems, problems=problems,
+    problems = (list(res["problems"]) + backend_problems(runs["gpu"].backends)
+                + ([] if mosaic_equal else ["GPU mosaic differs from the NumPy reference"]))
+    res.update(mosaic_equal=mosaic_equal, passed=not problems, problems=problems, det_size=size,
                backends={k: r.backends for k, r in runs.items()},
                headline=(f"{res['frames'] - res['frames_disagreeing']}/{res['frames']} frames agree "
-                         f"({res['boxes']} CPU boxes, min IoU {res['min_iou']}); mosaic "
+                         f"({res['boxes']} CPU boxes, min IoU {res['min_iou']}; {runs['gpu'].backends['detect']} "
+                         f"vs {runs['cpu'].backends['detect']} at {size} px); mosaic "
                          f"{'equal' if mosaic_equal else 'DIFFERENT'}"))
     return res
 
@@ -314,39 +385,60 @@ def compare_with_baseline(out: Path, gpu: str, today: Path, data: dict) -> list[
     return drops
 
 
+def parse_parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    if parts == ("all",):
+        return PARTS
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"parts are {', '.join(PARTS)} (comma-separated) or all, not {text!r}")
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=PARTS + ("all",), default="all")
+    ap.add_argument("--parts", type=parse_parts, default=PARTS, help="comma-separated, in the order to run "
+                    f"(default {','.join(PARTS)})")
+    ap.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run: no part starts "
+                    "after it, and tests get at most their share of what is left")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu", help="summary folder")
     ap.add_argument("--frames", type=int, default=2000, help="throughput clip length (1080p)")
     ap.add_argument("--agreement-frames", type=int, default=150)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "trt_anon_nightly",
-                    help="where the generated clips are kept between parts")
+                    help="where the generated clips are kept between runs")
     args = ap.parse_args(argv)
 
     from trt_anon import cuda
     if not cuda.available():
         print("nightly: error: no CUDA GPU usable by CuPy here", file=sys.stderr)
         return 1
+    start = time.monotonic()
     machine = machine_info()
     path = summary_path(args.out, machine["gpu"], time.strftime("%Y%m%d"))
     print(f"nightly on {machine['gpu']}: summary {path}", flush=True)
     runners = {"tests": part_tests, "throughput": part_throughput, "agreement": part_agreement}
-    ok = True
-    for part in PARTS if args.part == "all" else (args.part,):
+    ok, data = True, {"parts": {}}
+    for k, part in enumerate(args.parts):
+        left = None if args.budget_s is None else args.budget_s - (time.monotonic() - start)
+        args.timeout = None if left is None else left / (len(args.parts) - k)
         t0 = time.perf_counter()
-        try:
-            result = runners[part](args)
-        except Exception as exc:  # a crash is a result too: it goes in the summary
-            result = {"passed": False, "problems": [f"{type(exc).__name__}: {exc}"], "headline": "crashed"}
+        if left is not None and left < 15:
+            result = {"passed": False, "headline": "not run: budget spent",
+                      "problems": [f"not started: {max(left, 0):.0f} s of the {args.budget_s:.0f} s budget left"]}
+        else:
+            try:
+                result = runners[part](args)
+            except Exception as exc:  # a crash is a result too: it goes in the summary
+                result = {"passed": False, "problems": [f"{type(exc).__name__}: {exc}"], "headline": "crashed"}
         result["part_seconds"] = round(time.perf_counter() - t0, 1)
         data = update_summary(path, machine, part, result)
-        print(f"{part}: {'PASS' if result['passed'] else 'FAIL'}: {result.get('headline', '')}", flush=True)
+        print(f"{part}: {'PASS' if result['passed'] else 'FAIL'}: {result.get('headline', '')} "
+              f"[{result['part_seconds']} s]", flush=True)
         ok &= bool(result["passed"])
     drops = compare_with_baseline(args.out, machine["gpu"], path, data)
     if drops:
         print("nightly: FAIL: slower than the baseline: " + "; ".join(drops), file=sys.stderr)
-    print(f"summary: {path} and {path.with_suffix('.md').name}")
+    print(f"summary: {path} and {path.with_suffix('.md').name} ({time.monotonic() - start:.0f} s)")
     return 0 if ok and not drops else 1
 
 

@@ -150,9 +150,9 @@ def test_nvenc_probe_answers_without_crashing():
 def test_colour_matrix_choice():
     from trt_anon.encode.gpu_color import matrix
 
-    assert matrix(1, 480) == (0.2126, 0.0722)      # tagged BT.709
-    assert matrix(2, 1080) == (0.2126, 0.0722)     # untagged HD: BT.709
-    assert matrix(2, 480) == (0.299, 0.114)        # untagged SD: BT.601
+    assert matrix(1) == (0.2126, 0.0722)      # tagged BT.709
+    assert matrix(5) == matrix(6) == (0.299, 0.114)
+    assert matrix(2) == (0.299, 0.114)        # untagged, at any size: BT.601, as libswscale decodes it
 
 
 def test_out_of_memory_retries_smaller_then_cpu(clips, tmp_path, monkeypatch):

@@ -55,8 +55,31 @@ def test_throughput_figures_separate_ddr_from_end_to_end(nightly):
     report = types.SimpleNamespace(frames=2000, fps=250.0, wall=8.0, backends={"decode": "dali"}, warnings=[],
                                    seconds={"decode": 0.5, "detect": 1.0, "redact": 0.5, "encode": 7.0, "setup": 3})
     f = nightly.throughput_figures(report, 2000)
-    assert f["ddr_fps"] == 1000.0 and f["e2e_fps"] == 250.0
+    assert f["ddr_fps"] == 1000.0 and f["e2e_fps"] == 400.0  # 2000 frames in 8 s less 3 s of set-up
     assert f["stage_fps"]["encode"] == pytest.approx(285.7) and "setup" not in f["stage_fps"]
+
+
+def test_backend_check_names_what_ran(nightly, monkeypatch):
+    monkeypatch.setattr(nightly, "gpu_decoder_installed", lambda: False)
+    good = {"decode": "pyav (uploaded)", "detect": "torch-cuda-fp16", "redact": "cupy", "encode": "libx264 (gpu yuv)"}
+    assert nightly.backend_problems(good) == []
+    assert "PyTorch CUDA FP16 (not TensorRT)" == nightly.detector_words(good)
+    cpu = {"decode": "pyav", "detect": "onnxruntime", "redact": "numpy", "encode": "libx264"}
+    assert len(nightly.backend_problems(cpu)) == 4
+    monkeypatch.setattr(nightly, "gpu_decoder_installed", lambda: True)
+    assert nightly.backend_problems(good) == ["decoder 'pyav (uploaded)', expected dali or pynvvideocodec"]
+
+
+def test_parts_and_a_cut_tests_run(nightly):
+    assert nightly.parse_parts("throughput,tests") == ("throughput", "tests")
+    assert nightly.parse_parts("all") == nightly.PARTS
+    with pytest.raises(Exception):
+        nightly.parse_parts("tests,speed")
+    log = ("tests/gpu/test_gpu.py::test_a PASSED [ 10%]\ntests/gpu/test_gpu.py::test_b FAILED [ 20%]\n"
+           "tests/gpu/test_gpu.py::test_c SKIPPED (no NVENC) [ 30%]\n")
+    r = nightly.tests_from_log(log, 100.0, 100.0)
+    assert not r["passed"] and r["tests"] == 3 and r["failures"] == 1 and r["skipped"] == 1
+    assert r["headline"].startswith("CUT at 100 s: 2 ran, 1 failed")
 
 
 def test_baseline_comparison_flags_a_drop(nightly, tmp_path):

@@ -13,6 +13,30 @@ from trt_anon.synth import Face, make_clip
 FACES = [Face(80, (60, 60), (4.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]
 
 
+def gpu_decoder_installed() -> bool:
+    import importlib.util
+
+    for name in ("nvidia.dali", "PyNvVideoCodec"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ModuleNotFoundError:
+            pass
+    return False
+
+
+def gpu_run(src, out, **kw):
+    """process() on the GPU stages. With DALI or PyNvVideoCodec installed, backend="gpu" (a GPU
+    decoder is required); without one, "auto", whose decoder is PyAV with each batch uploaded.
+    Either way the detector, the redactor and the decoder that ran are checked."""
+    decoder = gpu_decoder_installed()
+    report = trt_anon.process(src, out, backend="gpu" if decoder else "auto", **kw)
+    assert report.backends["detect"] in ("tensorrt-fp16", "torch-cuda-fp16"), report.backends
+    assert report.backends["redact"] == "cupy", report.backends
+    assert report.backends["decode"] in (("dali", "pynvvideocodec") if decoder else ("pyav (uploaded)",))
+    return report
+
+
 def boxes_by_frame(path):
     return [np.array([f["box"] for f in fr["faces"] if f["kind"] == "hit"], np.float32).reshape(-1, 4)
             for fr in json.loads(path.read_text())["frames"]]
@@ -21,9 +45,8 @@ def boxes_by_frame(path):
 @pytest.mark.parametrize("n", [1, 31, 33, 70])
 def test_gpu_matches_cpu(tmp_path, n):
     clip = make_clip(tmp_path / f"c{n}.mp4", frames=n, faces=FACES)
-    gpu = trt_anon.process(clip.path, tmp_path / "gpu.mp4", backend="gpu", json_path=tmp_path / "gpu.json")
+    gpu = gpu_run(clip.path, tmp_path / "gpu.mp4", json_path=tmp_path / "gpu.json")
     cpu = trt_anon.process(clip.path, tmp_path / "cpu.mp4", backend="cpu", json_path=tmp_path / "cpu.json")
-    assert gpu.backends["redact"] == "cupy" and gpu.backends["decode"] in ("dali", "pynvvideocodec")
     assert gpu.frames == cpu.frames == n
     assert video_times(tmp_path / "gpu.mp4") == video_times(clip.path)
     from trt_anon.detect.detections import iou
@@ -113,7 +136,7 @@ def test_no_frame_sized_host_copies_with_nvenc(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cp.ndarray, "get", counting_get)
     clip = make_clip(tmp_path / "n.mp4", 1280, 720, frames=40, faces=FACES)
-    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu")
+    report = gpu_run(clip.path, tmp_path / "o.mp4")
     assert report.backends["encode"].endswith("nvenc")
     assert max(copies, default=0) < 1280 * 720  # boxes and candidates only, never a frame
 
@@ -122,7 +145,7 @@ def test_gpu_reports_missing_nvenc_instead_of_crashing(tmp_path):
     from trt_anon.encode.gpu import nvenc_available
 
     clip = make_clip(tmp_path / "e.mp4", frames=10, faces=FACES)
-    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu")
+    report = gpu_run(clip.path, tmp_path / "o.mp4")
     if not nvenc_available()[0]:
         assert report.backends["encode"].startswith("libx264")
         assert any("NVENC" in w for w in report.warnings)
@@ -132,7 +155,7 @@ def test_gpu_hevc_output(tmp_path):
     import av
 
     clip = make_clip(tmp_path / "h.mp4", frames=20, faces=FACES)
-    report = trt_anon.process(clip.path, tmp_path / "o.mp4", backend="gpu", codec="hevc")
+    report = gpu_run(clip.path, tmp_path / "o.mp4", codec="hevc")
     assert report.backends["encode"] in ("hevc_nvenc", "libx265 (gpu yuv)")
     with av.open(str(tmp_path / "o.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "hevc"
@@ -140,8 +163,9 @@ def test_gpu_hevc_output(tmp_path):
     check_redacted(clip, clip.path, tmp_path / "o.mp4", max_bg=4.0)
 
 
-def bt709_clip(path, n: int = 8, width: int = 1280, height: int = 720):
-    """An H.264 clip tagged and encoded BT.709 (limited range), with a saturated patch."""
+def bt709_clip(path, n: int = 8, width: int = 1280, height: int = 720, tagged: bool = True):
+    """An H.264 clip encoded BT.709 (limited range), with a saturated patch; tagged as such, or
+    untagged (what many screen recorders and older cameras write)."""
     from fractions import Fraction
 
     import av
@@ -153,8 +177,9 @@ def bt709_clip(path, n: int = 8, width: int = 1280, height: int = 720):
         vs = out.add_stream("libx264", rate=30, options={"crf": "12"})
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         cc = vs.codec_context
-        cc.colorspace = cc.color_primaries = cc.color_trc = 1
-        cc.color_range = 1
+        if tagged:
+            cc.colorspace = cc.color_primaries = cc.color_trc = 1
+            cc.color_range = 1
         for i in range(n):
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, 8 * i:8 * i + width]), format="rgb24")
             f = f.reformat(format="yuv420p", dst_colorspace=1, dst_color_range=1)
@@ -170,6 +195,7 @@ def test_dali_bt709_hd_decodes_to_the_streams_colours(tmp_path):
     import av
     import cupy as cp
 
+    pytest.importorskip("nvidia.dali", reason="DALI is not installed here (PyAV-only GPU machine)")
     from trt_anon.decode.dali import DaliDecoder
 
     path = bt709_clip(tmp_path / "hd709.mp4")
@@ -180,6 +206,16 @@ def test_dali_bt709_hd_decodes_to_the_streams_colours(tmp_path):
     assert got.shape == ref.shape and np.abs(got.astype(int) - ref).mean() < 1.5
     report = trt_anon.process(path, tmp_path / "o.mp4", backend="gpu")
     assert report.backends["decode"] == "dali"
+    out, src = np.stack(decode_frames(tmp_path / "o.mp4")), np.stack(decode_frames(path))
+    for region in (np.s_[:, :100, :200], np.s_[:, 400:, 800:]):  # the red patch, a corner away from the face
+        assert np.abs(out[region].astype(int) - src[region]).mean() < 2.0
+
+
+def test_untagged_hd_keeps_its_colours(tmp_path):
+    """Untagged 1280x720: every path reads and writes it with one matrix (libswscale's BT.601), so
+    the GPU output decodes to the input's colours (a 709/601 mix moved luma ~10 codes)."""
+    path = bt709_clip(tmp_path / "untagged.mp4", tagged=False)
+    gpu_run(path, tmp_path / "o.mp4")
     out, src = np.stack(decode_frames(tmp_path / "o.mp4")), np.stack(decode_frames(path))
     for region in (np.s_[:, :100, :200], np.s_[:, 400:, 800:]):  # the red patch, a corner away from the face
         assert np.abs(out[region].astype(int) - src[region]).mean() < 2.0

@@ -4,8 +4,8 @@
 device. ``ycc_to_rgb``: the YCbCr that DALI's GPU reader gives (``image_type=YCbCr``: the
 stream's own Y, Cb, Cr codes, chroma upsampled) -> RGB. DALI's own RGB output always uses the
 BT.601 matrix (its ``color_space.cu``), which shifts HD (BT.709) colours and clips saturated
-ones; converting here instead, with ``matrix()`` (the input's tags: BT.709 for HD, BT.601
-otherwise, limited range unless tagged full), makes decode and encode exact inverses of each other.
+ones; converting here instead, with ``matrix()`` (the input's tags; BT.601 when untagged,
+as libswscale; limited range unless tagged full), makes decode and encode exact inverses of each other.
 """
 from __future__ import annotations
 
@@ -68,9 +68,14 @@ _kernel = None
 _ycc_kernel = None
 
 
-def matrix(colorspace: int, height: int) -> tuple[float, float]:
-    """(Kr, Kb) for an AVColorSpace; untagged video: BT.709 from 720 lines up, else BT.601."""
-    return KR_KB.get(colorspace, KR_KB[1] if height >= 720 else KR_KB[5])
+def matrix(colorspace: int) -> tuple[float, float]:
+    """(Kr, Kb) for an AVColorSpace; untagged video: BT.601 at every size.
+
+    BT.601 is what libswscale (PyAV's reformatter) assumes for untagged frames, so PyAV decodes,
+    the CPU encoders and the GPU path all read and write untagged colours with one matrix and
+    the round trip stays exact; a size-based guess would disagree with PyAV on HD frames.
+    """
+    return KR_KB.get(colorspace, KR_KB[5])
 
 
 def rgb_to_yuv420(frames, colorspace: int, color_range: int, nv12: bool = False):
@@ -85,7 +90,7 @@ def rgb_to_yuv420(frames, colorspace: int, color_range: int, nv12: bool = False)
     frames = device_frames(frames)
     n, h, w = frames.shape[:3]
     out = cp.empty((n, h * 3 // 2, w), cp.uint8)
-    kr, kb = matrix(colorspace, h)
+    kr, kb = matrix(colorspace)
     _kernel(((w // 2 + 15) // 16, (h // 2 + 15) // 16, n), (16, 16, 1),
             (frames, out, np.int32(h), np.int32(w), np.float32(kr), np.float32(kb), np.int32(color_range == 2),
              np.int32(nv12)))
@@ -105,7 +110,7 @@ def ycc_to_rgb(frames, colorspace: int, color_range: int):
     frames = device_frames(frames)
     out = cp.empty_like(frames)
     n = frames.size // 3
-    kr, kb = matrix(colorspace, frames.shape[1])
+    kr, kb = matrix(colorspace)
     _ycc_kernel(((n + 255) // 256,), (256,), (frames, out, np.int32(n), np.float32(kr), np.float32(kb),
                                              np.int32(color_range == 2)))
     return out
