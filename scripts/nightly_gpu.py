@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,7 +234,8 @@ def part_throughput(args) -> dict:
     clip = workload(args.cache, args.frames)
     out = Path(tempfile.mkdtemp(prefix="nightly-")) / "job.anon.mp4"
     with GpuMemoryPeak() as mem:
-        report = trt_anon.process(clip.path, out, backend="auto", overwrite=True)
+        report = trt_anon.process(clip.path, out, backend="auto", overwrite=True,
+                                  json_path=out.with_suffix(".json"))
     res = throughput_figures(report, args.frames)
     res["gpu_memory_peak_gib"] = round(mem.peak / 2**30, 2)
     problems = backend_problems(report.backends)
@@ -250,6 +252,8 @@ def part_throughput(args) -> dict:
             ok = str(exc)
         if ok is not True:
             problems.append(f"{name}: {ok}")
+    if problems:  # the boxes of every frame, next to the summary, to see what the detector missed
+        shutil.copy(out.with_suffix(".json"), args.out / "throughput-boxes.json")
     res.update(passed=not problems, problems=problems,
                headline=(f"decode+detect+redact {res['ddr_fps']:.0f} fps, end to end {res['e2e_fps']:.0f} fps "
                          f"({args.frames} frames 1080p H.264; detector {detector_words(report.backends)}; "
