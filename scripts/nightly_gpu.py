@@ -136,8 +136,8 @@ def part_tests(args) -> dict:
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     problems = [f"{c.get('classname')}::{c.get('name')}: {(c[0].get('message') or '')[:300]}"
                 for c in suite.iter("testcase") for e in c if e.tag in ("failure", "error", "skipped")]
-    passed = code == 0 and counts["failures"] == counts["errors"] == 0 and counts["tests"] > 0
     ran = counts["tests"] - counts["skipped"]
+    passed = code == 0 and counts["failures"] == counts["errors"] == 0 and ran > 0  # all skipped: no GPU test ran
     return {"passed": passed, **counts, "seconds": seconds, "problems": problems,
             "headline": f"{ran} ran, {counts['failures'] + counts['errors']} failed, {counts['skipped']} skipped"}
 
@@ -231,13 +231,14 @@ def part_throughput(args) -> dict:
 
     import trt_anon
 
-    clip = workload(args.cache, args.frames)
+    clip = workload(args.cache, args.frames, args.size)
     out = Path(tempfile.mkdtemp(prefix="nightly-")) / "job.anon.mp4"
     with GpuMemoryPeak() as mem:
         report = trt_anon.process(clip.path, out, backend="auto", overwrite=True,
                                   json_path=out.with_suffix(".json"))
     res = throughput_figures(report, args.frames)
     res["gpu_memory_peak_gib"] = round(mem.peak / 2**30, 2)
+    res["size"] = "{}x{}".format(*args.size)
     problems = backend_problems(report.backends)
     checks: list[tuple[str, Callable[[], Any]]] = [
         ("frame count", lambda: report.frames == args.frames or f"{report.frames} != {args.frames}"),
@@ -256,7 +257,7 @@ def part_throughput(args) -> dict:
         shutil.copy(out.with_suffix(".json"), args.out / "throughput-boxes.json")
     res.update(passed=not problems, problems=problems,
                headline=(f"decode+detect+redact {res['ddr_fps']:.0f} fps, end to end {res['e2e_fps']:.0f} fps "
-                         f"({args.frames} frames 1080p H.264; detector {detector_words(report.backends)}; "
+                         f"({args.frames} frames {args.size[1]}p H.264; detector {detector_words(report.backends)}; "
                          f"{'/'.join(report.backends.values())}); "
                          f"GPU memory peak {res['gpu_memory_peak_gib']} GiB; set-up "
                          f"{report.seconds.get('setup', 0):.1f} s"))
@@ -284,15 +285,18 @@ def faces_mosaicked(clip, out: Path, max_dev: float = 4.0, max_bg: float = 4.0) 
     return True
 
 
-def workload(cache: Path, frames: int):
-    """The 1080p clip (made once per machine, kept in ``cache``): three faces, one entering late."""
+def workload(cache: Path, frames: int, size: tuple[int, int] = (1920, 1080)):
+    """The clip (made once per machine and size, kept in ``cache``): three faces, one entering late;
+    positions and sizes scale with the frame (1920x1080 is the measured workload)."""
     from trt_anon.synth import Face, make_clip
 
+    w, h = size
+    k = w / 1920
     cache.mkdir(parents=True, exist_ok=True)
-    return make_clip(cache / f"job-1080p-{frames}.mp4", 1920, 1080, frames=frames, crf=20, faces=[
-        Face(160, (100, 200), (3.0 * 600 / frames, 0.5 * 600 / frames)),
-        Face(90, (1500, 300), (-2.0 * 600 / frames, 0.2 * 600 / frames), flip=True),
-        Face(48, (900, 100), (0.5 * 600 / frames, 0.5 * 600 / frames), enter=frames // 6)])
+    return make_clip(cache / f"job-{w}x{h}-{frames}.mp4", w, h, frames=frames, crf=20, faces=[
+        Face(160 * k, (100 * k, 200 * k), (3.0 * 600 / frames * k, 0.5 * 600 / frames * k)),
+        Face(90 * k, (1500 * k, 300 * k), (-2.0 * 600 / frames * k, 0.2 * 600 / frames * k), flip=True),
+        Face(48 * k, (900 * k, 100 * k), (0.5 * 600 / frames * k, 0.5 * 600 / frames * k), enter=frames // 6)])
 
 
 def hits(json_path: Path) -> list:
@@ -335,10 +339,10 @@ def part_agreement(args) -> dict:
 
     import trt_anon
 
-    clip = workload(args.cache, args.agreement_frames)
+    clip = workload(args.cache, args.agreement_frames, args.size)
     work = Path(tempfile.mkdtemp(prefix="nightly-"))
     runs = {}
-    size = 1920
+    size = args.size[0] // 32 * 32
     for name, opts in (("cpu", {"backend": "cpu", "cpu_precision": "fp32"}), ("gpu", {"backend": "auto"})):
         runs[name] = trt_anon.process(clip.path, work / f"{name}.mp4", json_path=work / f"{name}.json",
                                       det_size=size, **opts)
@@ -379,6 +383,8 @@ def compare_with_baseline(out: Path, gpu: str, today: Path, data: dict) -> list[
     if not earlier or "throughput" not in data["parts"]:
         return []
     base = json.loads(earlier[-1].read_text())["parts"].get("throughput", {})
+    if base.get("size", "1920x1080") != data["parts"]["throughput"].get("size", "1920x1080"):
+        return []  # another workload: not comparable
     drops = []
     for k in ("ddr_fps", "e2e_fps"):
         if base.get(k) and data["parts"]["throughput"].get(k):
@@ -387,6 +393,13 @@ def compare_with_baseline(out: Path, gpu: str, today: Path, data: dict) -> list[
             if drop > TOLERANCE:
                 drops.append(f"{k} {-drop:+.0%} against {earlier[-1].name}")
     return drops
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) >= 64 and int(h) >= 64 and int(w) % 2 == int(h) % 2 == 0):
+        raise argparse.ArgumentTypeError(f"size is WIDTHxHEIGHT, even, at least 64x64, not {text!r}")
+    return int(w), int(h)
 
 
 def parse_parts(text: str) -> tuple[str, ...]:
@@ -406,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run: no part starts "
                     "after it, and tests get at most their share of what is left")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "gpu", help="summary folder")
-    ap.add_argument("--frames", type=int, default=2000, help="throughput clip length (1080p)")
+    ap.add_argument("--frames", type=int, default=2000, help="throughput clip length")
+    ap.add_argument("--size", type=parse_size, default=(1920, 1080), help="clip size WxH (default 1920x1080, the "
+                    "measured workload; smaller only for a quick look)")
     ap.add_argument("--agreement-frames", type=int, default=150)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "trt_anon_nightly",
                     help="where the generated clips are kept between runs")

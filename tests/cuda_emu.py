@@ -121,6 +121,9 @@ class RawKernel:
         self.fn = ctypes.CDLL(str(lib)).launch
         self.fn.argtypes = [ctypes.c_uint] * 6 + self.argtypes
 
+    def compile(self, log_stream=None) -> None:
+        """``RawKernel.compile()``: compiled already, in ``__init__``."""
+
     def __call__(self, grid, block, args) -> None:
         grid, block = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
         values = []

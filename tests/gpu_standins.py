@@ -158,10 +158,11 @@ def dali_decoder_on_device(path, batch_size: int, time_base, colorspace=None):
 
 # --- PyNvVideoCodec ---------------------------------------------------------------------------
 class _NvFrame:
-    """A decoded frame in device memory, as PyNvVideoCodec's ``use_device_memory=True`` gives it."""
+    """A decoded frame in device memory, as PyNvVideoCodec's ``use_device_memory=True`` gives it:
+    native 8-bit 4:2:0 is NV12, one (H * 3 / 2, W) buffer (luma, then Cb Cr interleaved)."""
 
-    def __init__(self, rgb: np.ndarray) -> None:
-        self._mem = rgb
+    def __init__(self, nv12: np.ndarray) -> None:
+        self._mem = nv12
 
     def __dlpack__(self, *, stream=None, **kwargs):
         strict_cupy._check_dlpack_stream(stream)
@@ -172,22 +173,27 @@ class _NvFrame:
 
 
 def pynvvideocodec_module() -> types.ModuleType:
-    """``PyNvVideoCodec`` with a ``SimpleDecoder`` that decodes with PyAV (playing NVDEC) into
-    interleaved RGB frames offered only as CUDA DLPack tensors."""
+    """``PyNvVideoCodec`` with a ``SimpleDecoder`` that decodes with PyAV (playing NVDEC) into native
+    NV12 frames offered only as CUDA DLPack tensors. Its RGB output is refused here: the real one
+    converts untagged video as BT.709 and ignores full range (the Video Codec SDK's ColorSpace.cu),
+    which the encoder would not invert. ``cuda_stream`` must be a stream handle (an int), as
+    SimpleDecoder passes it to ``CreateSimpleDecoder``."""
     nvc = types.ModuleType("PyNvVideoCodec")
     nvc.OutputColorType = types.SimpleNamespace(RGB="rgb", NATIVE="native")
 
     class SimpleDecoder:
-        def __init__(self, path: str, gpu_id: int = 0, use_device_memory: bool = True, output_color_type=None,
-                     **kwargs) -> None:
-            assert use_device_memory and output_color_type == "rgb", "the GPU path wants RGB in device memory"
+        def __init__(self, path: str, gpu_id: int = 0, cuda_context: int = 0, cuda_stream: int = 0,
+                     use_device_memory: bool = True, output_color_type="native", **kwargs) -> None:
+            assert use_device_memory and output_color_type == "native", "the GPU path wants NV12 in device memory"
+            assert isinstance(cuda_stream, int), "cuda_stream is a CUDA stream handle"
+            self.cuda_stream = cuda_stream
             self._container = av.open(path)
             self._frames = self._container.decode(video=0)
 
         def get_batch_frames(self, n: int) -> list[_NvFrame]:
             out = []
             for frame in self._frames:
-                out.append(_NvFrame(frame.to_ndarray(format="rgb24")))
+                out.append(_NvFrame(frame.reformat(format="nv12").to_ndarray()))
                 if len(out) == n:
                     break
             return out

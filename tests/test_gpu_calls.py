@@ -22,10 +22,16 @@ def test_nvenc_probe_survives_an_encoder_that_opens(monkeypatch):
     from trt_anon.encode import gpu
 
     real = av.CodecContext.create
-    monkeypatch.setattr(av, "CodecContext", types.SimpleNamespace(create=lambda name, mode: real("libx264", mode)))
+    opened = []
+    monkeypatch.setattr(av, "CodecContext", types.SimpleNamespace(
+        create=lambda name, mode: opened.append(name) or real("libx264", mode)))
+    gpu.nvenc_available.cache_clear()
     assert gpu.nvenc_available("h264_nvenc") == (True, "")
+    assert gpu.nvenc_available("h264_nvenc") == (True, "") and opened == ["h264_nvenc"]  # asked once per process
+    gpu.nvenc_available.cache_clear()
     monkeypatch.setattr(av, "__version__", "17.1.0")  # the CPU path's minimum: no CudaContext(current_ctx)
     ok, why = gpu.nvenc_available("h264_nvenc")
+    gpu.nvenc_available.cache_clear()
     assert not ok and "18.1" in why
 
 
@@ -51,6 +57,8 @@ def _fake_tensorrt(plan):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "11.1.0"
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    severity = ns(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+    trt.ILogger = type("ILogger", (), {"Severity": severity, "__init__": lambda self: None})
     trt.BuilderFlag = ns(FP16=1)
     trt.MemoryPoolType = ns(WORKSPACE=0)
     config = ns(set_flag=lambda f: None, add_optimization_profile=lambda p: None,

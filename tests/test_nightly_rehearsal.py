@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_gpu_strict import strict_gpu  # noqa: F401  (fixture: strict CuPy stand-in, CPU PyTorch as CUDA)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +124,36 @@ def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
     trt_anon.process(clip.path, tmp_path / "o.mp4", backend="cpu")
     assert nightly.faces_mosaicked(clip, tmp_path / "o.mp4") is True
     assert "not mosaicked" in nightly.faces_mosaicked(clip, clip.path)
+
+
+def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, strict_gpu, monkeypatch, tmp_path):  # noqa: F811
+    """The one command a lent GPU runs first, end to end on the CPU: CuPy (strict stand-in, kernels
+    emulated), CPU PyTorch as CUDA, PyAV's batches uploaded, libx264 from GPU YUV; three parts, a
+    360 s budget, the summary written part by part. tests/gpu cannot run here (a child process has no
+    stand-ins), so that part must say that no GPU test ran, as a FAIL."""
+    monkeypatch.setattr(nightly, "gpu_decoder_installed", lambda: False)
+    monkeypatch.setattr(nightly.GpuMemoryPeak, "__enter__", lambda self: self)
+    monkeypatch.setattr(nightly.GpuMemoryPeak, "__exit__", lambda self, *exc: None)
+    from trt_anon import stages
+
+    def no_gpu_decoder(*a):
+        raise stages.BackendError("no GPU decoder on this machine")
+    monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
+    out = tmp_path / "summary"
+    code = nightly.main(["--parts", "throughput,agreement,tests", "--budget-s", "360", "--frames", "40",
+                         "--agreement-frames", "20", "--size", "640x360", "--out", str(out),
+                         "--cache", str(tmp_path / "cache")])
+    data = json.loads(next(out.glob("*.json")).read_text())
+    parts = data["parts"]
+    assert set(parts) == {"throughput", "agreement", "tests"} and code == 1
+    t = parts["throughput"]
+    assert t["passed"], t["problems"]
+    assert t["backends"] == {"decode": "pyav (uploaded)", "detect": "torch-cuda-fp16", "redact": "cupy",
+                             "encode": "libx264 (gpu yuv)"} and t["frames"] == 40 and t["size"] == "640x360"
+    assert "PyTorch CUDA FP16 (not TensorRT)" in t["headline"]
+    a = parts["agreement"]
+    assert a["passed"], a["problems"]
+    assert a["frames"] == 20 and a["mosaic_equal"] and a["det_size"] == 640
+    assert not parts["tests"]["passed"] and parts["tests"]["headline"].startswith("0 ran")
+    assert sum(p["part_seconds"] for p in parts.values()) < 360
+    assert "| throughput | PASS |" in next(out.glob("*.md")).read_text()

@@ -33,12 +33,16 @@ def device_frames(frames):
 
 
 def free_memory() -> None:
-    """Give CuPy's pools and PyTorch's cache back to the driver (before retrying after an
-    out-of-memory error; the arrays must be unreachable by then, so collect garbage first)."""
+    """Give CuPy's pools, PyTorch's cache and DALI's pools back to the driver (before retrying after
+    an out-of-memory error; the arrays and pipelines must be unreachable by then, so collect garbage
+    first)."""
     import gc
     import sys
 
     gc.collect()
+    dali = sys.modules.get("nvidia.dali.backend")
+    if dali is not None:
+        dali.ReleaseUnusedMemory()
     if "cupy" in sys.modules:
         cupy = sys.modules["cupy"]
         cupy.get_default_memory_pool().free_all_blocks()
@@ -74,7 +78,8 @@ def device() -> dict:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CuPy, PyTorch and TensorRT each raise their own out-of-memory error."""
+    """CuPy, PyTorch and DALI each raise their own out-of-memory error; TensorRT's reaches us as a
+    ``DetectorError`` that quotes its log ("out of memory")."""
     name = type(exc).__name__
     return "OutOfMemory" in name or "out of memory" in str(exc).lower()
 

@@ -27,3 +27,12 @@ class BackendError(AnonError):
 
 class DetectorError(AnonError):
     """The detector failed; the batch it was given is never written unredacted."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A third-party error in one line: GPU packages raise untyped, multi-line errors (TensorRT's
+    RuntimeError, NVRTC's CompileException, a missing module); the type is named when it helps."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, AnonError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

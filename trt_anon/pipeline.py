@@ -81,8 +81,10 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-encode")
     pending: Future | None = None
 
-    def encode(frames, pts: list[int]) -> None:
+    def encode(frames, pts: list[int], ready) -> None:
         t0 = time.perf_counter()
+        if ready is not None:  # this thread's CUDA stream waits, on the GPU, for the redaction queued on ours
+            array_module(frames).cuda.get_current_stream().wait_event(ready)
         stages.encoder.encode(frames, pts)
         if stages.remuxer is not None:
             stages.remuxer.advance(stages.encoder.packet_time)
@@ -103,10 +105,14 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
         boxes = [redaction_boxes(d, config.target, config.margin_px, config.margin_rel, width, height)
                  for d in final]
         batch = stages.redactor(frames, boxes)
+        xp = array_module(batch)
+        # GPU: the encoder thread's stream is not ours (with per-thread default streams, or its own stream):
+        # it must wait for this event, recorded after the redaction, before it reads a pixel
+        ready = xp.cuda.get_current_stream().record() if xp is not np else None
         secs["redact"] += time.perf_counter() - t0
         if pending is not None:
             pending.result()  # one batch in flight at most; re-raises the encoder's error here
-        pending = worker.submit(encode, batch, list(pts))
+        pending = worker.submit(encode, batch, list(pts), ready)
         for i, (d, b) in enumerate(zip(final, boxes)):
             report.faces += int((d.kind == HIT).sum())
             report.redacted_boxes += len(b)

@@ -17,7 +17,7 @@ from .config import Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import SOFTWARE_CODECS, PyAVEncoder
-from .errors import BackendError, InputError
+from .errors import BackendError, InputError, first_line
 from .redact import select_redactor
 
 
@@ -81,15 +81,21 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
     decoder, detector, redactor = cpu_batches(), None, None
     setup = time.perf_counter()
     if gpu:
-        # the detector sees frames as displayed: its engine is built (or loaded) now, for that size
+        # the detector sees frames as displayed: its engine is built (or loaded) now, for that size;
+        # every kernel is compiled now too, so that any failure here is a fallback, not a failed file
         shown = (info.width, info.height) if rotation % 180 else (info.height, info.width)
         try:
             detector = select_detector(cfg, gpu=True, notes=notes, frame_hw=shown)
             redactor = select_redactor(cfg, gpu=True)
-        except BackendError as exc:
+            from .detect.gpu_pre import compile_kernels as compile_pre
+            from .encode.gpu_color import compile_kernels as compile_color
+            compile_pre()
+            compile_color()
+        except Exception as exc:
             if cfg.backend == "gpu":
-                raise
-            notes.append(f"CPU path: {exc}")
+                raise BackendError(f"backend 'gpu' cannot run here: {first_line(exc)}") from None
+            notes.append(f"CPU path: {first_line(exc)}")
+            detector = redactor = None
             gpu = False
     if gpu:
         try:
@@ -136,7 +142,8 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: 
     """NVENC, else x264/x265 fed from the GPU, on the GPU path; PyAV's x264/x265 on the CPU path.
 
     ``stitchable`` (segments): software encoders get x264's ``stitchable`` so every segment has the
-    same headers and the pieces join by packet copy; a segment always starts on a keyframe.
+    same headers and the pieces join by packet copy; a segment always starts on a keyframe. NVENC
+    has no such option and its segments are not proven to join, so segments never use it.
     """
     rate = 1 if image_ext else info.rate
     args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
@@ -150,11 +157,13 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: 
         from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
         nvenc = NVENC_CODECS.get(cfg.codec)
         ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
+        if ok and stitchable:
+            ok, why = False, "segments are joined by packet copy, which NVENC's output is not proven to allow"
         if ok and info.width % 2 == 0 and info.height % 2 == 0:
             enc = NvencEncoder(*args, codec=nvenc)
         else:
             notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
             enc = GpuYuvEncoder(*args, codec=software)
-    if stitchable and enc.name == "libx264":
+    if stitchable and enc.stream.codec_context.name == "libx264":  # on the GPU path too: "libx264 (gpu yuv)"
         enc.stream.codec_context.options = {**enc.stream.codec_context.options, "x264-params": "stitchable=1"}
     return enc

@@ -1,10 +1,19 @@
-"""GPU decoder: PyNvVideoCodec on NVDEC (the alternative when DALI is absent)."""
+"""GPU decoder: PyNvVideoCodec on NVDEC (the alternative when DALI is absent).
+
+Frames come in NVDEC's native NV12 and are converted to RGB here (``gpu_color.nv12_to_rgb``) with
+the stream's own matrix and range: PyNvVideoCodec's RGB output takes untagged video as BT.709 and
+every stream as limited range, while the encoder converts back with the stream's tags (BT.601
+when untagged, as libswscale). Decoding, the copy out of the decoder's surfaces and the conversion
+run in order on one CuPy stream of our own, handed to ``SimpleDecoder`` as its ``cuda_stream``;
+the caller's stream then waits for it on the GPU, with no host wait.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BackendError
+from ..encode.gpu_color import nv12_to_rgb
+from ..errors import BackendError, first_line
 from .batch import Batch
 from .timestamps import check_exhausted, presentation_pts, take
 
@@ -12,23 +21,25 @@ from .timestamps import check_exhausted, presentation_pts, take
 class NvDecoder:
     name = "pynvvideocodec"
 
-    def __init__(self, path: Path, batch_size: int, time_base) -> None:
+    def __init__(self, path: Path, batch_size: int, time_base, colorspace: tuple[int, int] | None = None) -> None:
+        """``colorspace``: the stream's (AVColorSpace, AVColorRange), for the NV12 -> RGB conversion."""
         try:
             import cupy
             import PyNvVideoCodec as nvc
         except ImportError as exc:
             raise BackendError(f"PyNvVideoCodec is not installed ({exc}); pip install '.[gpu]'") from None
         except RuntimeError as exc:  # its import checks the driver: no libnvidia-encode/nvcuvid here
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"PyNvVideoCodec cannot load the driver's video libraries ({first}); "
+            raise BackendError(f"PyNvVideoCodec cannot load the driver's video libraries ({first_line(exc)}); "
                                "in Docker, NVIDIA_DRIVER_CAPABILITIES needs 'video'") from None
         self.cp, self.path, self.batch_size, self.time_base = cupy, Path(path), batch_size, time_base
+        self.colorspace = colorspace or (2, 0)
         self.errors = 0
+        self.stream = cupy.cuda.Stream(non_blocking=True)
         try:
-            self.decoder = nvc.SimpleDecoder(str(self.path), gpu_id=0, use_device_memory=True,
-                                             output_color_type=nvc.OutputColorType.RGB)
+            self.decoder = nvc.SimpleDecoder(str(self.path), gpu_id=0, cuda_stream=self.stream.ptr,
+                                             use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
         except Exception as exc:  # its errors are untyped
-            raise BackendError(f"PyNvVideoCodec cannot decode {self.path.name}: {exc}") from None
+            raise BackendError(f"PyNvVideoCodec cannot decode {self.path.name}: {first_line(exc)}") from None
 
     def __iter__(self) -> Iterator[Batch]:
         cp = self.cp
@@ -38,7 +49,11 @@ class NvDecoder:
             frames = self.decoder.get_batch_frames(self.batch_size)
             if not frames:
                 break
-            batch = cp.stack([cp.from_dlpack(f) for f in frames])  # (N, H, W, 3) uint8
+            with self.stream:  # DLPack consumer = the decoder's stream: no synchronisation asked for
+                nv12 = cp.stack([cp.from_dlpack(f) for f in frames])  # (N, H * 3 / 2, W), out of its surfaces
+                batch = nv12_to_rgb(nv12, *self.colorspace)
+                done = self.stream.record()
+            cp.cuda.get_current_stream().wait_event(done)  # the stages after us run on the caller's stream
             yield Batch(batch, take(pts, len(frames), self.path, "NVDEC"), self.time_base, start)
             start += len(frames)
         check_exhausted(pts, self.path, "NVDEC")

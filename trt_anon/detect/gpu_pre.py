@@ -54,3 +54,12 @@ def preprocess(frames, geom: cf.Geometry):
                           cp.float32(geom.frame_h / geom.resized_h), cp.float32(geom.frame_w / geom.resized_w)))
     return out
 
+
+
+def compile_kernels() -> None:
+    """Compile the kernel now (NVRTC), so that a failure falls back when the stages are chosen."""
+    global _kernel
+    import cupy as cp
+
+    _kernel = _kernel or cp.RawKernel(_SRC, "resize_area_chw")
+    _kernel.compile()

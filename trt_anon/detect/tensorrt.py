@@ -11,10 +11,12 @@ where this project is developed, so this file runs in tests only against a stand
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from ..cuda import on_stream
-from ..errors import BackendError, DetectorError
+from ..errors import BackendError, DetectorError, first_line
 from . import centerface as cf
 from . import engine_cache
 from .gpu_pre import preprocess
@@ -28,12 +30,12 @@ def _trt():
     return trt
 
 
-def build(key: engine_cache.EngineKey, path: Path, log=print) -> Path:
+def build(key: engine_cache.EngineKey, path: Path, log=print, logger=None) -> Path:
     """Build an FP16 engine for ``key``'s input shape, batch 1..max_batch, and cache it at ``path``."""
     trt = _trt()
     from .graph import load_model, to_fp16
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = logger or _logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
@@ -56,11 +58,38 @@ def build(key: engine_cache.EngineKey, path: Path, log=print) -> Path:
     if plan is None:
         raise BackendError("TensorRT failed to build the engine (see its log above)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(bytes(plan))
-    tmp.replace(path)
+    # a name of its own: two workers building the same engine at once must not write into one file;
+    # the sidecar goes first, so an engine that is visible always has its sidecar
     engine_cache.write_sidecar(path, key)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(plan))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _logger(trt):
+    """A TensorRT logger that prints warnings and keeps the errors: ``execute_async_v3`` only returns
+    False, and its reason ("out of memory" among them, which the retry with a smaller batch looks
+    for) is only in the log."""
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg: str) -> None:
+            errors = (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR)
+            if severity in errors:
+                self.errors = [*self.errors[-9:], msg.strip()]
+            if severity in (*errors, trt.ILogger.Severity.WARNING):
+                print(f"TensorRT: {msg.strip()}")
+
+    return Logger()
 
 
 class TensorRTDetector:
@@ -69,27 +98,27 @@ class TensorRTDetector:
     def __init__(self, det_size, threshold: float, engine_path: str | None = None, cache: str | None = None,
                  max_batch: int = 32, build_missing: bool = True, frame_hw: tuple[int, int] | None = None) -> None:
         """``frame_hw``: the (height, width) of the frames it will see; its engine is ready on return."""
-        self.trt = _trt()
-        import cupy
-
-        from .. import cuda
-
-        self.cp = cupy
+        trt = self.trt = _trt()
         self.det_size, self.threshold, self.max_batch = det_size, threshold, max_batch
         self.engine_path, self.cache, self.build_missing = engine_path, cache, build_missing
-        self.dev = cuda.device()
-        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        self.runtime = self.trt.Runtime(self.logger)
-        self.stream = cupy.cuda.Stream(non_blocking=True)
         self.contexts: dict[tuple[int, int], object] = {}
-        if frame_hw is not None:
-            try:
+        try:  # TensorRT's and CUDA's errors are untyped (RuntimeError, TypeError, ...): each is a reason to fall back
+            import cupy
+
+            from .. import cuda
+
+            self.cp = cupy
+            self.dev = cuda.device()
+            self.logger = _logger(trt)
+            self.runtime = trt.Runtime(self.logger)
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            if frame_hw is not None:
                 self._context(cf.Geometry.fit(*frame_hw, det_size))
-            except BackendError:
-                raise
-            except Exception as exc:  # TensorRT's own errors are untyped (RuntimeError, TypeError, ...)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise BackendError(f"TensorRT engine for {frame_hw[1]}x{frame_hw[0]} frames failed: {first}") from None
+        except BackendError:
+            raise
+        except Exception as exc:
+            size = f" for {frame_hw[1]}x{frame_hw[0]} frames" if frame_hw else ""
+            raise BackendError(f"TensorRT engine{size} failed: {first_line(exc)}") from None
 
     def _context(self, geom: cf.Geometry):
         """One engine per input size, from the cache (built there if missing) or an explicit path."""
@@ -98,7 +127,7 @@ class TensorRTDetector:
             key = engine_cache.key_for(self.dev["name"], self.dev["cc"], self.trt.__version__, geom, self.max_batch)
             path = Path(self.engine_path) if self.engine_path else engine_cache.cache_dir(self.cache) / key.filename
             if not path.exists() and not self.engine_path and self.build_missing:
-                build(key, path)
+                build(key, path, logger=self.logger)
             engine_cache.check(path, key)
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
@@ -123,8 +152,9 @@ class TensorRTDetector:
                     out = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
                     ctx.set_tensor_address(name, out.data.ptr)
                     maps.append(out)
-                if not ctx.execute_async_v3(self.stream.ptr):
-                    raise DetectorError("TensorRT failed to run a batch")
+                if not ctx.execute_async_v3(self.stream.ptr):  # its reason went to the logger, not here
+                    why = self.logger.errors[-1] if self.logger.errors else "no reason logged"
+                    raise DetectorError(f"TensorRT failed to run a batch of {len(blob)}: {why}")
                 outs.append(maps)
             maps = outs[0] if len(outs) == 1 else [cp.concatenate(m) for m in zip(*outs)]  # no copy of one chunk
             return cf.detections(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates

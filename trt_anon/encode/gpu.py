@@ -7,6 +7,7 @@ device-to-host copy per batch (half the bytes of RGB), then libx264 or libx265.
 """
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import av
@@ -19,8 +20,10 @@ from .pyav import PyAVEncoder
 NVENC_CODECS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}  # VP9: none; software from GPU YUV
 
 
+@functools.lru_cache(maxsize=None)
 def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
-    """Open the NVENC encoder on a tiny frame: Hopper (H100/H200) has none, and says so here."""
+    """Open the NVENC encoder on a tiny frame: Hopper (H100/H200) has none, and says so here.
+    Asked once per codec and process: a folder of files does not probe the driver for each."""
     if codec not in av.codecs_available:
         return False, f"{codec} is not in this FFmpeg build"
     if tuple(int(v) for v in av.__version__.split(".")[:2]) < (18, 1):  # pyproject: [gpu] needs av>=18.1
@@ -61,6 +64,7 @@ class NvencEncoder(PyAVEncoder):
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
         self.cuda_stream = self.cuda_context = None
+        self.in_flight = None  # (event, arrays) of the last batch: its memory must not be reused before the event
 
     def encode(self, frames, pts):
         import cupy as cp
@@ -69,6 +73,7 @@ class NvencEncoder(PyAVEncoder):
 
         if self.cuda_stream is None:
             self.cuda_stream = cp.cuda.Stream(non_blocking=True)
+        self._release()
         with cuda.on_stream(self.cuda_stream) as stream:  # after the redaction queued on the caller's stream
             nv12 = rgb_to_yuv420(frames, *self.colorspace, nv12=True)
             if self.cuda_context is None:
@@ -81,6 +86,19 @@ class NvencEncoder(PyAVEncoder):
                                                   cuda_context=self.cuda_context)
                 frame.pts, frame.time_base = t, self.time_base
                 self._mux(self.stream.encode(frame))
+            # CuPy gives freed memory back to its pool at once, without waiting for other streams: the
+            # caller's batch (allocated on its stream) and our NV12 stay referenced until this stream is
+            # past them, or the next batch could be written where NVENC is still reading
+            self.in_flight = (stream.record(), (frames, nv12))
+
+    def _release(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight[0].synchronize()  # long done by the next batch: no stall in practice
+            self.in_flight = None
+
+    def close(self) -> None:
+        super().close()  # NVENC's flush still reads the frames it holds
+        self._release()
 
 
 class GpuYuvEncoder(PyAVEncoder):

@@ -124,10 +124,15 @@ class CupyRedactor:
         self.cp, self.cell, self.cell_sizes, self.style, self.color = cp, cell, cell_sizes, style, color
         if style == "blur":
             self.means, self.blur = cp.RawKernel(_MEANS_SRC, "cell_means"), cp.RawKernel(_BLUR_SRC, "blur_cells")
+            kernels = (self.means, self.blur)
         elif style == "solid":
             self.solid = cp.RawKernel(_SOLID_SRC, "solid_cells")
+            kernels = (self.solid,)
         else:
             self.kernel = cp.RawKernel(_SRC, "mosaic_cells")
+            kernels = (self.kernel,)
+        for kernel in kernels:
+            kernel.compile()  # now, when the stage is chosen: a compiler failure falls back to the CPU
 
     def __call__(self, frames, boxes: list[np.ndarray]):
         from ..cuda import device_frames
