@@ -24,6 +24,13 @@ KERNELS = {"mosaic": cupy_mosaic._SRC, "solid": cupy_mosaic._SOLID_SRC, "cell_me
            "resize": gpu_pre._SRC}
 
 
+class Event(tuple):
+    """``cupy.cuda.Event``: which stream recorded it (compared as a tuple), and ``synchronize()``."""
+
+    def synchronize(self) -> None:
+        pass
+
+
 class FakeStream:
     """``cupy.cuda.Stream`` as the detectors and the NVENC encoder use it: a pointer, events, and the
     stream a ``with`` block enters becomes the current one, as in CuPy. Events are recorded, not
@@ -36,7 +43,7 @@ class FakeStream:
         self.waited: list = []
 
     def record(self):
-        return ("event", self.ptr)
+        return Event(("event", self.ptr))
 
     def wait_event(self, event) -> None:
         self.waited.append(event)
