@@ -96,6 +96,25 @@ def test_segments_give_what_process_gives(cluster, long_clip, tmp_path):
     _no_leftovers(out)
 
 
+def test_segments_keep_hdr10_chapters_and_dispositions(cluster, tmp_path):
+    """Each segment's encoder (x264 here) writes the input's HDR10 metadata; the join copies chapters,
+    dispositions and tags."""
+    import av
+    from test_streams_kept import HDR10, LIGHT, MASTER, PRIMARIES, described, restream, side_data
+
+    clip = make_clip(tmp_path / "hdr.mp4", 160, 96, frames=90, keyint=30, audio=1, codec="libx265",
+                     pix_fmt="yuv420p10le", color=HDR10, faces=[Face(44, (30, 20), (1.0, 0.2))],
+                     options={"x265-params": f"master-display={MASTER}:max-cll={LIGHT[0]},{LIGHT[1]}"})
+    src = restream(clip.path, tmp_path / "in.mp4", {0: {"title": "Kamera 1"}, 1: {"language": "deu"}},
+                   {0: av.stream.Disposition.default, 1: av.stream.Disposition.default})
+    (report,) = trt_anon.process_many([src], tmp_path / "out", segment_frames=30, backend="cpu", codec="h264",
+                                      progress=False, **SEG)  # segments are H.264 only (x264's stitchable)
+    assert report.error is None and [p["part"] for p in report.placement] == [f"segment {i}" for i in range(3)]
+    mastering, light = side_data(report.output)
+    assert light == LIGHT and mastering[:8] == pytest.approx(PRIMARIES, abs=2e-4)
+    assert described(report.output) == described(src)
+
+
 def test_eye_bands_across_cuts(cluster, long_clip, tmp_path):
     (report,) = trt_anon.process_many([long_clip.path], tmp_path / "out", segment_frames=30, backend="cpu",
                                       target="eyes", json_path=str(tmp_path / "js"), progress=False, **SEG)

@@ -96,9 +96,10 @@ def test_odd_size_kept(tmp_path, codec):
 def test_ten_bit_hevc_stays_ten_bit(tmp_path):
     clip = make_clip(tmp_path / "hdr.mkv", frames=12, codec="libx265", pix_fmt="yuv420p10le", faces=FACES)
     report = trt_anon.process(clip.path)
-    assert not report.warnings
+    assert len(report.warnings) == 1 and "HEVC Main 10" in report.warnings[0]  # H.264 High 10 plays almost nowhere
     with av.open(report.output) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+        assert c.streams.video[0].codec_context.name == "hevc"
         assert sum(1 for _ in c.decode(video=0)) == 12
     check_redacted(clip, clip.path, Path(report.output), max_bg=4.0)
 

@@ -134,7 +134,8 @@ def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_a
     ext = dst.suffix.lower()
     stream = media.container.video_stream(container)
     deep = bit_depth(stream.codec_context.pix_fmt) > 8
-    codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep)
+    hdr = media.container.is_hdr(stream)
+    codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), deep, hdr)
     if note and note not in notes:
         notes.append(note)
     stray = media.container.unfit(container, ext, convert_audio)
@@ -170,7 +171,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     report.seconds["setup"] = chosen.setup  # a TensorRT engine build lands here, not in fps
 
     try:
-        out = av.open(str(tmp), mode="w", format="image2" if image_ext else None,
+        # the muxer the codec was chosen for (FFmpeg's guess for .m4v, "ipod", holds H.264 only)
+        out = av.open(str(tmp), mode="w", format="image2" if image_ext else media.files.MUXERS[dst.suffix.lower()],
                       options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
@@ -205,6 +207,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
                                    f"{cpu_decoder.resized} frame(s) scaled to {info.width}x{info.height}")
         if encoder.fixed_pts:
             report.warnings.append(f"{encoder.fixed_pts} non-increasing timestamp(s) moved forward by one tick")
+        if encoder.grid_note():
+            report.warnings.append(encoder.grid_note())
     except AnonError:
         raise
     except av.error.FFmpegError as exc:
@@ -221,18 +225,33 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
 def dress_output(src: Path, container, stream, out, encoder, cfg: Config, rotation: int, report: Report,
                  image_ext: str | None = None, convert_audio: bool = False):
     """File-level work around the video stream, shared by process() and the Ray segment join: clean
-    container/stream metadata, colour tags, display rotation, and the audio/subtitle copier (returned;
-    ``convert_audio``: it converts audio a container the user named cannot hold, see media.Remuxer)."""
+    container/stream metadata, chapters, the video's dispositions, colour tags and HDR metadata, display
+    rotation, and the audio/subtitle copier (returned; ``convert_audio``: it converts audio a container the
+    user named cannot hold, see media.Remuxer)."""
     out.metadata.update(media.clean_metadata(container.metadata, cfg.keep_metadata))
     if image_ext:
         return None
+    chapters = media.container.chapters(container, cfg.keep_metadata)
+    if out.format.name in media.container.CHAPTER_MUXERS:
+        out.set_chapters(chapters)
+    elif chapters:
+        report.warnings.append(f"{len(chapters)} chapter(s) dropped: {out.format.name.upper()} cannot hold "
+                               "chapters (.mkv and .mp4 can)")
     in_cc = stream.codec_context
+    hdr = media.container.hdr_metadata(src, stream.index)
     if encoder is not None:
         encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)
+        note = encoder.carry_hdr(hdr)
+        if note:
+            report.warnings.append(note)
         vstream = encoder.stream
-    else:  # the join: a stream copied from a segment's template
+    else:  # the join: a stream copied from a segment's template (whose encoder carried the HDR metadata)
         vstream = out.streams.video[0]
-    vstream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))
+    if hdr.dolby_vision:
+        report.warnings.append("Dolby Vision layer dropped: its metadata describes the original pixels and "
+                               "cannot be re-made; players show the base layer (HDR10, HLG or SDR) instead")
+    vstream.metadata.update(media.container.stream_tags(stream, cfg.keep_metadata))
+    vstream.disposition = stream.disposition
     if rotation:
         vstream.set_display_rotation(rotation)
     remuxer = media.Remuxer(src, out, cfg.keep_metadata, stream.index, convert_audio)

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default {d.lookback}; memory grows past --batch-size)")
     p.add_argument("--codec", choices=CODECS, default=d.codec,
                    help="output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); "
-                        "default: h264, or vp9 where the container cannot hold it (.webm)")
+                        "default: h264, hevc for 10-bit or HDR input; vp9 where the container cannot hold those "
+                        "(.webm; av1 for 10-bit or HDR)")
     p.add_argument("--crf", type=int, default=d.crf,
                    help="quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")")
     p.add_argument("--preset", default=d.preset, help=f"encoder speed, x264's names, also mapped for vp9/av1 "

@@ -44,7 +44,7 @@ class Config:
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     backend: Literal["auto", "cpu", "gpu"] = "auto"
     cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
-    codec: Literal["h264", "hevc", "vp9", "av1"] | None = None  # None: h264, or what the container holds (WebM: vp9)
+    codec: Literal["h264", "hevc", "vp9", "av1"] | None = None  # None: h264, hevc for 10-bit/HDR (encode.choose_codec)
     crf: int | None = None          # quality, lower is better; None: the codec's own (CRFS), like the input
     preset: str = "veryfast"        # speed/size trade-off, x264's names (mapped for VP9 and SVT-AV1)
     overwrite: bool = False

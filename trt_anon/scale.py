@@ -209,6 +209,9 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
                                             stitchable=True)
             in_cc = stream.codec_context
             encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)
+            note = encoder.carry_hdr(media.container.hdr_metadata(src_path, stream.index))
+            if note:
+                notes.append(note)
             zero = _ZeroBased(encoder)
             run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero), config, report, info.width,
                 info.height, decoder.rotation, json_out, _Bar(counter), first=seg.first, keep=(seg.start, seg.end))

@@ -210,7 +210,8 @@ DEFAULT_CODECS = {".webm": ("libvpx-vp9", "libopus"), ".avi": ("mpeg4", "libmp3l
 def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int = 70, fps: int = 30,
               faces: list[Face] | None = None, audio: int = 1, codec: str | None = None, crf: int = 16,
               rotation: int = 0, pix_fmt: str = "yuv420p", vfr: bool = False, subtitles: bool = False,
-              metadata: dict | None = None, keyint: int | None = None) -> Clip:
+              metadata: dict | None = None, keyint: int | None = None, options: dict | None = None,
+              color: tuple[int, int, int] | None = None, codec_tag: str | None = None) -> Clip:
     """Write a clip with moving real faces (and ``audio`` AAC tones); return its per-frame ground truth.
 
     ``width`` x ``height`` is the picture as displayed. With ``rotation`` (display matrix angle,
@@ -218,6 +219,9 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
     ground truth is given in stored coordinates. ``vfr`` alternates frame durations (1.5, 0.75, 0.75
     frame periods). The codecs follow the container (VP9/Opus in WebM, MPEG-4/MP3 in AVI).
     ``keyint`` (x264/x265): a keyframe exactly every ``keyint`` frames (no scene-cut keyframes), for segment tests.
+    ``options`` are added to the video encoder's (e.g. x265's HDR10 ``master-display``), ``color`` tags the
+    video (primaries, transfer, matrix: (9, 16, 9) is HDR10's BT.2020 + PQ) and ``codec_tag`` names its sample
+    entry (e.g. ``dvh1``, as Dolby Vision MP4s do).
     """
     path = Path(path)
     k = (rotation // 90) % 4
@@ -228,22 +232,29 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
     clip = Clip(path)
     with av.open(str(path), "w") as out:
         out.metadata.update(metadata or {})
-        options = {"crf": str(crf)} if vcodec in ("libx264", "libx265") else {}
+        opts = {"crf": str(crf)} if vcodec in ("libx264", "libx265") else {}
         if vcodec == "libvpx-vp9":
-            options = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+            opts = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         if vcodec == "libx265":
-            options["x265-params"] = "log-level=error"
+            opts["x265-params"] = "log-level=error"
         if keyint and vcodec in ("libx264", "libx265"):
-            options.update(g=str(keyint), keyint_min=str(keyint), sc_threshold="0")
+            opts.update(g=str(keyint), keyint_min=str(keyint), sc_threshold="0")
         if vcodec == "mpeg4":
-            options = {"qscale": "3"}
-        vs = out.add_stream(vcodec, rate=fps, options=options)
+            opts = {"qscale": "3"}
+        for key, value in (options or {}).items():  # x265-params are joined to the log level, not replacing it
+            opts[key] = f"{opts[key]}:{value}" if key.endswith("-params") and key in opts else value
+        vs = out.add_stream(vcodec, rate=fps, options=opts)
         vs.width, vs.height = (height, width) if k % 2 else (width, height)
         vs.pix_fmt = pix_fmt
         tb = Fraction(1, 90000) if vfr else Fraction(1, fps)
         vs.time_base = vs.codec_context.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
+        if color:
+            cc = vs.codec_context
+            cc.color_primaries, cc.color_trc, cc.colorspace = color
+        if codec_tag:
+            vs.codec_context.codec_tag = codec_tag
         tones = []
         for j in range(int(audio)):
             a = out.add_stream(acodec, rate=48000)

@@ -60,7 +60,8 @@ class NvencEncoder(PyAVEncoder):
         if width % 2 or height % 2:
             raise BackendError("NVENC needs even width and height")
         super().__init__(output, width, height, rate, time_base, colorspace, crf, preset, codec=codec)
-        self.stream.codec_context.options = {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
+        cc = self.stream.codec_context
+        cc.options = {**cc.options, "preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1))}
         # CUDA frames: nvenc takes the frames context that PyAV adopts from the first DLPack frame
         self.pix_fmt = self.stream.pix_fmt = "cuda"
         self.cuda_stream = self.cuda_context = None
@@ -79,12 +80,12 @@ class NvencEncoder(PyAVEncoder):
             if self.cuda_context is None:
                 self.cuda_context = cuda_context(cp.cuda.Device().id, stream.ptr)
             h = self.stream.height
-            for i, t in enumerate(self._fix(pts)):
+            for i, t in enumerate(self._times(pts)):
                 y, uv = nv12[i, :h], nv12[i, h:].reshape(h // 2, -1, 2)
                 frame = av.VideoFrame.from_dlpack((y, uv), format="nv12", width=self.stream.width, height=h,
                                                   stream=cuda.dlpack_stream(stream.ptr),
                                                   cuda_context=self.cuda_context)
-                frame.pts, frame.time_base = t, self.time_base
+                frame.pts, frame.time_base = t, self.frame_time_base
                 self._mux(self.stream.encode(frame))
             # CuPy gives freed memory back to its pool at once, without waiting for other streams: the
             # caller's batch (allocated on its stream) and our NV12 stay referenced until this stream is
@@ -124,8 +125,8 @@ class GpuYuvEncoder(PyAVEncoder):
         if self.pix_fmt != "yuv420p" or self.stream.width % 2 or self.stream.height % 2:  # odd: SVT-AV1's 4:2:0
             return super().encode(cp.asnumpy(batch), pts)
         yuv = cp.asnumpy(rgb_to_yuv420(batch, *self.colorspace))
-        for img, t in zip(yuv, self._fix(pts)):
+        for img, t in zip(yuv, self._times(pts)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="yuv420p")
             frame.colorspace, frame.color_range = self.colorspace
-            frame.pts, frame.time_base = t, self.time_base
+            frame.pts, frame.time_base = t, self.frame_time_base
             self._mux(self.stream.encode(frame))

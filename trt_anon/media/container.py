@@ -1,8 +1,10 @@
 """Opening inputs, copying the streams we do not re-encode, and scrubbing metadata."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +26,102 @@ MAX_TICK = 86400  # seconds per timestamp tick: a day (a time-lapse AVI may say 
 def clean_metadata(tags: dict, keep: bool) -> dict:
     """Tags to write: all of them with ``keep``, else those that identify no place or device."""
     return dict(tags) if keep else {k: v for k, v in tags.items() if not PRIVATE_TAG.search(k)}
+
+
+def stream_tags(stream: av.stream.Stream, keep: bool) -> dict:
+    """A stream's tags to write (language, title, handler name, ...): cleaned, and an MP4/MOV track's name,
+    which FFmpeg reads as ``name`` but writes from ``title``, as its title."""
+    tags = clean_metadata(stream.metadata, keep)
+    if "name" in tags and "title" not in tags and "mov" in stream.container.format.name:
+        tags["title"] = tags.pop("name")
+    return tags
+
+
+def chapters(container: av.container.InputContainer, keep_metadata: bool) -> list[dict]:
+    """The input's chapters (times in their own time base, titles), ready for ``set_chapters``."""
+    return [{**c, "metadata": clean_metadata(c["metadata"], keep_metadata)} for c in container.chapters()]
+
+
+CHAPTER_MUXERS = {"mp4", "mov", "3gp", "matroska", "webm"}  # the output containers that hold chapters
+
+
+def is_chapter_track(container: av.container.InputContainer, stream: av.stream.Stream) -> bool:
+    """MP4/MOV store chapters as a text track, which FFmpeg reads as chapters and shows as a data stream it
+    discards itself; the chapters are copied as chapters, so that stream is no stream to copy or warn about."""
+    return stream.type == "data" and stream.discard == av.stream.Discard.all and bool(container.chapters())
+
+
+HDR_TRANSFERS = {16, 18}  # PQ (SMPTE ST 2084: HDR10, Dolby Vision) and HLG (ARIB STD-B67)
+DOLBY_VISION_TAGS = {"dvh1", "dvhe", "dav1", "dva1", "dvav"}  # MP4 sample entries of Dolby Vision streams
+_SIDE = av.sidedata.sidedata.Type
+
+
+def is_hdr(stream: av.video.stream.VideoStream) -> bool:
+    """Whether the stream is tagged with an HDR transfer function."""
+    return stream.codec_context.color_trc in HDR_TRANSFERS
+
+
+@dataclass(frozen=True)
+class Hdr:
+    """The input's HDR metadata, as a decoder hands it over with the first frame (from the bitstream's SEI or
+    OBUs, or the container's mdcv/clli boxes and Matroska colour elements).
+
+    ``mastering``: the grading display (SMPTE ST 2086): red, green, blue and white point chromaticities
+    (x, y each), then minimum and maximum luminance in cd/m2. ``light``: MaxCLL and MaxFALL in cd/m2.
+    ``dolby_vision``: a Dolby Vision layer (its RPU describes the original pixels; nothing can re-make it).
+    """
+
+    mastering: tuple[Fraction, ...] | None = None
+    light: tuple[int, int] | None = None
+    dolby_vision: bool = False
+
+    @property
+    def static(self) -> bool:
+        return self.mastering is not None or self.light is not None
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.stream.Stream,
+                 max_packets: int) -> av.VideoFrame | None:
+    """The first frame that decodes within ``max_packets`` packets (damaged ones skipped), or None."""
+    decoder = stream.codec_context
+    try:
+        for n, packet in enumerate(container.demux(stream)):
+            with contextlib.suppress(av.error.FFmpegError):
+                for frame in decoder.decode(packet if packet.size else None):
+                    return frame
+            if n >= max_packets:
+                break
+    except av.error.FFmpegError:  # a damaged file: the main read says what it makes of it
+        pass
+    return None
+
+
+def hdr_metadata(path: Path, index: int, max_packets: int = 64) -> Hdr:
+    """Stream ``index``'s HDR metadata, from its first frame (a second, short read of the file)."""
+    from ..decode.pyav import bit_depth  # the decoder's module imports this one
+
+    mastering = light = None
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError:  # opened once already: only a file changed under us gets here
+        return Hdr()
+    with container:
+        stream = container.streams[index]
+        cc = stream.codec_context
+        dolby_vision = (cc.codec_tag or "").lower() in DOLBY_VISION_TAGS
+        if not (dolby_vision or is_hdr(stream) or bit_depth(cc.pix_fmt) > 8):
+            return Hdr()  # 8-bit SDR: nothing to find, no frame decoded for it (0.15 s at 1080p)
+        frame = _first_frame(container, stream, max_packets)
+        for sd in frame.side_data if frame is not None else ():
+            if sd.type == _SIDE.MASTERING_DISPLAY_METADATA:
+                v = struct.unpack("<22i", bytes(sd)[:88])  # AVMasteringDisplayMetadata: 10 rationals, 2 flags
+                if v[20] and v[21] and all(v[i] for i in range(1, 20, 2)):
+                    mastering = tuple(Fraction(v[i], v[i + 1]) for i in range(0, 20, 2))
+            elif sd.type == _SIDE.CONTENT_LIGHT_LEVEL:
+                light = struct.unpack("<2I", bytes(sd)[:8])
+            elif sd.type in (_SIDE.DOVI_RPU_BUFFER, _SIDE.DOVI_METADATA):
+                dolby_vision = True
+    return Hdr(mastering, light, dolby_vision)
 
 
 @dataclass(frozen=True)
@@ -165,7 +263,7 @@ class Remuxer:
         supported = output.supported_codecs
         convert_to = transcode.target(output.format.name) if convert_audio else None
         for s in self.input.streams:
-            if s.index == video_index:
+            if s.index == video_index or is_chapter_track(self.input, s):
                 continue
             if s.codec_context is None:  # FFmpeg does not know its codec (damaged header): cannot be copied
                 self.dropped.append(f"stream #{s.index} ({s.type}) dropped: unknown codec (damaged header?)")
@@ -183,7 +281,7 @@ class Remuxer:
                                   f"{output.format.name}; write to .mkv instead")
             else:
                 out = output.add_stream_from_template(s)
-            out.metadata.update(clean_metadata(s.metadata, keep_metadata))
+            out.metadata.update(stream_tags(s, keep_metadata))
             out.disposition = s.disposition
             self.map[s.index] = out
         # MP4/MOV store AC-3 and E-AC-3 as whole sync frames: FFmpeg's muxer silently drops a

@@ -17,10 +17,10 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # Containers kept as they are (WebM with VP9, the others with H.264) when the input's audio and
 # subtitles fit; others become .mp4 or .mkv (AVI cannot hold its timestamps faithfully).
 KEEP_EXT = {".mp4", ".mov", ".m4v", ".mkv"}
-# FFmpeg's muxer for an output extension (FFmpeg's own guess maps .mp4 to 3gp, for instance).
+# The video containers trt_anon writes, and FFmpeg's muxer for each (its own guess maps .mp4 to 3gp). Each
+# plays every frame in order (tests/test_playable.py); any other output name is refused before any work.
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
-          ".ts": "mpegts", ".mts": "mpegts", ".m2ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg", ".flv": "flv",
-          ".3gp": "3gp", ".ogv": "ogg", ".wmv": "asf"}
+          ".flv": "flv", ".3gp": "3gp"}
 # What a muxer lists but refuses when it writes the header: FFmpeg's mov muxer takes VP9 and AV1 in MP4 only.
 REFUSED = {"mov": {"vp9", "av1"}}
 
