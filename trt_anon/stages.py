@@ -131,19 +131,15 @@ class Uploaded:
             yield Batch(frames, b.pts, b.time_base, b.start)
 
 
-def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str],
+def select_encoder(out, info, decoder, colorspace, cfg: Config, gpu: bool, notes: list[str],
                    stitchable: bool = False):
     """NVENC, else x264/x265 fed from the GPU, on the GPU path; PyAV's x264/x265 on the CPU path.
 
     ``stitchable`` (segments): software encoders get x264's ``stitchable`` so every segment has the
     same headers and the pieces join by packet copy; a segment always starts on a keyframe.
     """
-    rate = 1 if image_ext else info.rate
-    args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
+    args = (out, info.width, info.height, info.rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
     software = SOFTWARE_CODECS[cfg.codec or "h264"]
-    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
-        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
-        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
     if not gpu:
         enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
     else:
