@@ -81,7 +81,7 @@ def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool,
         if dst.is_dir():
             raise OutputError(f"output {dst} is a folder")
         if not overwrite:
-            raise OutputError(f"output {dst} exists; pass --overwrite (overwrite=True) to replace it")
+            raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")
