@@ -310,3 +310,19 @@ def test_damaged_photo_is_a_one_line_error(tmp_path):
     with pytest.raises(trt_anon.InputError, match="damaged or truncated"):
         trt_anon.process(src)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.jpg"]
+
+
+def test_what_a_photo_cannot_keep_is_one_warning_each(tmp_path):
+    """A 16-bit PNG is written with 8 bits; of an animated WebP (as of an MPF JPEG or a HEIC with a depth
+    map) only the main picture is written: the others would show the face unredacted."""
+    deep = tmp_path / "deep.png"
+    write(deep, "png", "rgb48be", alpha=False)
+    assert trt_anon.process(deep).warnings == ["16-bit PNG photo written with 8 bits per sample"]
+    frames = tmp_path / "two.webp"
+    face = Image.fromarray(data.astronaut())
+    face.save(frames, save_all=True, append_images=[face.transpose(ORIENT.FLIP_TOP_BOTTOM)], lossless=True)
+    report = trt_anon.process(frames)
+    assert report.warnings == ["the file holds 2 pictures (previews, depth or gain maps, pages, frames): only the "
+                               "main one is anonymized and written"]
+    out = Image.open(report.output)
+    assert getattr(out, "n_frames", 1) == 1 and cell_deviation(np.asarray(out.convert("RGB")), FACE) < 1.0
