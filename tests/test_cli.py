@@ -32,15 +32,19 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_demo_runs_and_prints_summary(tmp_path):
+def test_demo_runs_twice_and_prints_summary(tmp_path):
     r = cli("--demo", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert leftovers(tmp_path) == ["demo.anon.mp4"]
-    r = cli("--demo", cwd=tmp_path, timeout=300)  # exists now
-    assert_one_line_error(r, match="exists")
-    r = cli("--demo", "--overwrite", cwd=tmp_path)
+    first = (tmp_path / "demo.anon.mp4").stat().st_ino
+    r = cli("--demo", cwd=tmp_path)  # the demo replaces its own output
     assert r.returncode == 0, r.stderr
     assert "demo.anon.mp4: 120 frames" in r.stdout and "detect=onnxruntime" in r.stdout
+    assert leftovers(tmp_path) == ["demo.anon.mp4"] and (tmp_path / "demo.anon.mp4").stat().st_ino != first
+    # a file the user names is theirs: kept, and the message names the option to type
+    r = cli("--demo", "-o", "demo.anon.mp4", cwd=tmp_path)
+    assert_one_line_error(r, match="exists; pass --overwrite to replace it")
+    assert "=True" not in r.stderr
 
 
 def test_version_and_help():
@@ -101,7 +105,10 @@ def test_bad_option_exit_2(tmp_path):
     assert_one_line_error(r, code=2, match="multiple of 32")
     r = cli()
     assert_one_line_error(r, code=2, match="no input")
-    assert_one_line_error(cli("x.mp4", "--style", "solid", "--fill-color", "red"), code=2, match="fill_color must be")
+    # the command line's own names, not the Python API's (fill_color, batch_size)
+    assert_one_line_error(cli("x.mp4", "--style", "solid", "--fill-color", "red"), code=2, match="--fill-color must be")
+    assert_one_line_error(cli("x.mp4", "--batch-size", "0"), code=2, match="--batch-size must be between 1 and 256")
+    assert_one_line_error(cli("x.mp4", "--mosaic-cell", "1"), code=2, match="--mosaic-cell must be")
 
 
 def test_output_refusals(clips, tmp_path):

@@ -75,6 +75,11 @@ def test_json_has_every_frame_and_the_report(clips, tmp_path):
     assert data["report"]["frames"] == report.frames
     assert max(len(f["redacted"]) for f in data["frames"]) == 2
     assert data["report"]["backends"]["detect"] == "onnxruntime-int8"
+    # the report in the JSON is the one the API returns: timing and warnings included
+    assert data["report"]["wall"] == report.wall > 0 and data["report"]["fps"] == round(report.fps, 2) > 0
+    webm = trt_anon.process(clip.path, tmp_path / "o.webm", json_path=js, overwrite=True)
+    assert any("written as vp9" in w for w in webm.warnings)
+    assert json.loads(js.read_text())["report"]["warnings"] == webm.warnings
 
 
 def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):

@@ -369,3 +369,25 @@ def test_nv12_from_a_gpu_decoder_converts_like_libswscale(cupy_on_cpu):  # noqa:
     ref = tagged.reformat(format="rgb24", src_colorspace=1, src_color_range=2).to_ndarray()
     got = gpu_color.nv12_to_rgb(cupy_on_cpu.asarray(tagged.to_ndarray()[None]), 1, 2)[0]
     assert np.abs(np.asarray(got).astype(int) - ref).mean() < 1.5
+
+
+# --- segments (Ray): joined by packet copy ----------------------------------------------------------
+@pytest.mark.parametrize("nvenc", [False, True])
+def test_gpu_segments_are_stitchable_and_never_nvenc(tmp_path, monkeypatch, nvenc):
+    """Every segment of a file must be encoded with the same headers (x264's ``stitchable``) to join
+    by packet copy, on the GPU path too; NVENC has no such option, so a segment never uses it."""
+    import av
+
+    from trt_anon import stages
+    from trt_anon.config import Config
+    from trt_anon.encode import gpu
+
+    monkeypatch.setattr(gpu, "nvenc_available", lambda codec="h264_nvenc": (nvenc, "" if nvenc else "no NVENC"))
+    info = types.SimpleNamespace(width=64, height=48, rate=Fraction(30))
+    decoder = types.SimpleNamespace(time_base=Fraction(1, 30), deep=False)
+    notes: list[str] = []
+    with av.open(str(tmp_path / "seg.mp4"), "w") as out:
+        enc = stages.select_encoder(out, info, decoder, (1, 1), Config(codec="h264", crf=20), True, notes,
+                                    stitchable=True)
+        assert enc.name == "libx264 (gpu yuv)"
+        assert "stitchable=1" in enc.stream.codec_context.options["x264-params"].split(":")

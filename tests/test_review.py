@@ -323,6 +323,27 @@ def test_still_image_review(tmp_path):
     assert face_diff(image(page.figures[0]["output"]["src"]), frame, boxes[0]) >= 15
 
 
+def test_phone_photo_review_is_upright(tmp_path):
+    """A HEIC stored sideways (irot, as phones write it) and a JPEG with EXIF orientation 6: the page shows
+    them as a viewer does, with the face covered."""
+    from PIL import Image
+    from skimage import data
+    from test_images import STORE, phone_exif
+
+    from trt_anon.media.stills import heif_support
+    from trt_anon.synth import FACE
+    heif_support()
+    display = np.ascontiguousarray(data.astronaut()[:, :400])
+    for name in ("IMG_0001.HEIC", "IMG_0002.jpg"):
+        Image.fromarray(display).transpose(STORE[6]).save(tmp_path / name, exif=phone_exif(6).tobytes(), quality=90)
+        report = trt_anon.process(tmp_path / name, review=True, review_originals=True)
+        fig = Page(Path(report.review).read_text(encoding="utf-8")).figures[0]
+        before, after = image(fig["input"]["src"]), image(fig["output"]["src"])
+        assert before.shape == after.shape == (512, 400, 3), name
+        assert np.abs(before.astype(int) - display).mean() < 12, f"{name}: input thumbnail not upright"
+        assert face_diff(after, before, FACE) >= 15, f"{name}: face not covered on the page"
+
+
 def test_review_needs_matplotlib_one_line_error(clip, tmp_path, monkeypatch):
     code = ("import sys; sys.modules['matplotlib'] = None\n"
             "from trt_anon.cli import main\n"

@@ -16,10 +16,11 @@ from . import cuda, media, stages
 from .config import CRFS, Config
 from .decode import PyAVDecoder
 from .decode.pyav import bit_depth
+from .detect import select_detector
 from .encode import choose_codec
-from .encode.pyav import image_writable
 from .errors import AnonError, BackendError, ConfigError, OutputError
 from .pipeline import Stages, run
+from .redact import select_redactor
 from .report import Report
 
 
@@ -49,7 +50,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
     notes: list[str] = []
     for attempt in _attempts(cfg):
         try:
-            report, finish = _process(src, output, attempt, progress, notes, review, review_originals)
+            report, finish = _process(src, output, attempt, progress, notes, started, review, review_originals)
         except Exception as exc:
             if not cuda.is_out_of_memory(exc):
                 raise
@@ -58,8 +59,6 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
             if progress is not None:
                 progress.reset()
         else:
-            report.wall = time.perf_counter() - started
-            report.warnings[:0] = notes
             if finish is not None:
                 finish()
             return report
@@ -82,21 +81,22 @@ def _fields(config: Config) -> dict:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
-def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=None, originals=False):
-    """Write the video; return its report and what is left to do once the report is complete (the review)."""
-    container = media.open_input(src)
+def _process(src: Path, output, cfg: Config, progress, notes: list[str], started: float, review=None,
+             originals=False):
+    """Write the video (or photo); return its report and what is left to do once the report is complete (the review)."""
+    photo = media.stills.open_still(src) if media.is_image(src) else None
+    container = None if photo else media.open_input(src)
     try:
-        dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+        if photo is not None:
+            dst = _photo_output(src, output, cfg, notes)
+        else:
+            dst = media.resolve_output(src, output, cfg.overwrite, lambda ext: media.container.fits(container, ext))
+            if media.is_image(dst):
+                raise OutputError(f"output {dst} is an image file name but {src} is a video")
         # a container the user named gets the audio it needs (WebM: Opus), as with ffmpeg; ours copies it
         convert_audio = output is not None and not Path(output).is_dir()
-        if not media.is_image(dst):
+        if photo is None:
             cfg = _settle_codec(cfg, container, dst, notes, convert_audio)
-        elif not image_writable(dst.suffix):
-            raise OutputError(f"this FFmpeg cannot write {dst.suffix} images; write .png instead")
-        elif media.is_image(src) and (output is None or Path(output).is_dir()):
-            src_ext, dst_ext = src.suffix.lower().replace(".jpeg", ".jpg"), dst.suffix.lower()
-            if src_ext != dst_ext:
-                notes.append(f"{src.suffix} written as {dst_ext}: this FFmpeg cannot write {src.suffix} images")
         page, stats = None, None
         if review:
             from .review import FrameStats, review_path
@@ -114,7 +114,13 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
                 json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
                 json_out.write('{"frames": [\n')
             report = Report(str(src), str(dst))
-            _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats, convert_audio)
+            if photo is not None:
+                _encode_photo(photo, tmp, dst, cfg, report, json_out, progress, stats)
+            else:
+                _encode_file(src, container, tmp, dst, cfg, report, json_out, progress, notes, stats, convert_audio)
+            # the report is complete here, so the JSON holds what the caller gets
+            report.warnings[:0] = notes
+            report.wall = time.perf_counter() - started
             if json_out is not None:
                 json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
         finish = None
@@ -124,7 +130,42 @@ def _process(src: Path, output, cfg: Config, progress, notes: list[str], review=
     except OSError as exc:  # disk full, folder removed under us, ...
         raise OutputError(f"writing {output or 'the output'} failed: {exc.strerror or exc}") from None
     finally:
-        container.close()
+        if container is not None:
+            container.close()
+
+
+def _photo_output(src: Path, output, cfg: Config, notes: list[str]) -> Path:
+    """Where a photo goes: its own format beside it (or in the folder given), or the file named. A format
+    that cannot be written here is, by default, PNG with one warning; named, a one-line error."""
+    named = output is not None and not Path(output).is_dir()
+    dst = media.resolve_output(src, output, cfg.overwrite)
+    ext = dst.suffix.lower()
+    if not media.is_image(dst):
+        raise OutputError(f"output {dst} is a video file name but {src} is a photo; name a photo "
+                          f"({', '.join(sorted(media.stills.FORMATS))})")
+    why = media.stills.missing(ext)
+    if why and named:
+        raise OutputError(f"cannot write {ext} photos here: {why}; write .png or .jpg instead")
+    if not named and ext != src.suffix.lower().replace(".jpeg", ".jpg"):
+        notes.append(f"{src.suffix.lower()} written as {ext}: {media.stills.missing(src.suffix)}")
+    return dst
+
+
+def _encode_photo(photo, tmp: Path, dst: Path, cfg: Config, report: Report, json_out, progress, stats=None) -> None:
+    """A photo through the same stages as a video's frames (one batch of one), on the CPU: decoded and written
+    with Pillow, seen upright by the detector."""
+    if progress is not None:
+        progress.total = 1
+        progress.refresh()
+    cfg = stages.with_batch(cfg, image=True)
+    setup = time.perf_counter()
+    detector, redactor = select_detector(cfg, gpu=False), select_redactor(cfg, gpu=False)
+    report.seconds["setup"] = time.perf_counter() - setup
+    writer = media.stills.StillWriter(photo, tmp, dst.suffix, cfg.keep_metadata)
+    report.backends = {"decode": "pillow", "detect": detector.name, "redact": redactor.name, "encode": writer.name}
+    report.warnings.extend(photo.changes(dst.suffix))
+    run(Stages(photo.batches(), detector, redactor, writer), cfg, report, photo.width, photo.height,
+        photo.rotation, json_out, progress, stats)
 
 
 def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_audio: bool = False) -> Config:
@@ -159,9 +200,6 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     if progress is not None and info.frames:
         progress.total = info.frames
         progress.refresh()
-    image_ext = dst.suffix.lower() if media.is_image(dst) else None
-    if image_ext and not info.is_image:
-        raise OutputError(f"output {dst} is an image file name but {src} is a video")
     cfg = stages.with_batch(cfg, info.is_image)
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
     chosen = stages.choose(src, cpu_decoder, info, cfg, notes)
@@ -172,19 +210,17 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
 
     try:
         # the muxer the codec was chosen for (FFmpeg's guess for .m4v, "ipod", holds H.264 only)
-        out = av.open(str(tmp), mode="w", format="image2" if image_ext else media.files.MUXERS[dst.suffix.lower()],
+        out = av.open(str(tmp), mode="w", format=media.files.MUXERS[dst.suffix.lower()],
                       options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
     remuxer = None
     try:
-        encoder = stages.select_encoder(out, info, cpu_decoder, colorspace, cfg, image_ext, gpu, notes)
-        remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, image_ext, convert_audio)
+        encoder = stages.select_encoder(out, info, cpu_decoder, colorspace, cfg, gpu, notes)
+        remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, convert_audio)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
-        if encoder.alpha_dropped:
-            report.warnings.append(f"alpha channel dropped: {image_ext} images have none")
-        if cpu_decoder.deep and "10" not in encoder.pix_fmt and not image_ext:
+        if cpu_decoder.deep and "10" not in encoder.pix_fmt:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         chain = Stages(decoder, detector, redactor, encoder, remuxer)
@@ -195,7 +231,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
         report.decode_errors = errors
         if errors:
             report.warnings.append(f"{errors} damaged packet(s) skipped; their frames are not in the output")
-        if stream.frames and report.frames + errors < stream.frames - 1 and not image_ext:
+        if stream.frames and report.frames + errors < stream.frames - 1:
             report.warnings.append(f"the header lists {stream.frames} frames but only {report.frames} "
                                    "decoded (truncated file?); all decoded frames were anonymized")
         if cpu_decoder.read_error:
@@ -223,14 +259,12 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
 
 
 def dress_output(src: Path, container, stream, out, encoder, cfg: Config, rotation: int, report: Report,
-                 image_ext: str | None = None, convert_audio: bool = False):
+                 convert_audio: bool = False):
     """File-level work around the video stream, shared by process() and the Ray segment join: clean
     container/stream metadata, chapters, the video's dispositions, colour tags and HDR metadata, display
     rotation, and the audio/subtitle copier (returned; ``convert_audio``: it converts audio a container the
     user named cannot hold, see media.Remuxer)."""
     out.metadata.update(media.clean_metadata(container.metadata, cfg.keep_metadata))
-    if image_ext:
-        return None
     chapters = media.container.chapters(container, cfg.keep_metadata)
     if out.format.name in media.container.CHAPTER_MUXERS:
         out.set_chapters(chapters)

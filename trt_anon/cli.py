@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="video/image files or folders of them")
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
-    p.add_argument("--demo", action="store_true", help="run on the packaged sample clip, write demo.anon.mp4 here")
+    p.add_argument("--demo", action="store_true",
+                   help="run on the packaged sample clip, write demo.anon.mp4 here (replacing an earlier demo's)")
     p.add_argument("--target", choices=["face", "eyes"], default=d.target, help="what to cover (default: face)")
     p.add_argument("--threshold", type=float, default=d.threshold,
                    help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
@@ -118,6 +119,14 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
+def say(exc: AnonError) -> str:
+    """The error as the command line says it: an option's own flag (--batch-size), never the API's name for it
+    (batch_size), which Config's and process()'s messages begin with."""
+    name, _, rest = str(exc).partition(" ")
+    flags = {a.dest: a.option_strings[-1] for a in _parser()._actions if a.option_strings}
+    return f"{flags[name]} {rest}" if name in flags and rest.startswith("must be") else str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -141,7 +150,9 @@ def _main(args: argparse.Namespace) -> int:
                         mosaic_cell=args.mosaic_cell, style=args.style, fill_color=args.fill_color,
                         batch_size=args.batch_size, ttl=args.ttl, lookback=args.lookback, codec=args.codec,
                         crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
-                        overwrite=args.overwrite, keep_metadata=args.keep_metadata, engine_path=args.engine)
+                        # the demo replaces its own output (and what it was asked to write beside it)
+                        overwrite=args.overwrite or (args.demo and args.output is None),
+                        keep_metadata=args.keep_metadata, engine_path=args.engine)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True
@@ -157,7 +168,7 @@ def _main(args: argparse.Namespace) -> int:
             output = args.output
         review, index = _review_plan(args, inputs, output)
     except AnonError as exc:
-        print(f"trt-anon: error: {exc}", file=sys.stderr)
+        print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
         return exc.exit_code
 
     if args.ray is not None:
@@ -180,8 +191,8 @@ def _main(args: argparse.Namespace) -> int:
                              review_originals=args.review_originals)
         except AnonError as exc:
             bar.close()
-            rows.append({"name": src.name, "report": None, "error": str(exc)})
-            print(f"trt-anon: error: {exc}", file=sys.stderr)
+            rows.append({"name": src.name, "report": None, "error": say(exc)})
+            print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
             failed += 1
             if args.debug:
                 raise
@@ -228,7 +239,7 @@ def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], outp
                                workers=args.workers, skip_existing=args.skip_existing,
                                segment_frames=args.segment_frames, progress=not args.quiet, **options)
     except AnonError as exc:
-        print(f"trt-anon: error: {exc}", file=sys.stderr)
+        print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
         return exc.exit_code
     failed = [r for r in reports if r.error]
     for r in failed:

@@ -205,7 +205,7 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
         chosen = stages.choose(src_path, decoder, info, config, notes, whole_file=False)
         _crash_once()
         with open(piece + ".jsonl", "w", encoding="utf-8") as json_out, av.open(piece, "w", format="mp4") as out:
-            encoder = stages.select_encoder(out, info, decoder, decoder.colorspace, config, None, chosen.gpu, notes,
+            encoder = stages.select_encoder(out, info, decoder, decoder.colorspace, config, chosen.gpu, notes,
                                             stitchable=True)
             in_cc = stream.codec_context
             encoder.set_colour(in_cc.color_primaries, in_cc.color_trc)

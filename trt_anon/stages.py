@@ -17,6 +17,7 @@ from .config import Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import SOFTWARE_CODECS, PyAVEncoder
+from .encode.pyav import add_params
 from .errors import BackendError, InputError, first_line
 from .redact import select_redactor
 
@@ -137,7 +138,7 @@ class Uploaded:
             yield Batch(frames, b.pts, b.time_base, b.start)
 
 
-def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: bool, notes: list[str],
+def select_encoder(out, info, decoder, colorspace, cfg: Config, gpu: bool, notes: list[str],
                    stitchable: bool = False):
     """NVENC, else x264/x265 fed from the GPU, on the GPU path; PyAV's x264/x265 on the CPU path.
 
@@ -145,12 +146,8 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: 
     same headers and the pieces join by packet copy; a segment always starts on a keyframe. NVENC
     has no such option and its segments are not proven to join, so segments never use it.
     """
-    rate = 1 if image_ext else info.rate
-    args = (out, info.width, info.height, rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
+    args = (out, info.width, info.height, info.rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
     software = SOFTWARE_CODECS[cfg.codec or "h264"]
-    if image_ext:  # lossless unless the input was lossy (JPEG, lossy WebP): no extra loss, no bloat
-        lossy = info.codec == "mjpeg" or (info.codec == "webp" and info.pix_fmt.startswith("yuv"))
-        return PyAVEncoder(*args, image_ext=image_ext, alpha=decoder.alpha, lossless=not lossy)
     if not gpu:
         enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
     else:
@@ -165,5 +162,5 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, image_ext, gpu: 
             notes.append(f"encode: {software} from the GPU ({why or 'odd frame size'})")
             enc = GpuYuvEncoder(*args, codec=software)
     if stitchable and enc.stream.codec_context.name == "libx264":  # on the GPU path too: "libx264 (gpu yuv)"
-        enc.stream.codec_context.options = {**enc.stream.codec_context.options, "x264-params": "stitchable=1"}
+        enc.stream.codec_context.options = add_params(enc.stream.codec_context.options, "x264-params", "stitchable=1")
     return enc

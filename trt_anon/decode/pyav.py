@@ -27,16 +27,6 @@ def bit_depth(pix_fmt: str | None) -> int:
         return 8
 
 
-def alpha_plane(frame: av.VideoFrame) -> np.ndarray | None:
-    """The frame's alpha (H, W) uint8 if its format has one (RGBA, YA, YUVA, a palette with
-    transparency), else None. Only the colour is mosaicked; the alpha is written back as it was."""
-    fmt = frame.format
-    if len(fmt.components) not in (2, 4) and not fmt.has_palette:
-        return None
-    alpha = frame.to_ndarray(format="rgba")[..., 3]
-    return None if fmt.has_palette and alpha.min() == 255 else alpha
-
-
 class PyAVDecoder:
     """Streams batches from an open container; memory is one batch, whatever the length.
 
@@ -60,9 +50,6 @@ class PyAVDecoder:
         self.rgb_format = "rgb48le" if self.deep else "rgb24"
         self.rotation = 0          # display rotation of the first frame, degrees counter-clockwise
         self.colorspace = None     # (colorspace, color_range) of the first frame, for the encoder
-        self.alpha = None          # a still image's alpha plane (H, W) uint8, for the encoder to put back
-        fmt = container.format.name
-        self.is_image = fmt == "image2" or fmt.endswith("_pipe")
         tb = self.stream.time_base or Fraction(1, 90000)
         self.time_base = tb
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
@@ -142,8 +129,6 @@ class PyAVDecoder:
             if self.colorspace is None:
                 self.colorspace = (frame.colorspace, frame.color_range)
                 self.rotation = int(frame.rotation or 0)
-                if self.is_image:
-                    self.alpha = alpha_plane(frame)
             rgb = self._rgb(frame, start + n)
             if buf is None:
                 buf = np.empty((self.batch_size, *rgb.shape), rgb.dtype)

@@ -1,4 +1,4 @@
-"""CPU encoder: libx264, libx265, libvpx-vp9 or SVT-AV1 through PyAV (or an image codec for still images)."""
+"""CPU encoder: libx264, libx265, libvpx-vp9 or SVT-AV1 through PyAV."""
 from __future__ import annotations
 
 import os
@@ -131,19 +131,6 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
                       f"({', '.join(SOFTWARE_CODECS)}); write .mp4, .mkv, .mov or .webm")
 
 
-# Still images: extension -> (encoder, pixel format, pixel format with alpha or None: JPEG has none).
-IMAGE_CODECS = {".png": ("png", "rgb24", "rgba"), ".jpg": ("mjpeg", "yuvj444p", None),
-                ".jpeg": ("mjpeg", "yuvj444p", None), ".bmp": ("bmp", "bgr24", "bgra"),
-                ".tif": ("tiff", "rgb24", "rgba"), ".tiff": ("tiff", "rgb24", "rgba"),
-                ".webp": ("libwebp", "yuv420p", "bgra")}
-
-
-def image_writable(ext: str) -> bool:
-    """Whether this FFmpeg can write a still image with extension ``ext`` (WebP needs libwebp)."""
-    codec = IMAGE_CODECS.get(ext.lower(), (None,))[0]
-    return codec is not None and codec in av.codecs_available
-
-
 class PyAVEncoder:
     """Encodes frames with the input's own timestamps, resolution and colour tags.
 
@@ -154,28 +141,14 @@ class PyAVEncoder:
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
                  time_base: Fraction, colorspace: tuple[int, int] | None, crf: int, preset: str,
-                 image_ext: str | None = None, codec: str = "libx264", deep: bool = False,
-                 alpha: np.ndarray | None = None, lossless: bool = True) -> None:
+                 codec: str = "libx264", deep: bool = False) -> None:
         self.output = output
         self.colorspace = colorspace or (2, 0)
         self.time_base = time_base
-        self.alpha = None           # a still image's alpha plane, written back beside the mosaicked colour
-        self.alpha_dropped = False  # the image had alpha, but the output format (JPEG) has none
-        if image_ext:
-            codec, self.pix_fmt, with_alpha = IMAGE_CODECS.get(image_ext, IMAGE_CODECS[".png"])
-            options: dict[str, str] = {}
-            if alpha is not None and with_alpha:
-                self.alpha, self.pix_fmt = alpha, with_alpha
-            self.alpha_dropped = alpha is not None and not with_alpha
-            if codec == "libwebp":  # lossless keeps alpha exactly; a lossy photo stays lossy (quality 90)
-                lossless = lossless or self.alpha is not None
-                options = {"lossless": "1"} if lossless else {"quality": "90"}
-                self.pix_fmt = "bgra" if lossless else "yuv420p"
-        else:
-            self.pix_fmt = pixel_format(codec, width, height, deep)  # 10-bit in, 10-bit out
-            options = codec_options(codec, crf, preset)
-            if output.format.name in STORED_ORDER and codec in NO_REORDER:
-                options = add_params(options, *NO_REORDER[codec])
+        self.pix_fmt = pixel_format(codec, width, height, deep)  # 10-bit in, 10-bit out
+        options = codec_options(codec, crf, preset)
+        if output.format.name in STORED_ORDER and codec in NO_REORDER:
+            options = add_params(options, *NO_REORDER[codec])
         self.name = codec
         self.stream = output.add_stream(codec, rate=rate, options=options)
         if codec in ("libx265", "hevc_nvenc") and output.format.name in ("mp4", "mov"):
@@ -184,15 +157,13 @@ class PyAVEncoder:
         self.stream.time_base = time_base
         self.stream.codec_context.time_base = time_base
         self.stream.thread_type = "AUTO"
-        if image_ext in (".jpg", ".jpeg"):
-            self.stream.codec_context.qscale = 2
         cc = self.stream.codec_context
         cc.colorspace, cc.color_range = self.colorspace
         self.last_pts: int | None = None
         self.fixed_pts = 0
         self.packet_time = 0.0  # time (s) of the last packet written, for audio interleaving
         self.rate = rate
-        self.grid = output.format.name in FRAME_GRID and not image_ext  # AVI: frames on a frame-rate grid
+        self.grid = output.format.name in FRAME_GRID  # AVI: frames on a frame-rate grid
         self.frame_time_base = time_base  # the time base of the frames handed to the encoder
         self.last_slot: int | None = None
         self.moved = 0                    # frames whose time the grid changed, and by how much at most
@@ -266,11 +237,8 @@ class PyAVEncoder:
 
     def encode(self, frames: np.ndarray, pts: list[int]) -> None:
         for rgb, t in zip(frames, self._times(pts)):
-            if self.alpha is not None:
-                rgb = np.dstack([rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8), self.alpha])
-            frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(rgb),
-                format="rgba" if self.alpha is not None else "rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
+                                               format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
             frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
                                    dst_color_range=self.colorspace[1])
             frame.pts, frame.time_base = t, self.frame_time_base

@@ -12,8 +12,9 @@ from typing import Iterator
 import av
 
 from ..errors import OutputError
+from . import stills
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTS = set(stills.FORMATS)
 # Containers kept as they are (WebM with VP9, the others with H.264) when the input's audio and
 # subtitles fit; others become .mp4 or .mkv (AVI cannot hold its timestamps faithfully).
 KEEP_EXT = {".mp4", ".mov", ".m4v", ".mkv"}
@@ -45,12 +46,10 @@ def is_image(path: Path) -> bool:
 def default_output(src: Path, out_dir: Path | None = None, fits=lambda ext: True) -> Path:
     """``NAME.anon.EXT`` beside the input (or in ``out_dir``): the input's container where it can
     hold H.264 (WebM: VP9), else .mp4, or .mkv when ``fits(".mp4")`` says a stream could not be copied there.
-    Images keep their format (.jpeg is written .jpg; WebP becomes PNG only where FFmpeg lacks libwebp)."""
+    Photos keep their format (.jpeg is written .jpg; one that cannot be written here becomes .png)."""
     ext = src.suffix.lower()
     if is_image(src):
-        new_ext = ".jpg" if ext == ".jpeg" else ext
-        if ext == ".webp" and "libwebp" not in av.codecs_available:  # said in the report (api)
-            new_ext = ".png"
+        new_ext = stills.output_ext(ext)  # a change is said in the report (api)
     elif ext in KEEP_EXT:
         new_ext = src.suffix
     elif ext == ".webm":
@@ -82,7 +81,7 @@ def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool,
         if dst.is_dir():
             raise OutputError(f"output {dst} is a folder")
         if not overwrite:
-            raise OutputError(f"output {dst} exists; pass --overwrite (overwrite=True) to replace it")
+            raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")

@@ -13,6 +13,9 @@ from typing import Iterator
 import av
 import numpy as np
 
+from ..media.files import is_image
+from ..media.stills import Still, open_still
+
 
 def _timestamps(container: av.container.InputContainer, stream) -> tuple[list[int], list[int]]:
     """(presentation timestamps of every frame, sorted; those of the keyframes)."""
@@ -61,7 +64,12 @@ def read_frames(path: Path, by_index: list[int] | None = None, by_pts: list[int]
     """Yield (index or pts, frame) for the frames of ``path`` at these presentation-order indices (or these
     timestamps), in order, one frame in memory at a time; a frame that cannot be found is left out.
     A file whose packets carry no usable timestamps (rare) is decoded from the start instead, counting frames.
+    A photo is read with Pillow, as it was written: its one frame is index 0 at time 0.
     """
+    if is_image(path):
+        if 0 in (by_index if by_index is not None else by_pts or []):
+            yield 0, open_still(path)
+        return
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -88,7 +96,9 @@ def _sequential(container, stream, wanted: set[int]) -> Iterator[tuple[int, av.V
                 return
 
 
-def to_rgb(frame: av.VideoFrame) -> tuple[np.ndarray, int]:
+def to_rgb(frame: av.VideoFrame | Still) -> tuple[np.ndarray, int]:
     """(the frame as stored, 8-bit RGB in its own colour matrix; quarter turns a player applies to show it)."""
+    if isinstance(frame, Still):
+        return frame.rgb, frame.rotation // 90
     rgb = frame.to_ndarray(format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range)
     return rgb, (int(frame.rotation or 0) // 90) % 4
