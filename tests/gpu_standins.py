@@ -2,16 +2,21 @@
 
 - ``CudaTensor``: CPU PyTorch pretending to be CUDA: DLPack says ``(kDLCUDA, 0)``, every result of an
   operation on it says so too, and ``torch.from_dlpack`` of a device array gives one (``patch_torch``).
-  A plain host tensor handed to CuPy is refused by ``strict_cupy.from_dlpack``.
+  A plain host tensor handed to CuPy is refused by ``strict_cupy.from_dlpack``; what copies a CUDA
+  tensor to the host (``.cpu()``, ``.to("cpu")``, ``.item()``, ``.tolist()``, ``int()``, ``float()``,
+  ``bool()``) is recorded in the ledger, and ``.numpy()`` is refused, as on CUDA.
 - ``DaliOutputsOnDevice``: DALI's CPU video reader with its outputs presented as GPU tensors
   (``__cuda_array_interface__``, as DALI's ``TensorGPU`` offers); ``as_cpu()`` is a recorded download.
 - ``NvencStandIn``: what FFmpeg's ``h264_nvenc`` does with CUDA frames, done by libx264: the stream
   accepts only frames made by ``VideoFrame.from_dlpack`` from CUDA tensors (checking the ``stream``
   and ``cuda_context`` arguments), reads them as the hardware would (not a host copy of the
-  package's), and refuses host frames.
+  package's), and refuses host frames. Like FFmpeg's nvenc, which registers only ``data[0]`` and
+  ``linesize[0]`` with NVENC, it reads the chroma at ``data[0] + linesize[0] * height``: an NV12
+  frame whose chroma plane is anywhere else is refused (NVENC would encode whatever lies there).
 """
 from __future__ import annotations
 
+import ctypes
 import types
 from pathlib import Path
 from typing import Any
@@ -30,19 +35,68 @@ def cuda_tensor_class(torch):
         def __dlpack_device__(self) -> tuple[int, int]:
             return (CUDA, 0)
 
-        def __dlpack__(self, *, stream=None, **kwargs):
-            strict_cupy._check_dlpack_stream(stream)   # PyTorch on CUDA takes the same values
+        def __dlpack__(self, *, stream=-1, **kwargs):
+            _check_torch_dlpack_stream(stream)
             return self.as_subclass(torch.Tensor).__dlpack__()
 
         def numpy(self, *a, **k):  # a CUDA tensor cannot be viewed from the host
             raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
                             "tensor to host memory first.")
 
-        def cpu(self, *a, **k):
-            LEDGER.record("d2h", self.nbytes, "torch.cpu")
+        def _download(self, how: str):
+            LEDGER.record("d2h", self.nbytes, how)
             return self.as_subclass(torch.Tensor).clone()
 
+        def cpu(self, *a, **k):
+            return self._download("torch.cpu")
+
+        def to(self, *args, **kwargs):
+            """``.to("cpu")`` (or a CPU tensor's device) is a download; ``.to("cuda")`` / a dtype stays."""
+            target = args[0] if args else kwargs.get("device", kwargs.get("other"))
+            if isinstance(target, CudaTensor):
+                device, dtype = "cuda", target.dtype
+            else:
+                device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+                device = getattr(device, "type", device)
+            if device == "cpu":
+                host = self._download("torch.to(cpu)")
+                return host if dtype is None else host.to(dtype)
+            return self if dtype in (None, self.dtype) else super().to(dtype)
+
+        def cuda(self, *a, **k):
+            return self
+
+        # each copies the value to the host and waits for the stream (Tensor.item on CUDA)
+        def item(self):
+            return self._download("torch.item").item()
+
+        def tolist(self):
+            return self._download("torch.tolist").tolist()
+
+        def __int__(self) -> int:
+            return int(self._download("torch.int"))
+
+        def __index__(self) -> int:
+            return self._download("torch.index").__index__()
+
+        def __float__(self) -> float:
+            return float(self._download("torch.float"))
+
+        def __bool__(self) -> bool:
+            return bool(self._download("torch.bool"))
+
     return CudaTensor
+
+
+def _check_torch_dlpack_stream(stream) -> None:
+    """``torch.Tensor.__dlpack__`` on CUDA (PyTorch 2.13): an int or None; 2 (per-thread default
+    stream) and 0 are refused; -1 means no synchronisation, None and 1 the default stream."""
+    if stream is not None and type(stream) is not int:
+        raise TypeError("stream must be ``int`` or ``none``")
+    if stream == 2:
+        raise BufferError("per-thread default stream is not supported.")
+    if stream == 0:
+        raise AssertionError(f"unsupported stream on CUDA: {stream}.")
 
 
 def patch_torch(monkeypatch, torch) -> type:
@@ -73,7 +127,7 @@ class _DeviceTensor:
         return strict_cupy.ndarray(self._mem).__cuda_array_interface__
 
     def __dlpack__(self, *, stream=None, **kwargs):
-        strict_cupy._check_dlpack_stream(stream)
+        strict_cupy.check_dlpack_standard_stream(stream)
         return self._mem.__dlpack__()
 
     def __dlpack_device__(self):
@@ -165,7 +219,7 @@ class _NvFrame:
         self._mem = nv12
 
     def __dlpack__(self, *, stream=None, **kwargs):
-        strict_cupy._check_dlpack_stream(stream)
+        strict_cupy.check_dlpack_standard_stream(stream)
         return self._mem.__dlpack__()
 
     def __dlpack_device__(self):
@@ -204,12 +258,16 @@ def pynvvideocodec_module() -> types.ModuleType:
 
 # --- NVENC ------------------------------------------------------------------------------------
 class _CudaFrame:
-    """What ``VideoFrame.from_dlpack`` returns for CUDA planes: a hardware frame (format "cuda")."""
+    """What ``VideoFrame.from_dlpack`` returns for CUDA planes: a hardware frame (format "cuda") whose
+    ``data``/``linesize`` are PyAV's: each plane's own pointer and row pitch in bytes."""
 
     format = types.SimpleNamespace(name="cuda")
 
-    def __init__(self, planes: tuple, width: int, height: int, context: Any) -> None:
-        self.planes, self.width, self.height, self.context = planes, width, height, context
+    def __init__(self, mems: tuple, width: int, height: int, context: Any) -> None:
+        self.mems = mems                     # the planes' memory, kept alive as PyAV's AVBufferRefs do
+        self.data = tuple(m.ctypes.data for m in mems)
+        self.linesize = tuple(m.strides[0] for m in mems)
+        self.width, self.height, self.context = width, height, context
         self.pts: int | None = None
         self.time_base = None
 
@@ -219,12 +277,14 @@ class NvencLog:
 
     def __init__(self) -> None:
         self.frames = 0
-        self.streams: set = set()
+        self.streams: list = []
         self.contexts: list = []
 
 
 def from_dlpack_standin(log: NvencLog):
-    """``av.VideoFrame.from_dlpack`` for CUDA tensors, with PyAV 18.1's argument checks."""
+    """``av.VideoFrame.from_dlpack`` for CUDA tensors, with PyAV 18.1's argument checks: each plane
+    asked with ``__dlpack__(stream=stream)`` (``__dlpack__()`` when None), planes contiguous in their
+    last dimension, luma (H, W), chroma (H/2, W) or (H/2, W/2, 2)."""
 
     def from_dlpack(planes, format: str = "nv12", width: int = 0, height: int = 0, stream=None, device_id=None,
                     primary_ctx=None, cuda_context=None, current_ctx=None):
@@ -237,14 +297,35 @@ def from_dlpack_standin(log: NvencLog):
             capsule = p.__dlpack__(stream=stream) if stream is not None else p.__dlpack__()
             mems.append(np.from_dlpack(strict_cupy._Capsule(capsule)))
         y, uv = mems
-        assert y.shape == (height, width) and uv.reshape(height // 2, width).shape == (height // 2, width)
+        if y.shape != (height, width):
+            raise ValueError("plane 0 shape does not match width/height")
+        if uv.shape not in ((height // 2, width), (height // 2, width // 2, 2)):
+            raise ValueError("plane 1 must have shape (H/2, W) or (H/2, W/2, 2)")
+        if y.strides[1] != 1 or uv.strides[-1] != 1 or (uv.ndim == 3 and uv.strides[1] != 2):
+            raise ValueError("planes must be contiguous in the last dimension")
         if cuda_context is not None and not isinstance(cuda_context, av.video.frame.CudaContext):
             raise TypeError("cuda_context must be a CudaContext")
-        log.streams.add(stream)
+        log.streams.append(stream)
         log.contexts.append(cuda_context)
-        return _CudaFrame((y, uv.reshape(height // 2, width)), width, height, cuda_context)
+        return _CudaFrame((y, uv), width, height, cuda_context)
 
     return from_dlpack
+
+
+def nvenc_reads(frame: _CudaFrame) -> np.ndarray:
+    """The NV12 picture NVENC encodes from a CUDA frame: FFmpeg's nvenc registers ``data[0]`` with
+    pitch ``linesize[0]`` (NV_ENC_REGISTER_RESOURCE) and NVENC finds the chroma rows right after the
+    luma rows, at ``data[0] + linesize[0] * height``; ``data[1]`` is never looked at."""
+    h, w, pitch = frame.height, frame.width, frame.linesize[0]
+    chroma_at = frame.data[0] + pitch * h
+    if frame.data[1] != chroma_at or frame.linesize[1] != pitch:
+        raise AssertionError(
+            f"NVENC reads NV12 chroma at data[0] + linesize[0]*height (0x{chroma_at:x}, pitch {pitch}); this "
+            f"frame's chroma plane is at 0x{frame.data[1]:x} (pitch {frame.linesize[1]}): NVENC would encode "
+            "whatever memory lies there. Hand it luma and chroma of one buffer, chroma right after luma.")
+    rows = h + h // 2                   # the span read is exactly the two planes' memory, checked above
+    buf = np.frombuffer((ctypes.c_uint8 * (pitch * (rows - 1) + w)).from_address(frame.data[0]), np.uint8)
+    return np.lib.stride_tricks.as_strided(buf, (rows, w), (pitch, 1)).copy()
 
 
 class _StreamStandIn:
@@ -263,9 +344,8 @@ class _StreamStandIn:
         if not isinstance(frame, _CudaFrame):
             raise AssertionError(f"NVENC stand-in was given {type(frame).__name__}, not a CUDA frame")
         assert self.hw_pix_fmt == "cuda", "an NVENC stream fed CUDA frames must have pix_fmt 'cuda'"
+        sw = av.VideoFrame.from_ndarray(nvenc_reads(frame), format="nv12")  # NVENC reads device memory itself
         self._log.frames += 1
-        y, uv = frame.planes               # NVENC reads device memory itself: no copy of the package's
-        sw = av.VideoFrame.from_ndarray(np.concatenate([y, uv]), format="nv12")
         cc = self._real.codec_context
         sw.colorspace, sw.color_range = cc.colorspace, cc.color_range
         sw.pts, sw.time_base = frame.pts, frame.time_base

@@ -5,14 +5,18 @@ device array wraps a NumPy array (the emulated device memory) but behaves as CuP
 matters for "pixels never visit the host":
 
 - ``np.asarray(dev)`` / ``np.array(dev)`` raise ``TypeError`` (CuPy's ``__array__``);
-- a ufunc or NumPy function mixing a device array with a NumPy array raises ``TypeError``; a NumPy
-  function over device arrays only runs on the device (``__array_function__``);
+- a NumPy function or ufunc on device arrays runs only as CuPy's own function of that name
+  (``__array_function__`` / ``__array_ufunc__`` look it up in ``cupy``): one that CuPy lacks
+  (``np.insert``, ``np.spacing``, ...) raises ``TypeError`` as with CuPy, and so does mixing a
+  device array with a NumPy array;
 - a NumPy array passed as a kernel pointer argument is refused (CuPy raises for it too);
-- explicit transfers (``.get()``, ``cupy.asnumpy``, ``cupy.asarray(host)``, ``int()``/``float()``,
-  host arrays used as indices or assigned into device arrays) are recorded in ``LEDGER`` with
-  their direction, size and the package line that asked for them;
-- DLPack keeps the device tag ``(kDLCUDA, 0)`` and checks the ``stream`` argument as CuPy 14 does
-  (0 is refused on CUDA); ``__cuda_array_interface__`` objects are taken without a copy;
+- explicit transfers (``.get()``, ``cupy.asnumpy``, ``cupy.asarray(host)``, ``int()``/``float()``/
+  ``bool()``, ``.item()``/``.tolist()``, ``repr``/``str``/``format``, host arrays used as indices or
+  assigned into device arrays) are recorded in ``LEDGER`` with their direction, size, how and the
+  package line that asked for them;
+- DLPack keeps the device tag ``(kDLCUDA, 0)`` and checks the ``stream`` argument as CuPy 13.6 to
+  14.2 do (0 is taken as the legacy default stream, with CuPy's warning; a negative or non-integer
+  stream is refused); ``__cuda_array_interface__`` objects are taken without a copy;
 - ``RawKernel`` runs the real kernel source through ``tests/cuda_emu.py``.
 
 Only the CuPy API the package uses is implemented; anything else raises ``AttributeError`` naming
@@ -25,6 +29,7 @@ import sys
 import threading
 import traceback
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -86,8 +91,23 @@ def _caller() -> str:
     return "?"
 
 
+STREAM_0 = ("Stream 0 is passed from a library that you are converting to; CuPy assumes 0 as a legacy default "
+            "stream. Please report this problem to the library as this violates the DLPack protocol.")  # CuPy's
+
+
 def _check_dlpack_stream(stream: Any) -> None:
-    """CuPy 14 on CUDA: ``stream`` must be None, -1, 1, 2 or a stream pointer; 0 is ambiguous."""
+    """``cupy.ndarray.__dlpack__`` on CUDA (CuPy 13.6 to 14.2): None, -1, 1, 2 or a stream pointer;
+    0 violates the DLPack protocol but is taken, with a warning, as the legacy default stream."""
+    if stream is not None and (not isinstance(stream, int) or stream < -1):
+        raise ValueError(f"On CUDA, the valid stream for the DLPack protocol is -1, 1, 2, or any larger value, "
+                         f"but {stream} was provided")
+    if stream == 0:
+        warnings.warn(STREAM_0)
+
+
+def check_dlpack_standard_stream(stream: Any) -> None:
+    """The DLPack standard on CUDA (Python array API ``__dlpack__``): None, -1, 1, 2 or a stream
+    pointer; 0 is ambiguous and not allowed. For producers other than CuPy and PyTorch."""
     if stream is not None and (not isinstance(stream, int) or stream < -1 or stream == 0):
         raise ValueError(f"On CUDA, the valid stream for the DLPack protocol is -1, 1, 2, or any larger value, "
                          f"but {stream} was provided")
@@ -118,16 +138,28 @@ class ndarray:
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__":
             return NotImplemented
+        if ufunc.__name__ in NOT_IN_CUPY:
+            return NotImplemented  # CuPy looks the ufunc up in cupy: NumPy then raises TypeError
         if "out" in kwargs:
             kwargs["out"] = tuple(_device_only(o, ufunc.__name__) for o in kwargs["out"])
         args = [_device_only(x, ufunc.__name__) for x in inputs]
         return _wrap(ufunc(*args, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
+        """As CuPy: run ``cupy.<name>`` (here: this module's) for ``numpy.<name>``. A function CuPy
+        lacks returns NotImplemented there, and NumPy raises TypeError; a function this stand-in
+        lacks raises TypeError too, saying so, rather than run on the host."""
+        try:
+            impl = getattr(functools.reduce(getattr, func.__module__.split(".")[1:], sys.modules[__name__]),
+                           func.__name__)
+        except AttributeError:
+            raise TypeError(f"no implementation found for '{func.__module__}.{func.__name__}' on device arrays: "
+                            f"CuPy raises TypeError for a NumPy function it lacks (if cupy.{func.__name__} exists, "
+                            f"add it to tests/strict_cupy.py)") from None
         for t in types_:
             if not issubclass(t, ndarray):
                 return NotImplemented  # NumPy then raises TypeError: no host/device mixing
-        return _wrap(func(*_unwrap_all(args, func.__name__), **_unwrap_all(kwargs, func.__name__)))
+        return impl(*args, **kwargs)
 
     # --- attributes ---------------------------------------------------------------------------
     shape = property(lambda self: self._mem.shape)
@@ -154,8 +186,15 @@ class ndarray:
     def __iter__(self) -> Iterator["ndarray"]:
         return (ndarray(self._mem[i]) for i in range(len(self._mem)))
 
+    # CuPy formats a device array from a host copy of it (``repr(self.get())``)
     def __repr__(self) -> str:
-        return f"strict_cupy.ndarray(shape={self.shape}, dtype={self.dtype})"
+        return repr(self._download("repr"))
+
+    def __str__(self) -> str:
+        return str(self._download("str"))
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self._download("format"), format_spec)
 
     # --- indexing -----------------------------------------------------------------------------
     def __getitem__(self, key):
@@ -168,27 +207,32 @@ class ndarray:
 
     # --- explicit transfers -------------------------------------------------------------------
     def get(self, stream=None, order="C", out=None) -> np.ndarray:
-        LEDGER.record("d2h", self.nbytes, "get")
-        host = np.array(self._mem, order=order)
+        host = self._download("get", order)
         if out is not None:
             out[...] = host
             return out
         return host
 
+    def _download(self, how: str, order: str = "C") -> np.ndarray:
+        LEDGER.record("d2h", self.nbytes, how)
+        return np.array(self._mem, order=order)
+
     def item(self):
-        return self.get().item()
+        if self.size != 1:
+            raise ValueError("can only convert an array of size 1 to a Python scalar")
+        return self._download("item").item()
 
     def tolist(self):
-        return self.get().tolist()
+        return self._download("tolist").tolist()
 
     def __int__(self) -> int:
-        return int(self.get())
+        return int(self._download("int"))
 
     def __float__(self) -> float:
-        return float(self.get())
+        return float(self._download("float"))
 
     def __bool__(self) -> bool:
-        return bool(self.get())
+        return bool(self._download("bool"))
 
     # --- device-side methods ------------------------------------------------------------------
     def astype(self, dtype, copy: bool = True, **kw) -> "ndarray":
@@ -247,6 +291,10 @@ ndarray.__invert__ = lambda self: ndarray(~self._mem)
 ndarray.__abs__ = lambda self: ndarray(abs(self._mem))
 ndarray.__hash__ = None
 ndarray.__module__ = "cupy"          # trt_anon.cuda.array_module tells CuPy arrays by their module
+
+
+# NumPy ufuncs that CuPy 14.2 has no function for (its __array_ufunc__ returns NotImplemented)
+NOT_IN_CUPY = frozenset({"isnat", "matvec", "spacing", "vecdot", "vecmat"})
 
 
 def _device_only(x, what: str):

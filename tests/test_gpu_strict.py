@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -94,7 +95,7 @@ def test_strict_cupy_refuses_implicit_host_copies(strict_gpu, tmp_path):
     with pytest.raises(TypeError):
         host[dev > 3]                                 # a device mask on a host array
     with pytest.raises(ValueError, match="valid stream"):
-        dev.__dlpack__(stream=0)                      # CuPy 14 refuses 0 on CUDA
+        dev.__dlpack__(stream=-2)                     # CuPy 13.6-14.2 refuse a negative stream other than -1
     with pytest.raises(TypeError, match="not CUDA memory"):
         cp.from_dlpack(host)                          # a host tensor is not taken as device memory
     with pytest.raises(TypeError):
@@ -107,6 +108,128 @@ def test_strict_cupy_refuses_implicit_host_copies(strict_gpu, tmp_path):
     assert cp.asnumpy(out).tolist() == [9, 11, 13, 15, 17, 19, 21, 23]
     assert [(t.direction, t.nbytes, t.how) for t in LEDGER.transfers[-1:]] == [("d2h", 8, "get")]
     assert "test_gpu_strict.py" in LEDGER.transfers[-1].where
+
+
+def test_strict_cupy_records_what_copies_to_the_host(strict_gpu):
+    """CuPy's repr/str/format, item/tolist and int/float/bool all format or convert a host copy
+    (``self.get()``): each is a device->host copy that waits for the stream, so each is recorded."""
+    cp = strict_gpu
+    dev = cp.asarray(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    one = dev[1, 2]
+    LEDGER.clear()
+    assert repr(dev) == repr(np.arange(12, dtype=np.uint8).reshape(3, 4)) and str(one) == "6"
+    assert f"{dev[0, 1]:03d}" == "001" and one.item() == 6 and one.tolist() == 6
+    assert (int(one), float(one), bool(one)) == (6, 6.0, True)
+    assert [(t.direction, t.nbytes, t.how) for t in LEDGER.transfers] == [
+        ("d2h", 12, "repr"), ("d2h", 1, "str"), ("d2h", 1, "format"), ("d2h", 1, "item"), ("d2h", 1, "tolist"),
+        ("d2h", 1, "int"), ("d2h", 1, "float"), ("d2h", 1, "bool")]
+    assert all("test_gpu_strict.py" in t.where for t in LEDGER.transfers)
+    with pytest.raises(ValueError, match="size 1"):
+        dev.item()
+
+
+def test_numpy_functions_cupy_lacks_are_refused(strict_gpu):
+    """CuPy's __array_function__/__array_ufunc__ run ``cupy.<name>`` for ``numpy.<name>`` and give
+    NotImplemented where CuPy 14.2 has none (np.insert, np.nanpercentile, np.spacing): NumPy raises
+    TypeError, nothing runs on the host. Functions CuPy has stay on the device."""
+    cp = strict_gpu
+    dev = cp.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    LEDGER.clear()
+    with pytest.raises(TypeError, match="insert"):
+        np.insert(dev, 0, 1.0)
+    with pytest.raises(TypeError, match="nanpercentile"):
+        np.nanpercentile(dev, 50)
+    with pytest.raises(TypeError):
+        np.spacing(dev)                               # (NumPy's message holds repr(dev): a recorded copy)
+    LEDGER.clear()
+    both = np.concatenate([dev, dev])                 # cupy.concatenate: a device copy, no transfer
+    assert type(both) is cp.ndarray and both.shape == (6, 4) and LEDGER.device_copies == 1
+    assert type(np.exp(dev)) is cp.ndarray and LEDGER.transfers == []
+
+
+def test_dlpack_stream_0_is_taken_by_cupy_with_a_warning_and_refused_by_pytorch(strict_gpu):
+    """CuPy 13.6-14.2's ndarray.__dlpack__ takes stream 0 (which the DLPack protocol forbids) as the
+    legacy default stream, with a warning; PyTorch 2.13's Tensor.__dlpack__ on CUDA refuses it, and
+    refuses 2 (the per-thread default stream)."""
+    import torch
+
+    cp = strict_gpu
+    dev = cp.asarray(np.arange(6, dtype=np.float32))
+    with pytest.warns(UserWarning, match="Stream 0 is passed"):
+        assert np.from_dlpack(cp._Capsule(dev.__dlpack__(stream=0))).tolist() == list(range(6))
+    t = torch.from_dlpack(dev)
+    with pytest.raises(AssertionError, match="unsupported stream on CUDA: 0"):
+        t.__dlpack__(stream=0)
+    with pytest.raises(BufferError, match="per-thread"):
+        t.__dlpack__(stream=2)
+    t.__dlpack__(stream=1)
+    t.__dlpack__(stream=-1)
+
+
+def test_cuda_tensor_records_what_copies_to_the_host(strict_gpu):
+    """On CUDA, ``.item()``, ``.tolist()``, ``int()``, ``float()``, ``bool()``, use as an index,
+    ``.cpu()`` and ``.to("cpu")`` each copy to the host and wait for the stream: each is recorded;
+    ``.to`` a dtype or to "cuda" stays on the device."""
+    import torch
+
+    cp = strict_gpu
+    t = torch.from_dlpack(cp.asarray(np.arange(6, dtype=np.float32).reshape(2, 3)))
+    one, index = t[1, 2], t.to(torch.int64)[0, 1]
+    LEDGER.clear()
+    assert one.item() == 5.0 and t.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert (int(one), float(one), bool(one), "abc"[index]) == (5, 5.0, True, "b")
+    assert t.cpu().tolist() == [[0, 1, 2], [3, 4, 5]]          # a plain host tensor: no second record
+    host = t.to("cpu")
+    assert host.__dlpack_device__()[0] == 1 and host.dtype == torch.float32
+    assert t.to(device=torch.device("cpu"), dtype=torch.float16).dtype == torch.float16
+    assert [(x.nbytes, x.how) for x in LEDGER.transfers] == [
+        (4, "torch.item"), (24, "torch.tolist"), (4, "torch.int"), (4, "torch.float"), (4, "torch.bool"),
+        (8, "torch.index"), (24, "torch.cpu"), (24, "torch.to(cpu)"), (24, "torch.to(cpu)")]
+    assert all("test_gpu_strict.py" in x.where for x in LEDGER.transfers)
+    LEDGER.clear()
+    half = t.to(torch.float16)
+    assert half.dtype == torch.float16 and half.__dlpack_device__() == (2, 0)
+    assert t.to("cuda").__dlpack_device__() == (2, 0) and LEDGER.transfers == []
+
+
+def test_nvenc_stand_in_reads_chroma_where_ffmpeg_registers_it(tmp_path):
+    """FFmpeg's nvenc registers a CUDA frame with NVENC by ``data[0]`` and ``linesize[0]`` only, and
+    NVENC reads the NV12 chroma at ``data[0] + linesize[0] * height``: chroma in its own buffer is
+    refused (on a GPU, NVENC would encode whatever follows the luma); one buffer is encoded as is."""
+    import av
+    from gpu_standins import NvencLog, _OutputStandIn, from_dlpack_standin
+    from helpers import decode_frames
+    from skimage import data, transform
+
+    rgb = (transform.resize(data.astronaut(), (192, 192)) * 255).astype(np.uint8)
+    nv12 = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="nv12").to_ndarray()
+    h, w = 192, 192
+    log = NvencLog()
+    from_dlpack = from_dlpack_standin(log)
+    out = tmp_path / "nvenc.mkv"
+    with av.open(str(out), "w") as c:
+        stream = _OutputStandIn(c, log).add_stream("h264_nvenc", rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, "cuda"
+        one = strict_cupy.ndarray(nv12.copy())                        # chroma right after luma
+        frame = from_dlpack((one[:h], one[h:].reshape(h // 2, w // 2, 2)), width=w, height=h, stream=7)
+        frame.pts, frame.time_base = 0, Fraction(1, 25)
+        c.mux(stream.encode(frame))
+        split = (strict_cupy.ndarray(nv12[:h].copy()), strict_cupy.ndarray(nv12[h:].copy()))  # two buffers
+        frame = from_dlpack(split, width=w, height=h, stream=7)
+        frame.pts, frame.time_base = 1, Fraction(1, 25)
+        with pytest.raises(AssertionError, match=r"data\[0\] \+ linesize\[0\]\*height"):
+            stream.encode(frame)
+        c.mux(stream.encode(None))
+    with av.open(str(tmp_path / "x264.mkv"), "w") as c:              # libx264 given the same NV12 picture
+        ref = c.add_stream("libx264", rate=25)
+        ref.width, ref.height, ref.pix_fmt = w, h, "nv12"
+        frame = av.VideoFrame.from_ndarray(nv12, format="nv12")
+        frame.pts, frame.time_base = 0, Fraction(1, 25)
+        for p in ref.encode(frame) + ref.encode(None):
+            c.mux(p)
+    (got,), (want,) = decode_frames(out), decode_frames(tmp_path / "x264.mkv")
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got.astype(int) - rgb).mean() < 8.0 and log.frames == 1 and log.streams == [7, 7]
 
 
 def test_dlpack_keeps_the_device_tag_through_pytorch(strict_gpu):
@@ -205,7 +328,8 @@ def test_gpu_path_without_nvenc_downloads_each_frame_once_as_yuv(strict_gpu, fac
 
 def test_gpu_path_with_nvenc_no_frame_comes_to_the_host(strict_gpu, face_clip, monkeypatch, tmp_path):
     """NVENC path: CUDA NV12 frames go from the mosaic/YUV kernels to the encoder by DLPack, with one
-    ``CudaContext`` for the whole run and a valid DLPack stream; no frame-sized copy either way."""
+    ``CudaContext`` for the whole run, every frame made ready on the encoder's own stream (the one FFmpeg
+    queues NVENC's input on), chroma right after luma as NVENC reads it; no frame-sized copy either way."""
     import trt_anon
     from trt_anon import stages
 
@@ -221,7 +345,8 @@ def test_gpu_path_with_nvenc_no_frame_comes_to_the_host(strict_gpu, face_clip, m
     assert log.frames == N
     assert len({id(c) for c in log.contexts}) == 1 and log.contexts[0] is not None, \
         "one CudaContext for the current context must be passed to every from_dlpack call"
-    assert all(s is None or s == -1 or s >= 1 for s in log.streams), log.streams
+    own = log.contexts[0].cuda_stream   # FFmpeg queues NVENC's input on it: the frames must be ready there
+    assert own not in (0, None) and log.streams == [own] * N, (own, set(log.streams))
     _check_output(face_clip, out, report)
 
 

@@ -87,8 +87,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def dlpack_stream(stream_ptr: int) -> int:
     """The ``stream`` to pass to ``__dlpack__`` for a consumer working on CUDA stream ``stream_ptr``.
 
-    The DLPack protocol (and CuPy, which raises on 0) wants 1 for the legacy default stream, whose
-    pointer is 0; any other stream goes by its pointer (2 is the per-thread default stream).
+    The DLPack protocol forbids 0 and wants 1 for the legacy default stream, whose pointer is 0
+    (PyTorch refuses 0; CuPy 13.6 to 14.2 warn and take it as the legacy stream); any other stream
+    goes by its pointer (2 is the per-thread default stream).
     """
     return stream_ptr or 1
 
