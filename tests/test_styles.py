@@ -173,6 +173,9 @@ def test_styles_end_to_end(clips, tmp_path, style):
     for i, (fa, fb, boxes) in enumerate(zip(source, written, clip.boxes)):
         for box in boxes:
             assert sharpness(fa, box) > 4 and sharpness(fb, box) < 1.5, f"frame {i}: face {box} not redacted"
+            if style == "solid":  # the colour asked for, stated here, not only by the reference below
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                assert np.abs(fb[y1:y2, x1:x2].astype(int) - (48, 80, 240)).mean() < 4, f"frame {i}: colour"
         near = [b for j in range(max(0, i - 6), min(len(clip.boxes), i + 7)) for b in clip.boxes[j]]
         mask = background_mask(fa.shape, near, pad=80)  # blur cells are up to 32 px here
         assert np.abs(fa.astype(int) - fb)[mask].mean() < 3.0, f"frame {i}: background changed"
