@@ -132,13 +132,11 @@ def check_redacted(clip: Clip, src: Path, out: Path, min_side: float = 12, max_d
             assert diff < max_bg, f"frame {i}: background changed by {diff:.2f} on average"
 
 
-
-
 def style_difference(src: Path, out: Path, frames_json: list[dict], style: str, color=(0, 0, 0),
                      cell: int | str = 25) -> list[float]:
     """Per frame, the mean absolute difference inside the redacted cells between the output and the NumPy
     reference's ``style`` applied to the input frame with the boxes the run wrote (its JSON): codec noise
-    where the run redacted in that style and colour; NaN for a frame with nothing redacted."""
+    where the run redacted in that style and colour; 0 for a frame with nothing redacted."""
     from trt_anon.redact import cell_sizes, pixel_mask, redact
 
     a, b = decode_frames(src), decode_frames(out)
@@ -149,5 +147,5 @@ def style_difference(src: Path, out: Path, frames_json: list[dict], style: str, 
         cells = cell_sizes(boxes, cell, style)
         ref = redact(fa.copy(), boxes, style, cells, color)
         mask = pixel_mask(boxes, cells, *fa.shape[:2])
-        diffs.append(float(np.abs(ref.astype(np.int16) - fb)[mask].mean()) if mask.any() else float("nan"))
+        diffs.append(float(np.abs(ref.astype(np.int16) - fb)[mask].mean()) if mask.any() else 0.0)
     return diffs
