@@ -1,6 +1,7 @@
 """Reading outputs back, and the checks every end-to-end test makes on them."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -30,6 +31,57 @@ def audio_packets(path: Path) -> list[list[bytes]]:
             with av.open(str(path)) as c2:
                 out.append([bytes(p) for p in c2.demux(c2.streams[s.index]) if p.size])
         return out
+
+
+def _seconds(ticks: int | None, time_base) -> Fraction | None:
+    return None if ticks is None else ticks * Fraction(time_base)
+
+
+def copied_packets(path: Path) -> list[list[tuple]]:
+    """Every audio and subtitle stream's packets in file order: (bytes, pts, dts, duration), times in
+    exact seconds. The empty cues the MP4 muxer writes between mov_text subtitles (b"\\0\\0") are left out."""
+    with av.open(str(path)) as c:
+        indices = [s.index for s in c.streams if s.type in ("audio", "subtitle")]
+    out = []
+    for index in indices:
+        with av.open(str(path)) as c:
+            s = c.streams[index]
+            filler = s.codec_context.name == "mov_text"
+            out.append([(bytes(p), _seconds(p.pts, p.time_base), _seconds(p.dts, p.time_base),
+                         _seconds(p.duration, p.time_base))
+                        for p in c.demux(s) if p.size and not (filler and bytes(p) == b"\0\0")])
+    return out
+
+
+def _format(path: Path) -> str:
+    with av.open(str(path)) as c:
+        return c.format.name
+
+
+def assert_copied(src: Path, out: Path) -> None:
+    """Every audio and subtitle packet of ``src`` is in ``out``, byte for byte, with its pts, dts and duration.
+
+    Exact in seconds; into Matroska from another format, to Matroska's millisecond, measured from the first
+    video frame (the muxer shifts every stream alike so that none starts before 0, e.g. by the AAC priming),
+    and durations where Matroska gives one (it leaves some out of its blocks)."""
+    a, b = copied_packets(src), copied_packets(out)
+    assert [len(s) for s in b] == [len(s) for s in a], "packets per audio/subtitle stream differ"
+    for i, (sa, sb) in enumerate(zip(a, b)):
+        assert [p[0] for p in sb] == [p[0] for p in sa], f"stream {i}: packet bytes differ"
+    ms = _format(out).startswith("matroska") and not _format(src).startswith("matroska")
+    ta, tb = (min(video_times(src)), min(video_times(out))) if ms else (0, 0)
+    tick = Fraction(1, 1000) if ms else 0
+    for i, (sa, sb) in enumerate(zip(a, b)):
+        for k, (pa, pb) in enumerate(zip(sa, sb)):
+            want = [None if t is None else t - ta for t in pa[1:3]] + [pa[3]]
+            got = [None if t is None else t - tb for t in pb[1:3]] + [pb[3] if pb[3] or not ms else pa[3]]
+            same = all((w is None) == (g is None) and (w is None or abs(w - g) <= tick) for w, g in zip(want, got))
+            assert same, (f"stream {i} packet {k}: (pts, dts, duration) {[_float(t) for t in got]} s, "
+                          f"in the input {[_float(t) for t in want]} s")
+
+
+def _float(t: Fraction | None) -> float | None:
+    return None if t is None else float(t)
 
 
 def cell_deviation(frame: np.ndarray, box, cell: int = CELL) -> float:
@@ -80,3 +132,20 @@ def check_redacted(clip: Clip, src: Path, out: Path, min_side: float = 12, max_d
             assert diff < max_bg, f"frame {i}: background changed by {diff:.2f} on average"
 
 
+def style_difference(src: Path, out: Path, frames_json: list[dict], style: str, color=(0, 0, 0),
+                     cell: int | str = 25) -> list[float]:
+    """Per frame, the mean absolute difference inside the redacted cells between the output and the NumPy
+    reference's ``style`` applied to the input frame with the boxes the run wrote (its JSON): codec noise
+    where the run redacted in that style and colour; 0 for a frame with nothing redacted."""
+    from trt_anon.redact import cell_sizes, pixel_mask, redact
+
+    a, b = decode_frames(src), decode_frames(out)
+    assert len(a) == len(b) == len(frames_json), (len(a), len(b), len(frames_json))
+    diffs = []
+    for fa, fb, rec in zip(a, b, frames_json):
+        boxes = np.array(rec["redacted"], np.float32).reshape(-1, 4)
+        cells = cell_sizes(boxes, cell, style)
+        ref = redact(fa.copy(), boxes, style, cells, color)
+        mask = pixel_mask(boxes, cells, *fa.shape[:2])
+        diffs.append(float(np.abs(ref.astype(np.int16) - fb)[mask].mean()) if mask.any() else 0.0)
+    return diffs

@@ -135,17 +135,17 @@ def test_one_bad_file_does_not_stop_the_others(clips, tmp_path):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_leaves_nothing(tmp_path, sig, code):
+    """Ctrl-C or SIGTERM while the temporary file is being written: exit 130 / 143, nothing left."""
     src = tmp_path / "long.mp4"
     make_clip(src, 640, 360, frames=300, faces=[Face(60, (50, 50), (1, 0))])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "trt_anon", str(src)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until it is writing
-        if any(n.endswith(".part.mp4") for n in leftovers(tmp_path)):
-            break
+    deadline = time.monotonic() + 120
+    while not [f for f in tmp_path.glob(".long.*.part.mp4") if f.stat().st_size]:  # wait until it is writing
+        assert p.poll() is None and time.monotonic() < deadline, "never saw the temporary file being written"
         time.sleep(0.05)
-    time.sleep(1.0)
+    assert not (tmp_path / "long.anon.mp4").exists(), "written under the output's name before it was whole"
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     assert p.returncode == code, err

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import audio_packets, check_redacted, decode_frames, video_times
+from helpers import assert_copied, audio_packets, check_redacted, decode_frames, video_times
 
 import trt_anon
 
@@ -25,9 +25,9 @@ def test_frames_timestamps_and_audio_identical(clips, tmp_path):
     out = tmp_path / "moving.anon.mp4"
     trt_anon.process(clip.path, out)
     assert video_times(out) == video_times(clip.path)
-    src_audio, out_audio = audio_packets(clip.path), audio_packets(out)
+    src_audio = audio_packets(clip.path)
     assert len(src_audio) == 1 and len(src_audio[0]) > 50
-    assert out_audio == src_audio  # packet for packet, byte for byte
+    assert_copied(clip.path, out)  # packet for packet, byte for byte, each at its time
 
 
 @pytest.mark.parametrize("container", [".mp4", ".mkv"])
@@ -48,7 +48,7 @@ def test_hevc_output(clips, tmp_path, container):
         assert len(got) == len(src) and all(abs((g - got[0]) - s) <= 0.001 for g, s in zip(got, src))
     else:
         assert got == src
-    assert audio_packets(out) == audio_packets(clip.path)
+    assert_copied(clip.path, out)
     check_redacted(clip, clip.path, out)
 
 
@@ -89,6 +89,7 @@ def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
     out = tmp_path / "eyes.mp4"
     trt_anon.process(clip.path, out, target="eyes")
     frames = decode_frames(out)
+    assert len(frames) == len(clip.boxes)
     for i, (frame, (box,)) in enumerate(zip(frames, clip.boxes)):
         x1, y1, x2, y2 = box
         h = y2 - y1

@@ -353,15 +353,21 @@ def test_gpu_path_with_nvenc_no_frame_comes_to_the_host(strict_gpu, face_clip, m
 @pytest.mark.parametrize("style", ["blur", "solid"])
 def test_gpu_styles_keep_frames_on_the_device(strict_gpu, face_clip, monkeypatch, tmp_path, style):
     """Blur (cell means, then interpolation) and solid run on the device like the mosaic: with NVENC no
-    frame-sized copy either way (their pixels are checked in test_kernels_on_cpu.py)."""
+    frame-sized copy either way, and the pixels written are the NumPy reference's for that style and colour."""
+    import json
+
+    from helpers import style_difference
+
     import trt_anon
     from trt_anon import stages
 
     pytest.importorskip("nvidia.dali", reason="DALI's CPU reader plays NVDEC")
     monkeypatch.setattr(stages, "select_gpu_decoder", dali_decoder_on_device)
     install_nvenc(monkeypatch)
-    out = tmp_path / "out.mkv"
-    report = trt_anon.process(face_clip.path, out, backend="gpu", style=style)
+    out, js = tmp_path / "out.mkv", tmp_path / "out.json"
+    report = trt_anon.process(face_clip.path, out, backend="gpu", style=style, fill_color="#3050f0", json_path=js)
     assert report.backends["redact"] == "cupy" and report.frames == N
     assert frame_sized(LEDGER.d2h()) == [] and frame_sized(LEDGER.h2d()) == []
     assert_only_boxes_come_to_the_host(LEDGER)
+    diffs = style_difference(face_clip.path, out, json.loads(js.read_text())["frames"], style, (48, 80, 240))
+    assert max(diffs) < 4, diffs  # codec noise ~2; another style or colour: 25 or more

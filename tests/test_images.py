@@ -82,7 +82,11 @@ def test_alpha_into_jpeg_is_one_warning(tmp_path):
     write(src, "png", "rgba")
     report = trt_anon.process(src, tmp_path / "flat.jpg")
     assert report.warnings == ["alpha channel dropped: .jpg images have none"]
-    assert read(report.output)[1].shape == (512, 512, 4)
+    fmt, img = read(report.output)
+    assert fmt == "yuvj444p" and (img[..., 3] == 255).all()  # a JPEG without alpha, opaque everywhere
+    assert cell_deviation(img[..., :3], FACE) < 4.0  # the face, mosaicked
+    corner = np.s_[420:, 420:]  # the colour kept where the input was half transparent
+    assert np.abs(data.astronaut()[corner].astype(np.int16) - img[corner][..., :3]).mean() < 4.0
 
 
 def test_webp_without_a_webp_encoder_becomes_png_with_one_warning(tmp_path, monkeypatch):

@@ -28,7 +28,12 @@ from trt_anon.review.page import CHART_BINS, KIND_COLOURS, _binned, chart_png
 from trt_anon.synth import Face, make_clip, render, rotate_box
 
 CHROMIUM = Path("/usr/bin/chromium")
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+def needs_chromium(test):
+    """A test in headless Chromium: skipped without it; CI's browser pass runs every one (``-m chromium``)."""
+    skip = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+    return pytest.mark.chromium(skip(test))
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -499,10 +504,9 @@ def test_index_links_open_in_chromium(clip, tmp_path):
         assert page.text["frames"] == "45"
 
 
+@needs_chromium
 def test_screenshot_is_not_blank(clip, reviewed, tmp_path):
     """A rendered page has the chart and the thumbnails on it, not a white sheet (also a file to look at)."""
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium")
     report, _ = reviewed
     shot = tmp_path / "page.png"
     chromium("--hide-scrollbars", "--window-size=1280,2000", f"--screenshot={shot}", Path(report.review).as_uri())

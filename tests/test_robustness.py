@@ -6,12 +6,20 @@ import shutil
 import signal
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from helpers import audio_packets, cell_deviation, check_redacted, decode_frames, video_times
+from helpers import (
+    assert_copied,
+    cell_deviation,
+    check_redacted,
+    copied_packets,
+    decode_frames,
+    video_times,
+)
 
 import trt_anon
 from trt_anon.synth import Face, make_clip
@@ -34,7 +42,7 @@ def test_containers(tmp_path, ext, out_ext):
     assert report.output == str(out)
     check_redacted(clip, clip.path, out, max_bg=4.0)
     assert video_times(out) == video_times(clip.path)
-    assert audio_packets(out) == audio_packets(clip.path)
+    assert_copied(clip.path, out)
 
 
 def test_several_audio_streams_and_subtitles_copied(tmp_path):
@@ -43,13 +51,10 @@ def test_several_audio_streams_and_subtitles_copied(tmp_path):
         report = trt_anon.process(clip.path)
         src, out = streams(clip.path), streams(report.output)
         assert [t for t, _ in out] == ["video", "audio", "audio", "subtitle"] == [t for t, _ in src]
-        assert audio_packets(report.output) == audio_packets(clip.path)
+        assert_copied(clip.path, report.output)  # audio and subtitles, bytes and times
+        assert len(copied_packets(clip.path)[2]) == 3  # the subtitle cues
         with av.open(str(clip.path)) as a, av.open(report.output) as b:
-            # the MP4 muxer fills gaps between mov_text cues with empty samples (b"\0\0")
-            subs = [[bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size and bytes(p) != b"\0\0"]
-                    for c in (a, b)]
             langs = [[s.metadata.get("language") for s in c.streams.audio] for c in (a, b)]
-        assert subs[0] == subs[1] and len(subs[0]) == 3
         assert langs[0] == langs[1] == ["eng", "fra"]
 
 
@@ -182,22 +187,33 @@ def test_corrupt_packet_in_the_middle_never_leaks(tmp_path):
             assert cell_deviation(frame, box) < 6.0, f"frame {i} shows a face"
 
 
-def test_detector_failure_writes_nothing(clips, tmp_path, monkeypatch):
+def test_detector_failure_mid_file_writes_nothing(clips, tmp_path, monkeypatch):
+    """The detector fails once video packets are being written: until then they went to a temporary file
+    beside the output, never to the output's name, and after it nothing is left."""
     from trt_anon.detect import onnxrt
+    from trt_anon.encode.pyav import PyAVEncoder
     from trt_anon.errors import DetectorError
 
-    calls = {"n": 0}
-    real = onnxrt.OnnxRuntimeDetector.__call__
+    out = tmp_path / "out.mp4"
+    muxed, at_failure = [0], []
+    real, real_mux = onnxrt.OnnxRuntimeDetector.__call__, PyAVEncoder._mux
+
+    def counted(self, packets):
+        muxed[0] += len(packets)
+        return real_mux(self, packets)
 
     def flaky(self, frames):
-        calls["n"] += 1
-        if calls["n"] == 2:
+        if muxed[0]:
+            at_failure.extend(sorted(p.name for p in tmp_path.iterdir()))
             raise DetectorError("simulated detector failure")
         return real(self, frames)
 
+    monkeypatch.setattr(PyAVEncoder, "_mux", counted)
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", flaky)
     with pytest.raises(DetectorError):
-        trt_anon.process(clips["moving"].path, tmp_path / "out.mp4")
+        trt_anon.process(clips["moving"].path, out)
+    assert len(at_failure) == 1 and at_failure[0].startswith(".out.") and at_failure[0].endswith(".part.mp4"), \
+        f"at the failure, mid-file: {at_failure}"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -244,10 +260,77 @@ def test_location_and_device_tags_removed_unless_kept(tmp_path):
         assert c.metadata["location"] == tags["location"] and c.metadata["model"] == "iPhone 15"
 
 
+PRIVATE = {"location": "+48.8577+002.2950/", "com.apple.quicktime.make": "Apple", "model": "iPhone 15"}
+
+
+def remux(src: Path, dst: Path, fmt: str | None = None, tags: dict | None = None, angle: bool = False,
+          gps: str | None = None) -> None:
+    """``src``'s streams copied into ``dst`` as phones, dashcams and drones write them: ``tags`` on the file and
+    on every stream, a second camera angle (another video stream), a GPS track (a data stream of codec ``gps``)."""
+    with av.open(str(src)) as c, av.open(str(dst), "w", format=fmt) as out:
+        out.metadata.update(tags or {})
+        streams = {}
+        for s in c.streams:
+            streams[s.index] = out.add_stream_from_template(s)
+            streams[s.index].metadata.update({**s.metadata, **(tags or {})})
+        second = out.add_stream_from_template(c.streams.video[0]) if angle else None
+        track = out.add_data_stream(gps) if gps else None
+        for p in c.demux():
+            if not p.size:
+                continue
+            if second is not None and p.stream.type == "video":
+                q = av.Packet(bytes(p))
+                q.pts, q.dts, q.time_base, q.is_keyframe, q.stream = p.pts, p.dts, p.time_base, p.is_keyframe, second
+                out.mux(q)
+            p.stream = streams[p.stream.index]
+            out.mux(p)
+        for i in range(3 if track is not None else 0):
+            fix = av.Packet(b"$GPRMC,123519,A,4851.462,N,00217.700,E,0.0,0.0,010125,,,A*6A")
+            fix.stream, fix.time_base, fix.pts, fix.dts, fix.duration = track, Fraction(1, 1000), 100 * i, 100 * i, 100
+            out.mux(fix)
+
+
+def stream_tags(path) -> list[dict]:
+    with av.open(str(path)) as c:
+        return [{k.lower(): v for k, v in s.metadata.items()} for s in c.streams]
+
+
+def test_stream_level_location_and_device_tags_removed_unless_kept(tmp_path):
+    """Tags on the streams (Matroska keeps any), not only on the file: scrubbed on every stream; a title and a
+    language are kept."""
+    clip = make_clip(tmp_path / "clip.mkv", 160, 96, frames=8, subtitles=True, faces=FACES[:1])
+    src = tmp_path / "phone.mkv"
+    remux(clip.path, src, tags={**PRIVATE, "title": "holiday"})
+    assert [{"location", "model", "title"} <= set(t) for t in stream_tags(src)] == [True] * 3
+    report = trt_anon.process(src)
+    out = stream_tags(report.output)
+    assert [t.get("title") for t in out] == ["holiday"] * 3 and out[1]["language"] == "eng"
+    assert [sorted(set(t) & set(PRIVATE)) for t in out] == [[]] * 3
+    kept = stream_tags(trt_anon.process(src, tmp_path / "keep.mkv", keep_metadata=True).output)
+    assert [t.get("location") for t in kept] == [PRIVATE["location"]] * 3 and kept[0]["model"] == "iPhone 15"
+
+
+@pytest.mark.parametrize("ext, fmt, gps", [(".mp4", "mp4", "bin_data"), (".ts", "mpegts", "klv")])
+def test_gps_track_and_second_camera_dropped(tmp_path, ext, fmt, gps):
+    """An action camera's MP4 (GPS track beside the video) and a drone's MPEG-TS (KLV telemetry), each with
+    a second camera angle: only the anonymized video and the audio are written, and the report says why."""
+    clip = make_clip(tmp_path / "clip.mp4", 160, 96, frames=8, faces=FACES[:1])
+    src = tmp_path / f"camera{ext}"
+    remux(clip.path, src, fmt, angle=True, gps=gps)
+    assert streams(src) == [("video", "h264"), ("audio", "aac"), ("video", "h264"), ("data", None)]
+    report = trt_anon.process(src, tmp_path / "out.mp4")
+    assert streams(report.output) == [("video", "h264"), ("audio", "aac")]
+    assert report.warnings == ["stream #2 (video, h264) dropped: may show or locate people",
+                               f"stream #3 (data, {gps}) dropped: may show or locate people"]
+    assert len(decode_frames(report.output)) == 8
+
+
 def test_no_shell_anywhere():
-    """User-supplied names never reach a shell: the package starts no processes at all."""
+    """User-supplied names never reach a shell or a command line: the package runs no command of its own
+    (with ``--ray``, Ray starts its own workers; they get file names as Python values, not as arguments)."""
     root = Path(trt_anon.__file__).parent
     for py in root.rglob("*.py"):
         text = py.read_text()
-        for bad in ("subprocess", "os.system", "os.popen", "shell=True"):
+        for bad in ("subprocess", "os.system", "os.popen", "shell=True", "os.exec", "os.spawn", "posix_spawn",
+                    "create_subprocess", "import pty"):
             assert bad not in text, f"{py.name} uses {bad}"

@@ -154,26 +154,37 @@ def sharpness(frame: np.ndarray, box) -> float:
     return float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.5))[y1:y2, x1:x2].mean())
 
 
-@pytest.mark.parametrize("style", ["blur", "solid"])
+@pytest.mark.parametrize("style", ["mosaic", "blur", "solid"])
 def test_styles_end_to_end(clips, tmp_path, style):
-    """Every face of a moving clip blurred (or filled) in every frame, the background kept."""
-    from helpers import background_mask, decode_frames
+    """Every face of a moving clip redacted in every frame, in the style and colour asked for (the NumPy
+    reference's pixels, within codec noise), the background kept, no frame missing."""
+    import json
+
+    from helpers import background_mask, cell_deviation, decode_frames, style_difference
 
     import trt_anon
 
     clip = clips["moving"]
-    out = tmp_path / f"{style}.mp4"
-    report = trt_anon.process(clip.path, out, style=style, fill_color="#3050f0")
+    out, js = tmp_path / f"{style}.mp4", tmp_path / f"{style}.json"
+    report = trt_anon.process(clip.path, out, style=style, fill_color="#3050f0", json_path=js)
     assert report.backends["redact"] == "numpy"
-    for i, (fa, fb, boxes) in enumerate(zip(decode_frames(clip.path), decode_frames(out), clip.boxes)):
+    source, written = decode_frames(clip.path), decode_frames(out)
+    assert len(written) == len(source) == len(clip.boxes)
+    for i, (fa, fb, boxes) in enumerate(zip(source, written, clip.boxes)):
         for box in boxes:
-            assert sharpness(fa, box) > 4 and sharpness(fb, box) < 1.5, f"frame {i}: face {box} not redacted"
-            if style == "solid":
+            assert sharpness(fa, box) > 4, f"frame {i}: input face {box} not textured?"
+            if style == "mosaic":  # cells of one colour each (their edges are sharp)
+                assert cell_deviation(fb, box) < 4, f"frame {i}: face {box} not mosaicked"
+            else:
+                assert sharpness(fb, box) < 1.5, f"frame {i}: face {box} not redacted"
+            if style == "solid":  # the colour asked for, stated here, not only by the reference below
                 x1, y1, x2, y2 = (int(round(v)) for v in box)
-                assert np.abs(fb[y1:y2, x1:x2].astype(int) - (48, 80, 240)).mean() < 4
+                assert np.abs(fb[y1:y2, x1:x2].astype(int) - (48, 80, 240)).mean() < 4, f"frame {i}: colour"
         near = [b for j in range(max(0, i - 6), min(len(clip.boxes), i + 7)) for b in clip.boxes[j]]
         mask = background_mask(fa.shape, near, pad=80)  # blur cells are up to 32 px here
         assert np.abs(fa.astype(int) - fb)[mask].mean() < 3.0, f"frame {i}: background changed"
+    diffs = style_difference(clip.path, out, json.loads(js.read_text())["frames"], style, (48, 80, 240))
+    assert max(diffs) < 4, diffs  # codec noise ~2; another style or colour: 25 or more
 
 
 def test_eyes_target_with_the_blur(clips, tmp_path):
@@ -184,7 +195,9 @@ def test_eyes_target_with_the_blur(clips, tmp_path):
     clip = clips["moving"]
     out = tmp_path / "eyes.mp4"
     trt_anon.process(clip.path, out, target="eyes", style="blur")
-    for i, (frame, (box,)) in enumerate(zip(decode_frames(out), clip.boxes)):
+    frames = decode_frames(out)
+    assert len(frames) == len(clip.boxes)
+    for i, (frame, (box,)) in enumerate(zip(frames, clip.boxes)):
         x1, y1, x2, y2 = box
         w, h = x2 - x1, y2 - y1
         eyes = (x1 + 0.2 * w, y1 + 0.33 * h, x2 - 0.2 * w, y1 + 0.43 * h)
@@ -207,7 +220,9 @@ def test_ten_bit_video_with_each_style(tmp_path, style):
     assert len(report.warnings) == 1 and "HEVC Main 10" in report.warnings[0]
     with av.open(report.output) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
-    for i, (frame, (box,)) in enumerate(zip(decode_frames(report.output), clip.boxes)):
+    frames = decode_frames(report.output)
+    assert len(frames) == len(clip.boxes)
+    for i, (frame, (box,)) in enumerate(zip(frames, clip.boxes)):
         assert sharpness(frame, box) < 1.5, f"frame {i}"
         if style == "solid":
             x1, y1, x2, y2 = (int(round(v)) for v in box)

@@ -174,6 +174,8 @@ def test_small_face_approaching_is_covered_from_its_first_frame(tmp_path, source
     LFW crops (tight faces) behave like the issue's: no candidate at 24-28 px, sure from ~36 px."""
     import json
 
+    from helpers import cell_deviation, decode_frames
+
     import trt_anon
     from trt_anon.redact import cell_sizes, pixel_mask
     from trt_anon.synth import Face, make_clip
@@ -182,11 +184,15 @@ def test_small_face_approaching_is_covered_from_its_first_frame(tmp_path, source
                      faces=[Face(24, (500, 300), (-0.5, -0.3), grow=1.0, source=source)])
     trt_anon.process(clip.path, tmp_path / "o.mp4", json_path=tmp_path / "o.json")
     frames = json.loads((tmp_path / "o.json").read_text())["frames"]
+    source, written = decode_frames(clip.path), decode_frames(tmp_path / "o.mp4")
+    assert len(frames) == len(written) == len(source) == len(clip.boxes)
     for i, (rec, (box,)) in enumerate(zip(frames, clip.boxes)):
         red = np.array(rec["redacted"], np.float32).reshape(-1, 4)
         mask = pixel_mask(red, cell_sizes(red, 25), 720, 1280)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         assert mask[y1:y2, x1:x2].all(), f"frame {i}: {x2 - x1} px face not covered"
+        # and the pixels written: the face's cells mosaicked (the input's are not)
+        assert cell_deviation(source[i], box) > 8 > 4 > cell_deviation(written[i], box), f"frame {i}: not mosaicked"
 
 
 # A face sliding in at the right edge of a 640-wide frame: the detector's boxes from frame 45 on

@@ -265,13 +265,14 @@ class Remuxer:
         for s in self.input.streams:
             if s.index == video_index or is_chapter_track(self.input, s):
                 continue
+            if s.type not in ("audio", "subtitle"):  # a data stream (GPS track) has no codec context
+                what = f"{s.type}, {s.name or 'unknown codec'}"
+                self.dropped.append(f"stream #{s.index} ({what}) dropped: may show or locate people")
+                continue
             if s.codec_context is None:  # FFmpeg does not know its codec (damaged header): cannot be copied
                 self.dropped.append(f"stream #{s.index} ({s.type}) dropped: unknown codec (damaged header?)")
                 continue
             name = s.codec_context.name
-            if s.type not in ("audio", "subtitle"):
-                self.dropped.append(f"stream #{s.index} ({s.type}, {name}) dropped: may show or locate people")
-                continue
             if name not in supported and s.type == "audio" and convert_to is not None:
                 converter = transcode.AudioTranscoder(s, output, convert_to[1])
                 out = converter.stream

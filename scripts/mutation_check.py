@@ -1,0 +1,320 @@
+"""Plant known bugs in the core, one at a time, and check that a named test catches each.
+
+A bug the suite lets through is a promise no test keeps. Each mutant below is a small edit of the
+package's source (exact text, replaced once: a mutant whose text is gone fails the check, so the list
+follows the code), the property it breaks, and the tests that must catch it. The repository is copied
+to a scratch folder (the working tree is never edited); the named tests must pass there unmutated (or,
+with --passed, be listed as passed by runs on the same files, as CI's passes are); then each mutant is
+applied alone and its tests run until one fails. Exit status 1 when a mutant survives, no longer
+applies, or a named test does not pass unmutated.
+
+    python scripts/mutation_check.py                # every mutant: a table, bug -> the test that caught it
+    python scripts/mutation_check.py -k audio -v    # those whose name contains "audio", with pytest's output
+    python scripts/mutation_check.py --list
+
+A test that compares the output with the package's own reference (the NumPy styles) cannot see a bug
+planted in that reference: such tests also state what they expect (e.g. the fill colour) directly.
+
+The GPU-path mutants need the rehearsal packages (DALI's CPU reader, CPU PyTorch, g++), as CI's
+second pass does; without them their tests skip, and a skipped test catches nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("trt_anon", "tests", "scripts", "pyproject.toml", "setup.cfg")  # without git
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    prop: str                          # the property of the README it breaks
+    path: str                          # file it edits, relative to the repository
+    edits: tuple[tuple[str, str], ...]  # (exact text, replacement), each found exactly once
+    tests: tuple[str, ...]             # pytest node ids that must catch it (run in order, first failure wins)
+
+
+def m(name: str, prop: str, path: str, old: str, new: str, *tests: str, more: tuple = ()) -> Mutant:
+    return Mutant(name, prop, path, ((old, new), *more), tests)
+
+
+E2E = "tests/test_end_to_end.py::"
+ROB = "tests/test_robustness.py::"
+TRACK = "tests/test_track.py::"
+KERN = "tests/test_kernels_on_cpu.py::"
+
+MUTANTS = [
+    # --- frames and timestamps
+    m("last frames never written", "frames", "trt_anon/pipeline.py",
+      "        write(tracker.flush())\n", "        tracker.flush()\n",
+      E2E + "test_faces_mosaicked_and_background_kept[moving]"),
+    m("video shifted by one tick", "timestamps", "trt_anon/encode/pyav.py",
+      "            frame.pts, frame.time_base = t, self.time_base\n            self._mux(",
+      "            frame.pts, frame.time_base = t + 1, self.time_base\n            self._mux(",
+      E2E + "test_frames_timestamps_and_audio_identical"),
+    m("variable frame rate re-timed evenly", "timestamps", "trt_anon/encode/pyav.py",
+      "        for rgb, t in zip(frames, self._fix(pts)):",
+      "        pts = [pts[0] + (pts[-1] - pts[0]) * k // max(len(pts) - 1, 1) for k in range(len(pts))]\n"
+      "        for rgb, t in zip(frames, self._fix(pts)):",
+      ROB + "test_variable_frame_rate_timestamps_kept"),
+    # --- audio and subtitles
+    m("copied audio delayed 0.5 s, bytes unchanged", "audio timing", "trt_anon/media/container.py",
+      "            t = ts * p.time_base\n            p.stream = out\n",
+      "            t = ts * p.time_base\n            if p.stream.type == 'audio':\n"
+      "                p.pts, p.dts = p.pts + round(Fraction(1, 2) / p.time_base), p.dts + round(Fraction(1, 2) / "
+      "p.time_base)\n            p.stream = out\n",
+      E2E + "test_frames_timestamps_and_audio_identical"),
+    m("subtitles delayed 0.5 s", "subtitle timing", "trt_anon/media/container.py",
+      "            t = ts * p.time_base\n            p.stream = out\n",
+      "            t = ts * p.time_base\n            if p.stream.type == 'subtitle':\n"
+      "                p.pts, p.dts = p.pts + round(Fraction(1, 2) / p.time_base), p.dts + round(Fraction(1, 2) / "
+      "p.time_base)\n            p.stream = out\n",
+      ROB + "test_several_audio_streams_and_subtitles_copied"),
+    m("audio after the last video packet lost", "audio", "trt_anon/pipeline.py",
+      "            stages.remuxer.advance(None)\n", "            pass\n",
+      E2E + "test_frames_timestamps_and_audio_identical"),
+    # --- redaction, per style and per backend
+    m("mosaic misses the last row of cells", "redaction (mosaic)", "trt_anon/redact/mosaic.py",
+      "        py0, py1 = cy0 * c, min(cy1 * c, height)\n", "        py0, py1 = cy0 * c, min((cy1 - 1) * c, height)\n",
+      "tests/test_mosaic.py::test_matches_definition_random[25]",
+      E2E + "test_faces_mosaicked_and_background_kept[moving]"),
+    m("frame 0 written unredacted (its boxes still in the JSON)", "redaction", "trt_anon/pipeline.py",
+      "        batch = stages.redactor(frames, boxes)\n",
+      "        batch = stages.redactor(frames, [b[:0] if report.frames + k == 0 else b\n"
+      "                                         for k, b in enumerate(boxes)])\n",
+      TRACK + "test_small_face_approaching_is_covered_from_its_first_frame[lfw:1]"),
+    m("blur drawn as the mosaic", "redaction (blur)", "trt_anon/redact/__init__.py",
+      '    if style == "blur":\n        return blur(', '    if style == "blurred":\n        return blur(',
+      "tests/test_styles.py::test_styles_end_to_end[blur]"),
+    m("solid ignores --fill-color", "redaction (solid)", "trt_anon/redact/__init__.py",
+      "        return solid(frame, boxes, cell, color)\n", "        return solid(frame, boxes, cell, (0, 0, 0))\n",
+      "tests/test_styles.py::test_styles_end_to_end[solid]"),
+    m("GPU path ignores --style and --fill-color", "redaction (GPU backend)", "trt_anon/redact/__init__.py",
+      "        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color)\n",
+      "        return CupyRedactor(config.mosaic_cell)\n",
+      KERN + "test_gpu_path_gets_the_style_and_colour_asked_for[blur]",
+      KERN + "test_gpu_path_writes_each_style_as_the_reference_does[blur]"),
+    m("GPU path ignores --fill-color", "redaction (GPU backend)", "trt_anon/redact/__init__.py",
+      "        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color)\n",
+      "        return CupyRedactor(config.mosaic_cell, config.style)\n",
+      KERN + "test_gpu_path_gets_the_style_and_colour_asked_for[solid]"),
+    m("GPU mosaic kernel rounds down", "redaction (GPU kernel)", "trt_anon/redact/cupy_mosaic.py",
+      "m[j] = (unsigned int)((sum[j] + n / 2) / n);", "m[j] = (unsigned int)(sum[j] / n);",
+      KERN + "test_mosaic_kernel_equals_numpy_reference[25]"),
+    m("boxes of rotated video mapped back wrongly", "redaction (portrait video)", "trt_anon/pipeline.py",
+      "        sx, sy = {1: (width - y, x), 2: (width - x, height - y), 3: (y, height - x)}[k]\n",
+      "        sx, sy = {1: (y, height - x), 2: (width - x, height - y), 3: (width - y, x)}[k]\n",
+      ROB + "test_rotated_detection_maps_back_to_stored_frame[90]"),
+    # --- eyes
+    m("eyes target redacts whole faces", "eyes", "trt_anon/redact/__init__.py",
+      '    if target == "eyes":\n', '    if target == "eye":\n',
+      E2E + "test_eyes_target_covers_only_the_eye_band"),
+    m("eye band never refreshed after a face is found", "eyes", "trt_anon/track.py",
+      "                if refresh or f - t.eyes_at >= self.eyes_every:\n", "                if f == t.eyes_at:\n",
+      TRACK + "test_eyes_refreshed_every_4th_frame_and_carried_with_face"),
+    # --- hold and back-fill
+    m("no hold after a missed detection", "hold", "trt_anon/track.py",
+      "            if f - max(t.last_hit, t.hidden_at) <= self.ttl:\n", "            if False:\n",
+      TRACK + "test_hold_and_back_fill_cover_missed_frames"),
+    m("no back-fill", "back-fill", "trt_anon/track.py",
+      "                    box = self._fill(t, g)\n", "                    box = None\n",
+      TRACK + "test_hold_and_back_fill_cover_missed_frames"),
+    m("back-fill stops at ttl", "back-fill", "trt_anon/track.py",
+      "        if fit is not None and d <= max(self.ttl, 2 * fit[1]):\n",
+      "        if fit is not None and d <= self.ttl:\n",
+      TRACK + "test_back_fill_reaches_past_ttl_along_motion",
+      TRACK + "test_small_face_approaching_is_covered_from_its_first_frame[lfw:1]"),
+    m("a weak candidate alone starts a track", "back-fill", "trt_anon/track.py",
+      "            if j < 0 and weak[i]:", "            if j < 0 and weak[i] and False:",
+      TRACK + "test_weak_candidates_alone_never_make_a_box"),
+    # --- metadata and data streams
+    m("file-level location and device tags kept", "metadata", "trt_anon/media/container.py",
+      "    return dict(tags) if keep else {", "    return dict(tags) if True else {",
+      ROB + "test_location_and_device_tags_removed_unless_kept"),
+    m("video stream's tags copied unscrubbed", "metadata (streams)", "trt_anon/api.py",
+      "    vstream.metadata.update(media.clean_metadata(stream.metadata, cfg.keep_metadata))\n",
+      "    vstream.metadata.update(media.clean_metadata(stream.metadata, True))\n",
+      ROB + "test_stream_level_location_and_device_tags_removed_unless_kept"),
+    m("audio/subtitle streams' tags copied unscrubbed", "metadata (streams)", "trt_anon/media/container.py",
+      "            out.metadata.update(clean_metadata(s.metadata, keep_metadata))\n",
+      "            out.metadata.update(clean_metadata(s.metadata, True))\n",
+      ROB + "test_stream_level_location_and_device_tags_removed_unless_kept"),
+    m("GPS data stream copied", "data streams", "trt_anon/media/container.py",
+      '            if s.type not in ("audio", "subtitle"):  # a data stream',
+      '            if s.type == "data":\n                self.map[s.index] = output.add_stream_from_template(s)\n'
+      '                continue\n            if s.type not in ("audio", "subtitle"):  # a data stream',
+      ROB + "test_gps_track_and_second_camera_dropped[.mp4-mp4-bin_data]"),
+    m("second video stream copied", "data streams", "trt_anon/media/container.py",
+      '            if s.type not in ("audio", "subtitle"):  # a data stream',
+      '            if s.type == "video":\n                self.map[s.index] = output.add_stream_from_template(s)\n'
+      '                continue\n            if s.type not in ("audio", "subtitle"):  # a data stream',
+      ROB + "test_gps_track_and_second_camera_dropped[.mp4-mp4-bin_data]"),
+    # --- fail closed
+    m("written straight to the output's name (removed on error)", "fail-closed", "trt_anon/media/files.py",
+      "    tmp_path = Path(tmp)\n", "    os.unlink(tmp)\n    tmp_path = dst\n",
+      ROB + "test_detector_failure_mid_file_writes_nothing",
+      "tests/test_codecs.py::test_failed_conversion_leaves_nothing",
+      more=(("        if dst.exists() and not overwrite:\n", "        if False:\n"),)),
+    m("temporary file left behind on error", "fail-closed", "trt_anon/media/files.py",
+      "            tmp_path.unlink()\n", "            pass\n",
+      ROB + "test_detector_failure_mid_file_writes_nothing"),
+    # --- host copies on the GPU path
+    m("GPU redactor takes the batch through the host", "GPU path: frames stay on the device",
+      "trt_anon/redact/cupy_mosaic.py",
+      "        batch = device_frames(frames)  # redacted in place",
+      "        batch = cp.asarray(cp.asnumpy(device_frames(frames)))  # redacted in place",
+      "tests/test_gpu_strict.py::test_gpu_path_with_nvenc_no_frame_comes_to_the_host"),
+]
+
+
+def tracked() -> list[str]:
+    """The repository's files that git does not ignore (so the copy holds what the tests saw), else the
+    package, tests and scripts."""
+    try:
+        r = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return [str(p.relative_to(ROOT)) for name in COPIED for p in [ROOT / name, *(ROOT / name).rglob("*")]
+                if p.is_file() and "__pycache__" not in p.parts]
+    return [name for name in r.stdout.decode().split("\0") if name and (ROOT / name).is_file()]
+
+
+def scratch_copy(files: list[str]) -> Path:
+    """``files`` copied to a new folder (the working tree is never edited)."""
+    d = Path(tempfile.mkdtemp(prefix="trt_anon-mutants-"))
+    for name in files:
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, d / name)
+    return d
+
+
+def passed_in(paths: list[str]) -> set[str]:
+    """Tests listed as passed in outcome files (tests/conftest.py writes them where TRT_ANON_OUTCOMES says)."""
+    lines = [line.split(" ", 1) for path in paths for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return {node for outcome, node in lines if outcome == "passed"}
+
+
+def run_tests(tree: Path, tests: list[str], verbose: bool, stop_first: bool = True) -> dict[str, str]:
+    """Run ``tests`` in ``tree`` (its own package first on the path, subprocesses too); their outcomes."""
+    report = tree / "junit.xml"
+    report.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("TRT_ANON_REQUIRE_REHEARSAL", None)  # a skip must count as "not caught", never as a failure
+    env.pop("TRT_ANON_OUTCOMES", None)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *tests]
+    if stop_first:
+        cmd.insert(4, "-x")
+    r = subprocess.run(cmd, cwd=tree, env=env, capture_output=not verbose, text=True)
+    outcomes = {}
+    if report.exists():
+        for case in ET.parse(report).iter("testcase"):
+            node = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+            kinds = [child.tag for child in case]
+            outcomes[node] = next((k for k in ("failure", "error", "skipped") if k in kinds), "passed")
+    if not outcomes and r.returncode not in (0, 1):
+        raise SystemExit(f"pytest could not run {tests} (exit {r.returncode}):\n{r.stdout}{r.stderr}")
+    return outcomes
+
+
+def apply(tree: Path, mutant: Mutant) -> str | None:
+    """Write the mutant into ``tree``; return the original text, or None where an edit no longer applies."""
+    path = tree / mutant.path
+    original = text = path.read_text(encoding="utf-8")
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            return None
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    return original
+
+
+def check(tree: Path, mutant: Mutant, verbose: bool) -> tuple[str, str, float]:
+    """(verdict, the test that caught it or why not, seconds) for one mutant, applied and then reverted."""
+    started = time.perf_counter()
+    original = apply(tree, mutant)
+    if original is None:
+        return "no longer applies", f"{mutant.path}: its text is gone (update the mutant)", 0.0
+    try:
+        outcomes = run_tests(tree, list(mutant.tests), verbose)
+    finally:
+        (tree / mutant.path).write_text(original, encoding="utf-8")
+    caught = [node for node, outcome in outcomes.items() if outcome in ("failure", "error")]
+    seconds = time.perf_counter() - started
+    if caught:
+        return "caught", caught[0].split("::", 1)[1] if "::" in caught[0] else caught[0], seconds
+    skipped = [node for node, outcome in outcomes.items() if outcome == "skipped"]
+    return "SURVIVED", "skipped: " + ", ".join(skipped) if skipped else "every named test passed", seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-k", default="", help="only mutants whose name or property contains this")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once, each in its own copy")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")
+    ap.add_argument("--list", action="store_true", help="list the mutants and their tests")
+    ap.add_argument("--passed", nargs="+", metavar="OUTCOMES",
+                    help="outcome files of test runs on these same files (CI's passes): the named tests must be "
+                         "listed there as passed, instead of being run unmutated first")
+    args = ap.parse_args(argv)
+    chosen = [x for x in MUTANTS if args.k.lower() in f"{x.name} {x.prop}".lower()]
+    if args.list:
+        for x in chosen:
+            print(f"{x.prop:38} {x.name:58} {', '.join(t.split('::', 1)[1] for t in x.tests)}")
+        return 0
+    if not chosen:
+        print(f"no mutant matches {args.k!r}")
+        return 1
+    started = time.perf_counter()
+    files = tracked()
+    trees = [scratch_copy(files) for _ in range(max(1, args.jobs))]
+    try:
+        failed = 0
+        named = list(dict.fromkeys(t for x in chosen for t in x.tests))
+        if args.passed:
+            passed = passed_in(args.passed)
+            bad = {t: "not passed in " + ", ".join(args.passed) for t in named if t not in passed}
+        else:
+            outcomes = run_tests(trees[0], named, args.verbose, stop_first=False)
+            bad = {t: outcomes.get(t, "not run") for t in named if outcomes.get(t) != "passed"}
+        for t, outcome in bad.items():
+            print(f"unmutated, a named test did not pass: {t} ({outcome})")
+        if bad:
+            return 1
+        how = "in the runs given" if args.passed else f"({time.perf_counter() - started:.0f} s)"
+        print(f"unmutated: the {len(named)} named tests pass {how}")
+        free = list(trees)
+        with ThreadPoolExecutor(max_workers=len(trees)) as pool:
+            def job(x: Mutant):
+                tree = free.pop()
+                try:
+                    return check(tree, x, args.verbose)
+                finally:
+                    free.append(tree)
+
+            results = list(pool.map(job, chosen))
+        print("\n| property | planted bug | result | caught by | s |\n|---|---|---|---|---|")
+        for x, (verdict, by, seconds) in zip(chosen, results):
+            failed += verdict != "caught"
+            print(f"| {x.prop} | {x.name} | {verdict} | `{by}` | {seconds:.0f} |")
+        total = time.perf_counter() - started
+        print(f"\n{len(chosen) - failed} of {len(chosen)} planted bugs caught; {total / 60:.1f} min "
+              f"({os.cpu_count()} cores, {args.jobs} at once)")
+        return 1 if failed else 0
+    finally:
+        for tree in trees:
+            shutil.rmtree(tree, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
