@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..detect.detections import Detections, grow
-from .mosaic import auto_cells, cell_mask, cell_ranges, mosaic, pixel_mask
+from .mosaic import cell_mask, cell_ranges, face_cells, mosaic, pixel_mask
 from .styles import blur, blur_cells, solid
 
 __all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
-           "cell_ranges", "pixel_mask", "cell_sizes"]
+           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin"]
 
 
 def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: float,
@@ -20,11 +20,18 @@ def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: 
     return grow(det.xyxy, margin_px, margin_rel, width, height)
 
 
-def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str, style: str = "mosaic") -> np.ndarray:
-    """One cell size per box: the fixed ``mosaic_cell``, or size-aware with "auto"; the blur's are coarser
-    for large boxes (``blur_cells``). ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers."""
-    cells = auto_cells(boxes) if mosaic_cell == "auto" else np.full(len(boxes), int(mosaic_cell), np.int64)
+def cell_sizes(boxes: np.ndarray, mosaic_cell: int, style: str = "mosaic",
+               margin: tuple[float, float] = (12, 0.1)) -> np.ndarray:
+    """One cell size per box, for every style: ``mosaic_cell`` or coarser for large faces (``face_cells``;
+    ``margin``: what the boxes were grown by); the blur's coarser still (``blur_cells``).
+    ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers."""
+    cells = face_cells(boxes, int(mosaic_cell), margin)
     return blur_cells(boxes, cells) if style == "blur" else cells
+
+
+def box_margin(config) -> tuple[float, float]:
+    """The (pixels, fraction) per side ``redaction_boxes`` grows boxes by for ``config``'s target."""
+    return (config.margin_px / 2, 0.0) if config.target == "eyes" else (config.margin_px, config.margin_rel)
 
 
 def redact(frame: np.ndarray, boxes: np.ndarray, style: str, cell, color: tuple[int, int, int] = (0, 0, 0)):
@@ -39,17 +46,18 @@ def redact(frame: np.ndarray, boxes: np.ndarray, style: str, cell, color: tuple[
 class NumpyRedactor:
     name = "numpy"
 
-    def __init__(self, cell: int | str, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0)) -> None:
-        self.cell, self.style, self.color = cell, style, color
+    def __init__(self, cell: int, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0),
+                 margin: tuple[float, float] = (12, 0.1)) -> None:
+        self.cell, self.style, self.color, self.margin = cell, style, color, margin
 
     def __call__(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         for frame, b in zip(frames, boxes):
-            redact(frame, b, self.style, cell_sizes(b, self.cell, self.style), self.color)
+            redact(frame, b, self.style, cell_sizes(b, self.cell, self.style, self.margin), self.color)
         return frames
 
 
 def select_redactor(config, gpu: bool):
     if gpu:
         from .cupy_mosaic import CupyRedactor
-        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color)
-    return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color)
+        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))
+    return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))
