@@ -20,6 +20,7 @@ def test_bad_options_are_named(opts, msg):
 def test_defaults():
     c = Config()
     assert (c.target, c.mosaic_cell, c.batch_size, c.ttl, c.eyes_every, c.backend) == ("face", 25, None, 5, 4, "auto")
+    assert Config(mosaic_cell="auto").mosaic_cell == 25  # what "auto" asked for is every run's behaviour now
 
 
 def test_threshold_is_the_models_own_unless_given():

@@ -6,12 +6,13 @@ import pytest
 
 from trt_anon.detect import centerface as cf
 from trt_anon.detect import engine_cache
+from trt_anon.detect.detections import grow
 from trt_anon.errors import BackendError
 from trt_anon.redact import cell_sizes, mosaic
-from trt_anon.redact.mosaic import apply_cell_groups, auto_cells, cell_groups
+from trt_anon.redact.mosaic import apply_cell_groups, cell_groups, face_cells
 
 
-@pytest.mark.parametrize("cell, most", [(25, 4), ("auto", 4), (7, 12), ("auto", 12)])
+@pytest.mark.parametrize("cell, most", [(25, 4), (16, 4), (7, 12), (16, 12)])
 def test_cell_groups_reproduce_the_reference(cell, most):
     """Boxes overlapping, crossing the edges, empty frames; one or several cell sizes per frame."""
     rng = np.random.default_rng(7)
@@ -32,9 +33,21 @@ def test_cell_groups_reproduce_the_reference(cell, most):
         assert len({tuple(r) for r in cells}) == len(cells)
 
 
-def test_auto_cells_scale_with_the_face():
-    cells = auto_cells(np.array([[0, 0, 100, 120], [0, 0, 600, 700]]))
-    assert list(cells) == [25, 100]
+@pytest.mark.parametrize("style", ["mosaic", "blur", "solid"])
+def test_cells_grow_with_the_face_for_every_style(style):
+    """At most 4 cells across a face (what 25 px cells leave of a 100 px face), in whole multiples of the
+    smallest cell, never below it; boxes are margin-grown faces (12 px + 10% per side by default)."""
+    faces = np.array([20, 100, 101, 160, 420, 600, 800, 2400], np.float32)
+    at = np.full_like(faces, 1000)
+    boxes = grow(np.stack([at, at, at + faces, at + 1.3 * faces], axis=1), 12, 0.1, 10000, 10000)
+    cells = cell_sizes(boxes, 25, style)
+    mosaic_cells = [25, 25, 50, 50, 125, 150, 200, 500]   # 2400 px: the coarsest cell, 500 px
+    if style == "blur":  # the blur's cells: coarser still, ~4 across the grown box
+        assert (cells >= mosaic_cells).all() and cells[4] == 136  # 528 px box: 8 * ceil(528 / 32)
+    else:
+        assert cells.tolist() == mosaic_cells
+    assert face_cells(boxes, 16).tolist() == [16, 32, 32, 48, 112, 160, 208, 512]
+    assert face_cells(boxes[5:6], 25, margin=(0, 0)).tolist() == [200]  # its 744 px box read as a 744 px face
 
 
 def test_auto_det_size():

@@ -94,7 +94,7 @@ def test_blur_cells_are_coarser_for_large_boxes():
     # ~4 across the shorter side (an eye band: its height), steps of 8, never below the mosaic's
     assert blur_cells(boxes, 25).tolist() == [25, 32, 80, 32]
     assert cell_sizes(boxes, 25, "blur").tolist() == [25, 32, 80, 32]
-    assert cell_sizes(boxes, 40, "solid").tolist() == [40, 40, 40, 40]
+    assert cell_sizes(boxes, 40, "solid").tolist() == [40, 40, 80, 40]  # the mosaic's: a 230 px face, 80 px
 
 
 @pytest.mark.parametrize("dtype, value", [(np.uint8, (10, 128, 255)), (np.uint16, (2570, 32896, 65535))])
@@ -227,3 +227,22 @@ def test_ten_bit_video_with_each_style(tmp_path, style):
         if style == "solid":
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             assert np.abs(frame[y1:y2, x1:x2].astype(int) - 200).mean() < 3
+
+
+def test_large_faces_are_as_hidden_as_small_ones_by_default(tmp_path):
+    """A 600 px face (a portrait phone frame), default options: the output keeps no more of its detail
+    than 25 px cells leave of a 100 px face (the eval's bar, ~0.1; README, Styles). With 25 px cells on
+    every face it kept ~0.85: recognisable at thumbnail size."""
+    from PIL import Image
+
+    import trt_anon
+    from trt_anon.synth import Face, render
+
+    kept = []
+    for source in ("astronaut", "hopper"):
+        frame, gt, _ = next(render(1080, 1920, [Face(600, (240, 500), source=source)], 1))
+        Image.fromarray(frame).save(tmp_path / "portrait.png")
+        trt_anon.process(tmp_path / "portrait.png", tmp_path / "out.png", backend="cpu", overwrite=True)
+        out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+        kept.append(_eval_module().detail_kept(frame, out, gt[0]))
+    assert np.mean(kept) < 0.2, kept

@@ -39,11 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                         "the frame's long side, so faces from 24 px are found; on a GPU the full frame up to 2560 "
                         "(default auto)")
     p.add_argument("--mosaic-cell", default=d.mosaic_cell,
-                   help="mosaic cell size in pixels, or 'auto': at least 25 and about 5 cells across each face, "
-                        f"so large faces stay unrecognisable (default {d.mosaic_cell})")
+                   help="smallest mosaic cell in pixels; a larger face gets a multiple of it, at most 4 cells "
+                        f"across the face, so large faces stay unrecognisable too (default {d.mosaic_cell})")
     p.add_argument("--style", choices=STYLES, default=d.style,
-                   help="how faces are covered: mosaic (default, 25 px cells), blur (strong: about 3 blur cells "
-                        "across a face, none of its detail survives) or solid (a flat --fill-color)")
+                   help="how faces are covered: mosaic (default, cells of 25 px or more), blur (strong: about 3 "
+                        "blur cells across a face, none of its detail survives) or solid (a flat --fill-color)")
     p.add_argument("--fill-color", default="#000000", metavar="COLOR",
                    help="colour of --style solid, #rrggbb or r,g,b (default #000000, black)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,

@@ -34,7 +34,7 @@ class Config:
     threshold: float | None = None  # CenterFace score to accept a face; None: the model's own (THRESHOLDS)
     det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
     batch_size: int | None = None   # frames decoded/detected/redacted together; None: GPU_BATCH/CPU_BATCH
-    mosaic_cell: int | str = 25     # mosaic cell side in pixels (25:1), or "auto" (size-aware)
+    mosaic_cell: int = 25           # smallest cell side in px (25:1); larger faces get larger cells, <= 4 across
     style: Literal["mosaic", "blur", "solid"] = "mosaic"  # how the cells touching a box are redacted
     fill_color: tuple[int, int, int] | str = (0, 0, 0)  # solid style's colour: (r, g, b), "#rrggbb" or "r,g,b"
     margin_px: int = 12             # face box grown by this many pixels per side ...
@@ -71,10 +71,12 @@ class Config:
             bad(f"det_size must be 'auto' or a multiple of 32 between 64 and 8192, not {self.det_size!r}")
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             bad(f"batch_size must be between 1 and 256, not {self.batch_size}")
+        if self.mosaic_cell == "auto":  # what "auto" used to ask for is now every run's behaviour
+            object.__setattr__(self, "mosaic_cell", 25)
         if isinstance(self.mosaic_cell, str) and self.mosaic_cell.isdigit():
             object.__setattr__(self, "mosaic_cell", int(self.mosaic_cell))
-        if self.mosaic_cell != "auto" and (not isinstance(self.mosaic_cell, int) or not 2 <= self.mosaic_cell <= 256):
-            bad(f"mosaic_cell must be 'auto' or between 2 and 256 pixels, not {self.mosaic_cell!r}")
+        if not isinstance(self.mosaic_cell, int) or not 2 <= self.mosaic_cell <= 256:
+            bad(f"mosaic_cell must be between 2 and 256 pixels, not {self.mosaic_cell!r}")
         if self.style not in STYLES:
             bad(f"style must be one of {', '.join(STYLES)}, not {self.style!r}")
         object.__setattr__(self, "fill_color", parse_color(self.fill_color))

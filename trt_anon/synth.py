@@ -66,10 +66,26 @@ class Face:
     oval: bool = False                  # paste only an oval around the face (head), not the rectangle
 
 
+# A face counts (must be covered) when at least this share of it is in view: in the frame and not under
+# a face drawn over it. A face 30% hidden is identifiable, one 70% hidden is not; the frame border is
+# counted the same way.
+MIN_IN_VIEW = 0.4
+
+
 @dataclass
 class Clip:
     path: Path
     boxes: list[list[tuple[float, float, float, float]]] = field(default_factory=list)  # per frame
+    faces: list[Face] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)      # width, height as displayed
+    rotation: int = 0
+
+    def in_view(self, i: int) -> list[tuple[np.ndarray, float]]:
+        """For each of frame ``i``'s ``boxes``: (mask of its pixels in view, share of the face in view),
+        in stored coordinates like the boxes (see ``in_view``)."""
+        k = (self.rotation // 90) % 4
+        out = in_view(self.faces, i, *self.size)
+        return [(np.ascontiguousarray(np.rot90(m, -k)), share) for m, share in out] if k else out
 
 
 def render(width: int, height: int, faces: list[Face], n: int, coffee=None):
@@ -156,6 +172,52 @@ def cover_mask(f: Face, i: int, width: int, height: int) -> np.ndarray:
     return mask
 
 
+def in_view(faces: list[Face], i: int, width: int, height: int) -> list[tuple[np.ndarray, float]]:
+    """For each ground-truth box ``render`` yields for frame ``i`` (same order): a mask over the box
+    (rounded to whole pixels, as the checks read it) of the face's pixels in view, i.e. not under a
+    face drawn after it (its rectangle or its oval), and the share of the whole face in view."""
+    out = []
+    for k, f in enumerate(faces):
+        full = face_box(f, i)
+        if full is None or f.source.startswith("nonface:") or not _drawn(f, i, width, height):
+            continue
+        box = (max(0.0, full[0]), max(0.0, full[1]), min(float(width), full[2]), min(float(height), full[3]))
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        mask = np.ones((y2 - y1, x2 - x1), bool)
+        for g in faces[k + 1:]:
+            if patch_box(g, i) is not None and _drawn(g, i, width, height):
+                mask &= ~cover_mask(g, i, width, height)[y1:y2, x1:x2]
+        out.append((mask, float(mask.sum()) / max((full[2] - full[0]) * (full[3] - full[1]), 1e-6)))
+    return out
+
+
+def hide(a: Face, b: Face, hidden: float, width: int, height: int) -> Face:
+    """``b`` moved along x so that, drawn over ``a``, it hides ``hidden`` of face ``a`` in ``a``'s first frame,
+    coming from the side it starts on (``in_view`` by bisection)."""
+    from dataclasses import replace
+    ax = a.start[0] + a.size / 2
+    left = b.start[0] < ax
+    lo, hi = (ax - 4 * b.size, ax) if left else (ax, ax + 4 * b.size)  # lo: less hidden from the left
+    t = a.enter
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        moved = replace(b, start=(mid - b.velocity[0] * (t - b.enter), b.start[1]))
+        share = 1 - in_view([a, moved], t, width, height)[0][1]
+        if (share < hidden) == left:
+            lo = mid
+        else:
+            hi = mid
+    return replace(b, start=((lo + hi) / 2 - b.velocity[0] * (t - b.enter), b.start[1]))
+
+
+def _drawn(f: Face, i: int, width: int, height: int) -> bool:
+    """Whether ``render`` paints face ``f`` in frame ``i`` (its patch reaches into the frame)."""
+    x0, y0, x1, y1 = patch_box(f, i)
+    return min(x1, width) > max(x0, 0) and min(y1, height) > max(y0, 0)
+
+
 def patch_box(f: Face, i: int) -> tuple[int, int, int, int] | None:
     """The rectangle face ``f``'s patch (head and shoulders) covers in frame ``i`` (unclipped), or None."""
     if i < f.enter or (f.leave is not None and i >= f.leave):
@@ -229,7 +291,7 @@ def make_clip(path: str | Path, width: int = 640, height: int = 360, frames: int
     vcodec = codec or vcodec
     if faces is None:
         faces = [Face(size=width / 8, start=(width * 0.1, height * 0.2), velocity=(width / 200, 0))]
-    clip = Clip(path)
+    clip = Clip(path, faces=list(faces), size=(width, height), rotation=rotation)
     with av.open(str(path), "w") as out:
         out.metadata.update(metadata or {})
         opts = {"crf": str(crf)} if vcodec in ("libx264", "libx265") else {}
@@ -354,7 +416,7 @@ def make_old_avi(path: str | Path, width: int = 320, height: int = 192, frames: 
     enc.time_base, enc.framerate = Fraction(1, fps), Fraction(fps)
     enc.max_b_frames, enc.gop_size = b_frames, 12
     enc.options = {"qscale": "3"}
-    clip = Clip(path)
+    clip = Clip(path, faces=list(faces), size=(width, height))
     packets: list[bytes] = []
     for i, (frame, gt, _) in enumerate(render(width, height, faces, frames)):
         clip.boxes.append(gt)

@@ -116,12 +116,14 @@ extern "C" __global__ void blur_cells(unsigned char* frames, const int* cells, c
 class CupyRedactor:
     name = "cupy"
 
-    def __init__(self, cell, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0)) -> None:
+    def __init__(self, cell: int, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0),
+                 margin: tuple[float, float] = (12, 0.1)) -> None:
         import cupy as cp
 
         from . import cell_sizes
 
         self.cp, self.cell, self.cell_sizes, self.style, self.color = cp, cell, cell_sizes, style, color
+        self.margin = margin
         if style == "blur":
             self.means, self.blur = cp.RawKernel(_MEANS_SRC, "cell_means"), cp.RawKernel(_BLUR_SRC, "blur_cells")
             kernels = (self.means, self.blur)
@@ -140,7 +142,8 @@ class CupyRedactor:
         cp = self.cp
         batch = device_frames(frames)  # redacted in place only if it was one contiguous uint8 array
         n, height, width = batch.shape[:3]
-        groups = cell_groups(boxes, [self.cell_sizes(b, self.cell, self.style) for b in boxes], height, width)
+        sizes = [self.cell_sizes(b, self.cell, self.style, self.margin) for b in boxes]
+        groups = cell_groups(boxes, sizes, height, width)
         for c, cells in groups:
             geometry = (np.int32(height), np.int32(width), np.int32(c))
             cells = cp.asarray(cells)

@@ -59,13 +59,22 @@ def pixel_mask(boxes: np.ndarray, cell, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def auto_cells(boxes: np.ndarray, cell: int = 25, across: int = 6) -> np.ndarray:
-    """Size-aware cells (``mosaic_cell="auto"``): at least ``cell``, and about ``across`` cells
-    over a margin-grown box, i.e. about 5 over the face itself. OpenCV's Haar detector still
-    finds faces under a mosaic of 8 cells across (measured: scripts/eval.py), not under 5.
+ACROSS = 4        # at most this many cells across a face: what the 25 px cell leaves of a 100 px face
+MOST_CELL = 512  # px: the coarsest cell (faces over 2000 px wide get more than ACROSS across)
+
+
+def face_cells(boxes: np.ndarray, cell: int = 25, margin: tuple[float, float] = (12, 0.1)) -> np.ndarray:
+    """The cell per box: ``cell`` (the floor: 25 px cells make 25:1), or for larger faces the smallest
+    multiple of it that leaves at most ``ACROSS`` cells across the face (the shorter side of the box less
+    ``margin``, the pixels and fraction per side it was grown by). A 25 px grid leaves a 400 px face
+    recognisable; whole multiples keep the grid stable as a box's size jitters, and a coarse cell is made of
+    whole finer ones (scripts/eval.py --calibrate measures what survives).
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.maximum(cell, np.ceil((b[:, 2] - b[:, 0]) / across)).astype(np.int64)
+    side = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    face = (side - 2 * margin[0]) / (1 + 2 * margin[1])
+    steps = np.clip(np.ceil(face / (ACROSS * cell) - 1e-9), 1, max(1, MOST_CELL // cell))
+    return (cell * steps).astype(np.int64)
 
 
 def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) -> np.ndarray:
