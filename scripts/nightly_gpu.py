@@ -103,9 +103,11 @@ def machine_info() -> dict:
             pass
     info["versions"] = versions
     try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                        text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+        info["commit"] = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+        if git("diff", "--quiet", "HEAD", "--", "trt_anon", "scripts", "tests").returncode:
+            info["commit"] += " with uncommitted changes"  # the figures are not that commit's alone
+    except OSError:
         info["commit"] = "unknown"
     return info
 
