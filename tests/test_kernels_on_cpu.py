@@ -157,15 +157,15 @@ def test_gpu_path_gets_the_style_and_colour_asked_for(cupy_on_cpu, style):
 
     frames = faces(3, 190, 330)
     boxes = random_boxes(frames)
-    boxes[2] = np.array([[40, 10, 290, 180]])  # a large face: "auto" gives it cells over 25 px
-    cfg = Config(style=style, fill_color="#3050f0", mosaic_cell="auto")
+    boxes[2] = np.array([[40, 10, 290, 180]])  # a large face: its cells grow past the smallest one
+    cfg = Config(style=style, fill_color="#3050f0", mosaic_cell=40)
     gpu, cpu = select_redactor(cfg, gpu=True), select_redactor(cfg, gpu=False)
     assert (gpu.name, cpu.name) == ("cupy", "numpy")
     ref = cpu(frames.copy(), boxes)
     np.testing.assert_array_equal(gpu(frames.copy(), boxes), ref)
-    assert (NumpyRedactor(25)(frames.copy(), boxes) != ref).any()  # 25 px mosaic cells: the defaults
+    assert (NumpyRedactor(25)(frames.copy(), boxes) != ref).any()  # 25 px smallest cells, mosaic: the defaults
     if style == "solid":
-        assert (NumpyRedactor("auto", "solid")(frames.copy(), boxes) != ref).any()  # black: the default colour
+        assert (NumpyRedactor(40, "solid")(frames.copy(), boxes) != ref).any()  # black: the default colour
 
 
 @pytest.mark.parametrize("colorspace, color_range, height", [(1, 1, 720), (5, 1, 360), (1, 2, 720), (2, 1, 360)])
