@@ -37,12 +37,12 @@ def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: 
     return grow(det.xyxy, margin_px, rel, width, height)
 
 
-def cell_sizes(boxes: np.ndarray, mosaic_cell: int, style: str = "mosaic",
+def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str, style: str = "mosaic",
                margin: tuple[float, float] = (12, 0.1)) -> np.ndarray:
     """One cell size per box, for every style: ``mosaic_cell`` or coarser for large faces (``face_cells``;
     ``margin``: what the boxes were grown by); the blur's coarser still (``blur_cells``).
-    ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers."""
-    cells = face_cells(boxes, int(mosaic_cell), margin)
+    ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers. "auto", which older callers pass, is 25."""
+    cells = face_cells(boxes, 25 if mosaic_cell == "auto" else int(mosaic_cell), margin)
     return blur_cells(boxes, cells) if style == "blur" else cells
 
 
