@@ -115,17 +115,22 @@ def test_tensorrt_engine_is_built_into_the_engine_dir_before_the_first_batch(fak
     assert trt.context.shapes == [(2, 3, 736, 1280)]
 
 
-def test_free_memory_empties_cupy_pools_and_the_torch_cache(monkeypatch):
+def test_free_memory_empties_cupy_pools_the_torch_cache_and_dali_pools(monkeypatch):
+    """Before a retry after out-of-memory: CuPy's pools, PyTorch's cache, and DALI's own pools (DALI 2.4's
+    ``nvidia.dali.backend.ReleaseUnusedMemory``), whichever are loaded."""
     freed = []
     pool = lambda name: types.SimpleNamespace(free_all_blocks=lambda: freed.append(name))  # noqa: E731
     cp = types.ModuleType("cupy")
     cp.get_default_memory_pool, cp.get_default_pinned_memory_pool = lambda: pool("device"), lambda: pool("pinned")
     torch = types.ModuleType("torch")
     torch.cuda = types.SimpleNamespace(is_initialized=lambda: True, empty_cache=lambda: freed.append("torch"))
+    dali = types.ModuleType("nvidia.dali.backend")
+    dali.ReleaseUnusedMemory = lambda: freed.append("dali")
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "nvidia.dali.backend", dali)
     cuda.free_memory()
-    assert freed == ["device", "pinned", "torch"]
+    assert sorted(freed) == ["dali", "device", "pinned", "torch"]
 
 
 def test_out_of_memory_retry_frees_memory_once_the_failed_run_is_gone(clips, tmp_path, monkeypatch):
