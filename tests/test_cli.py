@@ -139,8 +139,11 @@ def test_interrupt_leaves_nothing(tmp_path, sig, code):
     src = tmp_path / "long.mp4"
     make_clip(src, 640, 360, frames=300, faces=[Face(60, (50, 50), (1, 0))])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as from a terminal: a shell starts background jobs with SIGINT ignored (CI run with "&"), and a
+    # program started that way rightly keeps ignoring it
     p = subprocess.Popen([sys.executable, "-m", "trt_anon", str(src)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not [f for f in tmp_path.glob(".long.*.part.mp4") if f.stat().st_size]:  # wait until it is writing
         assert p.poll() is None and time.monotonic() < deadline, "never saw the temporary file being written"
