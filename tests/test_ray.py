@@ -209,7 +209,8 @@ def test_cli_local_instance_on_loopback_and_ctrl_c_leaves_nothing(long_clip, tmp
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen([sys.executable, "-m", "trt_anon", str(long_clip.path), "-o", str(out), "--ray",
                              "--workers", "1", "--segment-frames", "30", "--backend", "cpu", "-q"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            env=env, stderr=subprocess.PIPE, text=True,  # Ctrl-C as from a terminal (see test_cli)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while not list(out.glob(".trt_anon-segments-*/*.mp4")):  # a segment task is writing its piece
