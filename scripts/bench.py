@@ -4,6 +4,7 @@
     python scripts/bench.py                  # 720p and 1080p, 600 frames each
     python scripts/bench.py --job            # the 5665-frame 1080p job (the 21 min 17 s to beat)
     python scripts/bench.py --memory         # peak RSS, 1-minute vs 10-minute clip (bounded memory)
+    python scripts/bench.py --memory-4k      # peak RSS at 4K: frames held for back-fill vs decoded twice
     python scripts/bench.py --clip my.mp4    # your own clip
 
 Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RSS and GPU
@@ -35,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, trt_anon
 opts = json.loads(sys.argv[3])
+if "_hold_bytes" in opts:  # --memory-4k's "before": frames waiting for back-fill held, whatever their size
+    import trt_anon.stages; trt_anon.stages.HOLD_BYTES = opts.pop("_hold_bytes")
 r = trt_anon.process(sys.argv[1], sys.argv[2], overwrite=True, **opts)
 gpu = 0
 for mod in ("cupy", "torch"):
@@ -232,6 +235,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one 720p clip of 150 frames")
     ap.add_argument("--job", action="store_true", help="the 5665-frame 1080p job")
     ap.add_argument("--memory", action="store_true", help="peak RSS for a 1-minute and a 10-minute clip")
+    ap.add_argument("--memory-4k", action="store_true",
+                    help="peak RSS at 4K (60 frames): today's defaults vs batches of 8 with every waiting frame held")
     ap.add_argument("--clip", action="append", help="benchmark this clip (repeatable)")
     ap.add_argument("--frames", type=int, default=600, help="frames per generated clip (default 600)")
     ap.add_argument("--deface", help="path to deface's python or executable")
@@ -254,6 +259,8 @@ def main() -> int:
 
     if args.memory:
         return memory_check(cache, work, mach, args)
+    if args.memory_4k:
+        return memory_4k(cache, work, mach, args)
 
     clips: list[Path] = [Path(c) for c in args.clip or []]
     if not clips:
@@ -356,6 +363,35 @@ def memory_check(cache: Path, work: Path, mach: dict, args) -> int:
     print(f"10-minute vs 1-minute peak RSS: {growth:+.1%} ({'bounded' if growth < 0.10 else 'NOT bounded'})")
     save(args.out, mach, [{"run": "memory", "peak_rss": peaks, "growth": growth}])
     return 0 if growth < 0.10 else 1
+
+
+def memory_4k(cache: Path, work: Path, mach: dict, args) -> int:
+    """Peak RSS at 4K on the CPU path: the defaults (batches of 2, the frames waiting for back-fill decoded a
+    second time) against batches of 8 with every waiting frame held; both must write the same frames."""
+    import hashlib
+
+    import av
+
+    clip = cache / "memory_4k.mp4"
+    make_clip(clip, 3840, 2160, 60)
+    runs, digests = [], {}
+    for name, opts in (("held, batches of 8", {"batch_size": 8, "_hold_bytes": 2**62}), ("defaults", {})):
+        out = work / f"4k-{len(runs)}.mp4"
+        res = run_ours(clip, out, {"backend": "cpu", **opts})
+        if "error" in res:
+            print(f"{name}: {res['error']}")
+            return 1
+        h = hashlib.sha256()
+        with av.open(str(out)) as c:
+            for frame in c.decode(video=0):
+                h.update(frame.to_ndarray().tobytes())
+        digests[name] = h.hexdigest()
+        runs.append({"run": f"4k {name}", "peak_rss": res["peak_rss"], "fps": res["fps"], "frames": res["frames"]})
+        print(f"4K, {name}: {res['frames']} frames, peak RSS {res['peak_rss'] / 2**20:.0f} MiB, {res['fps']:.2f} fps")
+    same = len(set(digests.values())) == 1
+    print(f"same frames written: {'yes' if same else 'NO'}")
+    save(args.out, mach, runs + [{"run": "4k same output", "same": same}])
+    return 0 if same else 1
 
 
 def save(folder: str, mach: dict, results: list) -> None:

@@ -58,7 +58,7 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
             Face(w, (60 + 330 * k, 100 + 120 * (k % 3)), (2.0, 0.5), source=src[(k + 1) % 2])
             for k, w in enumerate([24, 32, 48, 80, 160])]),
         # stress: LFW crops are tight grey faces cut at the jaw and brow, no hair, head or neck:
-        # CenterFace relies on that context. Reported, not part of the zero-leak target (README).
+        # CenterFace relies on that context. Reported, not part of the zero-leak target (docs/quality.md).
         "stress_lfw_720p": (1280, 720, 60, [
             Face(32 + 6 * (k % 6), (60 + 160 * (k % 7), 80 + 250 * (k // 7)), (0.8, 0.3), source=s)
             for k, s in enumerate(lfw)]),
@@ -83,7 +83,7 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
             for k, a in enumerate([-30, -15, 15, 30])]),
         "approach_1080p": (1920, 1080, 90, [
             Face(30, (800, 300), (-3.0, -1.5), grow=5.0, source="hopper"), Face(450, (1300, 300), (-1, 0))]),
-        # large faces: a portrait phone frame and 4K (the cells grow with the face; README, Styles)
+        # large faces: a portrait phone frame and 4K (the cells grow with the face; docs/quality.md, Styles)
         "large_portrait": (1080, 1920, 30, [Face(600, (240, 500), (1.0, 0.5), source="hopper")]),
         "large_4k": (3840, 2160, 20, [Face(420, (300, 600), (2.0, 0.0)), Face(800, (2200, 300), (-2.0, 0.5),
                                                                                 source="hopper")]),
@@ -122,7 +122,7 @@ def _turning(width: float, x: float, y: float, q: float, source: str) -> dict:
 
 
 def temporal_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
-    """The start and the middle of a track (issue 13): faces the detector is not yet sure of.
+    """The start and the middle of a track: faces the detector is not yet sure of.
 
     grow_*:      faces appearing at 20 px and growing to 60 px at 0.5-2 px/frame (then gone), most of
                  them LFW crops that CenterFace finds only from ~36 px
@@ -238,7 +238,7 @@ def detail_kept(before: np.ndarray, after: np.ndarray, box) -> float:
     the face width (eyes, nostrils, mouth corners), done twice so that coarse shading, which any blur
     keeps, hardly counts; computed with the real surroundings. Correlation ignores amplitude: a light
     blur, which only attenuates detail (and can partly be undone), still scores ~0.8. A flat fill
-    scores ~0, a 25 px mosaic ~0 on faces up to 64 px and more on larger ones (README, Styles).
+    scores ~0, a 25 px mosaic ~0 on faces up to 64 px and more on larger ones (docs/quality.md, Styles).
     Faces over 256 px are measured shrunk by a whole factor (the measure scales with the face; a 300 px
     face scores within 0.02 of the full-size figure, at a tenth of the time)."""
     import cv2
@@ -563,7 +563,7 @@ def calibrate(sizes=(24, 32, 48, 64, 100, 128, 160, 250, 420, 600, 800)) -> tupl
 
 
 def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
-    """Recall of small faces vs detection resolution, per model (issue 13): which ``auto`` to pick.
+    """Recall of small faces vs detection resolution, per model: which ``auto`` to pick.
 
     Each frame (1280x720) holds 6 portraits (astronaut, Hopper: head and shoulders) and 6 LFW
     crops (tight faces; CenterFace needs ~36 px for most) of one width at different sub-pixel

@@ -1,6 +1,6 @@
 """Fuzz campaign: damaged copies of small real-face clips through the real CLI, every outcome checked.
 
-    python scripts/fuzz.py                          # the long campaign (README): 600 cases, --seed 2
+    python scripts/fuzz.py                          # the long campaign (docs/robustness.md): 600 cases, --seed 2
     python scripts/fuzz.py --cases 50 --seed 15     # a short one (what tests/test_fuzz.py runs)
     python scripts/fuzz.py --only mp4 --mutator mp4_box --keep /tmp/f   # one kind, keep the failures
 

@@ -1,5 +1,5 @@
 """Every codec x container pair the CLI allows, WebM chosen automatically, mismatches refused before
-any work (issue 14). Tiny clips: what is checked is the container, codec, frames, timing and audio."""
+any work. Tiny clips: what is checked is the container, codec, frames, timing and audio."""
 from __future__ import annotations
 
 from fractions import Fraction

@@ -1,4 +1,4 @@
-"""Eyes mode with overlapping faces (issue 14): a face partly behind another keeps its eye band."""
+"""Eyes mode with overlapping faces: a face partly behind another keeps its eye band."""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,8 @@
-"""A short, deterministic fuzz campaign (scripts/fuzz.py) through the real CLI (issue 15).
+"""A short, deterministic fuzz campaign (scripts/fuzz.py) through the real CLI.
 
 Every seed clip (MP4 H.264+AAC, MKV HEVC+AAC, WebM VP9+Opus, AVI MPEG-4+MP3, DivX-style AVI)
 meets every mutator once: each damaged file must give a leak-free output or a one-line error
-with nothing left behind. The long campaign is ``python scripts/fuzz.py`` (README).
+with nothing left behind. The long campaign is ``python scripts/fuzz.py`` (docs/robustness.md).
 """
 from __future__ import annotations
 

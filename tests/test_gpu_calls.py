@@ -1,4 +1,4 @@
-"""GPU-path calls checked against the real packages' behaviour, on the CPU (issue 11): PyAV's
+"""GPU-path calls checked against the real packages' behaviour, on the CPU: PyAV's
 CodecContext, PyNvVideoCodec's import, TensorRT engine selection, the out-of-memory retry."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Still images keep what they had (issue 14): alpha kept as it was while the colour is mosaicked,
+"""Still images keep what they had: alpha kept as it was while the colour is mosaicked,
 the input's format kept where FFmpeg can write it, one warning where something had to change."""
 from __future__ import annotations
 

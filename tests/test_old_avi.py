@@ -1,4 +1,4 @@
-"""Old real-world AVIs (issue 15): DivX/Xvid packed B-frames with AC3, and frame sizes that change."""
+"""Old real-world AVIs: DivX/Xvid packed B-frames with AC3, and frame sizes that change."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -33,7 +33,7 @@ def vops(data: bytes) -> int:
 
 def test_the_test_file_is_packed_like_divx(old_avi):
     """The file really has what old players met: packets holding a P- and a B-frame, N-VOP
-    placeholders, DivX's 'p' flag, and decoder times out of order (what issue 15 saw)."""
+    placeholders, DivX's 'p' flag, and decoder times out of order (as real DivX files have)."""
     with av.open(str(old_avi.path)) as c:
         packets = [bytes(p) for p in c.demux(video=0) if p.size]
     assert DIVX_USER_DATA in packets[0]

@@ -1,4 +1,4 @@
-"""Unusual but valid inputs are processed correctly; faults leave nothing behind (issue: robustness)."""
+"""Unusual but valid inputs are processed correctly; faults leave nothing behind."""
 from __future__ import annotations
 
 import resource

@@ -40,5 +40,5 @@ def test_eval_eyes_measure(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (res,) = json.loads((tmp_path / "e.json").read_text())
     assert res["clip"] == "overlap_720p" and res["face_frames"] > 100
-    assert res["eyes_uncovered"] == 0 and res["duplicates"] == 0  # issue 14: the face behind keeps its eye band
+    assert res["eyes_uncovered"] == 0 and res["duplicates"] == 0  # the face behind keeps its eye band
     assert res["mouth_covered"] < res["mouths"] / 2                # the eye band is not the whole face

@@ -231,7 +231,7 @@ def test_ten_bit_video_with_each_style(tmp_path, style):
 
 def test_large_faces_are_as_hidden_as_small_ones_by_default(tmp_path):
     """A 600 px face (a portrait phone frame), default options: the output keeps no more of its detail
-    than 25 px cells leave of a 100 px face (the eval's bar, ~0.1; README, Styles). With 25 px cells on
+    than 25 px cells leave of a 100 px face (the eval's bar, ~0.1; docs/quality.md, Styles). With 25 px cells on
     every face it kept ~0.85: recognisable at thumbnail size."""
     from PIL import Image
 

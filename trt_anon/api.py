@@ -200,7 +200,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     if progress is not None and info.frames:
         progress.total = info.frames
         progress.refresh()
-    cfg = stages.with_batch(cfg, info.is_image)
+    cfg = stages.with_batch(cfg, info.is_image, info.width * info.height)
     cpu_decoder = PyAVDecoder(container, cfg.batch_size)
     chosen = stages.choose(src, cpu_decoder, info, cfg, notes)
     decoder, detector, redactor, gpu, info = chosen.decoder, chosen.detector, chosen.redactor, chosen.gpu, chosen.info
@@ -214,16 +214,17 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
                       options=media.container.muxer_options(dst, cpu_decoder.time_base))
     except (av.error.FFmpegError, ValueError) as exc:
         raise OutputError(f"cannot write {dst}: {exc}") from None
-    remuxer = None
+    remuxer = replay = None
     try:
         encoder = stages.select_encoder(out, info, cpu_decoder, colorspace, cfg, gpu, notes)
+        replay = None if gpu else stages.replay_decoder(src, cpu_decoder, info, cfg)
         remuxer = dress_output(src, container, stream, out, encoder, cfg, rotation, report, convert_audio)
         report.backends = {"decode": decoder_name, "detect": detector.name, "redact": redactor.name,
                            "encode": encoder.name}
         if cpu_decoder.deep and "10" not in encoder.pix_fmt:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
-        chain = Stages(decoder, detector, redactor, encoder, remuxer)
+        chain = Stages(decoder, detector, redactor, encoder, remuxer, replay and replay.frames())
         run(chain, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
         if remuxer is not None:
             report.warnings.extend(remuxer.warnings())
@@ -252,6 +253,8 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
     finally:
         if remuxer is not None:
             remuxer.close()
+        if replay is not None:
+            replay.container.close()
         try:
             out.close()
         except av.error.FFmpegError as exc:

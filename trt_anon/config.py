@@ -19,21 +19,29 @@ CRFS = {"h264": 18, "hevc": 18, "vp9": 30, "av1": 32}
 THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
 # Frames per batch when batch_size is None. GPU: kernels and engines want large batches. CPU: the detector runs a
 # frame at a time, so a batch only sets how many frames are held (decoded, waiting ``lookback``, encoding); measured
-# with scripts/bench.py (README, Performance): 8 is as fast as 32 at 720p with ~30% less peak memory.
+# with scripts/bench.py (docs/performance.md): 8 is as fast as 32 at 720p with ~30% less peak memory.
 GPU_BATCH = 32
 CPU_BATCH = 8
+# The CPU's batch holds about this many pixels (8 frames of 1080p): larger frames come in smaller batches
+# (4K: 2), which changes nothing in the output (the detector takes one frame at a time there) and saves
+# ~400 MiB at 4K (scripts/bench.py --memory-4k).
+CPU_BATCH_PIXELS = CPU_BATCH * 1920 * 1080
+# Frames waiting for back-fill (``lookback`` and a batch) that would hold more than this are not held: the
+# file is decoded a second time, in step, for writing (pipeline.Stages.replay). 1080p (~190 MiB) stays held;
+# 1440p and 4K are decoded twice (at 4K ~750 MiB less, for a second decode at ~5% of the time).
+HOLD_BYTES = 256 * 2**20
 STYLES = ("mosaic", "blur", "solid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass(frozen=True)
 class Config:
-    """What to redact and how. Defaults are the measured ones (see README, Defaults)."""
+    """What to redact and how. Defaults are the measured ones (README, Options; docs/quality.md)."""
 
     target: Literal["face", "eyes"] = "face"
     threshold: float | None = None  # CenterFace score to accept a face; None: the model's own (THRESHOLDS)
     det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
-    batch_size: int | None = None   # frames decoded/detected/redacted together; None: GPU_BATCH/CPU_BATCH
+    batch_size: int | None = None   # frames decoded/detected/redacted together; None: batch_for's default
     mosaic_cell: int = 25           # smallest cell side in px (25:1); larger faces get larger cells, <= 4 across
     style: Literal["mosaic", "blur", "solid"] = "mosaic"  # how the cells touching a box are redacted
     fill_color: tuple[int, int, int] | str = (0, 0, 0)  # solid style's colour: (r, g, b), "#rrggbb" or "r,g,b"
@@ -100,9 +108,12 @@ class Config:
         """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""
         return "auto-gpu" if gpu and self.det_size == "auto" else self.det_size
 
-    def batch_for(self, gpu: bool) -> int:
-        """Frames per batch on a backend: the option if given, else that backend's measured default."""
-        return self.batch_size if self.batch_size is not None else GPU_BATCH if gpu else CPU_BATCH
+    def batch_for(self, gpu: bool, pixels: int = 0) -> int:
+        """Frames per batch on a backend: the option if given, else that backend's measured default (on the CPU,
+        fewer for frames larger than 1080p, ``pixels`` being a frame's width x height)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GPU_BATCH if gpu else max(1, min(CPU_BATCH, CPU_BATCH_PIXELS // max(pixels, 1)))
 
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""

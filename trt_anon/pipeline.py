@@ -1,9 +1,11 @@
-"""The loop, as in DESIGN.md: decode a batch, detect, track (hold/fill), redact, encode.
+"""The loop (docs/architecture.md): decode a batch, detect, track (hold/fill), redact, encode.
 
 Frames are written ``lookback`` frames late, because a face first seen in frame f is back-filled
 into the frames before it (track.py); the frames waiting for that are views into their batches,
 so while ``lookback`` <= ``batch_size`` they keep no more than the previous batch alive (past it, as
-with the CPU's batches of 8, about ``lookback`` frames and the rest of their batches).
+with the CPU's batches of 8, about ``lookback`` frames and the rest of their batches). Where that is
+too much memory (4K: ~750 MiB), ``Stages.replay`` decodes the file a second time, in step, and the
+frames are not held at all: only their timestamps wait.
 Encoding runs in one worker thread, one batch behind (x264, swscale and the GPU copy release
 the GIL): measured to pay on 2 cores (scripts/bench.py), and it keeps memory to two batches.
 """
@@ -14,7 +16,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from .config import Config
 from .cuda import array_module
 from .decode.batch import Batch
 from .detect.detections import HIT, Detections
+from .errors import InputError
 from .redact import redaction_boxes
 from .report import Report
 from .track import Tracker
@@ -36,6 +39,8 @@ class Stages:
     redactor: Callable[[Any, list[np.ndarray]], Any]
     encoder: Any                                 # .encode(frames, pts), .close(), .packet_time
     remuxer: Any = None                          # .advance(seconds) copies audio/subtitles
+    replay: Iterator[tuple[Any, int]] | None = None  # the decoder's (frame, pts) again, from a second decode:
+                                                     # frames waiting for back-fill are not held
 
 
 def rotate_for_display(frames, rotation: int, xp=np):
@@ -91,7 +96,23 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
         secs["encode"] += time.perf_counter() - t0
 
     def write(final: list[Detections]) -> None:
+        """Redact and hand to the encoder the frames that became final, a batch at a time (the tracker's flush
+        hands out ``lookback`` frames at once; decoded a second time, they would all be in memory together)."""
+        step = config.batch_size or len(final) or 1
+        for i in range(0, len(final), step):
+            write_batch(final[i:i + step])
+
+    def write_batch(final: list[Detections]) -> None:
         nonlocal pending, index
+        if stages.replay is not None:  # the frames becoming final, from the second decode, which must agree
+            t0 = time.perf_counter()
+            for i in range(len(final)):
+                frame, t = next(stages.replay, (None, None))
+                if t != waiting[i][1]:
+                    raise InputError(f"the second decode of the input disagrees with the first at time "
+                                     f"{waiting[i][1]} (got {t}): did the file change while it was read?")
+                waiting[i] = (frame, t)
+            secs["decode"] += time.perf_counter() - t0
         if keep is not None:  # drop the context frames around a segment
             at, index = index, index + len(final)
             lo, hi = max(keep[0] - at, 0), min(max(keep[1] - at, 0), len(final))
@@ -142,7 +163,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
             view = rotate_for_display(batch.frames, rotation, array_module(batch.frames))
             dets = unrotate_boxes(stages.detector(view), rotation, height, width)
             secs["detect"] += time.perf_counter() - t0
-            waiting.extend(zip(batch.frames, batch.pts))
+            waiting.extend(zip(batch.frames if stages.replay is None else [None] * len(batch), batch.pts))
             write(tracker.push(dets))
         write(tracker.flush())
         if pending is not None:

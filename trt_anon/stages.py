@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import cuda
-from .config import Config
+from . import cuda, media
+from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import SOFTWARE_CODECS, PyAVEncoder
@@ -33,12 +33,13 @@ def use_gpu(cfg: Config, image: bool) -> bool:
     return False
 
 
-def with_batch(cfg: Config, image: bool) -> Config:
+def with_batch(cfg: Config, image: bool, pixels: int = 0) -> Config:
     """``cfg`` with its batch size settled for the path this run takes (``batch_size=None``: the backend's
-    default), before the decoder is made. A GPU run that falls back to the CPU in ``choose`` keeps the GPU's."""
+    default for frames of ``pixels``), before the decoder is made. A GPU run that falls back to the CPU in
+    ``choose`` keeps the GPU's."""
     if cfg.batch_size is not None:
         return cfg
-    return dataclasses.replace(cfg, batch_size=cfg.batch_for(use_gpu(cfg, image)))
+    return dataclasses.replace(cfg, batch_size=cfg.batch_for(use_gpu(cfg, image), pixels))
 
 
 @dataclass
@@ -112,6 +113,32 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)
     return Chosen(decoder, detector, redactor, cpu_decoder, gpu, time.perf_counter() - setup, info)
+
+
+def replay_decoder(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config) -> Replay | None:
+    """A second decoder over ``src`` for the frames waiting for back-fill, where holding them would take more
+    than ``HOLD_BYTES`` (1440p and up, at the default ``lookback``); None where they are held."""
+    held = (cfg.lookback + cfg.batch_size) * info.width * info.height * 3 * (2 if cpu_decoder.deep else 1)
+    if held <= HOLD_BYTES or info.is_image:
+        return None
+    return Replay(PyAVDecoder(media.open_input(src), 1))
+
+
+@dataclass
+class Replay:
+    """The file decoded a second time, in step with the first, for writing: a frame is decoded again when it
+    is written instead of being held while it waits for back-fill. Decoding is deterministic, so the frames
+    are the first decode's (``pipeline.run`` checks each one's time)."""
+
+    decoder: PyAVDecoder
+
+    @property
+    def container(self):
+        return self.decoder.container
+
+    def frames(self):
+        for batch in self.decoder:
+            yield from zip(batch.frames, batch.pts)
 
 
 class Uploaded:

@@ -21,7 +21,7 @@ OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landm
 STRIDE = 4
 ALIGN = 32
 NMS_IOU = 0.3      # candidates overlapping this much are one face ...
-NMS_SAME_EYES = 0.6  # ... when their eye midpoints are closer than this many eye distances (issue 14)
+NMS_SAME_EYES = 0.6  # ... when their eye midpoints are closer than this many eye distances
 NMS_ALWAYS = 0.5  # ... and always from this IoU up (duplicates of one face at the border reach 0.53)
 # precision -> (file in trt_anon/models/, SHA-256). FP32 is the network every backend starts from
 # (the GPU ones build FP16 from it); INT8 is its calibrated quantization for the CPU
@@ -53,7 +53,7 @@ def model_bytes(path: Path | None = None, precision: str = "fp32") -> bytes:
     return data
 
 
-MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, README)
+MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, docs/quality.md)
 MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
 GPU_AUTO_LONG_SIDE = 2560  # px: on a GPU "auto" detects at full resolution up to this long side (1440p)
 
@@ -77,7 +77,7 @@ class Geometry:
         "auto" scales by exactly MIN_FACE_AT_INPUT / MIN_FACE (no less than 640 on the long side):
         1280x720 -> 853x480 in a 864x480 input, 1920x1080 -> 1280x720 in 1280x736.
         "auto-gpu" (what "auto" means on a GPU, which has compute to spare) is the full frame up to
-        GPU_AUTO_LONG_SIDE, and "auto" beyond: small faces are found far more often (README).
+        GPU_AUTO_LONG_SIDE, and "auto" beyond: small faces are found far more often (docs/quality.md).
         """
         long_side = max(frame_h, frame_w)
         if det_size == "auto-gpu":
@@ -118,8 +118,8 @@ def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom:
     return n, (boxes * inv).astype(xp.float32), score.astype(xp.float32), (lms * inv).astype(xp.float32)
 
 
-# Weak candidates (issue 13): scores from WEAK_FRACTION x threshold up to the threshold come back
-# flagged WEAK; the tracker lets them only continue a track (README, Detection quality).
+# Weak candidates: scores from WEAK_FRACTION x threshold up to the threshold come back
+# flagged WEAK; the tracker lets them only continue a track (docs/quality.md, the start of a track).
 WEAK_FRACTION = 0.5
 
 

@@ -77,7 +77,7 @@ def nms(xyxy: np.ndarray, score: np.ndarray, thresh: float = 0.3, landmarks: np.
     With ``landmarks``, a box overlapping a kept one by ``thresh`` <= IoU < ``always`` is a
     duplicate only if its eyes are where the kept box's are (midpoints closer than ``same_eyes``
     times the kept face's eye distance): a face half hidden behind another overlaps it at
-    IoU 0.3-0.4 but has its own eyes, and plain IoU suppression deleted it (issue 14).
+    IoU 0.3-0.4 but has its own eyes, and plain IoU suppression deleted it.
     """
     order = np.argsort(-score, kind="stable")
     mid = None if landmarks is None else (landmarks[:, 0] + landmarks[:, 1]) / 2
