@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
 
 # Runs in a fresh interpreter: process the clip, print the report, peak RSS and GPU memory.
 CHILD = r"""
@@ -102,8 +103,8 @@ def machine() -> dict:
 
 
 def make_clip(path: Path, width: int, height: int, frames: int):
-    from trt_anon.synth import Face
-    from trt_anon.synth import make_clip as mk
+    from synth import Face
+    from synth import make_clip as mk
     if path.exists():
         return
     s = width / 1280

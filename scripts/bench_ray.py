@@ -12,10 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
+
+from synth import Face, make_clip  # noqa: E402
 
 import trt_anon  # noqa: E402
-from trt_anon.synth import Face, make_clip  # noqa: E402
 
 
 def main() -> int:

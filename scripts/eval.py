@@ -39,11 +39,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
+
+import synth  # noqa: E402
+from synth import Face, face_box, hide, make_clip  # noqa: E402
 
 import trt_anon  # noqa: E402
-from trt_anon import synth  # noqa: E402
 from trt_anon.redact import cell_sizes, pixel_mask, redact  # noqa: E402
-from trt_anon.synth import Face, face_box, hide, make_clip  # noqa: E402
 
 
 def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
@@ -280,9 +282,10 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     if not clip_path.exists():
         make_clip(clip_path, width, height, frames=frames, faces=faces, audio=0, crf=18)
     # ground truth is deterministic: re-render only the boxes (cheap) instead of caching them
+    from synth import MIN_IN_VIEW, in_view, render
+
     from trt_anon.config import Config
     from trt_anon.redact import box_margin
-    from trt_anon.synth import MIN_IN_VIEW, in_view, render
     gt, full = zip(*((g, s) for _, g, s in render(width, height, faces, frames)))
     out = folder / f"{name}.anon.mp4"
     js = folder / f"{name}.json"
@@ -376,7 +379,7 @@ def evaluate_eyes(name: str, spec, folder: Path, opts: dict, min_face: int) -> d
     """
     import hashlib
 
-    from trt_anon.synth import cover_mask, face_box, face_points
+    from synth import cover_mask, face_box, face_points
     width, height, frames, faces = spec
     tag = hashlib.sha1(repr(spec).encode()).hexdigest()[:8]
     clip_path = folder / f"{name}-{tag}.mp4"
@@ -511,10 +514,10 @@ def calibrate(sizes=(24, 32, 48, 64, 100, 128, 160, 250, 420, 600, 800)) -> tupl
     keeps of a 100 px one. Two Gaussian blurs of the grown box show what the measure calls partly
     reversible. Returns the table and whether every style passes."""
     import cv2
+    from synth import render
 
     from trt_anon.config import Config
     from trt_anon.detect.detections import grow
-    from trt_anon.synth import render
 
     def gaussian(frac):
         def apply(frame, boxes):
@@ -572,13 +575,13 @@ def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
     Runtime (the GPU resize is the same INTER_AREA arithmetic).
     """
     import torch
+    from synth import render
 
     from trt_anon.config import THRESHOLDS
     from trt_anon.detect import centerface as cf
     from trt_anon.detect.detections import iou
     from trt_anon.detect.graph import TorchCenterFace
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
-    from trt_anon.synth import render
 
     width, height = 1280, 720
     # 12 faces per frame, alternating: even k portraits, odd k LFW crops

@@ -43,8 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
 
-from trt_anon.synth import Face, make_clip, make_old_avi  # noqa: E402
+from synth import Face, make_clip, make_old_avi  # noqa: E402
 
 W, H, FRAMES, FPS = 160, 96, 16, 15
 CELL = 25

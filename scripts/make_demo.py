@@ -3,11 +3,15 @@
 Two real faces (skimage's astronaut portrait) over a real photo, one crossing the frame and
 one entering later, with an AAC tone: 640x360, 30 fps, 4 s.
 """
+import sys
 from pathlib import Path
 
-from trt_anon.synth import Face, make_clip
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
 
-DST = Path(__file__).resolve().parents[1] / "trt_anon" / "data" / "demo.mp4"
+from synth import Face, make_clip  # noqa: E402
+
+DST = ROOT / "trt_anon" / "data" / "demo.mp4"
 
 if __name__ == "__main__":
     DST.parent.mkdir(parents=True, exist_ok=True)

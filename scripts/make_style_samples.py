@@ -18,9 +18,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
+
+from synth import Face, render  # noqa: E402
 
 import trt_anon  # noqa: E402
-from trt_anon.synth import Face, render  # noqa: E402
 
 
 def main() -> int:

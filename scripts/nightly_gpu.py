@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.py, and synth.py (clips with real faces)
 PARTS = ("tests", "throughput", "agreement")
 TOLERANCE = 0.20
 IOU_MIN = 0.9
@@ -289,7 +289,7 @@ def faces_mosaicked(clip, out: Path, max_dev: float = 4.0, max_bg: float = 4.0) 
 def workload(cache: Path, frames: int, size: tuple[int, int] = (1920, 1080)):
     """The clip (made once per machine and size, kept in ``cache``): three faces, one entering late;
     positions and sizes scale with the frame (1920x1080 is the measured workload)."""
-    from trt_anon.synth import Face, make_clip
+    from synth import Face, make_clip
 
     w, h = size
     k = w / 1920

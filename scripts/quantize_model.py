@@ -23,10 +23,12 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tests/synth.py: clips with real faces (test code, not in the wheel)
+
+from synth import Face, render  # noqa: E402
 
 from trt_anon.detect import centerface as cf  # noqa: E402
 from trt_anon.detect.onnxrt import OnnxRuntimeDetector  # noqa: E402
-from trt_anon.synth import Face, render  # noqa: E402
 
 DST = ROOT / "trt_anon" / "models" / "centerface_int8.onnx"
 

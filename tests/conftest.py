@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from trt_anon.synth import Clip, Face, make_clip
+from synth import Clip, Face, make_clip
 
 
 @pytest.fixture(scope="session")

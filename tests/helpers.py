@@ -6,11 +6,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from synth import MIN_IN_VIEW, Clip
 
 from trt_anon.detect.detections import grow
 from trt_anon.redact import OVERLAP_MARGIN
 from trt_anon.redact.mosaic import face_cells
-from trt_anon.synth import MIN_IN_VIEW, Clip
 
 CELL = 25
 

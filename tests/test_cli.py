@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from trt_anon.synth import Face, make_clip
+from synth import Face, make_clip
 
 
 def cli(*args, cwd=None, timeout=300):

@@ -8,11 +8,11 @@ from pathlib import Path
 import av
 import pytest
 from helpers import assert_copied, audio_packets, check_redacted, decode_frames, video_times
+from synth import Face, make_clip
 
 import trt_anon
 from trt_anon import ConfigError, OutputError
 from trt_anon.cli import main
-from trt_anon.synth import Face, make_clip
 
 FACE = [Face(40, (20, 12), (1.0, 0.0))]
 PAIRS = [(c, e) for e in (".mp4", ".mkv") for c in ("h264", "hevc", "vp9", "av1")] + \

@@ -20,7 +20,7 @@ def test_geometry_fits_long_side_and_pads_to_32():
 
 def test_decode_candidates_recovers_a_known_box():
     geom = cf.Geometry.fit(200, 400, 200)  # scale 0.5 -> input 224 x 128 (padded), maps 32 x 56
-    h, w = geom.out_hw
+    h, w = geom.in_h // cf.STRIDE, geom.in_w // cf.STRIDE  # the output maps
     heat = np.zeros((2, 1, h, w), np.float32)
     scale = np.zeros((2, 2, h, w), np.float32)
     offset = np.zeros((2, 2, h, w), np.float32)
@@ -61,9 +61,9 @@ def test_eye_band_covers_both_eyes():
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_detector_finds_the_astronaut(precision):
     from skimage import data
+    from synth import FACE
 
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
-    from trt_anon.synth import FACE
 
     det = OnnxRuntimeDetector(640, 0.2, precision=precision)
     img = data.astronaut()
@@ -91,8 +91,9 @@ def test_detections_json():
 
 def test_int8_model_tracks_fp32():
     """The quantized model is the FP32 network within INT8 rounding: same faces, close scores and boxes."""
+    from synth import Face, render
+
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
-    from trt_anon.synth import Face, render
 
     faces = [Face(w, (40 + 210 * k, 60 + 100 * (k % 3)), source=s)
              for k, (w, s) in enumerate([(30, "astronaut"), (48, "hopper"), (80, "lfw:3"), (140, "astronaut")])]

@@ -105,8 +105,7 @@ def test_still_images(tmp_path):
     import numpy as np
     from helpers import cell_deviation
     from skimage import data
-
-    from trt_anon.synth import FACE
+    from synth import FACE
 
     for ext in ("png", "jpg"):
         src = tmp_path / f"astronaut.{ext}"
@@ -138,9 +137,9 @@ def test_ground_truth_counts_the_part_of_a_face_in_view(tmp_path):
     shoulders over it are no part of it), and a face mostly hidden (< 40% in view) is not counted."""
     import numpy as np
     from helpers import cell_deviation, faces_to_check, frame_problem
+    from synth import Clip, Face, hide, in_view, render
 
     from trt_anon.redact import mosaic
-    from trt_anon.synth import Face, hide, in_view, render
 
     a = Face(120, (300, 200))
     half, most = hide(a, Face(100, (560, 230), source="hopper"), 0.5, 960, 540), \
@@ -148,7 +147,7 @@ def test_ground_truth_counts_the_part_of_a_face_in_view(tmp_path):
     for front, share in ((half, 0.5), (most, 0.3)):
         (seen, got), _ = in_view([a, front], 0, 960, 540)
         assert got == pytest.approx(share, abs=0.01) and seen[:, 0].all() and not seen[:, -1].any()
-    clip = trt_anon.synth.Clip(tmp_path / "x.mp4", [next(render(960, 540, [a, half], 1))[1]], [a, half], (960, 540))
+    clip = Clip(tmp_path / "x.mp4", [next(render(960, 540, [a, half], 1))[1]], [a, half], (960, 540))
     frame = next(render(960, 540, [a, half], 1))[0]
     (box, shown), (front_box, _) = faces_to_check(clip, 0)
     assert shown.mean() == pytest.approx(0.5, abs=0.01)
@@ -158,7 +157,7 @@ def test_ground_truth_counts_the_part_of_a_face_in_view(tmp_path):
     assert cell_deviation(in_view_only, box) > 4  # what reading the whole box said: "not mosaicked"
     strip_left = mosaic(frame.copy(), np.array([[x1 + 30, y1, x2, y2], front_box]), 25)
     assert "not mosaicked" in frame_problem(clip, 0, frame, strip_left)
-    mostly_hidden = trt_anon.synth.Clip(tmp_path / "y.mp4", [next(render(960, 540, [a, most], 1))[1]], [a, most],
+    mostly_hidden = Clip(tmp_path / "y.mp4", [next(render(960, 540, [a, most], 1))[1]], [a, most],
                                         (960, 540))
     assert len(faces_to_check(mostly_hidden, 0)) == 1   # only the face in front
 
@@ -166,7 +165,7 @@ def test_ground_truth_counts_the_part_of_a_face_in_view(tmp_path):
 def test_face_half_behind_another_is_covered(tmp_path):
     """A 120 px face 60% behind a 100 px head standing still: the detector finds it smaller than it is
     (its box short of its chin), and every pixel of it in view must still be covered."""
-    from trt_anon.synth import Face, hide, make_clip
+    from synth import Face, hide, make_clip
 
     a = Face(120, (850, 420))
     clip = make_clip(tmp_path / "half.mp4", 1280, 720, frames=6, audio=0, crf=18,

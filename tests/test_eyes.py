@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 from helpers import decode_frames
+from synth import Face, cover_mask, face_box, face_points, make_clip, render
 
 import trt_anon
 from trt_anon.detect.detections import iou, nms
 from trt_anon.redact import cell_sizes, pixel_mask
-from trt_anon.synth import Face, cover_mask, face_box, face_points, make_clip, render
 
 # A 110 px head (Hopper) drawn over the lower face of a 155 px one (the astronaut) and staying there:
 # face boxes at IoU 0.30-0.33, one of the astronaut's eyes still in view. 720p, as reported.

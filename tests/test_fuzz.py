@@ -53,7 +53,7 @@ def test_mutations_are_deterministic_and_structured(fuzz, seeds):
 
 
 def test_ebml_parser_finds_tracks_and_clusters(fuzz, tmp_path):
-    from trt_anon.synth import make_clip
+    from synth import make_clip
     clip = make_clip(tmp_path / "a.mkv", 96, 64, frames=4, faces=[])
     ids = {e[3] for e in fuzz.ebml_elements(clip.path.read_bytes())}
     assert {0x1A45DFA3, 0x18538067, 0x1654AE6B, 0xAE, 0x1F43B675, 0xA3} <= ids
@@ -87,9 +87,9 @@ def test_read_error_mid_file_keeps_what_came_before(fuzz, tmp_path):
     report says so."""
     import av
     from helpers import audio_packets
+    from synth import make_old_avi
 
     import trt_anon
-    from trt_anon.synth import make_old_avi
     clip = make_old_avi(tmp_path / "seed.avi", fuzz.W, fuzz.H, fuzz.FRAMES, fuzz.FPS, fuzz.FACES)
     d = clip.path.read_bytes()
     (idx1,) = [c for c in fuzz.riff_chunks(d) if c[2] == b"idx1"]
@@ -109,7 +109,7 @@ def test_read_error_mid_file_keeps_what_came_before(fuzz, tmp_path):
 
 
 def _avi_seed(fuzz, tmp_path) -> bytes:
-    from trt_anon.synth import make_clip
+    from synth import make_clip
     return make_clip(tmp_path / "seed.avi", fuzz.W, fuzz.H, fuzz.FRAMES, fuzz.FPS, fuzz.FACES).path.read_bytes()
 
 

@@ -177,9 +177,10 @@ def test_engine_dir_from_the_environment(monkeypatch, tmp_path):
 def test_detector_is_chosen_for_the_frames_as_displayed(monkeypatch, tmp_path):
     """The engine is built for the size the detector will see: a phone clip stored 640x360 (W x H)
     with a 90-degree display rotation is detected upright, 640 high (a TensorRT profile is per size)."""
+    from synth import make_clip
+
     import trt_anon
     from trt_anon import stages
-    from trt_anon.synth import make_clip
 
     asked = []
 

@@ -9,7 +9,18 @@ from trt_anon.detect import engine_cache
 from trt_anon.detect.detections import grow
 from trt_anon.errors import BackendError
 from trt_anon.redact import cell_sizes, mosaic
-from trt_anon.redact.mosaic import apply_cell_groups, cell_groups, face_cells
+from trt_anon.redact.mosaic import cell_groups, face_cells
+
+
+def apply_cell_groups(frames: np.ndarray, groups: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """What the GPU kernel does, cell by cell, in NumPy (to test ``cell_groups`` without a GPU)."""
+    height, width = frames.shape[1:3]
+    for c, cells in groups:
+        for f, cy, cx in cells:
+            block = frames[f, cy * c:min((cy + 1) * c, height), cx * c:min((cx + 1) * c, width)]
+            n = block.shape[0] * block.shape[1]
+            block[...] = (block.reshape(-1, block.shape[2]).astype(np.uint64).sum(0) + n // 2) // n
+    return frames
 
 
 @pytest.mark.parametrize("cell, most", [(25, 4), (16, 4), (7, 12), (16, 12)])
@@ -147,9 +158,9 @@ def test_torch_module_keeps_few_maps_alive():
 
 def test_presentation_pts_match_decoded_frames(tmp_path):
     import av
+    from synth import make_clip
 
     from trt_anon.decode.timestamps import presentation_pts
-    from trt_anon.synth import make_clip
 
     clip = make_clip(tmp_path / "vfr.mp4", 160, 96, frames=50, vfr=True, audio=0)  # B-frames + VFR
     with av.open(str(clip.path)) as c:
@@ -225,9 +236,9 @@ def test_dali_decoder_class_on_dali_cpu_reader(tmp_path, n):
     pytest.importorskip("nvidia.dali")
     import av
     from helpers import decode_frames, video_times
+    from synth import make_clip
 
     from trt_anon.decode.dali import DaliDecoder
-    from trt_anon.synth import make_clip
 
     clip = make_clip(tmp_path / "c.webm", 160, 96, frames=n, audio=0)
     with av.open(str(clip.path)) as c:

@@ -59,7 +59,7 @@ def strict_gpu(monkeypatch, tmp_path_factory):
 @pytest.fixture(scope="module")
 def face_clip(tmp_path_factory):
     """VP9 (DALI's CPU reader decodes VP9 only), two real faces moving, Opus audio."""
-    from trt_anon.synth import Face, make_clip
+    from synth import Face, make_clip
 
     d = tmp_path_factory.mktemp("strict")
     return make_clip(d / "in.webm", W, H, frames=N, faces=[Face(80, (60, 60), (4.0, 0.5)),

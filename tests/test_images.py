@@ -12,9 +12,9 @@ import pytest
 from helpers import cell_deviation
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
 from skimage import data
+from synth import FACE
 
 import trt_anon
-from trt_anon.synth import FACE
 
 
 def heif_support() -> None:

@@ -220,11 +220,11 @@ def test_gpu_pipeline_rehearsed_on_cpu(torch_on_cpu, monkeypatch, tmp_path):
     PyTorch are installed (not CI); tests/gpu runs the real thing."""
     pytest.importorskip("nvidia.dali", reason="DALI is a GPU extra")
     from helpers import check_redacted, video_times
+    from synth import Face, make_clip
 
     import trt_anon
     from trt_anon import cuda, stages
     from trt_anon.decode.dali import DaliDecoder
-    from trt_anon.synth import Face, make_clip
 
     monkeypatch.setattr(cuda, "available", lambda: True)
     monkeypatch.setattr(stages, "select_gpu_decoder",
@@ -376,9 +376,9 @@ def test_ten_bit_video_on_the_uploaded_gpu_path(torch_on_cpu, monkeypatch, tmp_p
     brought to 8 bits on the device, detected, mosaicked and encoded by the GPU stages, with a
     warning that the output is 8-bit."""
     from helpers import check_redacted
+    from synth import Face, make_clip
 
     import trt_anon
-    from trt_anon.synth import Face, make_clip
 
     _no_gpu_decoder(monkeypatch)
     clip = make_clip(tmp_path / "hdr.mkv", 320, 180, frames=12, codec="libx265", pix_fmt="yuv420p10le",
@@ -410,9 +410,9 @@ def test_gpu_path_writes_each_style_as_the_reference_does(torch_on_cpu, monkeypa
     import json
 
     from helpers import style_difference
+    from synth import Face, make_clip
 
     import trt_anon
-    from trt_anon.synth import Face, make_clip
 
     _no_gpu_decoder(monkeypatch)
     clip = make_clip(tmp_path / "in.mp4", 320, 180, frames=12, audio=0, faces=[Face(70, (40, 30), (3.0, 0.5))])
@@ -430,9 +430,9 @@ def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monk
     """No NVENC for VP9 (nor AV1 on this machine): libvpx-vp9 / SVT-AV1 fed YUV made by the GPU kernel,
     rehearsed with the CPU standing in for CUDA (PyAV decode uploaded, as where DALI is missing)."""
     from helpers import check_redacted
+    from synth import Face, make_clip
 
     import trt_anon
-    from trt_anon.synth import Face, make_clip
 
     _no_gpu_decoder(monkeypatch)
     clip = make_clip(tmp_path / "in.webm", 160, 96, frames=10, faces=[Face(50, (30, 20), (2.0, 0.5))])

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from helpers import assert_copied, decode_frames, video_times
+from synth import Face, make_clip
 
 import trt_anon
 from trt_anon import stages
 from trt_anon.config import Config
 from trt_anon.errors import InputError
-from trt_anon.synth import Face, make_clip
 
 # a face from the start, and one that comes in small mid-clip and is back-filled into the frames before it
 FACES = [Face(70, (60, 60), (3.0, 0.5)), Face(30, (450, 180), (-2.0, 0.0), enter=25, flip=True)]

@@ -117,8 +117,9 @@ def test_refuses_cleanly_without_a_gpu(nightly, monkeypatch, capsys):
 
 def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
     """The throughput part's frame-by-frame check: an anonymized clip passes, the input itself fails."""
+    from synth import Face, make_clip
+
     import trt_anon
-    from trt_anon.synth import Face, make_clip
 
     clip = make_clip(tmp_path / "c.mp4", 320, 180, frames=12, audio=0, faces=[Face(60, (40, 40), (3.0, 0.5))])
     trt_anon.process(clip.path, tmp_path / "o.mp4", backend="cpu")

@@ -15,9 +15,9 @@ from helpers import (
     decode_frames,
     video_times,
 )
+from synth import DIVX_USER_DATA, Face, make_old_avi, render
 
 import trt_anon
-from trt_anon.synth import DIVX_USER_DATA, Face, make_old_avi, render
 
 FACES = [Face(64, (30, 30), (3.0, 0.5))]
 
@@ -117,9 +117,8 @@ def test_frame_size_change_scaled_to_the_first_size(tmp_path):
 def test_unknown_codec_in_a_damaged_header(tmp_path):
     """Was ``AttributeError: 'NoneType' object has no attribute 'width'``: a video stream whose
     codec FFmpeg does not know is refused in one line; an audio one is dropped with a warning."""
+    from synth import make_clip
     from test_cli import assert_one_line_error, cli, leftovers
-
-    from trt_anon.synth import make_clip
     clip = make_clip(tmp_path / "src.mkv", 160, 96, frames=8, faces=FACES)
     data = clip.path.read_bytes()
     (tmp_path / "in").mkdir()

@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from synth import Face, make_clip, render
 
 import trt_anon
 from trt_anon import api
 from trt_anon.cli import main
-from trt_anon.synth import Face, make_clip, render
 
 W, H, N, FPS = 192, 112, 24, 30
 STRIP, STEP = 12, 8  # a white block at x = 8 * index in the bottom 12 rows tells each frame's number

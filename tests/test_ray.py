@@ -18,10 +18,11 @@ if os.environ.get("TRT_ANON_REQUIRE_RAY"):  # CI's Ray pass: a missing Ray fails
 else:
     ray = pytest.importorskip("ray")
 
+from synth import Face, make_clip  # noqa: E402
+
 import trt_anon  # noqa: E402
 from trt_anon import scale  # noqa: E402
 from trt_anon.cli import main  # noqa: E402
-from trt_anon.synth import Face, make_clip  # noqa: E402
 
 SMALL = dict(width=320, height=180)
 # a short lookback and batch keep each segment's context (2 x (ttl + eyes_every + lookback), whole batches)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers import decode_frames
+from synth import Face, make_clip, render, rotate_box
 
 import trt_anon
 import trt_anon.api
@@ -25,7 +26,6 @@ from trt_anon.errors import ConfigError, OutputError
 from trt_anon.review import MAX_THUMBS, PICKS, FrameStats, choose_frames
 from trt_anon.review.frames import read_frames
 from trt_anon.review.page import CHART_BINS, KIND_COLOURS, _binned, chart_png
-from trt_anon.synth import Face, make_clip, render, rotate_box
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -333,10 +333,10 @@ def test_phone_photo_review_is_upright(tmp_path):
     them as a viewer does, with the face covered."""
     from PIL import Image
     from skimage import data
+    from synth import FACE
     from test_images import STORE, phone_exif
 
     from trt_anon.media.stills import heif_support
-    from trt_anon.synth import FACE
     heif_support()
     display = np.ascontiguousarray(data.astronaut()[:, :400])
     for name in ("IMG_0001.HEIC", "IMG_0002.jpg"):

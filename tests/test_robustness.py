@@ -20,9 +20,9 @@ from helpers import (
     decode_frames,
     video_times,
 )
+from synth import Face, make_clip
 
 import trt_anon
-from trt_anon.synth import Face, make_clip
 
 FACES = [Face(70, (60, 60), (3.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]
 

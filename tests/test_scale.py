@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import pytest
+from synth import make_clip
 
 from trt_anon import scale
 from trt_anon.cli import main
 from trt_anon.config import Config
 from trt_anon.errors import ConfigError
-from trt_anon.synth import make_clip
 
 
 def test_context_frames_follow_the_config():
     assert scale.context_frames(Config()) == 2 * (5 + 4 + 30)  # ttl, eyes_every, lookback
     assert scale.context_frames(Config(ttl=10, eyes_every=8, lookback=0)) == 2 * (10 + 8)
-
-    @dataclass(frozen=True)
-    class NoLookback:  # any config-like object: a missing field counts 0
-        ttl: int = 5
-        eyes_every: int = 4
-
-    assert scale.context_frames(NoLookback()) == 2 * (5 + 4)
 
 
 def test_segments_cut_at_keyframes_with_whole_batches_of_context(tmp_path):

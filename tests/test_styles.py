@@ -131,10 +131,10 @@ def test_no_face_detail_survives_the_blur(size):
     """The eval's measure on a real face: the blur keeps no more detail than the mosaic (and a 25 px
     mosaic keeps some of a large face); a light Gaussian blur keeps most of it, so the measure can fail."""
     import cv2
+    from synth import Face, render
 
     from trt_anon.detect.detections import grow
     from trt_anon.redact import mosaic
-    from trt_anon.synth import Face, render
 
     kept = _eval_module().detail_kept
     frame, gt, _ = next(render(1280, 720, [Face(size, (200, 100), source="hopper")], 1))
@@ -210,9 +210,9 @@ def test_ten_bit_video_with_each_style(tmp_path, style):
     """10-bit HEVC: the CPU path redacts the 16-bit frames and writes 10-bit, as with the mosaic."""
     import av
     from helpers import decode_frames
+    from synth import Face, make_clip
 
     import trt_anon
-    from trt_anon.synth import Face, make_clip
 
     clip = make_clip(tmp_path / "hdr.mkv", frames=8, codec="libx265", pix_fmt="yuv420p10le",
                      faces=[Face(70, (60, 60), (3.0, 0.5))])
@@ -234,9 +234,9 @@ def test_large_faces_are_as_hidden_as_small_ones_by_default(tmp_path):
     than 25 px cells leave of a 100 px face (the eval's bar, ~0.1; docs/quality.md, Styles). With 25 px cells on
     every face it kept ~0.85: recognisable at thumbnail size."""
     from PIL import Image
+    from synth import Face, render
 
     import trt_anon
-    from trt_anon.synth import Face, render
 
     kept = []
     for source in ("astronaut", "hopper"):

@@ -15,7 +15,7 @@ def face(x, y=50, size=40, eye_dy=0.0):
     return Detections(box, np.array([0.9], np.float32), lm)
 
 
-def run(dets, ttl=5, eyes_every=4, chunk=3, lookback=None):
+def run(dets, ttl=5, eyes_every=4, chunk=3, lookback=0):
     t = Tracker(ttl, eyes_every, lookback)
     out = []
     for i in range(0, len(dets), chunk):  # pushed in chunks: results must not depend on batching
@@ -175,10 +175,10 @@ def test_small_face_approaching_is_covered_from_its_first_frame(tmp_path, source
     import json
 
     from helpers import cell_deviation, decode_frames
+    from synth import Face, make_clip
 
     import trt_anon
     from trt_anon.redact import cell_sizes, pixel_mask
-    from trt_anon.synth import Face, make_clip
 
     clip = make_clip(tmp_path / "a.mp4", 1280, 720, frames=36, audio=0,
                      faces=[Face(24, (500, 300), (-0.5, -0.3), grow=1.0, source=source)])

@@ -2,9 +2,10 @@
 from .api import process
 from .config import Config
 from .errors import AnonError, BackendError, ConfigError, DetectorError, InputError, OutputError
+from .frames import Anonymizer, Ready
 from .report import Report
 from .scale import process_many  # imports Ray only when called
 
 __version__ = "0.1.0"
-__all__ = ["process", "process_many", "Config", "Report", "AnonError", "BackendError", "ConfigError", "DetectorError",
-           "InputError", "OutputError", "__version__"]
+__all__ = ["process", "process_many", "Anonymizer", "Ready", "Config", "Report", "AnonError", "BackendError",
+           "ConfigError", "DetectorError", "InputError", "OutputError", "__version__"]

@@ -13,12 +13,12 @@ from typing import Any
 import av
 
 from . import cuda, media, stages
-from .config import CRFS, Config
+from .config import CRFS, Config, check_crf
 from .decode import PyAVDecoder
 from .decode.pyav import bit_depth
 from .detect import select_detector
 from .encode import choose_codec
-from .errors import AnonError, BackendError, ConfigError, OutputError
+from .errors import AnonError, BackendError, OutputError
 from .pipeline import Stages, run
 from .redact import select_redactor
 from .report import Report
@@ -188,8 +188,7 @@ def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_a
                     if convert_audio else " (WebM holds only Opus/Vorbis audio)")
         raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
     crf = cfg.crf if cfg.crf is not None else CRFS[codec]
-    if codec in ("h264", "hevc") and crf > 51:
-        raise ConfigError(f"crf must be between 0 and 51 for {codec}, not {crf}")
+    check_crf(codec, crf)  # a crf given before the codec was settled (e.g. 60, then H.264 chosen)
     return dataclasses.replace(cfg, codec=codec, crf=crf)
 
 

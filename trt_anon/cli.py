@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -9,7 +10,19 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import CODECS, CPU_BATCH, CRFS, GPU_BATCH, PRECISIONS, STYLES, THRESHOLDS, Config
+from .config import (
+    BACKENDS,
+    CODECS,
+    CPU_BATCH,
+    CRFS,
+    GPU_BATCH,
+    PRECISIONS,
+    PRESETS,
+    STYLES,
+    TARGETS,
+    THRESHOLDS,
+    Config,
+)
 from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
@@ -30,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
     p.add_argument("--demo", action="store_true",
                    help="run on the packaged sample clip, write demo.anon.mp4 here (replacing an earlier demo's)")
-    p.add_argument("--target", choices=["face", "eyes"], default=d.target, help="what to cover (default: face)")
+    p.add_argument("--target", choices=TARGETS, default=d.target, help="what to cover (default: face)")
     p.add_argument("--threshold", type=float, default=d.threshold,
                    help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
                         f"CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)")
@@ -59,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(.webm; av1 for 10-bit or HDR)")
     p.add_argument("--crf", type=int, default=d.crf,
                    help="quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")")
-    p.add_argument("--preset", default=d.preset, help=f"encoder speed, x264's names, also mapped for vp9/av1 "
-                   f"(default {d.preset})")
+    p.add_argument("--preset", choices=PRESETS, default=d.preset, metavar="PRESET",
+                   help=f"encoder speed, x264's names ({', '.join(PRESETS)}), also mapped for vp9/av1 "
+                        f"(default {d.preset})")
     p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
                    "(a folder when there are several inputs)")
     p.add_argument("--review", nargs="?", const=True, metavar="PATH",
@@ -70,13 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--review-originals", action="store_true",
                    help="put the unredacted input frame beside each output frame on the review page (the page "
                         "then shows faces: never publish it); implies --review")
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"], default=d.backend,
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
                         "an error if they cannot run")
     p.add_argument("--cpu-precision", choices=PRECISIONS, default=d.cpu_precision,
                    help="CPU detector model: int8 (default, about twice as fast) or fp32 (the original network)")
-    p.add_argument("--engine", metavar="PATH", help="TensorRT engine to use instead of the engines/ cache "
-                   "(checked against its .json sidecar)")
+    p.add_argument("--engine", dest="engine_path", metavar="PATH",
+                   help="TensorRT engine to use instead of the engines/ cache (checked against its .json sidecar)")
     p.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="run on Ray: alone, a local instance on this machine (127.0.0.1 only); 'auto' or "
                         "HOST:PORT joins a running cluster (inputs and outputs on storage every node sees); "
@@ -146,13 +160,12 @@ def _main(args: argparse.Namespace) -> int:
     from .api import process
 
     try:
-        config = Config(target=args.target, threshold=args.threshold, det_size=args.det_size,
-                        mosaic_cell=args.mosaic_cell, style=args.style, fill_color=args.fill_color,
-                        batch_size=args.batch_size, ttl=args.ttl, lookback=args.lookback, codec=args.codec,
-                        crf=args.crf, preset=args.preset, backend=args.backend, cpu_precision=args.cpu_precision,
-                        # the demo replaces its own output (and what it was asked to write beside it)
-                        overwrite=args.overwrite or (args.demo and args.output is None),
-                        keep_metadata=args.keep_metadata, engine_path=args.engine)
+        # every option named after a Config field is that field (--json is per file: set for each below)
+        options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                   if f.name != "json_path" and hasattr(args, f.name)}
+        # the demo replaces its own output (and what it was asked to write beside it)
+        options["overwrite"] = args.overwrite or (args.demo and args.output is None)
+        config = Config(**options)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True

@@ -34,6 +34,14 @@ STYLES = ("mosaic", "blur", "solid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
+def check_crf(codec: str | None, crf: int) -> None:
+    """The crf range of a codec's own scale: 0-51 for x264/x265, 0-63 for VP9 and AV1 (any, before the codec
+    is known); raises ConfigError."""
+    top = 51 if codec in ("h264", "hevc") else 63
+    if not 0 <= crf <= top:
+        raise ConfigError(f"crf must be between 0 and {top}{f' for {codec}' if codec else ''}, not {crf}")
+
+
 @dataclass(frozen=True)
 class Config:
     """What to redact and how. Defaults are the measured ones (README, Options; docs/quality.md)."""
@@ -98,9 +106,8 @@ class Config:
             bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
         if self.codec is not None and self.codec not in CODECS:
             bad(f"codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
-        top = 51 if self.codec in ("h264", "hevc") else 63
-        if self.crf is not None and not 0 <= self.crf <= top:
-            bad(f"crf must be between 0 and {top}{f' for {self.codec}' if self.codec else ''}, not {self.crf}")
+        if self.crf is not None:
+            check_crf(self.codec, self.crf)
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
 

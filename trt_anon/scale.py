@@ -47,7 +47,7 @@ def context_frames(config: Config) -> int:
     A frame is final ``ttl`` frames later (back-fill), a held track lives ``ttl`` frames, eye bands
     refresh every ``eyes_every`` frames, and a tracker with ``lookback`` back-fills that far: twice
     their sum lets every track alive at a cut be born, hit and refreshed inside the context."""
-    return 2 * (config.ttl + config.eyes_every + int(getattr(config, "lookback", 0) or 0))
+    return 2 * (config.ttl + config.eyes_every + config.lookback)
 
 
 @dataclass(frozen=True)

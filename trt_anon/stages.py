@@ -49,7 +49,6 @@ class Chosen:
     decoder: Iterable
     detector: Any
     redactor: Any
-    cpu_decoder: PyAVDecoder      # always there: it tells rotation, colours, time base, errors
     gpu: bool
     setup: float                  # seconds spent choosing (a TensorRT engine build lands here)
     info: Any                     # the stream's VideoInfo, its size corrected from the first frame
@@ -112,7 +111,7 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
     else:
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)
-    return Chosen(decoder, detector, redactor, cpu_decoder, gpu, time.perf_counter() - setup, info)
+    return Chosen(decoder, detector, redactor, gpu, time.perf_counter() - setup, info)
 
 
 def replay_decoder(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config) -> Replay | None:

@@ -106,9 +106,9 @@ def _covered(box: np.ndarray, others: np.ndarray) -> float:
 class Tracker:
     """Streams per-frame detections in, final per-frame boxes out (``lookback`` frames later)."""
 
-    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int | None = None) -> None:
+    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int = 0) -> None:
         self.ttl, self.eyes_every = ttl, eyes_every
-        self.lookback = max(ttl, ttl if lookback is None else lookback)
+        self.lookback = max(ttl, lookback)  # back-fill reaches at least ttl frames
         self.tracks: list[_Track] = []   # alive: seen within ttl frames
         self.young: list[_Track] = []    # first seen after the next frame to hand out: back-fill still to do
         self.pending: dict[int, list[tuple]] = {}  # frame -> [(box, eyes, score, kind)]

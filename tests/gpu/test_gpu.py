@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 from helpers import check_redacted, decode_frames, video_times
+from synth import Face, make_clip
 
 import trt_anon
-from trt_anon.synth import Face, make_clip
 
 FACES = [Face(80, (60, 60), (4.0, 0.5)), Face(50, (450, 180), (-2.0, 0.0), flip=True)]
 

@@ -90,10 +90,6 @@ class Geometry:
         in_h, in_w = -(-rh // ALIGN) * ALIGN, -(-rw // ALIGN) * ALIGN
         return cls(frame_h, frame_w, in_h, in_w, rh, rw, scale)
 
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return self.in_h // STRIDE, self.in_w // STRIDE
-
 
 def decode_candidates(heatmap, scale, offset, landmarks, threshold: float, geom: Geometry, xp=np):
     """Turn the four output maps of a batch into candidate boxes, in frame pixels.

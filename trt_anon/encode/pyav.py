@@ -7,12 +7,13 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ..config import PRESETS
+
 SOFTWARE_CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 # x264's preset names, mapped to VP9's cpu-used (realtime up to "faster": ~30 fps at 720p on 2 cores;
 # "good" quality below that is several times slower) and SVT-AV1's preset (8: ~70 fps at 720p, 2 cores).
-SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-VP9_CPU_USED = dict(zip(SPEEDS, (8, 8, 7, 6, 5, 4, 3, 2, 1)))
-SVT_PRESET = dict(zip(SPEEDS, (12, 10, 8, 7, 6, 5, 4, 3, 2)))
+VP9_CPU_USED = dict(zip(PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1)))
+SVT_PRESET = dict(zip(PRESETS, (12, 10, 8, 7, 6, 5, 4, 3, 2)))
 
 
 def codec_options(codec: str, crf: int, preset: str) -> dict[str, str]:

@@ -137,13 +137,3 @@ def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndar
         groups.append((int(c), cells.astype(np.int32)))
     return groups
 
-
-def apply_cell_groups(frames: np.ndarray, groups: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """What the GPU kernel does, cell by cell, in NumPy (to test ``cell_groups`` without a GPU)."""
-    height, width = frames.shape[1:3]
-    for c, cells in groups:
-        for f, cy, cx in cells:
-            block = frames[f, cy * c:min((cy + 1) * c, height), cx * c:min((cx + 1) * c, width)]
-            n = block.shape[0] * block.shape[1]
-            block[...] = (block.reshape(-1, block.shape[2]).astype(np.uint64).sum(0) + n // 2) // n
-    return frames

@@ -5,6 +5,9 @@ photos that packages ship: Eileen Collins' portrait in scikit-image (``astronaut
 domain), the 100 LFW face crops in scikit-image (``lfw:N``, 25x25 grey), and Grace Hopper's
 portrait in matplotlib's sample data (``hopper``, public domain; needs matplotlib). The
 background is ``skimage.data.coffee()``. Needs scikit-image (the ``[test]`` extra).
+
+Test code, not in the wheel: tests import it as ``synth`` (tests/ is on the path, as for ``helpers``);
+the scripts put tests/ on ``sys.path`` themselves.
 """
 from __future__ import annotations
 

@@ -1,0 +1,138 @@
+"""The frame-level API, for people who run their own decode loop (robotics logs, dataset tools, DALI or
+PyTorch pipelines): frames in, redacted frames out, with the same detector, tracker and styles as
+``process()``.
+
+    anon = trt_anon.Anonymizer(target="face")
+    for batch in my_frames():                  # (N, H, W, 3) uint8 RGB: NumPy, or CuPy / PyTorch on CUDA
+        ready = anon.push(batch)               # the frames whose boxes are final, redacted
+        write(ready.frames)
+    write(anon.flush().frames)                 # the rest, at the end of the stream
+
+Frames come back ``lookback`` frames late (30 by default): a face first seen in frame f is back-filled
+into the frames before it, so a frame is only final once the frames after it have been seen. Frames on
+the GPU stay there (CuPy and PyTorch tensors through DLPack) and come back as the type they came in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .cuda import array_module
+from .detect import select_detector
+from .detect.detections import Detections
+from .errors import ConfigError, InputError
+from .redact import redaction_boxes, select_redactor
+from .track import Tracker
+
+DLPACK_CUDA = 2  # DLPack's device type for CUDA memory (kDLCUDA)
+
+
+@dataclass
+class Ready:
+    """Frames that became final: ``frames`` (M, H, W, 3) redacted, of the type pushed; for each, ``boxes``
+    (K, 4) float32 x1, y1, x2, y2, the rectangles redacted (grown faces or eye bands), and ``detections``,
+    the tracker's faces (kind hit, held or filled). ``start`` is the index of the first frame in the stream."""
+
+    frames: Any
+    boxes: list[np.ndarray]
+    detections: list[Detections]
+    start: int
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+class Anonymizer:
+    """Loads the detector once (on the first batch, for its frame size and device) and keeps the tracker
+    between calls. Options are those of ``process()`` that concern the pictures (``target``, ``threshold``,
+    ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ...).
+
+    Pushed frames are copied: the caller may reuse its buffer for the next batch. A stream has one frame
+    size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector).
+    """
+
+    def __init__(self, config: Config | None = None, **options) -> None:
+        self.config = dataclasses.replace(config, **options) if config else Config(**options)
+        self.detector = self.redactor = None
+        self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
+        self.gpu = False
+        self.torch = False                          # frames came as PyTorch tensors: they go back as such
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tracker = Tracker(self.config.ttl, self.config.eyes_every, self.config.lookback)
+        self.waiting: deque = deque()               # frames not yet final
+        self.next_out = 0                           # index of the next frame handed back
+
+    def push(self, frames) -> Ready:
+        """Detect and track faces in ``frames``; return the frames that became final, redacted."""
+        batch = self._take(frames)
+        if len(batch) == 0:
+            return self._ready([])
+        self.waiting.extend(batch)
+        return self._ready(self.tracker.push(self.detector(batch)))
+
+    def flush(self) -> Ready:
+        """The end of the stream: every frame still waiting, redacted. The tracker starts afresh."""
+        ready = self._ready(self.tracker.flush())
+        self._reset()
+        return ready
+
+    def _take(self, frames):
+        """``frames`` as a batch on its device (copied), checked, and the stages made for it once."""
+        if not (isinstance(frames, np.ndarray) or type(frames).__module__.startswith("cupy")):
+            torch = sys.modules.get("torch")
+            self.torch = torch is not None and isinstance(frames, torch.Tensor)
+            if getattr(frames, "__dlpack_device__", lambda: (None,))()[0] == DLPACK_CUDA:
+                import cupy as cp
+                frames = cp.from_dlpack(frames)  # zero-copy, on the device
+            else:
+                frames = np.from_dlpack(frames) if hasattr(frames, "__dlpack__") else np.asarray(frames)
+        xp = array_module(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"frames must be (N, H, W, 3) uint8 or uint16 RGB, got {frames.dtype} "
+                             f"{tuple(frames.shape)}")
+        gpu = xp is not np
+        if self.shape is None:
+            if gpu and frames.dtype != np.uint8:
+                raise InputError("frames on the GPU must be uint8 (the GPU stages are 8-bit)")
+            if gpu and self.config.backend == "cpu" or not gpu and self.config.backend == "gpu":
+                raise ConfigError(f"backend {self.config.backend!r} asked for, but the frames are "
+                                  f"{'on the GPU' if gpu else 'NumPy arrays'}")
+            self.gpu, self.shape = gpu, tuple(frames.shape[1:])
+            self.detector = select_detector(self.config, gpu=gpu, frame_hw=self.shape[:2] if gpu else None)
+            self.redactor = select_redactor(self.config, gpu=gpu)
+        if tuple(frames.shape[1:]) != self.shape or gpu != self.gpu:
+            raise InputError(f"every frame of a stream has the size and device of the first: "
+                             f"{self.shape} {'GPU' if self.gpu else 'CPU'}, got {tuple(frames.shape[1:])} "
+                             f"{'GPU' if gpu else 'CPU'}")
+        return frames.copy(order="C")
+
+    def _ready(self, final: list[Detections]) -> Ready:
+        start = self.next_out
+        self.next_out += len(final)
+        if not final:
+            xp = np
+            if self.gpu:
+                import cupy as xp
+            return Ready(self._out(xp.empty((0, *(self.shape or (0, 0, 3))), np.uint8)), [], [], start)
+        h, w = self.shape[:2]
+        c = self.config
+        boxes = [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, w, h) for d in final]
+        frames = [self.waiting.popleft() for _ in final]
+        xp = array_module(frames[0])
+        redacted = self.redactor(xp.stack(frames), boxes)
+        return Ready(self._out(redacted), boxes, final, start)
+
+    def _out(self, frames):
+        """Frames back as the type they came in: PyTorch tensors for PyTorch (zero-copy on the GPU)."""
+        if not self.torch:
+            return frames
+        import torch
+        return torch.from_dlpack(frames) if array_module(frames) is not np else torch.from_numpy(frames)
