@@ -42,3 +42,21 @@ def test_eval_eyes_measure(tmp_path):
     assert res["clip"] == "overlap_720p" and res["face_frames"] > 100
     assert res["eyes_uncovered"] == 0 and res["duplicates"] == 0  # the face behind keeps its eye band
     assert res["mouth_covered"] < res["mouths"] / 2                # the eye band is not the whole face
+
+
+def test_golden_check_names_what_changed():
+    """scripts/golden.py: a record compared with a new run names each input and field that differs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("golden", ROOT / "scripts" / "golden.py")
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+    run = {"frames": ["a", "b", "c"], "times": [0, 1, 2], "audio": "x", "boxes": [[], [[1, 2, 3, 4]], []],
+           "report": {"frames": 3}}
+    assert golden.differences({"clip": run}, {"clip": dict(run)}) == []
+    changed = {**run, "frames": ["a", "B", "c"], "report": {"frames": 2}}
+    assert golden.differences({"clip": run}, {"clip": changed}) == [
+        "clip: frames differ from frame 1 (3 vs 3 entries)", "clip: report: {'frames': 3} -> {'frames': 2}"]
+    assert golden.differences({"clip": run}, {"clip": {**run, "times": [0, 1]}}) == [
+        "clip: times differ from frame 2 (3 vs 2 entries)"]
+    assert golden.differences({"clip": run}, {}) == ["clip: only in the record"]
