@@ -42,3 +42,46 @@ def test_ray_missing_is_one_line_error(clips, monkeypatch, capsys):
 def test_ray_options_need_ray(clips, capsys):
     assert main([str(clips["two"].path), "--skip-existing", "-q"]) == 2
     assert "need --ray" in capsys.readouterr().err
+
+
+def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
+    """Large frames: a segment's waiting frames are decoded a second time from its own range (context frames
+    included) instead of held; the pieces and their boxes are the same either way."""
+    import av
+    from synth import Face
+
+    from trt_anon import stages
+
+    clip = make_clip(tmp_path / "k.mp4", 320, 180, frames=130, audio=0, keyint=25,
+                     faces=[Face(50, (20, 40), (1.5, 0.2)), Face(36, (250, 100), (-1.0, 0.0), enter=70)])
+    cfg = Config(batch_size=8, codec="h264", crf=18, backend="cpu")  # as process_many settles them
+    segs = scale.plan_segments(clip.path, cfg, 40)
+    assert len(segs) == 3
+
+    class Counter:
+        class add:
+            @staticmethod
+            def remote(n):
+                pass
+
+    monkeypatch.setattr(scale, "_where", lambda: {})  # where a Ray task ran: no Ray here
+    used = []
+    frames = stages.Replay.frames
+    monkeypatch.setattr(stages.Replay, "frames", lambda self: used.append(1) or frames(self))
+
+    def pieces(hold_bytes, tag):
+        monkeypatch.setattr(stages, "HOLD_BYTES", hold_bytes)
+        out = []
+        for s in segs:
+            piece = str(tmp_path / f"{tag}{s.number}.mp4")
+            scale.run_segment(str(clip.path), s, piece, cfg, Counter())
+            with av.open(piece) as c:
+                out.append(([f.to_ndarray().tobytes() for f in c.decode(video=0)], open(piece + ".jsonl").read()))
+        return out
+
+    held = pieces(2**40, "held")
+    assert not used
+    twice = pieces(0, "twice")
+    assert len(used) == 3
+    assert [len(f) for f, _ in twice] == [s.end - s.start for s in segs]
+    assert held == twice

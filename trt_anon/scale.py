@@ -213,8 +213,15 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
             if note:
                 notes.append(note)
             zero = _ZeroBased(encoder)
-            run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero), config, report, info.width,
-                info.height, decoder.rotation, json_out, _Bar(counter), first=seg.first, keep=(seg.start, seg.end))
+            replay = None if chosen.gpu else stages.replay_decoder(
+                src_path, decoder, info, config, make=lambda c, n: _range_decoder(c, n, seg))
+            try:
+                run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames()),
+                    config, report, info.width, info.height, decoder.rotation, json_out, _Bar(counter),
+                    first=seg.first, keep=(seg.start, seg.end))
+            finally:
+                if replay is not None:
+                    replay.container.close()
     finally:
         container.close()
     if report.frames != seg.end - seg.start or decoder.errors or decoder.read_error or decoder.resized:

@@ -114,13 +114,14 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
     return Chosen(decoder, detector, redactor, gpu, time.perf_counter() - setup, info)
 
 
-def replay_decoder(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config) -> Replay | None:
+def replay_decoder(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, make=PyAVDecoder) -> Replay | None:
     """A second decoder over ``src`` for the frames waiting for back-fill, where holding them would take more
-    than ``HOLD_BYTES`` (1440p and up, at the default ``lookback``); None where they are held."""
+    than ``HOLD_BYTES`` (1440p and up, at the default ``lookback``); None where they are held. ``make(container,
+    batch_size)`` makes it as ``cpu_decoder`` was made (a segment's decoder seeks to its range)."""
     held = (cfg.lookback + cfg.batch_size) * info.width * info.height * 3 * (2 if cpu_decoder.deep else 1)
     if held <= HOLD_BYTES or info.is_image:
         return None
-    return Replay(PyAVDecoder(media.open_input(src), 1))
+    return Replay(make(media.open_input(src), 1))
 
 
 @dataclass
