@@ -57,7 +57,7 @@ KERN = "tests/test_kernels_on_cpu.py::"
 MUTANTS = [
     # --- frames and timestamps
     m("last frames never written", "frames", "trt_anon/pipeline.py",
-      "        write(tracker.flush())\n", "        tracker.flush()\n",
+      "        write(anon.end())\n", "        anon.end()\n",
       E2E + "test_faces_mosaicked_and_background_kept[moving]"),
     m("video shifted by one tick", "timestamps", "trt_anon/encode/pyav.py",
       "            frame.pts, frame.time_base = t, self.frame_time_base\n            self._mux(",
@@ -90,9 +90,10 @@ MUTANTS = [
       "tests/test_mosaic.py::test_matches_definition_random[25]",
       E2E + "test_faces_mosaicked_and_background_kept[moving]"),
     m("frame 0 written unredacted (its boxes still in the JSON)", "redaction", "trt_anon/pipeline.py",
-      "        batch = stages.redactor(frames, boxes)\n",
-      "        batch = stages.redactor(frames, [b[:0] if report.frames + k == 0 else b\n"
-      "                                         for k, b in enumerate(boxes)])\n",
+      "        batch, boxes = anon.redact(frames, final)\n",
+      "        batch, _ = anon.redact(frames, [Detections.empty() if report.frames + k == 0 else d\n"
+      "                                        for k, d in enumerate(final)])\n"
+      "        boxes = anon.boxes(final, *frames[0].shape[:2])\n",
       TRACK + "test_small_face_approaching_is_covered_from_its_first_frame[lfw:1]"),
     m("blur drawn as the mosaic", "redaction (blur)", "trt_anon/redact/__init__.py",
       '    if style == "blur":\n        return blur(', '    if style == "blurred":\n        return blur(',
@@ -112,7 +113,7 @@ MUTANTS = [
     m("GPU mosaic kernel rounds down", "redaction (GPU kernel)", "trt_anon/redact/cupy_mosaic.py",
       "m[j] = (unsigned int)((sum[j] + n / 2) / n);", "m[j] = (unsigned int)(sum[j] / n);",
       KERN + "test_mosaic_kernel_equals_numpy_reference[25]"),
-    m("boxes of rotated video mapped back wrongly", "redaction (portrait video)", "trt_anon/pipeline.py",
+    m("boxes of rotated video mapped back wrongly", "redaction (portrait video)", "trt_anon/frames.py",
       "        sx, sy = {1: (width - y, x), 2: (width - x, height - y), 3: (y, height - x)}[k]\n",
       "        sx, sy = {1: (y, height - x), 2: (width - x, height - y), 3: (width - y, x)}[k]\n",
       ROB + "test_rotated_detection_maps_back_to_stored_frame[90]"),

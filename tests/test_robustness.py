@@ -73,7 +73,7 @@ def test_portrait_rotation_found_upright_and_kept(tmp_path):
 def test_rotated_detection_maps_back_to_stored_frame(tmp_path, rotation):
     from trt_anon.detect.detections import HIT, WEAK, iou
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
-    from trt_anon.pipeline import rotate_for_display, unrotate_boxes
+    from trt_anon.frames import rotate_for_display, unrotate_boxes
 
     clip = make_clip(tmp_path / "phone.mp4", 360, 640, frames=1, rotation=rotation, audio=0,
                      faces=[Face(80, (120, 200))])

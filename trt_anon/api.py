@@ -164,8 +164,7 @@ def _encode_photo(photo, tmp: Path, dst: Path, cfg: Config, report: Report, json
     writer = media.stills.StillWriter(photo, tmp, dst.suffix, cfg.keep_metadata)
     report.backends = {"decode": "pillow", "detect": detector.name, "redact": redactor.name, "encode": writer.name}
     report.warnings.extend(photo.changes(dst.suffix))
-    run(Stages(photo.batches(), detector, redactor, writer), cfg, report, photo.width, photo.height,
-        photo.rotation, json_out, progress, stats)
+    run(Stages(photo.batches(), detector, redactor, writer), cfg, report, photo.rotation, json_out, progress, stats)
 
 
 def _settle_codec(cfg: Config, container, dst: Path, notes: list[str], convert_audio: bool = False) -> Config:
@@ -224,7 +223,7 @@ def _encode_file(src: Path, container, tmp: Path, dst: Path, cfg: Config, report
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         chain = Stages(decoder, detector, redactor, encoder, remuxer, replay and replay.frames())
-        run(chain, cfg, report, info.width, info.height, rotation, json_out, progress, stats)
+        run(chain, cfg, report, rotation, json_out, progress, stats)
         if remuxer is not None:
             report.warnings.extend(remuxer.warnings())
         errors = cpu_decoder.errors + getattr(decoder, "errors", 0)

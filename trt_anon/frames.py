@@ -1,6 +1,6 @@
 """The frame-level API, for people who run their own decode loop (robotics logs, dataset tools, DALI or
-PyTorch pipelines): frames in, redacted frames out, with the same detector, tracker and styles as
-``process()``.
+PyTorch pipelines): frames in, redacted frames out. ``process()`` runs on the same object: its loop
+(``pipeline.run``) calls ``track``, ``redact`` and ``end`` and holds the frames itself.
 
     anon = trt_anon.Anonymizer(target="face")
     for batch in my_frames():                  # (N, H, W, 3) uint8 RGB: NumPy, or CuPy / PyTorch on CUDA
@@ -33,6 +33,32 @@ from .track import Tracker
 DLPACK_CUDA = 2  # DLPack's device type for CUDA memory (kDLCUDA)
 
 
+def rotate_for_display(frames, rotation: int, xp=np):
+    """The frames as a viewer sees them. ``rotation`` is the display matrix's angle
+    (av_display_rotation_get, counter-clockwise): players show np.rot90(stored, rotation / 90)."""
+    k = (rotation // 90) % 4
+    return xp.ascontiguousarray(xp.rot90(frames, k=k, axes=(1, 2))) if k else frames
+
+
+def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: int) -> list[Detections]:
+    """Map boxes found on ``rotate_for_display`` frames back onto the stored H x W frame."""
+    k = (rotation // 90) % 4
+    if not k:
+        return dets
+    out = []
+    for d in dets:
+        n = len(d)
+        p = np.concatenate([d.xyxy.reshape(-1, 2), d.landmarks.reshape(-1, 2)])  # (x', y') points
+        x, y = p[:, 0], p[:, 1]
+        # np.rot90 by k: B[i, j] = A[j, W-1-i] (k=1), A[H-1-i, W-1-j] (k=2), A[H-1-j, i] (k=3)
+        sx, sy = {1: (width - y, x), 2: (width - x, height - y), 3: (y, height - x)}[k]
+        q = np.stack([sx, sy], axis=1).astype(np.float32)
+        corners = q[:2 * n].reshape(n, 2, 2)
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2), kind=d.kind))
+    return out
+
+
 @dataclass
 class Ready:
     """Frames that became final: ``frames`` (M, H, W, 3) redacted, of the type pushed; for each, ``boxes``
@@ -57,30 +83,58 @@ class Anonymizer:
     size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector).
     """
 
-    def __init__(self, config: Config | None = None, **options) -> None:
+    def __init__(self, config: Config | None = None, *, detector=None, redactor=None, rotation: int = 0,
+                 first: int = 0, **options) -> None:
+        """``detector`` and ``redactor``: stages already chosen (``process()`` passes those ``stages.choose``
+        made), else made on the first batch. ``rotation``: the frames are stored turned by a display matrix
+        (phone video): faces are searched as displayed, boxes are given on the stored frames. ``first``: the
+        index of the first frame (a segment of a file: eye refreshes fall where a whole run's do)."""
         self.config = dataclasses.replace(config, **options) if config else Config(**options)
-        self.detector = self.redactor = None
+        self.detector, self.redactor, self.rotation = detector, redactor, rotation
         self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
         self.gpu = False
         self.torch = False                          # frames came as PyTorch tensors: they go back as such
-        self._reset()
+        self._reset(first)
 
-    def _reset(self) -> None:
+    def _reset(self, first: int = 0) -> None:
         self.tracker = Tracker(self.config.ttl, self.config.eyes_every, self.config.lookback)
-        self.waiting: deque = deque()               # frames not yet final
-        self.next_out = 0                           # index of the next frame handed back
+        self.tracker.next_frame = self.tracker.next_final = first
+        self.waiting: deque = deque()               # frames not yet final (push/flush)
+        self.next_out = first                       # index of the next frame handed back
 
+    # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
+    def track(self, frames) -> list[Detections]:
+        """Find and track the faces in the next frames (N, H, W, 3) as stored; the detections of the frames
+        that became final, in order (``lookback`` frames behind)."""
+        view = rotate_for_display(frames, self.rotation, array_module(frames))
+        return self.tracker.push(unrotate_boxes(self.detector(view), self.rotation, *frames.shape[1:3]))
+
+    def end(self) -> list[Detections]:
+        """The end of the stream: the detections of every frame not yet final."""
+        return self.tracker.flush()
+
+    def boxes(self, final: list[Detections], height: int, width: int) -> list[np.ndarray]:
+        """The rectangles to redact in each final frame: grown faces, or grown eye bands."""
+        c = self.config
+        return [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height) for d in final]
+
+    def redact(self, frames, final: list[Detections]) -> tuple[Any, list[np.ndarray]]:
+        """The final frames redacted (in place where the redactor can) and their boxes."""
+        boxes = self.boxes(final, *frames[0].shape[:2])
+        return self.redactor(frames, boxes), boxes
+
+    # --- frames in, frames out
     def push(self, frames) -> Ready:
         """Detect and track faces in ``frames``; return the frames that became final, redacted."""
         batch = self._take(frames)
         if len(batch) == 0:
             return self._ready([])
         self.waiting.extend(batch)
-        return self._ready(self.tracker.push(self.detector(batch)))
+        return self._ready(self.track(batch))
 
     def flush(self) -> Ready:
         """The end of the stream: every frame still waiting, redacted. The tracker starts afresh."""
-        ready = self._ready(self.tracker.flush())
+        ready = self._ready(self.end())
         self._reset()
         return ready
 
@@ -106,8 +160,11 @@ class Anonymizer:
                 raise ConfigError(f"backend {self.config.backend!r} asked for, but the frames are "
                                   f"{'on the GPU' if gpu else 'NumPy arrays'}")
             self.gpu, self.shape = gpu, tuple(frames.shape[1:])
-            self.detector = select_detector(self.config, gpu=gpu, frame_hw=self.shape[:2] if gpu else None)
-            self.redactor = select_redactor(self.config, gpu=gpu)
+            if self.detector is None:
+                shown = self.shape[:2] if self.rotation % 180 == 0 else self.shape[1::-1]
+                self.detector = select_detector(self.config, gpu=gpu, frame_hw=shown if gpu else None)
+            if self.redactor is None:
+                self.redactor = select_redactor(self.config, gpu=gpu)
         if tuple(frames.shape[1:]) != self.shape or gpu != self.gpu:
             raise InputError(f"every frame of a stream has the size and device of the first: "
                              f"{self.shape} {'GPU' if self.gpu else 'CPU'}, got {tuple(frames.shape[1:])} "
@@ -122,12 +179,8 @@ class Anonymizer:
             if self.gpu:
                 import cupy as xp
             return Ready(self._out(xp.empty((0, *(self.shape or (0, 0, 3))), np.uint8)), [], [], start)
-        h, w = self.shape[:2]
-        c = self.config
-        boxes = [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, w, h) for d in final]
         frames = [self.waiting.popleft() for _ in final]
-        xp = array_module(frames[0])
-        redacted = self.redactor(xp.stack(frames), boxes)
+        redacted, boxes = self.redact(array_module(frames[0]).stack(frames), final)
         return Ready(self._out(redacted), boxes, final, start)
 
     def _out(self, frames):

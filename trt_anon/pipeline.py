@@ -1,4 +1,4 @@
-"""The loop (docs/architecture.md): decode a batch, detect, track (hold/fill), redact, encode.
+"""The loop (docs/architecture.md): decode a batch, detect and track (``Anonymizer``), redact, encode.
 
 Frames are written ``lookback`` frames late, because a face first seen in frame f is back-filled
 into the frames before it (track.py); the frames waiting for that are views into their batches,
@@ -25,9 +25,8 @@ from .cuda import array_module
 from .decode.batch import Batch
 from .detect.detections import HIT, Detections
 from .errors import InputError
-from .redact import redaction_boxes
+from .frames import Anonymizer
 from .report import Report
-from .track import Tracker
 
 
 @dataclass
@@ -43,33 +42,7 @@ class Stages:
                                                      # frames waiting for back-fill are not held
 
 
-def rotate_for_display(frames, rotation: int, xp=np):
-    """The frames as a viewer sees them. ``rotation`` is the display matrix's angle
-    (av_display_rotation_get, counter-clockwise): players show np.rot90(stored, rotation / 90)."""
-    k = (rotation // 90) % 4
-    return xp.ascontiguousarray(xp.rot90(frames, k=k, axes=(1, 2))) if k else frames
-
-
-def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: int) -> list[Detections]:
-    """Map boxes found on ``rotate_for_display`` frames back onto the stored H x W frame."""
-    k = (rotation // 90) % 4
-    if not k:
-        return dets
-    out = []
-    for d in dets:
-        n = len(d)
-        p = np.concatenate([d.xyxy.reshape(-1, 2), d.landmarks.reshape(-1, 2)])  # (x', y') points
-        x, y = p[:, 0], p[:, 1]
-        # np.rot90 by k: B[i, j] = A[j, W-1-i] (k=1), A[H-1-i, W-1-j] (k=2), A[H-1-j, i] (k=3)
-        sx, sy = {1: (width - y, x), 2: (width - x, height - y), 3: (y, height - x)}[k]
-        q = np.stack([sx, sy], axis=1).astype(np.float32)
-        corners = q[:2 * n].reshape(n, 2, 2)
-        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2), kind=d.kind))
-    return out
-
-
-def run(stages: Stages, config: Config, report: Report, width: int, height: int, rotation: int = 0,
+def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         json_out: TextIO | None = None, progress: Any = None, stats: Any = None, first: int = 0,
         keep: tuple[int, int] | None = None) -> None:
     """Drive the stages over the whole video. Fills ``report``; raises on any failure.
@@ -77,8 +50,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
     ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written.
     A segment (``trt_anon.scale``): the decoder starts at frame index ``first`` of the file, and only frames
     ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written."""
-    tracker = Tracker(config.ttl, config.eyes_every, config.lookback)
-    tracker.next_frame = tracker.next_final = first  # absolute indices: eye refreshes fall where a whole run's do
+    anon = Anonymizer(config, detector=stages.detector, redactor=stages.redactor, rotation=rotation, first=first)
     index = first   # file index of the next frame to become final
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
@@ -123,9 +95,7 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
             return
         t0 = time.perf_counter()
         frames, pts = zip(*(waiting.popleft() for _ in final))
-        boxes = [redaction_boxes(d, config.target, config.margin_px, config.margin_rel, width, height)
-                 for d in final]
-        batch = stages.redactor(frames, boxes)
+        batch, boxes = anon.redact(frames, final)
         xp = array_module(batch)
         # GPU: the encoder thread's stream is not ours (with per-thread default streams, or its own stream):
         # it must wait for this event, recorded after the redaction, before it reads a pixel
@@ -160,12 +130,11 @@ def run(stages: Stages, config: Config, report: Report, width: int, height: int,
                 break
             time_base = batch.time_base
             t0 = time.perf_counter()
-            view = rotate_for_display(batch.frames, rotation, array_module(batch.frames))
-            dets = unrotate_boxes(stages.detector(view), rotation, height, width)
+            final = anon.track(batch.frames)
             secs["detect"] += time.perf_counter() - t0
             waiting.extend(zip(batch.frames if stages.replay is None else [None] * len(batch), batch.pts))
-            write(tracker.push(dets))
-        write(tracker.flush())
+            write(final)
+        write(anon.end())
         if pending is not None:
             pending.result()
         t0 = time.perf_counter()

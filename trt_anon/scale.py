@@ -217,7 +217,7 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
                 src_path, decoder, info, config, make=lambda c, n: _range_decoder(c, n, seg))
             try:
                 run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames()),
-                    config, report, info.width, info.height, decoder.rotation, json_out, _Bar(counter),
+                    config, report, decoder.rotation, json_out, _Bar(counter),
                     first=seg.first, keep=(seg.start, seg.end))
             finally:
                 if replay is not None:
