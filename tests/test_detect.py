@@ -105,3 +105,21 @@ def test_int8_model_tracks_fp32():
         match = iou(a.xyxy, b.xyxy).argmax(axis=1)
         assert (iou(a.xyxy, b.xyxy).max(axis=1) > 0.8).all()
         assert np.abs(a.score - b.score[match]).max() < 0.15  # the heatmap output is quantized too
+
+
+def test_detections_are_checked_and_immutable():
+    """One row per face in every array, checked when made; no stage can change another's boxes."""
+    import dataclasses
+
+    from trt_anon.detect.detections import Detections
+
+    box, score, lms = np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.zeros((2, 5, 2), np.float32)
+    d = Detections(box, score, lms)
+    assert d.kind.tolist() == [0, 0]
+    for bad in ({"score": np.ones(3, np.float32)}, {"landmarks": np.zeros((2, 4, 2))}, {"eyes": np.zeros((1, 4))},
+                {"kind": np.zeros(1, np.uint8)}, {"xyxy": np.zeros((2, 3))}):
+        with pytest.raises(ValueError, match="Detections"):
+            dataclasses.replace(d, **bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.kind = np.ones(2, np.uint8)
+    assert len(Detections.empty()) == 0

@@ -6,6 +6,7 @@ code on the device and copy only the candidate boxes (a few KB) to the host for 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -127,10 +128,8 @@ def detections(maps, threshold: float, geom: Geometry, xp=np) -> list[Detections
     """
     host = xp.asnumpy if hasattr(xp, "asnumpy") else np.asarray
     candidates = decode_candidates(*maps, threshold * WEAK_FRACTION, geom, xp=xp)
-    out = to_detections(*(host(a) for a in candidates), len(maps[0]), geom)
-    for d in out:
-        d.kind = np.where(d.score < threshold, WEAK, HIT).astype(np.uint8)
-    return out
+    return [dataclasses.replace(d, kind=np.where(d.score < threshold, WEAK, HIT).astype(np.uint8))
+            for d in to_detections(*(host(a) for a in candidates), len(maps[0]), geom)]
 
 
 def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Detections]:

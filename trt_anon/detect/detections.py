@@ -10,9 +10,10 @@ import numpy as np
 HIT, HELD, FILLED, WEAK = 0, 1, 2, 3
 
 
-@dataclass
+@dataclass(frozen=True)
 class Detections:
-    """Faces in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2)."""
+    """Faces in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2). Immutable and checked
+    when made: every array has one row per face, so a stage cannot hand the next one a mismatched set."""
 
     xyxy: np.ndarray                                   # (N, 4) face boxes, as detected
     score: np.ndarray                                  # (N,)
@@ -21,8 +22,16 @@ class Detections:
     kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED / WEAK
 
     def __post_init__(self) -> None:
+        n = len(self.xyxy)
         if self.kind is None:
-            self.kind = np.zeros(len(self.xyxy), np.uint8)
+            object.__setattr__(self, "kind", np.zeros(n, np.uint8))
+        shapes = {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)), "landmarks": (self.landmarks, (n, 5, 2)),
+                  "kind": (self.kind, (n,))}
+        if self.eyes is not None:
+            shapes["eyes"] = (self.eyes, (n, 4))
+        for name, (a, shape) in shapes.items():
+            if np.shape(a) != shape:
+                raise ValueError(f"Detections.{name} must be {shape} for {n} faces, not {np.shape(a)}")
 
     def __len__(self) -> int:
         return len(self.xyxy)
