@@ -47,7 +47,7 @@ class Detections:
         for i in range(len(self)):
             item = {"box": [round(float(v), 1) for v in self.xyxy[i]], "score": round(float(self.score[i]), 3),
                     "kind": names[int(self.kind[i])]}
-            if self.eyes is not None and len(self.eyes) == len(self):
+            if self.eyes is not None:  # one row per face: checked when made
                 item["eyes"] = [round(float(v), 1) for v in self.eyes[i]]
             out.append(item)
         return out
