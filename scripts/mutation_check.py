@@ -81,8 +81,8 @@ MUTANTS = [
       "                p.pts, p.dts = p.pts + round(Fraction(1, 2) / p.time_base), p.dts + round(Fraction(1, 2) / "
       "p.time_base)\n            p.stream = out\n",
       ROB + "test_several_audio_streams_and_subtitles_copied"),
-    m("audio after the last video packet lost", "audio", "trt_anon/pipeline.py",
-      "            stages.remuxer.advance(None)\n", "            pass\n",
+    m("audio after the last video packet lost", "audio", "trt_anon/sink.py",
+      "        self.remuxer.advance(None)\n", "        pass\n",
       E2E + "test_frames_timestamps_and_audio_identical"),
     # --- redaction, per style and per backend
     m("mosaic misses the last row of cells", "redaction (mosaic)", "trt_anon/redact/mosaic.py",
@@ -143,7 +143,7 @@ MUTANTS = [
     m("file-level location and device tags kept", "metadata", "trt_anon/media/container.py",
       "    return dict(tags) if keep else {", "    return dict(tags) if True else {",
       ROB + "test_location_and_device_tags_removed_unless_kept"),
-    m("video stream's tags copied unscrubbed", "metadata (streams)", "trt_anon/api.py",
+    m("video stream's tags copied unscrubbed", "metadata (streams)", "trt_anon/sink.py",
       "    vstream.metadata.update(media.container.stream_tags(stream, cfg.keep_metadata))\n",
       "    vstream.metadata.update(media.container.stream_tags(stream, True))\n",
       ROB + "test_stream_level_location_and_device_tags_removed_unless_kept"),

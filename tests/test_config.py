@@ -46,21 +46,34 @@ def test_batch_size_default_is_per_backend_and_an_explicit_one_wins():
     assert Config(batch_size=16).batch_for(gpu=True) == Config(batch_size=16).batch_for(gpu=False) == 16
 
 
-def test_batch_size_is_settled_where_the_stages_are_chosen(monkeypatch):
-    from trt_anon import stages
+def test_batch_size_is_settled_in_the_plan(clips, tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage.data import astronaut
 
-    assert stages.with_batch(Config(backend="cpu"), image=False).batch_size == 8
-    assert stages.with_batch(Config(), image=False).batch_size == 8  # auto without a GPU: the CPU path
-    monkeypatch.setattr(stages.cuda, "available", lambda: True)
-    assert stages.with_batch(Config(), image=False).batch_size == 32
-    assert stages.with_batch(Config(backend="gpu"), image=False).batch_size == 32
-    assert stages.with_batch(Config(backend="cpu"), image=False).batch_size == 8
-    assert stages.with_batch(Config(), image=True).batch_size == 8  # images take the CPU path
-    assert stages.with_batch(Config(batch_size=4), image=False).batch_size == 4
+    from trt_anon import plan as planning
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+
+    def batch(src=clips["two"].path, **options):
+        return planning.plan(src, tmp_path, Config(**options)).config.batch_size
+
+    assert batch(backend="cpu") == 8
+    assert batch() == 8  # auto without a GPU: the CPU path
+    monkeypatch.setattr(planning.cuda, "available", lambda: True)
+    assert batch() == 32
+    assert batch(backend="gpu") == 32
+    assert batch(backend="cpu") == 8
+    assert batch(photo) == 8  # photos take the CPU path
+    assert batch(batch_size=4) == 4
 
 
-def test_the_out_of_memory_retry_takes_a_quarter_of_the_gpu_batch():
-    from trt_anon.api import _attempts
+def test_the_out_of_memory_retry_takes_a_quarter_of_the_gpu_batch(clips, tmp_path, monkeypatch):
+    from trt_anon import plan as planning
 
-    assert [a.batch_size for a in _attempts(Config())] == [None, 8, None]
-    assert [(a.backend, a.batch_size) for a in _attempts(Config(backend="cpu"))] == [("cpu", None)]
+    monkeypatch.setattr(planning.cuda, "available", lambda: True)
+    job = planning.plan(clips["two"].path, tmp_path / "named.mkv", Config(crf=20))
+    tries = [job, *planning.fallbacks(job)]
+    assert [(p.config.backend, p.config.batch_size) for p in tries] == [("auto", 32), ("auto", 8), ("cpu", 8)]
+    assert {(p.output, p.named, p.config.codec, p.config.crf) for p in tries} == {(job.output, True, "h264", 20)}
+    assert list(planning.fallbacks(planning.plan(clips["two"].path, tmp_path, Config(backend="cpu")))) == []

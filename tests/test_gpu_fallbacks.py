@@ -276,7 +276,7 @@ def test_the_encoder_thread_waits_for_the_redaction_on_the_gpu(strict_cupy_modul
     frames = cp.asarray(np.zeros((3, 16, 16, 3), np.uint8))
     stages = pipeline.Stages(decoder=[Batch(frames, [0, 1, 2], Fraction(1, 30), 0)],
                              detector=lambda f: [Detections.empty() for _ in range(len(f))],
-                             redactor=redact, encoder=Encoder())
+                             redactor=redact, sink=Encoder())
     pipeline.run(stages, Config(lookback=0), Report("in", "out"))
     main = threading.current_thread().name
     redacted = log.index(("redact", main))

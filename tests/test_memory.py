@@ -26,7 +26,6 @@ def test_cpu_batches_hold_about_eight_1080p_frames():
     assert Config().batch_for(gpu=False, pixels=7680 * 4320) == 1
     assert Config().batch_for(gpu=True, pixels=3840 * 2160) == 32  # the GPU's memory is not the host's
     assert Config(batch_size=8).batch_for(gpu=False, pixels=3840 * 2160) == 8  # the option wins
-    assert stages.with_batch(Config(backend="cpu"), image=False, pixels=3840 * 2160).batch_size == 2
 
 
 def test_large_frames_are_decoded_twice_not_held():
@@ -40,7 +39,7 @@ def test_large_frames_are_decoded_twice_not_held():
     def replays(w, h, **cfg):
         info = Info()
         info.width, info.height = w, h
-        c = stages.with_batch(Config(backend="cpu", **cfg), False, w * h)
+        c = Config(backend="cpu", batch_size=Config(**cfg).batch_for(False, w * h), **cfg)
         return stages.replay_decoder(Path("/nonexistent"), Decoder(), info, c) is not None
 
     assert not replays(1920, 1080)

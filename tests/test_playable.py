@@ -107,7 +107,7 @@ def test_other_outputs_are_one_line_errors_before_any_work(clip, tmp_path, capsy
     def no_work(*args, **kwargs):
         raise AssertionError("work started for an output that cannot be written")
 
-    monkeypatch.setattr(api, "_encode_file", no_work)
+    monkeypatch.setattr(api, "_video", no_work)
     out = tmp_path / "out"
     out.mkdir()
     assert main([str(clip), "-o", str(out / name), "-q"]) == 1

@@ -23,6 +23,7 @@ from synth import Face, make_clip  # noqa: E402
 import trt_anon  # noqa: E402
 from trt_anon import scale  # noqa: E402
 from trt_anon.cli import main  # noqa: E402
+from trt_anon.plan import plan  # noqa: E402
 
 SMALL = dict(width=320, height=180)
 # a short lookback and batch keep each segment's context (2 x (ttl + eyes_every + lookback), whole batches)
@@ -91,7 +92,7 @@ def test_segments_give_what_process_gives(cluster, long_clip, tmp_path):
                                       json_path=str(js), progress=False, **SEG)
     assert [p["part"] for p in report.placement] == [f"segment {i}" for i in range(5)]
     assert len({p["node"] for p in report.placement}) == 2  # both nodes took segments
-    segs = scale.plan_segments(long_clip.path, trt_anon.Config(codec="h264", batch_size=8, **SEG), 30)
+    segs = scale.plan_segments(plan(long_clip.path, tmp_path, trt_anon.Config(batch_size=8, **SEG)), 30)
     assert [s.first for s in segs] == [0, 0, 32, 56, 88]
     boxes = json.loads((js / "long.anon.json").read_text())["frames"]
     _same_as_serial(report, long_clip, tmp_path, boxes, **SEG)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 from synth import make_clip
 
 from trt_anon import scale
 from trt_anon.cli import main
 from trt_anon.config import Config
-from trt_anon.errors import ConfigError
+from trt_anon.plan import plan
 
 
 def test_context_frames_follow_the_config():
@@ -19,17 +18,19 @@ def test_context_frames_follow_the_config():
 
 def test_segments_cut_at_keyframes_with_whole_batches_of_context(tmp_path):
     clip = make_clip(tmp_path / "k.mp4", 160, 96, frames=130, audio=0, keyint=25, faces=[])
-    cfg = Config(batch_size=16, codec="h264")  # process_many settles the codec for the output first
-    segs = scale.plan_segments(clip.path, cfg, 40)
+    cfg = Config(batch_size=16)
+    job = plan(clip.path, tmp_path, cfg)
+    assert job.config.codec == "h264" and job.config.batch_size == 16
+    segs = scale.plan_segments(job, 40)
     assert [(s.start, s.end) for s in segs] == [(0, 50), (50, 100), (100, 130)]
     ctx = scale.context_frames(cfg)
     for s in segs:
         assert s.first % 16 == 0 and s.first <= max(s.start - ctx, 0)
         assert (s.stop % 16 == 0 or s.stop == 130) and s.stop >= min(s.end + ctx, 130)
         assert s.seek_index % 25 == 0 and s.seek_index <= s.first
-    assert scale.plan_segments(clip.path, cfg, 100) == []  # too short to split
-    with pytest.raises(ConfigError, match="batch"):  # the default (None) is settled per backend first
-        scale.plan_segments(clip.path, Config(codec="h264"), 40)
+    assert scale.plan_segments(job, 100) == []  # too short to split
+    assert scale.plan_segments(plan(clip.path, tmp_path / "k.mkv", cfg, codec="hevc"), 40) == []  # x264 only
+    assert plan(clip.path, tmp_path, Config(backend="cpu")).config.batch_size == 8  # settled in every plan
 
 
 def test_ray_missing_is_one_line_error(clips, monkeypatch, capsys):
@@ -54,8 +55,8 @@ def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
 
     clip = make_clip(tmp_path / "k.mp4", 320, 180, frames=130, audio=0, keyint=25,
                      faces=[Face(50, (20, 40), (1.5, 0.2)), Face(36, (250, 100), (-1.0, 0.0), enter=70)])
-    cfg = Config(batch_size=8, codec="h264", crf=18, backend="cpu")  # as process_many settles them
-    segs = scale.plan_segments(clip.path, cfg, 40)
+    job = plan(clip.path, tmp_path, Config(backend="cpu"))  # batch 8, h264 at crf 18, as process_many plans it
+    segs = scale.plan_segments(job, 40)
     assert len(segs) == 3
 
     class Counter:
@@ -74,7 +75,7 @@ def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
         out = []
         for s in segs:
             piece = str(tmp_path / f"{tag}{s.number}.mp4")
-            scale.run_segment(str(clip.path), s, piece, cfg, Counter())
+            scale.run_segment(job, s, piece, Counter())
             with av.open(piece) as c:
                 out.append(([f.to_ndarray().tobytes() for f in c.decode(video=0)], open(piece + ".jsonl").read()))
         return out

@@ -127,12 +127,16 @@ class Config:
         return self.threshold if self.threshold is not None else THRESHOLDS[precision]
 
     @classmethod
-    def from_options(cls, **options) -> "Config":
-        """Build from keyword options, naming any unknown one (typos must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - names)
+    def from_options(cls, base: "Config | None" = None, /, **options) -> "Config":
+        """Build from keyword options (over ``base``'s values), naming any unknown one (typos must not pass
+        silently) and checking the result as a new Config is checked."""
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(options) - {f.name for f in fields})
         if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(f.name for f in fields))}")
+        if base is not None:
+            options = {**{f.name: getattr(base, f.name) for f in fields}, **options}
         try:
             return cls(**options)
         except TypeError as exc:  # pragma: no cover - defensive

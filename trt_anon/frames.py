@@ -14,7 +14,6 @@ the GPU stay there (CuPy and PyTorch tensors through DLPack) and come back as th
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ class Anonymizer:
         made), else made on the first batch. ``rotation``: the frames are stored turned by a display matrix
         (phone video): faces are searched as displayed, boxes are given on the stored frames. ``first``: the
         index of the first frame (a segment of a file: eye refreshes fall where a whole run's do)."""
-        self.config = dataclasses.replace(config, **options) if config else Config(**options)
+        self.config = Config.from_options(config, **options) if options or config is None else config
         self.detector, self.redactor, self.rotation = detector, redactor, rotation
         self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
         self.gpu = False

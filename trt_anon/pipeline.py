@@ -11,12 +11,11 @@ the GIL): measured to pay on 2 cores (scripts/bench.py), and it keeps memory to 
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from .decode.batch import Batch
 from .detect.detections import HIT, Detections
 from .errors import InputError
 from .frames import Anonymizer
-from .report import Report
+from .report import BoxLog, Report
 
 
 @dataclass
@@ -36,18 +35,18 @@ class Stages:
     decoder: Iterable[Batch]
     detector: Callable[[Any], list[Detections]]
     redactor: Callable[[Any, list[np.ndarray]], Any]
-    encoder: Any                                 # .encode(frames, pts), .close(), .packet_time
-    remuxer: Any = None                          # .advance(seconds) copies audio/subtitles
+    sink: Any                                    # .encode(frames, pts), .close(), .last_pts (sink.VideoFile)
     replay: Iterator[tuple[Any, int]] | None = None  # the decoder's (frame, pts) again, from a second decode:
                                                      # frames waiting for back-fill are not held
 
 
 def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
-        json_out: TextIO | None = None, progress: Any = None, stats: Any = None, first: int = 0,
+        log: BoxLog | None = None, progress: Any = None, stats: Any = None, first: int = 0,
         keep: tuple[int, int] | None = None) -> None:
     """Drive the stages over the whole video. Fills ``report``; raises on any failure.
 
-    ``stats`` (e.g. ``review.FrameStats``) gets ``.add(pts, detections, redacted boxes)`` for every frame written.
+    ``log`` gets every frame's boxes (the ``--json`` file). ``stats`` (e.g. ``review.FrameStats``) gets
+    ``.add(pts, detections, redacted boxes)`` for every frame written.
     A segment (``trt_anon.scale``): the decoder starts at frame index ``first`` of the file, and only frames
     ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written."""
     anon = Anonymizer(config, detector=stages.detector, redactor=stages.redactor, rotation=rotation, first=first)
@@ -62,9 +61,7 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         t0 = time.perf_counter()
         if ready is not None:  # this thread's CUDA stream waits, on the GPU, for the redaction queued on ours
             array_module(frames).cuda.get_current_stream().wait_event(ready)
-        stages.encoder.encode(frames, pts)
-        if stages.remuxer is not None:
-            stages.remuxer.advance(stages.encoder.packet_time)
+        stages.sink.encode(frames, pts)
         secs["encode"] += time.perf_counter() - t0
 
     def write(final: list[Detections]) -> None:
@@ -110,10 +107,8 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
             if len(b):
                 report.frames_with_faces += 1
                 report.max_faces = max(report.max_faces, len(b))
-            if json_out is not None:
-                json_out.write(("," if report.frames else "") + json.dumps(
-                    {"frame": report.frames + (keep[0] if keep else 0), "pts": int(pts[i]), "faces": d.to_json(),
-                     "redacted": [[round(float(v), 1) for v in r] for r in b]}) + "\n")
+            if log is not None:
+                log.add(report.frames + (keep[0] if keep else 0), int(pts[i]), d.to_json(), b)
             if stats is not None:
                 stats.add(pts[i], d, b)
             report.frames += 1
@@ -138,12 +133,10 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         if pending is not None:
             pending.result()
         t0 = time.perf_counter()
-        stages.encoder.close()
-        if stages.remuxer is not None:
-            stages.remuxer.advance(None)
+        stages.sink.close()
         secs["encode"] += time.perf_counter() - t0
     finally:
         worker.shutdown(wait=True)  # never leave a thread writing into a file being removed
     report.seconds.update(secs)
-    if time_base is not None and stages.encoder.last_pts is not None:
-        report.duration = float(stages.encoder.last_pts * time_base)
+    if time_base is not None and stages.sink.last_pts is not None:
+        report.duration = float(stages.sink.last_pts * time_base)

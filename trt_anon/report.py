@@ -1,8 +1,13 @@
-"""What a run did: counts, timings, and which backend ran each stage."""
+"""What a run did: counts, timings, and which backend ran each stage; and the ``--json`` file that holds
+it with every frame's boxes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from typing import TextIO
+
+import numpy as np
 
 
 @dataclass
@@ -42,3 +47,28 @@ class Report:
         d["fps"] = round(self.fps, 2)
         d["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         return d
+
+
+class BoxLog:
+    """The ``--json`` file: ``{"frames": [...], "report": {...}}``, one line per frame as it is written.
+
+    ``envelope=False`` writes the frame lines only (a segment's piece, joined into the file by ``add_line``)."""
+
+    def __init__(self, file: TextIO, envelope: bool = True) -> None:
+        self.file, self.count = file, 0
+        if envelope:
+            file.write('{"frames": [\n')
+
+    def add(self, frame: int, pts: int, faces: list[dict], redacted: np.ndarray) -> None:
+        """One frame: the tracker's faces (``Detections.to_json``) and the rectangles redacted."""
+        self.add_line(json.dumps({"frame": frame, "pts": pts, "faces": faces,
+                                  "redacted": [[round(float(v), 1) for v in r] for r in redacted]}))
+
+    def add_line(self, line: str) -> None:
+        """A frame's JSON object as written by ``add`` (a piece's line, with or without its separator)."""
+        self.file.write(("," if self.count else "") + line.lstrip(",").rstrip("\n") + "\n")
+        self.count += 1
+
+    def close(self, report: Report) -> None:
+        """The report, once complete: the file then holds what the caller gets."""
+        self.file.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")

@@ -31,7 +31,8 @@ from typing import Any, Iterator
 
 from .config import Config
 from .errors import AnonError, ConfigError
-from .report import Report
+from .plan import Plan, plan
+from .report import BoxLog, Report
 
 MAX_RETRIES = 3                 # a worker (or node) lost mid-task: Ray runs the task again
 OBJECT_STORE = 128 * 2 ** 20    # results are small (reports, paths): keep Ray's shared memory small
@@ -63,8 +64,8 @@ class Segment:
     stop: int         # one past the last frame decoded (context after)
 
 
-def plan_segments(path: Path, config: Config, segment_frames: int) -> list[Segment]:
-    """Cut at the input's keyframes about every ``segment_frames`` frames; one segment when it cannot.
+def plan_segments(job: Plan, segment_frames: int) -> list[Segment]:
+    """Cut at the input's keyframes about every ``segment_frames`` frames; none (one task) when it cannot.
 
     Context edges are rounded out to whole batches counted from frame 0, so every frame is detected in
     the same batch as in a whole run (a detector need not be deterministic across batch shapes)."""
@@ -72,9 +73,8 @@ def plan_segments(path: Path, config: Config, segment_frames: int) -> list[Segme
 
     from .media.container import video_stream
 
-    if config.batch_size is None:  # process_many settles it for the tasks' backend (Config.batch_for)
-        raise ConfigError("segments are cut at whole batches: settle batch_size first (Config.batch_for)")
-    if config.codec != "h264":
+    config, path = job.config, job.source
+    if job.photo or config.codec != "h264":
         return []  # x264's stitchable keeps every piece's headers identical; other encoders make no such promise
     with av.open(str(path)) as c:
         if not any(n in c.format.name for n in ("mp4", "mov", "matroska")):
@@ -178,23 +178,23 @@ def _crash_once() -> None:
             os._exit(1)
 
 
-def run_file(src: str, dst: str, config: Config, counter) -> Report:
-    """Task: one whole file, exactly ``process()``."""
-    from .api import process
+def run_file(job: Plan, counter) -> Report:
+    """Task: one whole file, exactly as ``process()`` runs it."""
+    from .api import execute
 
-    report = process(src, dst, config=config, progress=_Bar(counter))
+    report = execute(job, progress=_Bar(counter))
     report.placement = [{**_where(), "part": "file", "frames": report.frames}]
     return report
 
 
-def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> dict:
+def run_segment(job: Plan, seg: Segment, piece: str, counter) -> dict:
     """Task: one segment into ``piece`` (video only) and ``piece``.jsonl (its boxes)."""
     import av
 
     from . import media, stages
     from .pipeline import Stages, run
 
-    src_path = Path(src)
+    src, src_path, config = str(job.source), job.source, job.config
     notes: list[str] = []
     report = Report(src, piece)
     container = media.open_input(src_path)
@@ -217,7 +217,7 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
                 src_path, decoder, info, config, make=lambda c, n: _range_decoder(c, n, seg))
             try:
                 run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames()),
-                    config, report, decoder.rotation, json_out, _Bar(counter),
+                    config, report, decoder.rotation, BoxLog(json_out, envelope=False), _Bar(counter),
                     first=seg.first, keep=(seg.start, seg.end))
             finally:
                 if replay is not None:
@@ -234,17 +234,17 @@ def run_segment(src: str, seg: Segment, piece: str, config: Config, counter) -> 
     return {"report": report, "piece": piece, "offset": zero.offset, "rotation": decoder.rotation}
 
 
-def join(src: str, dst: str, config: Config, json_path: str | None, *parts: dict) -> Report:
-    """Task: the pieces' packets into ``dst`` with the input's timestamps (no second encode), audio,
-    subtitles and metadata from ``src`` as ``process()`` copies them; fail-closed like ``process()``."""
+def join(job: Plan, *parts: dict) -> Report:
+    """Task: the pieces' packets into the output with the input's timestamps (no second encode), audio,
+    subtitles and metadata from the input as ``process()`` copies them; fail-closed like ``process()``."""
     import av
 
     from . import media
-    from .api import dress_output
+    from .sink import dress_output
 
     started = time.perf_counter()
-    src_path, dst_path = Path(src), Path(dst)
-    report = Report(src, dst)
+    src, src_path, dst_path = str(job.source), job.source, job.output
+    report = Report(src, str(dst_path))
     for p in parts:
         r: Report = p["report"]
         for k in ("frames", "faces", "frames_with_faces", "redacted_boxes"):
@@ -261,19 +261,18 @@ def join(src: str, dst: str, config: Config, json_path: str | None, *parts: dict
         tb = stream.time_base
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(media.atomic_output(dst_path, True))
-            json_out = None
-            if json_path:
-                json_tmp = stack.enter_context(media.atomic_output(Path(json_path), True))
-                json_out = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
-                json_out.write('{"frames": [\n')
+            log = None
+            if job.json is not None:
+                json_tmp = stack.enter_context(media.atomic_output(job.json, True))
+                log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")))
             out = stack.enter_context(av.open(str(tmp), "w", options=media.container.muxer_options(dst_path, tb)))
             with av.open(parts[0]["piece"]) as first:
                 vstream = out.add_stream_from_template(first.streams.video[0])
             vstream.time_base = tb
-            remuxer = dress_output(src_path, container, stream, out, None, config, parts[0]["rotation"], report)
+            remuxer = dress_output(src_path, container, stream, out, None, job.config, parts[0]["rotation"], report)
             stack.callback(remuxer.close)
             last = None
-            for n, p in enumerate(parts):
+            for p in parts:
                 with av.open(p["piece"]) as piece:
                     for pkt in piece.demux(piece.streams.video[0]):
                         if not pkt.size:
@@ -285,16 +284,16 @@ def join(src: str, dst: str, config: Config, json_path: str | None, *parts: dict
                         out.mux(pkt)
                         remuxer.advance(float(pkt.dts * tb))
                         last = pkt.pts if last is None else max(last, pkt.pts)
-                if json_out is not None:
+                if log is not None:
                     with open(p["piece"] + ".jsonl", encoding="utf-8") as lines:
-                        for i, line in enumerate(lines):
-                            json_out.write(("," if n or i else "") + line.lstrip(","))
+                        for line in lines:
+                            log.add_line(line)
             remuxer.advance(None)
             report.warnings.extend(remuxer.warnings())
             report.duration = float(last * tb) if last is not None else 0.0
             report.wall = time.perf_counter() - started  # the driver makes it the file's time in the job
-            if json_out is not None:
-                json_out.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
+            if log is not None:
+                log.close(report)
     except av.error.FFmpegError as exc:
         raise AnonError(f"joining the segments of {src} failed: {exc}") from None
     finally:
@@ -388,27 +387,13 @@ def process_many(inputs, output_dir: str | os.PathLike | None = None, ray_addres
             ray.shutdown()
 
 
-def _plan(src: Path, output_dir, config: Config, skip_existing: bool) -> tuple[Path, Config, Report | None, int]:
-    """Output path, the file's config, its finished report (skip), and its frame count (progress)."""
-    from . import media
-    from .api import _settle_codec
-
-    container = media.open_input(src)
-    try:
-        dst = media.default_output(src, Path(output_dir) if output_dir else None,
-                                   lambda ext: media.container.fits(container, ext))
-        frames = media.VideoInfo.of(container, media.container.video_stream(container)).frames
-        if not media.is_image(dst):
-            config = _settle_codec(config, container, dst, [])  # the codec for dst, as process() picks it
-    finally:
-        container.close()
-    if skip_existing:
-        done = _finished(src, dst, config)
-        if done is not None:
-            return dst, config, done, frames
-        config = dataclasses.replace(config, overwrite=True)  # unfinished or stale: redo it
-    media.resolve_output(src, dst, config.overwrite)
-    return dst, config, None, frames
+def _plan(src: Path, output_dir, config: Config, skip_existing: bool, batch_size: int) -> tuple[Plan, Report | None]:
+    """The file's plan, as ``process()`` makes it, for the tasks' batch size; and its finished report
+    when ``skip_existing`` finds its output made from this input with these options (else it is redone)."""
+    if not skip_existing:
+        return plan(src, output_dir, config, batch_size=batch_size), None
+    job = plan(src, output_dir, config, batch_size=batch_size, overwrite=True)  # unfinished or stale: redo it
+    return job, _finished(src, job.output, job.config)
 
 
 def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_existing, segment_frames, progress,
@@ -419,7 +404,7 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
     have = ray.cluster_resources()
     gpu = config.backend != "cpu" and have.get("GPU", 0) > 0
     # one batch size for the whole job, the tasks' backend's (segments are cut at whole batches)
-    config = dataclasses.replace(config, batch_size=config.batch_for(gpu))
+    batch_size = config.batch_for(gpu)
     slots = workers or int(have.get("GPU" if gpu else "CPU", 1))
     # a task's size makes at most ``slots`` run at once: one core (or GPU) each unless --workers asks for fewer
     opts = {"num_gpus": max(1, int(have["GPU"]) // slots), "num_cpus": 1} if gpu else \
@@ -433,29 +418,24 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
     plans = {}
     for i, src in enumerate(inputs):
         try:
-            plans[i] = _plan(src, output_dir, config, skip_existing)
+            plans[i], results[i] = _plan(src, output_dir, config, skip_existing, batch_size)
         except (AnonError, OSError) as exc:
             results[i] = Report(str(src), "", error=str(exc) if isinstance(exc, AnonError) else f"{src}: {exc}")
-            continue
-        if plans[i][2] is not None:
-            results[i] = plans[i][2]
-    todo = {i: p for i, p in plans.items() if p[2] is None}
-    total = sum(p[3] for p in todo.values())
+    todo = {i: job for i, job in plans.items() if results[i] is None}
+    total = sum(job.frames for job in todo.values())
     seg_len = segment_frames if segment_frames is not None else max(MIN_SEGMENT, math.ceil(total / (2 * slots)))
 
     refs: dict[Any, int] = {}
     pieces: dict[int, str] = {}
-    for i, (dst, cfg, _, _) in todo.items():
-        src = str(inputs[i])
-        json_path = str(Path(cfg.json_path) / f"{inputs[i].stem}.anon.json") if cfg.json_path else None
-        segs = plan_segments(inputs[i], cfg, seg_len) if seg_len else []
+    for i, job in todo.items():
+        segs = plan_segments(job, seg_len) if seg_len else []
         if not segs:
-            refs[file_task.remote(src, str(dst), dataclasses.replace(cfg, json_path=json_path), counter)] = i
+            refs[file_task.remote(job, counter)] = i
             continue
-        work.append(tempfile.mkdtemp(prefix=".trt_anon-segments-", dir=dst.parent))
+        work.append(tempfile.mkdtemp(prefix=".trt_anon-segments-", dir=job.output.parent))
         pieces[i] = work[-1]
-        parts = [seg_task.remote(src, s, str(Path(work[-1]) / f"{s.number}.mp4"), cfg, counter) for s in segs]
-        refs[join_task.remote(src, str(dst), cfg, json_path, *parts)] = i  # Ray resolves top-level refs
+        parts = [seg_task.remote(job, s, str(Path(work[-1]) / f"{s.number}.mp4"), counter) for s in segs]
+        refs[join_task.remote(job, *parts)] = i  # Ray resolves top-level refs
 
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True)
     pending = list(refs)
@@ -476,9 +456,9 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
                     continue
                 if len(results[i].placement) > 1:  # segments: the file took from the job's start until now
                     results[i].wall = time.perf_counter() - started
-                dst, cfg = plans[i][0], plans[i][1]
-                _sidecar(dst).write_text(json.dumps({**_stamp(inputs[i], cfg), "report": results[i].to_dict()}),
-                                         encoding="utf-8")
+                job = plans[i]
+                _sidecar(job.output).write_text(
+                    json.dumps({**_stamp(inputs[i], job.config), "report": results[i].to_dict()}), encoding="utf-8")
     except BaseException:
         for ref in pending:
             with contextlib.suppress(Exception):

@@ -12,34 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import cuda, media
+from . import media
 from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import SOFTWARE_CODECS, PyAVEncoder
 from .encode.pyav import add_params
 from .errors import BackendError, InputError, first_line
+from .plan import use_gpu
 from .redact import select_redactor
-
-
-def use_gpu(cfg: Config, image: bool) -> bool:
-    """Whether this run takes the GPU path; backend 'gpu' with no usable GPU is an error."""
-    if cfg.backend == "cpu" or image:
-        return False
-    if cuda.available():
-        return True
-    if cfg.backend == "gpu":
-        raise BackendError("backend 'gpu' asked for, but no CUDA GPU is usable here (needs cupy and a GPU)")
-    return False
-
-
-def with_batch(cfg: Config, image: bool, pixels: int = 0) -> Config:
-    """``cfg`` with its batch size settled for the path this run takes (``batch_size=None``: the backend's
-    default for frames of ``pixels``), before the decoder is made. A GPU run that falls back to the CPU in
-    ``choose`` keeps the GPU's."""
-    if cfg.batch_size is not None:
-        return cfg
-    return dataclasses.replace(cfg, batch_size=cfg.batch_for(use_gpu(cfg, image), pixels))
 
 
 @dataclass
