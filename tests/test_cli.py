@@ -161,3 +161,25 @@ def test_single_file_into_new_folder_with_json_folder(clips, tmp_path):
     assert r.returncode == 0, r.stderr
     assert leftovers(tmp_path / "new") == ["two.anon.mp4"]
     assert leftovers(tmp_path / "js") == ["two.anon.json"]
+
+
+def test_the_options_are_configs_fields_declared_once():
+    """Each Config field with help is a flag whose default, choices and help are the field's; the defaults the
+    parser gives make the default Config (a field added to Config is on the command line, or deliberately not)."""
+    import dataclasses
+
+    from trt_anon.cli import _parser
+    from trt_anon.config import CODECS, PRESETS, STYLES, Config
+
+    actions = {a.dest: a for a in _parser()._actions}
+    fields = [f for f in dataclasses.fields(Config) if "help" in f.metadata]
+    assert {f.name for f in dataclasses.fields(Config)} - {f.name for f in fields} == {
+        "margin_px", "margin_rel", "eyes_every"}  # API-only
+    for f in fields:
+        a = actions[f.name]
+        assert a.help == f.metadata["help"] and a.default == f.default, f.name
+        assert a.choices == f.metadata.get("choices"), f.name
+    assert (actions["style"].choices, actions["codec"].choices, actions["preset"].choices) == (STYLES, CODECS, PRESETS)
+    assert actions["json_path"].option_strings == ["--json"] and actions["engine_path"].option_strings == ["--engine"]
+    args = _parser().parse_args(["x.mp4"])
+    assert Config(**{f.name: getattr(args, f.name) for f in fields}) == Config()

@@ -10,19 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import (
-    BACKENDS,
-    CODECS,
-    CPU_BATCH,
-    CRFS,
-    GPU_BATCH,
-    PRECISIONS,
-    PRESETS,
-    STYLES,
-    TARGETS,
-    THRESHOLDS,
-    Config,
-)
+from .config import Config
 from .errors import AnonError, ConfigError, InputError, OutputError
 from .media.files import IMAGE_EXTS
 
@@ -35,7 +23,6 @@ class Terminated(BaseException):
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = Config()
     p = argparse.ArgumentParser(
         prog="trt-anon", description="Anonymize faces (or eyes) in videos and images with a 25:1 mosaic. "
         "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input.")
@@ -43,40 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
     p.add_argument("--demo", action="store_true",
                    help="run on the packaged sample clip, write demo.anon.mp4 here (replacing an earlier demo's)")
-    p.add_argument("--target", choices=TARGETS, default=d.target, help="what to cover (default: face)")
-    p.add_argument("--threshold", type=float, default=d.threshold,
-                   help=f"detection score threshold, lower finds more (default {THRESHOLDS['int8']} with the "
-                        f"CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)")
-    p.add_argument("--det-size", default=d.det_size,
-                   help="detection resolution, long side in pixels (multiple of 32), or 'auto': on the CPU 2/3 of "
-                        "the frame's long side, so faces from 24 px are found; on a GPU the full frame up to 2560 "
-                        "(default auto)")
-    p.add_argument("--mosaic-cell", default=d.mosaic_cell,
-                   help="smallest mosaic cell in pixels; a larger face gets a multiple of it, at most 4 cells "
-                        f"across the face, so large faces stay unrecognisable too (default {d.mosaic_cell})")
-    p.add_argument("--style", choices=STYLES, default=d.style,
-                   help="how faces are covered: mosaic (default, cells of 25 px or more), blur (strong: about 3 "
-                        "blur cells across a face, none of its detail survives) or solid (a flat --fill-color)")
-    p.add_argument("--fill-color", default="#000000", metavar="COLOR",
-                   help="colour of --style solid, #rrggbb or r,g,b (default #000000, black)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"frames per batch (default {GPU_BATCH} on a GPU, {CPU_BATCH} on the CPU: more only holds "
-                        "more frames in memory there)")
-    p.add_argument("--ttl", type=int, default=d.ttl, help=f"frames a face box is held / back-filled (default {d.ttl})")
-    p.add_argument("--lookback", type=int, default=d.lookback,
-                   help="frames a new face may be back-filled along its motion; frames are written this late "
-                        f"(default {d.lookback}; memory grows past --batch-size)")
-    p.add_argument("--codec", choices=CODECS, default=d.codec,
-                   help="output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); "
-                        "default: h264, hevc for 10-bit or HDR input; vp9 where the container cannot hold those "
-                        "(.webm; av1 for 10-bit or HDR)")
-    p.add_argument("--crf", type=int, default=d.crf,
-                   help="quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")")
-    p.add_argument("--preset", choices=PRESETS, default=d.preset, metavar="PRESET",
-                   help=f"encoder speed, x264's names ({', '.join(PRESETS)}), also mapped for vp9/av1 "
-                        f"(default {d.preset})")
-    p.add_argument("--json", metavar="PATH", help="write per-frame boxes and the report as JSON "
-                   "(a folder when there are several inputs)")
+    for f in dataclasses.fields(Config):  # every option of Config that is a command-line option (config.option)
+        if "help" in f.metadata:
+            cli = dict(f.metadata)
+            flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
+            if f.default is False:
+                p.add_argument(flag, dest=f.name, action="store_true", **cli)
+            else:
+                p.add_argument(flag, dest=f.name, default=f.default, **cli)
     p.add_argument("--review", nargs="?", const=True, metavar="PATH",
                    help="write a page to check the result before publishing: NAME.anon.review.html beside the "
                         "output, or PATH (a folder when there are several inputs, with an index.html); "
@@ -84,13 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--review-originals", action="store_true",
                    help="put the unredacted input frame beside each output frame on the review page (the page "
                         "then shows faces: never publish it); implies --review")
-    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
-                   help="auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, "
-                        "an error if they cannot run")
-    p.add_argument("--cpu-precision", choices=PRECISIONS, default=d.cpu_precision,
-                   help="CPU detector model: int8 (default, about twice as fast) or fp32 (the original network)")
-    p.add_argument("--engine", dest="engine_path", metavar="PATH",
-                   help="TensorRT engine to use instead of the engines/ cache (checked against its .json sidecar)")
     p.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="run on Ray: alone, a local instance on this machine (127.0.0.1 only); 'auto' or "
                         "HOST:PORT joins a running cluster (inputs and outputs on storage every node sees); "
@@ -101,8 +55,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-frames", type=int, metavar="N",
                    help="with --ray: split long videos about every N frames at keyframes (0: never; "
                         "default: every worker busy, segments of at least 300 frames)")
-    p.add_argument("--keep-metadata", action="store_true", help="keep location/device tags (removed by default)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"trt-anon {__version__}")
@@ -162,7 +114,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         # every option named after a Config field is that field (--json is per file: set for each below)
         options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                   if f.name != "json_path" and hasattr(args, f.name)}
+                   if f.name != "json_path" and "help" in f.metadata}
         # the demo replaces its own output (and what it was asked to write beside it)
         options["overwrite"] = args.overwrite or (args.demo and args.output is None)
         config = Config(**options)
@@ -192,15 +144,15 @@ def _main(args: argparse.Namespace) -> int:
     many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
     if output is not None and (many or str(output).endswith(("/", "\\"))):
         Path(output).mkdir(parents=True, exist_ok=True)  # a folder of outputs
-    if many and args.json:
-        Path(args.json).mkdir(parents=True, exist_ok=True)  # process() writes NAME.anon.json into a folder
+    if many and args.json_path:
+        Path(args.json_path).mkdir(parents=True, exist_ok=True)  # process() writes NAME.anon.json into a folder
     failed = 0
     rows: list[dict] = []
     for src in inputs:
         bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True,
                    delay=0.5)  # no empty bar before a one-line error; the total is known by then
         try:
-            report = process(src, output, config=config, json_path=args.json, progress=bar, review=review,
+            report = process(src, output, config=config, json_path=args.json_path, progress=bar, review=review,
                              review_originals=args.review_originals)
         except AnonError as exc:
             bar.close()
@@ -246,8 +198,7 @@ def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], outp
         if review:
             raise ConfigError("--review is not available with --ray yet; run without --ray to get review pages")
         options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        if args.json:
-            options["json_path"] = args.json
+        options["json_path"] = args.json_path
         reports = process_many(inputs, output, ray_address=None if args.ray == "local" else args.ray,
                                workers=args.workers, skip_existing=args.skip_existing,
                                segment_frames=args.segment_frames, progress=not args.quiet, **options)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import ConfigError
@@ -34,6 +34,13 @@ STYLES = ("mosaic", "blur", "solid")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
+def option(default, help: str, **cli):
+    """A Config field that is also a command-line option: its ``help``, and for argparse ``choices``, ``type``,
+    ``metavar`` or ``flag`` (default ``--field-name``). The CLI is built from these (cli.py), so an option's
+    default, accepted values and help are declared once, here."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 def check_crf(codec: str | None, crf: int) -> None:
     """The crf range of a codec's own scale: 0-51 for x264/x265, 0-63 for VP9 and AV1 (any, before the codec
     is known); raises ConfigError."""
@@ -46,27 +53,55 @@ def check_crf(codec: str | None, crf: int) -> None:
 class Config:
     """What to redact and how. Defaults are the measured ones (README, Options; docs/quality.md)."""
 
-    target: Literal["face", "eyes"] = "face"
-    threshold: float | None = None  # CenterFace score to accept a face; None: the model's own (THRESHOLDS)
-    det_size: int | str = "auto"    # detector input, long side in pixels (multiple of 32), or "auto"
-    batch_size: int | None = None   # frames decoded/detected/redacted together; None: batch_for's default
-    mosaic_cell: int = 25           # smallest cell side in px (25:1); larger faces get larger cells, <= 4 across
-    style: Literal["mosaic", "blur", "solid"] = "mosaic"  # how the cells touching a box are redacted
-    fill_color: tuple[int, int, int] | str = (0, 0, 0)  # solid style's colour: (r, g, b), "#rrggbb" or "r,g,b"
+    target: Literal["face", "eyes"] = option("face", "what to cover (default: face)", choices=TARGETS)
+    threshold: float | None = option(  # None: the model's own (THRESHOLDS)
+        None, "detection score threshold, lower finds more (default "
+        f"{THRESHOLDS['int8']} with the CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)", type=float)
+    det_size: int | str = option(
+        "auto", "detection resolution, long side in pixels (multiple of 32), or 'auto': on the CPU 2/3 of the frame's "
+        "long side, so faces from 24 px are found; on a GPU the full frame up to 2560 (default auto)")
+    batch_size: int | None = option(  # None: batch_for's default
+        None, f"frames per batch (default {GPU_BATCH} on a GPU, {CPU_BATCH} on the CPU, fewer for frames larger than "
+        "1080p: more only holds more frames in memory there)", type=int)
+    mosaic_cell: int = option(
+        25, "smallest mosaic cell in pixels; a larger face gets a multiple of it, at most 4 cells across the face, so "
+        "large faces stay unrecognisable too (default 25)")
+    style: Literal["mosaic", "blur", "solid"] = option(
+        "mosaic", "how faces are covered: mosaic (default, cells of 25 px or more), blur (strong: about 3 blur cells "
+        "across a face, none of its detail survives) or solid (a flat --fill-color)", choices=STYLES)
+    fill_color: tuple[int, int, int] | str = option(
+        (0, 0, 0), "colour of --style solid, #rrggbb or r,g,b (default #000000, black)", metavar="COLOR")
     margin_px: int = 12             # face box grown by this many pixels per side ...
     margin_rel: float = 0.1         # ... plus this fraction of its width/height per side
-    ttl: int = 5                    # frames a box is held after its last hit / back-filled before its first
-    lookback: int = 30              # frames a new track may be back-filled along its motion (frames written this late)
+    ttl: int = option(5, "frames a face box is held after its last hit / back-filled before its first (default 5)",
+                      type=int)
+    lookback: int = option(
+        30, "frames a new face may be back-filled along its motion; frames are written this late (default 30; "
+        "memory grows past --batch-size)", type=int)
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
-    backend: Literal["auto", "cpu", "gpu"] = "auto"
-    cpu_precision: Literal["int8", "fp32"] = "int8"  # CPU detector model: INT8 ~2x faster (eval: no more leaks)
-    codec: Literal["h264", "hevc", "vp9", "av1"] | None = None  # None: h264, hevc for 10-bit/HDR (encode.choose_codec)
-    crf: int | None = None          # quality, lower is better; None: the codec's own (CRFS), like the input
-    preset: str = "veryfast"        # speed/size trade-off, x264's names (mapped for VP9 and SVT-AV1)
-    overwrite: bool = False
-    keep_metadata: bool = False     # keep location/device tags (removed by default: privacy)
-    json_path: str | None = None    # per-frame boxes and the report as JSON
-    engine_path: str | None = None  # a TensorRT engine to use instead of the engines/ cache
+    backend: Literal["auto", "cpu", "gpu"] = option(
+        "auto", "auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, an error if "
+        "they cannot run", choices=BACKENDS)
+    cpu_precision: Literal["int8", "fp32"] = option(
+        "int8", "CPU detector model: int8 (default, about twice as fast, no more leaks in the eval) or fp32 (the "
+        "original network)", choices=PRECISIONS)
+    codec: Literal["h264", "hevc", "vp9", "av1"] | None = option(  # None: encode.choose_codec decides
+        None, "output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); default: h264, hevc "
+        "for 10-bit or HDR input; vp9 where the container cannot hold those (.webm; av1 for 10-bit or HDR)",
+        choices=CODECS)
+    crf: int | None = option(  # None: the codec's own (CRFS)
+        None, "quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")", type=int)
+    preset: str = option(
+        "veryfast", f"encoder speed, x264's names ({', '.join(PRESETS)}), also mapped for vp9/av1 (default veryfast)",
+        choices=PRESETS, metavar="PRESET")
+    overwrite: bool = option(False, "replace existing outputs")
+    keep_metadata: bool = option(False, "keep location/device tags (removed by default: privacy)")
+    json_path: str | None = option(
+        None, "write per-frame boxes and the report as JSON (a folder when there are several inputs)",
+        flag="--json", metavar="PATH")
+    engine_path: str | None = option(
+        None, "TensorRT engine to use instead of the engines/ cache (checked against its .json sidecar)",
+        flag="--engine", metavar="PATH")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
