@@ -366,7 +366,7 @@ def mosaic_matches(frames: list, boxes: list) -> bool:
 
     from trt_anon.detect.detections import Detections
     from trt_anon.redact import NumpyRedactor, redaction_boxes
-    from trt_anon.redact.cupy_mosaic import CupyRedactor
+    from trt_anon.redact.gpu import CupyRedactor
 
     h, w = frames[0].shape[:2]
     grown = [redaction_boxes(Detections(b, np.ones(len(b), np.float32), np.zeros((len(b), 5, 2), np.float32)),

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trt_anon.detect import centerface as cf  # noqa: E402
 from trt_anon.redact import cell_sizes, redaction_boxes  # noqa: E402
-from trt_anon.redact.mosaic import cell_groups  # noqa: E402
+from trt_anon.redact.cells import cell_groups  # noqa: E402
 from trt_anon.track import Tracker  # noqa: E402
 
 H, W, N = 1080, 1920, 32

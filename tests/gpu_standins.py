@@ -398,7 +398,7 @@ class _OutputStandIn:
 def install_nvenc(monkeypatch) -> NvencLog:
     """Make this machine look like it has NVENC: the probe says yes, PyAV's ``from_dlpack`` and the
     output container's ``h264_nvenc`` stream are the stand-ins above."""
-    from trt_anon import api
+    from trt_anon import sink
     from trt_anon.encode import gpu
 
     log = NvencLog()
@@ -406,7 +406,7 @@ def install_nvenc(monkeypatch) -> NvencLog:
     video_frame = types.SimpleNamespace(from_dlpack=from_dlpack_standin(log),
                                         from_ndarray=av.VideoFrame.from_ndarray)
     monkeypatch.setattr(gpu, "av", _Module(av, VideoFrame=video_frame))
-    monkeypatch.setattr(api, "av", _Module(av, open=lambda *a, **k: _OutputStandIn(av.open(*a, **k), log)))
+    monkeypatch.setattr(sink, "av", _Module(av, open=lambda *a, **k: _OutputStandIn(av.open(*a, **k), log)))
     return log
 
 

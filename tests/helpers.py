@@ -10,7 +10,7 @@ from synth import MIN_IN_VIEW, Clip
 
 from trt_anon.detect.detections import grow
 from trt_anon.redact import OVERLAP_MARGIN
-from trt_anon.redact.mosaic import face_cells
+from trt_anon.redact.cells import face_cells
 
 CELL = 25
 

@@ -251,7 +251,7 @@ def test_dlpack_keeps_the_device_tag_through_pytorch(strict_gpu):
 def test_the_checks_catch_a_host_round_trip(strict_gpu):
     """The assertions the pipeline tests make fail when a frame visits the host: a hidden
     ``np.asarray`` raises, and an explicit download + upload is counted as frame-sized both ways."""
-    from trt_anon.redact.cupy_mosaic import CupyRedactor
+    from trt_anon.redact.gpu import CupyRedactor
 
     cp = strict_gpu
     frames = cp.asarray(np.zeros((2, H, W, 3), np.uint8))

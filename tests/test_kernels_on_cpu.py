@@ -16,11 +16,13 @@ from skimage import data, transform
 from trt_anon.detect import centerface as cf
 from trt_anon.detect import gpu_pre
 from trt_anon.encode import gpu_color
-from trt_anon.redact import NumpyRedactor, cupy_mosaic
+from trt_anon.redact import NumpyRedactor
+from trt_anon.redact import gpu as cupy_redact
+from trt_anon.redact.styles import blur, mosaic, solid
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="g++ is needed to run the CUDA kernels on the CPU")
-KERNELS = {"mosaic": cupy_mosaic._SRC, "solid": cupy_mosaic._SOLID_SRC, "cell_means": cupy_mosaic._MEANS_SRC,
-           "blur": cupy_mosaic._BLUR_SRC, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
+KERNELS = {"mosaic": mosaic.CUDA, "solid": solid.CUDA, "cell_means": blur.MEANS_CUDA,
+           "blur": blur.BLUR_CUDA, "rgb_to_yuv": gpu_color._SRC, "ycc_to_rgb": gpu_color._YCC_SRC,
            "resize": gpu_pre._SRC}
 
 
@@ -109,7 +111,7 @@ def test_mosaic_kernel_equals_numpy_reference(cupy_on_cpu, cell):
         boxes.append(np.stack([x, y, x + s, y + s * 1.3], axis=1))
     boxes[1] = np.zeros((0, 4))
     ref = NumpyRedactor(cell)(frames.copy(), boxes)
-    got = cupy_mosaic.CupyRedactor(cell)(frames.copy(), boxes)
+    got = cupy_redact.CupyRedactor(cell)(frames.copy(), boxes)
     assert (got != frames).any()
     np.testing.assert_array_equal(got, ref)
 
@@ -130,7 +132,7 @@ def test_style_kernels_equal_numpy_reference(cupy_on_cpu, style, cell):
     frames = faces(3, 190, 330)  # not multiples of 25: partial cells at the right and bottom
     boxes = random_boxes(frames)
     ref = NumpyRedactor(cell, style, (200, 30, 90))(frames.copy(), boxes)
-    got = cupy_mosaic.CupyRedactor(cell, style, (200, 30, 90))(frames.copy(), boxes)
+    got = cupy_redact.CupyRedactor(cell, style, (200, 30, 90))(frames.copy(), boxes)
     assert (got != frames).any()
     np.testing.assert_array_equal(got, ref)
 
@@ -138,13 +140,13 @@ def test_style_kernels_equal_numpy_reference(cupy_on_cpu, style, cell):
 def test_style_kernel_test_can_fail(cupy_on_cpu, monkeypatch):
     """The comparison above catches a plausible slip: rows measured from pixel corners, not centres
     (interpolation weights off by half a pixel)."""
-    wrong = cupy_mosaic._BLUR_SRC.replace("uy = 2 * y + 1 - c", "uy = 2 * y - c")
-    assert wrong != cupy_mosaic._BLUR_SRC
-    monkeypatch.setattr(cupy_mosaic, "_BLUR_SRC", wrong)
+    wrong = blur.BLUR_CUDA.replace("uy = 2 * y + 1 - c", "uy = 2 * y - c")
+    assert wrong != blur.BLUR_CUDA
+    monkeypatch.setattr(blur.Blur, "kernels", ((blur.MEANS_CUDA, "cell_means"), (wrong, "blur_cells")))
     frames = faces(2, 100, 120)
     boxes = [np.array([[10, 10, 90, 80]]), np.array([[30, 5, 110, 60]])]
     ref = NumpyRedactor(25, "blur")(frames.copy(), boxes)
-    got = cupy_mosaic.CupyRedactor(25, "blur")(frames.copy(), boxes)
+    got = cupy_redact.CupyRedactor(25, "blur")(frames.copy(), boxes)
     assert (got != ref).any()
 
 
@@ -322,11 +324,11 @@ def test_deep_video_reaches_the_kernels_as_8_bit(cupy_on_cpu):
     (b,) = list(Uploaded([Batch(deep, [0], None, 0)]))
     assert b.frames.dtype == np.uint8 and b.frames[0, 0, :, 0].tolist() == [0, 0, 1, 1, 1, 2, 255]
     with pytest.raises(BackendError, match="8-bit"):
-        cupy_mosaic.CupyRedactor(25)(deep.copy(), [np.zeros((0, 4))])
+        cupy_redact.CupyRedactor(25)(deep.copy(), [np.zeros((0, 4))])
     frames = faces(2, 100, 120)
     boxes = [np.array([[10, 10, 70, 80]]), np.array([[40, 5, 110, 60]])]
     ref = NumpyRedactor(25)(frames[:, ::-1].copy(), boxes)
-    got = cupy_mosaic.CupyRedactor(25)(frames[:, ::-1], boxes)  # flipped: a strided view
+    got = cupy_redact.CupyRedactor(25)(frames[:, ::-1], boxes)  # flipped: a strided view
     np.testing.assert_array_equal(got, ref)
 
 

@@ -10,7 +10,7 @@ import pytest
 from trt_anon.config import Config
 from trt_anon.errors import ConfigError
 from trt_anon.redact import blur, cell_sizes, pixel_mask, solid
-from trt_anon.redact.styles import blur_cells
+from trt_anon.redact.styles.blur import blur_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,3 +246,15 @@ def test_large_faces_are_as_hidden_as_small_ones_by_default(tmp_path):
         out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
         kept.append(_eval_module().detail_kept(frame, out, gt[0]))
     assert np.mean(kept) < 0.2, kept
+
+
+def test_every_style_the_options_accept_has_a_reference_and_kernels():
+    """A style is a module in trt_anon/redact/styles/ named in config.STYLES: the option, the CPU and the GPU
+    redactors all take it from there (the GPU redactor has no style of its own to fall back to)."""
+    from trt_anon.config import STYLES as NAMES
+    from trt_anon.redact import STYLES
+
+    assert tuple(STYLES) == NAMES
+    for name, style in STYLES.items():
+        assert style.name == name and style.kernels and all('extern "C"' in src for src, _ in style.kernels)
+        assert all(fn in src for src, fn in style.kernels)

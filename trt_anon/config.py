@@ -66,7 +66,7 @@ class Config:
     mosaic_cell: int = option(
         25, "smallest mosaic cell in pixels; a larger face gets a multiple of it, at most 4 cells across the face, so "
         "large faces stay unrecognisable too (default 25)")
-    style: Literal["mosaic", "blur", "solid"] = option(
+    style: str = option(  # a name in STYLES: a module in redact/styles/
         "mosaic", "how faces are covered: mosaic (default, cells of 25 px or more), blur (strong: about 3 blur cells "
         "across a face, none of its detail survives) or solid (a flat --fill-color)", choices=STYLES)
     fill_color: tuple[int, int, int] | str = option(

@@ -64,7 +64,7 @@ def test_cupy_mosaic_equals_numpy():
     import cupy as cp
 
     from trt_anon.redact import NumpyRedactor
-    from trt_anon.redact.cupy_mosaic import CupyRedactor
+    from trt_anon.redact.gpu import CupyRedactor
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (8, 1080, 1920, 3), dtype=np.uint8)

@@ -1,14 +1,18 @@
-"""Redact stage: boxes in, frames redacted in place (mosaic, blur or solid). NumPy is the reference."""
+"""Redact stage: boxes in, frames redacted in place, in a style from ``styles.STYLES`` (mosaic, blur, solid).
+NumPy is the reference; the GPU redactor (gpu.py) runs each style's kernels, which must equal it."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..detect.detections import Detections, grow
-from .mosaic import cell_mask, cell_ranges, face_cells, mosaic, pixel_mask
-from .styles import blur, blur_cells, solid
+from .cells import cell_mask, cell_ranges, face_cells, pixel_mask
+from .styles import STYLES
+from .styles.blur import blur
+from .styles.mosaic import mosaic
+from .styles.solid import solid
 
 __all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
-           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin"]
+           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "STYLES"]
 
 
 # Extra margin, as a fraction of the box per side, for a face box whose margin-grown box meets a better-scored
@@ -40,10 +44,9 @@ def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: 
 def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str, style: str = "mosaic",
                margin: tuple[float, float] = (12, 0.1)) -> np.ndarray:
     """One cell size per box, for every style: ``mosaic_cell`` or coarser for large faces (``face_cells``;
-    ``margin``: what the boxes were grown by); the blur's coarser still (``blur_cells``).
+    ``margin``: what the boxes were grown by), as the style takes them (the blur's are coarser still).
     ``pixel_mask(boxes, cell_sizes(...))`` is what a style covers. "auto", which older callers pass, is 25."""
-    cells = face_cells(boxes, 25 if mosaic_cell == "auto" else int(mosaic_cell), margin)
-    return blur_cells(boxes, cells) if style == "blur" else cells
+    return STYLES[style].cells(boxes, face_cells(boxes, 25 if mosaic_cell == "auto" else int(mosaic_cell), margin))
 
 
 def box_margin(config) -> tuple[float, float]:
@@ -53,11 +56,7 @@ def box_margin(config) -> tuple[float, float]:
 
 def redact(frame: np.ndarray, boxes: np.ndarray, style: str, cell, color: tuple[int, int, int] = (0, 0, 0)):
     """Redact one frame in place with ``style`` over the cells (one size, or one per box) touching ``boxes``."""
-    if style == "blur":
-        return blur(frame, boxes, cell)
-    if style == "solid":
-        return solid(frame, boxes, cell, color)
-    return mosaic(frame, boxes, cell)
+    return STYLES[style].redact(frame, boxes, cell, color)
 
 
 class NumpyRedactor:
@@ -75,6 +74,6 @@ class NumpyRedactor:
 
 def select_redactor(config, gpu: bool):
     if gpu:
-        from .cupy_mosaic import CupyRedactor
+        from .gpu import CupyRedactor
         return CupyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))
     return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))

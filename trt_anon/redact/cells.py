@@ -1,10 +1,10 @@
-"""The 25:1 mosaic, NumPy reference. Every other redactor must match it exactly.
+"""The cell grid every style redacts on, and its GPU side.
 
-Cells are ``cell`` x ``cell`` pixels on a grid aligned to the frame's origin, so the mosaic
+Cells are ``cell`` x ``cell`` pixels on a grid aligned to the frame's origin, so a redaction
 does not shimmer as a face moves. A box covers the pixels [floor(x1), ceil(x2)) x
-[floor(y1), ceil(y2)); every cell that shares a pixel with a box becomes the rounded mean
-of that cell's own pixels (cells at the right/bottom edge may be smaller than ``cell``).
-Rounding is half up: (sum + n // 2) // n, per channel.
+[floor(y1), ceil(y2)); every cell that shares a pixel with a box is redacted (cells at the
+right/bottom edge may be smaller than ``cell``). A cell's mean is rounded half up:
+(sum + n // 2) // n, per channel. Larger faces get larger cells (``face_cells``).
 """
 from __future__ import annotations
 
@@ -77,23 +77,6 @@ def face_cells(boxes: np.ndarray, cell: int = 25, margin: tuple[float, float] = 
     return (cell * steps).astype(np.int64)
 
 
-def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) -> np.ndarray:
-    """Mosaic ``frame`` (H, W, C) in place over ``boxes`` (N, 4 x1 y1 x2 y2); returns it.
-
-    ``cell`` is one size for all boxes or one per box. Boxes are done one at a time, largest
-    cells first: where two overlap, the shared cells are already constant, and the rounded mean
-    of a constant cell is that constant, so with one cell size the order does not matter.
-    """
-    height, width = frame.shape[:2]
-    for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
-        py0, py1 = cy0 * c, min(cy1 * c, height)
-        px0, px1 = cx0 * c, min(cx1 * c, width)
-        region = frame[py0:py1, px0:px1]
-        means, hs, ws = cell_means(region, c)
-        region[...] = np.repeat(np.repeat(means.astype(frame.dtype), hs, axis=0), ws, axis=1)
-    return frame
-
-
 def cell_means(region: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rounded (half up) mean of every ``c`` x ``c`` cell of ``region`` (whose origin is on the grid), as
     (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller)."""
@@ -137,3 +120,37 @@ def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndar
         groups.append((int(c), cells.astype(np.int32)))
     return groups
 
+
+# The CUDA side of the grid, which every style's kernels start with: one block per cell.
+CELL_CUDA = r"""
+// The block's cell: cells[3 k] = (frame, cell row, cell column); top-left pixel (y0, x0), size h x w
+// (clipped at the frame's edge). Pixel i of the cell (0 <= i < h w) is at pixel(q, i, H, W).
+struct Cell { int f, cy, cx, y0, x0, h, w; };
+__device__ Cell cell_of(const int* cells, int H, int W, int c) {
+    const int k = blockIdx.x;
+    Cell q;
+    q.f = cells[3 * k]; q.cy = cells[3 * k + 1]; q.cx = cells[3 * k + 2];
+    q.y0 = q.cy * c; q.x0 = q.cx * c;
+    q.h = min(c, H - q.y0); q.w = min(c, W - q.x0);
+    return q;
+}
+__device__ size_t pixel(Cell q, int i, int H, int W) {
+    return (((size_t)q.f * H + q.y0 + i / q.w) * W + q.x0 + i % q.w) * 3;
+}
+// The cell's channel means with the reference's half-up rounding, summed by every thread of the block
+// into sum (3 values of the block's shared memory); every thread gets them in m.
+__device__ void cell_mean(const unsigned char* frames, Cell q, int H, int W, unsigned long long* sum,
+                          unsigned int* m) {
+    if (threadIdx.x < 3) sum[threadIdx.x] = 0ULL;
+    __syncthreads();
+    unsigned long long a0 = 0, a1 = 0, a2 = 0;
+    for (int i = threadIdx.x; i < q.h * q.w; i += blockDim.x) {
+        const unsigned char* p = frames + pixel(q, i, H, W);
+        a0 += p[0]; a1 += p[1]; a2 += p[2];
+    }
+    atomicAdd(&sum[0], a0); atomicAdd(&sum[1], a1); atomicAdd(&sum[2], a2);
+    __syncthreads();
+    const unsigned long long n = (unsigned long long)(q.h * q.w);
+    for (int j = 0; j < 3; ++j) m[j] = (unsigned int)((sum[j] + n / 2) / n);
+}
+"""
