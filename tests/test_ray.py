@@ -39,11 +39,31 @@ def cluster(tmp_path_factory):
     crash = tmp_path_factory.mktemp("crash")
     saved = dict(os.environ)
     assert not ray._private.ray_constants.ENABLE_RAY_CLUSTER  # set before Ray was imported
-    os.environ[scale.CRASH_HOOK] = str(crash)
+
+    def crash_once(folder=str(crash)):
+        """In every worker, before any task: a segment task dies like a killed worker (os._exit) once the
+        test arms it, once (the arm file is taken atomically). Sent by value: the workers cannot import tests/."""
+        import functools
+        from pathlib import Path
+
+        from trt_anon import scale
+
+        real = scale.run_segment
+
+        @functools.wraps(real)
+        def run_segment(*args, **kwargs):
+            try:
+                os.rename(Path(folder) / "arm", Path(folder) / "fired")
+            except FileNotFoundError:
+                return real(*args, **kwargs)
+            os._exit(1)
+
+        scale.run_segment = run_segment
+
     node = {"num_cpus": 1, "object_store_memory": scale.OBJECT_STORE}
     c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     c.add_node(**node)
-    ray.init(address=c.address, log_to_driver=False)
+    ray.init(address=c.address, log_to_driver=False, runtime_env={"worker_process_setup_hook": crash_once})
     try:
         yield crash
     finally:
@@ -207,7 +227,7 @@ def test_cli_local_instance_on_loopback_and_ctrl_c_leaves_nothing(long_clip, tmp
     import time
 
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != scale.CRASH_HOOK}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen([sys.executable, "-m", "trt_anon", str(long_clip.path), "-o", str(out), "--ray",
                              "--workers", "1", "--segment-frames", "30", "--backend", "cpu", "-q"],

@@ -39,7 +39,6 @@ OBJECT_STORE = 128 * 2 ** 20    # results are small (reports, paths): keep Ray's
 MIN_SEGMENT = 300               # frames: shorter segments spend more on context and start-up than they save
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a local instance binds 127.0.0.1, not the host's address
            "RAY_USAGE_STATS_ENABLED": "0"}
-CRASH_HOOK = "TRT_ANON_TEST_CRASH_DIR"  # tests: a segment task dies (os._exit) once if DIR/arm exists
 
 
 def context_frames(config: Config) -> int:
@@ -169,15 +168,6 @@ def _where() -> dict:
             "gpu": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(), "peak_rss_mib": round(peak)}
 
 
-def _crash_once() -> None:
-    """Test hook: die like a killed worker, once (the arm file is taken atomically)."""
-    folder = os.environ.get(CRASH_HOOK)
-    if folder:
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(Path(folder) / "arm", Path(folder) / "fired")
-            os._exit(1)
-
-
 def run_file(job: Plan, counter) -> Report:
     """Task: one whole file, exactly as ``process()`` runs it."""
     from .api import execute
@@ -203,7 +193,6 @@ def run_segment(job: Plan, seg: Segment, piece: str, counter) -> dict:
         info = media.VideoInfo.of(container, stream)
         decoder = _range_decoder(container, config.batch_size, seg)
         chosen = stages.choose(src_path, decoder, info, config, notes, whole_file=False)
-        _crash_once()
         with open(piece + ".jsonl", "w", encoding="utf-8") as json_out, av.open(piece, "w", format="mp4") as out:
             encoder = stages.select_encoder(out, info, decoder, decoder.colorspace, config, chosen.gpu, notes,
                                             stitchable=True)
