@@ -22,6 +22,7 @@ from synth import Face, make_clip  # noqa: E402
 
 import trt_anon  # noqa: E402
 from trt_anon import scale  # noqa: E402
+from trt_anon.audit import verify  # noqa: E402
 from trt_anon.cli import main  # noqa: E402
 from trt_anon.plan import plan  # noqa: E402
 
@@ -116,6 +117,7 @@ def test_segments_give_what_process_gives(cluster, long_clip, tmp_path):
     assert [s.first for s in segs] == [0, 0, 32, 56, 88]
     boxes = json.loads((js / "long.anon.json").read_text())["frames"]
     _same_as_serial(report, long_clip, tmp_path, boxes, **SEG)
+    assert verify(Path(report.output), js / "long.anon.json", long_clip.path) == []  # the join's audit record
     _no_leftovers(out)
 
 
@@ -123,7 +125,15 @@ def test_segments_keep_hdr10_chapters_and_dispositions(cluster, tmp_path):
     """Each segment's encoder (x264 here) writes the input's HDR10 metadata; the join copies chapters,
     dispositions and tags."""
     import av
-    from test_streams_kept import HDR10, LIGHT, MASTER, PRIMARIES, described, restream, side_data
+    from test_streams_kept import (
+        HDR10,
+        LIGHT,
+        MASTER,
+        PRIMARIES,
+        described,
+        restream,
+        side_data,
+    )
 
     clip = make_clip(tmp_path / "hdr.mp4", 160, 96, frames=90, keyint=30, audio=1, codec="libx265",
                      pix_fmt="yuv420p10le", color=HDR10, faces=[Face(44, (30, 20), (1.0, 0.2))],

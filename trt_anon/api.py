@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from . import cuda, media, stages
+from . import audit, cuda, media, stages
 from .config import Config
 from .decode import PyAVDecoder
 from .detect import select_detector
@@ -84,8 +84,8 @@ def _execute(job: Plan, progress, started: float, retried: list[str]):
             # the report is complete here, so the JSON holds what the caller gets
             report.warnings[:0] = [*job.notes, *notes]
             report.wall = time.perf_counter() - started
-            if log is not None:
-                log.close(report)
+            if log is not None:  # with the audit record: the output is complete, under its temporary name
+                log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
         return report, stats
     except OSError as exc:  # disk full, folder removed under us, ...
         raise OutputError(f"writing {job.output} failed: {exc.strerror or exc}") from None

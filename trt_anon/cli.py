@@ -25,7 +25,8 @@ class Terminated(BaseException):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="trt-anon", description="Anonymize faces (or eyes) in videos and images with a 25:1 mosaic. "
-        "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input.")
+        "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input. "
+        "trt-anon verify OUTPUT RECORD checks a file against the audit record in a run's --json file.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="video/image files or folders of them")
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
     p.add_argument("--demo", action="store_true",
@@ -93,7 +94,35 @@ def say(exc: AnonError) -> str:
     return f"{flags[name]} {rest}" if name in flags and rest.startswith("must be") else str(exc)
 
 
+def verify(argv: list[str]) -> int:
+    """``trt-anon verify OUTPUT RECORD [--input INPUT]``: the files against a run's audit record (in its --json).
+    Exit 0: they are the files it describes; 1: one differs; 2: nothing could be checked (no record, no file)."""
+    from .audit import verify as check
+
+    p = argparse.ArgumentParser(prog="trt-anon verify", description="Check a published file (and its source) "
+                                "against the audit record in the --json file of the run that made it.")
+    p.add_argument("output", help="the anonymized file")
+    p.add_argument("record", help="the run's --json file")
+    p.add_argument("--input", help="the original too (its SHA-256 is in the record)")
+    args = p.parse_args(argv)
+    try:
+        problems = check(Path(args.output), Path(args.record), Path(args.input) if args.input else None)
+    except AnonError as exc:  # nothing could be checked: not a mismatch
+        print(f"trt-anon verify: error: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"trt-anon verify: MISMATCH: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    files = f"{args.output} and {args.input} match" if args.input else f"{args.output} matches"
+    print(f"OK: {files} the record in {args.record}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:  # a file named "verify" is ./verify
+        return verify(argv[1:])
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     try:

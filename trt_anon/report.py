@@ -69,6 +69,8 @@ class BoxLog:
         self.file.write(("," if self.count else "") + line.lstrip(",").rstrip("\n") + "\n")
         self.count += 1
 
-    def close(self, report: Report) -> None:
-        """The report, once complete: the file then holds what the caller gets."""
-        self.file.write('],\n"report": ' + json.dumps(report.to_dict()) + "}\n")
+    def close(self, report: Report, audit: dict | None = None) -> None:
+        """The report, once complete: the file then holds what the caller gets; and the run's audit record
+        (``audit.record``), which ``trt-anon verify`` checks files against."""
+        self.file.write('],\n"report": ' + json.dumps(report.to_dict())
+                        + (',\n"audit": ' + json.dumps(audit) if audit is not None else "") + "}\n")

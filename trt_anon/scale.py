@@ -228,7 +228,7 @@ def join(job: Plan, *parts: dict) -> Report:
     subtitles and metadata from the input as ``process()`` copies them; fail-closed like ``process()``."""
     import av
 
-    from . import media
+    from . import audit, media
     from .sink import dress_output
 
     started = time.perf_counter()
@@ -282,7 +282,8 @@ def join(job: Plan, *parts: dict) -> Report:
             report.duration = float(last * tb) if last is not None else 0.0
             report.wall = time.perf_counter() - started  # the driver makes it the file's time in the job
             if log is not None:
-                log.close(report)
+                out.close()  # complete, for the audit record's hash
+                log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
     except av.error.FFmpegError as exc:
         raise AnonError(f"joining the segments of {src} failed: {exc}") from None
     finally:

@@ -1,0 +1,80 @@
+"""The audit record of a run, in its ``--json`` file: what went in and what came out (SHA-256 of both), with
+which tool version, model, options and backends, and what was redacted. A published file can be checked
+against it later, by anyone holding the record: ``trt-anon verify OUTPUT RECORD [--input INPUT]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from .errors import InputError
+from .report import Report
+
+FORMAT = 1  # the record's layout; a reader refuses one it does not know
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB pieces (any size, bounded memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record(source: Path, output: Path, written: Path, config, report: Report) -> dict:
+    """The record for a run of ``source`` into ``output``, whose bytes are at ``written`` (its temporary
+    name: hashed before it is renamed into place)."""
+    from . import __version__
+    from .detect.centerface import MODELS
+
+    precision = config.cpu_precision if report.backends.get("detect", "").startswith("onnxruntime") else "fp32"
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path")}
+    return {
+        "format": FORMAT,
+        "tool": f"trt_anon {__version__}",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "input": {"path": str(source), "bytes": source.stat().st_size, "sha256": sha256(source)},
+        "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": sha256(written)},
+        "model": {"name": "centerface", "precision": precision, "sha256": MODELS[precision][1]},
+        "options": options,
+        "backends": dict(report.backends),
+        "counts": {"frames": report.frames, "faces": report.faces, "frames_with_faces": report.frames_with_faces,
+                   "redacted_boxes": report.redacted_boxes, "decode_errors": report.decode_errors},
+    }
+
+
+def load(path: Path) -> dict:
+    """The audit record in a ``--json`` file; InputError (one line) if there is none."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise InputError(f"{path} is not a JSON file written by trt-anon --json") from None
+    audit = data.get("audit") if isinstance(data, dict) else None
+    if not isinstance(audit, dict) or audit.get("format") != FORMAT:
+        raise InputError(f"{path} holds no audit record trt-anon can read (write one with --json)")
+    return audit
+
+
+def verify(output: Path, record_path: Path, input: Path | None = None) -> list[str]:
+    """What does not match the record: the output's (and, if given, the input's) size or SHA-256.
+    An empty list: the files are the ones the record describes."""
+    audit = load(record_path)
+    problems = []
+    for what, path in (("output", output), ("input", input)):
+        if path is None:
+            continue
+        try:
+            size, digest = Path(path).stat().st_size, sha256(Path(path))
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        want = audit[what]
+        if digest != want["sha256"]:
+            problems.append(f"{what} {path}: SHA-256 {digest[:16]}... is not the recorded {want['sha256'][:16]}... "
+                            f"({size} bytes, recorded {want['bytes']})")
+    return problems
