@@ -1,6 +1,8 @@
 """Detect stage: a batch of RGB frames in, one ``Detections`` per frame out."""
 from __future__ import annotations
 
+from importlib import import_module
+
 from ..config import Config
 from ..errors import BackendError, first_line
 from .detections import Detections
@@ -8,32 +10,34 @@ from .detections import Detections
 __all__ = ["Detections", "select_detector"]
 
 
+# The runtimes, in the order they are tried: a module of this package each, with ``TITLE`` and
+# ``make(config, frame_hw)``, which returns a detector (called with a batch of frames as displayed, it returns one
+# Detections per frame; ``name`` says which ran) or raises why it cannot run here.
+GPU_RUNTIMES = ("tensorrt", "torch_cuda")
+CPU_RUNTIMES = ("onnxrt",)
+
+
 def select_detector(config: Config, gpu: bool, notes: list[str] | None = None,
                     frame_hw: tuple[int, int] | None = None):
-    """GPU: TensorRT, else PyTorch CUDA FP16. CPU: ONNX Runtime. Why a choice was skipped goes in notes.
+    """The first runtime that runs here (GPU: TensorRT, else PyTorch CUDA FP16; CPU: ONNX Runtime). Why a
+    choice was skipped goes in notes.
 
     ``frame_hw`` (the frames as the detector sees them) has TensorRT build or load its engine now,
     so that a failure falls back to PyTorch here rather than failing the first batch. Any error while
     a GPU detector is made (a missing ``onnx``, a CUDA error from PyTorch, TensorRT's untyped ones)
-    is a reason to try the next, never the end of the run.
+    is a reason to try the next, never the end of the run; the CPU's own errors are the run's.
     """
-    if gpu:
-        reasons = []
+    runtimes = [import_module(f"{__name__}.{name}") for name in (GPU_RUNTIMES if gpu else CPU_RUNTIMES)]
+    reasons = []
+    for runtime in runtimes:
         try:
-            from .tensorrt import TensorRTDetector
-            return TensorRTDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"), config.engine_path,
-                                    frame_hw=frame_hw)
+            detector = runtime.make(config, frame_hw)
         except Exception as exc:
+            if not gpu:
+                raise
             reasons.append(first_line(exc))
-        try:
-            from .torch_cuda import TorchCudaDetector
-            det = TorchCudaDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"))
-            if notes is not None:
-                notes.append(f"detect: PyTorch CUDA FP16, not TensorRT ({reasons[0]})")
-            return det
-        except Exception as exc:
-            reasons.append(first_line(exc))
-        raise BackendError("no GPU detector runs here: " + " / ".join(reasons))
-    from .onnxrt import OnnxRuntimeDetector
-    return OnnxRuntimeDetector(config.det_size, config.threshold_for(config.cpu_precision),
-                               precision=config.cpu_precision)
+            continue
+        if reasons and notes is not None:
+            notes.append(f"detect: {runtime.TITLE}, not {runtimes[0].TITLE} ({reasons[0]})")
+        return detector
+    raise BackendError("no GPU detector runs here: " + " / ".join(reasons))

@@ -10,6 +10,13 @@ from ..errors import BackendError, DetectorError
 from . import centerface as cf
 from .detections import Detections
 
+TITLE = "ONNX Runtime"
+
+
+def make(config, frame_hw=None) -> "OnnxRuntimeDetector":
+    return OnnxRuntimeDetector(config.det_size, config.threshold_for(config.cpu_precision),
+                               precision=config.cpu_precision)
+
 
 class OnnxRuntimeDetector:
     name = "onnxruntime"

@@ -92,6 +92,14 @@ def _logger(trt):
     return Logger()
 
 
+TITLE = "TensorRT"
+
+
+def make(config, frame_hw=None) -> "TensorRTDetector":
+    return TensorRTDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"), config.engine_path,
+                            frame_hw=frame_hw)
+
+
 class TensorRTDetector:
     name = "tensorrt-fp16"
 

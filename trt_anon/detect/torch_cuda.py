@@ -15,6 +15,12 @@ from ..errors import BackendError
 from . import centerface as cf
 from .gpu_pre import preprocess
 
+TITLE = "PyTorch CUDA FP16"
+
+
+def make(config, frame_hw=None) -> "TorchCudaDetector":
+    return TorchCudaDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"))
+
 
 class TorchCudaDetector:
     name = "torch-cuda-fp16"
