@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lookback", type=int, default=d.lookback,
                    help="frames a new face may be back-filled along its motion; frames are written this late "
                         f"(default {d.lookback}; memory grows past --batch-size)")
+    p.add_argument("--detect-every", default=d.detect_every, metavar="N|auto",
+                   help="run the detector on every Nth frame (1-8) and interpolate the boxes between, or 'auto': "
+                        "every frame while faces appear or move fast, up to every 4th while the picture is still "
+                        f"(default {d.detect_every})")
     p.add_argument("--codec", choices=CODECS, default=d.codec,
                    help="output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); "
                         "default: h264, hevc for 10-bit or HDR input; vp9 where the container cannot hold those "
