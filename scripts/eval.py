@@ -634,7 +634,7 @@ def main() -> int:
     ap.add_argument("--recall", action="store_true", help="recall of 16-32 px faces vs det-size per model, then exit")
     options = {"det-size": str, "threshold": float, "ttl": int, "lookback": int, "margin-rel": float, "margin-px": int,
                "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str, "style": str,
-               "fill-color": str}
+               "fill-color": str, "detect-every": str}
     for opt, typ in options.items():
         ap.add_argument(f"--{opt}", type=typ)
     args = ap.parse_args()

@@ -54,6 +54,33 @@ def test_cupy_frames_stay_on_the_device(strict_gpu, batches):  # noqa: F811 (the
     check_redacted(np.concatenate([cp.asnumpy(o) for o in out]), boxes, np.concatenate(batches))
 
 
+@pytest.mark.parametrize("every", [3, "auto"])
+def test_fewer_looks_take_a_subset_of_the_batch_on_the_device(strict_gpu, batches, every):  # noqa: F811
+    """The detector gets the frames it looks at as one device batch; only boxes (and, under auto, thumbnails of a
+    few KB) come to the host."""
+    cp = strict_gpu
+    anon = trt_anon.Anonymizer(lookback=5, detect_every=every)
+    looked: list[int] = []
+    device = [cp.asarray(b) for b in batches]
+    LEDGER.clear()
+    out, boxes = [], []
+    for k, b in enumerate(device):
+        r = anon.push(b)
+        if k == 0:  # the detector is made on the first batch: count the frames it is given from now on
+            inner = anon.detector
+            anon.detector = lambda frames: (looked.append(len(frames)), inner(frames))[1]
+        out.append(r.frames)
+        boxes += r.boxes
+    r = anon.flush()
+    out.append(r.frames)
+    boxes += r.boxes
+    assert 0 < sum(looked) < sum(len(b) for b in batches[1:]) + 1
+    assert not [t for t in LEDGER.h2d() if t.nbytes >= H * W], "frames uploaded again"
+    small = [t for t in LEDGER.d2h() if t.nbytes < H * W]
+    assert small and all("centerface.py" in t.where or "cadence.py" in t.where for t in small)
+    check_redacted(np.concatenate([cp.asnumpy(o) for o in out]), boxes, np.concatenate(batches))
+
+
 def test_pytorch_cuda_tensors_come_back_as_tensors(strict_gpu, batches):  # noqa: F811 (the fixture)
     import torch
 

@@ -31,6 +31,10 @@ CPU_BATCH_PIXELS = CPU_BATCH * 1920 * 1080
 # 1440p and 4K are decoded twice (at 4K ~750 MiB less, for a second decode at ~5% of the time).
 HOLD_BYTES = 256 * 2**20
 STYLES = ("mosaic", "blur", "solid")
+# detect_every: the longest run of frames between two the detector looks at is MAX_DETECT_EVERY - 1 (the tracker
+# interpolates them, so it holds at least this many frames); "auto" looks at least every AUTO_MAX_EVERY frames.
+MAX_DETECT_EVERY = 8
+AUTO_MAX_EVERY = 4
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -79,6 +83,10 @@ class Config:
         30, "frames a new face may be back-filled along its motion; frames are written this late (default 30; "
         "memory grows past --batch-size)", type=int)
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
+    detect_every: int | str = option(  # the frames between looks interpolated from the looks on either side
+        1, "run the detector on every Nth frame (1-8) and interpolate the boxes between, or 'auto': every frame "
+        "while faces appear or move fast, up to every 4th while the picture is still (default 1: on the eval set, "
+        "2 and auto still leak more, docs/quality.md)", metavar="N|auto")
     backend: Literal["auto", "cpu", "gpu"] = option(
         "auto", "auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, an error if "
         "they cannot run", choices=BACKENDS)
@@ -145,6 +153,11 @@ class Config:
             check_crf(self.codec, self.crf)
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if isinstance(self.detect_every, str) and self.detect_every.isdigit():
+            object.__setattr__(self, "detect_every", int(self.detect_every))
+        if self.detect_every != "auto" and (isinstance(self.detect_every, bool) or not isinstance(
+                self.detect_every, int) or not 1 <= self.detect_every <= MAX_DETECT_EVERY):
+            bad(f"detect_every must be 'auto' or between 1 and {MAX_DETECT_EVERY}, not {self.detect_every!r}")
 
     def det_size_for(self, gpu: bool) -> int | str:
         """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""
@@ -156,6 +169,10 @@ class Config:
         if self.batch_size is not None:
             return self.batch_size
         return GPU_BATCH if gpu else max(1, min(CPU_BATCH, CPU_BATCH_PIXELS // max(pixels, 1)))
+
+    def longest_gap(self) -> int:
+        """The most frames from one the detector looks at to the next (1: it looks at every frame)."""
+        return AUTO_MAX_EVERY if self.detect_every == "auto" else self.detect_every
 
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .cadence import Cadence
 from .config import Config
 from .cuda import array_module
 from .detect import select_detector
@@ -96,8 +97,11 @@ class Anonymizer:
         self._reset(first)
 
     def _reset(self, first: int = 0) -> None:
-        self.tracker = Tracker(self.config.ttl, self.config.eyes_every, self.config.lookback)
+        self.tracker = Tracker(self.config.ttl, self.config.eyes_every, self.config.lookback,
+                               self.config.longest_gap())
         self.tracker.next_frame = self.tracker.next_final = first
+        self.cadence = Cadence(self.config.detect_every)
+        self.tail = None                            # the last frame, as displayed, if not looked at yet
         self.waiting: deque = deque()               # frames not yet final (push/flush)
         self.next_out = first                       # index of the next frame handed back
 
@@ -105,12 +109,30 @@ class Anonymizer:
     def track(self, frames) -> list[Detections]:
         """Find and track the faces in the next frames (N, H, W, 3) as stored; the detections of the frames
         that became final, in order (``lookback`` frames behind)."""
-        view = rotate_for_display(frames, self.rotation, array_module(frames))
-        return self.tracker.push(unrotate_boxes(self.detector(view), self.rotation, *frames.shape[1:3]))
+        xp = array_module(frames)
+        view = rotate_for_display(frames, self.rotation, xp)
+        look = list(range(len(frames))) if self.config.detect_every == 1 else \
+            self.cadence.pick(frames, self.tracker.next_frame, self.tracker)
+        if len(look) == len(frames):
+            found = self.detector(view)
+        else:  # the detector takes the frames it looks at as one batch
+            found = self.detector(view[xp.asarray(look)]) if look else []
+        found = iter(unrotate_boxes(found, self.rotation, *frames.shape[1:3]))
+        looked = set(look)
+        dets = [next(found) if i in looked else None for i in range(len(frames))]
+        # the last frame, if not looked at: the detector looks at it if the stream ends there
+        if dets:
+            self.tail = None if dets[-1] is not None else view[-1:].copy()
+        return self.tracker.push(dets)
 
     def end(self) -> list[Detections]:
         """The end of the stream: the detections of every frame not yet final."""
-        return self.tracker.flush()
+        last = None
+        if self.tail is not None:
+            height, width = self.tail.shape[1:3] if self.rotation % 180 == 0 else self.tail.shape[2:0:-1]
+            last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
+            self.tail = None
+        return self.tracker.flush(last)
 
     def boxes(self, final: list[Detections], height: int, width: int) -> list[np.ndarray]:
         """The rectangles to redact in each final frame: grown faces, or grown eye bands."""

@@ -15,6 +15,12 @@ smaller, or the track began with weak candidates. The pipeline therefore writes 
 ``lookback`` frames late; ``push`` returns the frames that became final. Back-fill is computed
 when a frame is handed out, from what was seen up to ``lookback`` frames after it (so it reaches
 at most 2/3 of ``lookback`` behind a first box, the same for any batch size).
+
+Frames the detector did not look at (``None`` in ``push``; ``detect_every``) are no misses: ``ttl``
+counts frames looked at. Their boxes come from the frames looked at on either side, which the
+delay makes possible: a track with a box on both sides is interpolated (position, size and eye
+band), grown by a share of the motion between the two; a track that ends in between is held from
+its last box along its motion; a track that begins is back-filled over them from its first box.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ MIN_FILL = 10.0     # px: extrapolated faces smaller than this are not back-fill
 LINK_GAP = 2        # frames without a weak candidate that backward linking bridges
 PARTIAL = 0.75      # a detection below this fraction of its track's predicted area: the face is partly hidden
 SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smaller than this fraction of its first width
+BETWEEN_MARGIN = 0.25  # a box interpolated between two looks grows by this share of the motion between them, per side
 
 
 @dataclass
@@ -46,8 +53,10 @@ class _Track:
     last_hit: int          # frame index of the last detection (sure or weak)
     eyes_at: int           # frame index where the eye band was last derived from landmarks
     weak_start: bool = False  # its first box is a weak candidate, linked backwards
-    hidden_at: int = -1    # last frame in which a detected face covered this missed one
     filled_back: bool = False  # back-filled past ttl in an earlier frame: the frames after it are filled too
+    hit_look: int = 0      # the look (frames the detector looked at, counted) of the last detection
+    hidden_look: int = -1  # the last look in which a detected face covered this missed one
+    out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
@@ -106,26 +115,50 @@ def _covered(box: np.ndarray, others: np.ndarray) -> float:
 class Tracker:
     """Streams per-frame detections in, final per-frame boxes out (``lookback`` frames later)."""
 
-    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int = 0) -> None:
+    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int = 0, gap: int = 1) -> None:
+        """``gap``: the most frames from one looked at to the next; the frames between are held until the next."""
         self.ttl, self.eyes_every = ttl, eyes_every
-        self.lookback = max(ttl, lookback)  # back-fill reaches at least ttl frames
+        self.lookback = max(ttl, lookback, gap if gap > 1 else 0)  # back-fill reaches at least ttl frames
         self.tracks: list[_Track] = []   # alive: seen within ttl frames
         self.young: list[_Track] = []    # first seen after the next frame to hand out: back-fill still to do
         self.pending: dict[int, list[tuple]] = {}  # frame -> [(box, eyes, score, kind)]
         self.weak: dict[int, list[tuple]] = {}     # frame -> unclaimed weak candidates [(box, band, score)]
         self.next_frame = 0   # next frame index to push
         self.next_final = 0   # next frame index to hand out
+        self.looks = 0        # frames looked at so far
+        self.last_look = -1   # the last frame looked at
+        self.unseen: set[int] = set()  # frames not looked at, not yet handed out
 
-    def push(self, dets: list[Detections]) -> list[Detections]:
-        """Add the detections of the next frames; return the frames whose boxes are now final."""
+    def push(self, dets: list[Detections | None]) -> list[Detections]:
+        """Add the detections of the next frames (None: a frame the detector did not look at); return the
+        frames whose boxes are now final."""
         for d in dets:
-            self._step(self.next_frame, d)
+            if d is None:
+                self.unseen.add(self.next_frame)
+            else:
+                self._step(self.next_frame, d)
             self.next_frame += 1
         return self._pop(self.next_frame - self.lookback)
 
-    def flush(self) -> list[Detections]:
-        """End of stream: every remaining frame is final."""
+    def flush(self, last: Detections | None = None) -> list[Detections]:
+        """End of stream: every remaining frame is final. ``last``: the detections of the last frame, pushed as
+        not looked at (a face that came in after the last look is covered, back-filled from there)."""
+        f = self.next_frame - 1
+        if last is not None and f in self.unseen:
+            self.unseen.discard(f)
+            self._step(f, last)
+        for t in self.tracks:  # frames after the last look: held along the motion
+            self._hold_over(t, self.next_frame)
         return self._pop(self.next_frame)
+
+    def motion(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The faces being tracked: last box and its motion per frame (x1, y1, x2, y2; None while too few boxes
+        to tell)."""
+        return [(t.box, None if (fit := _fit(t.last)) is None else fit[0]) for t in self.tracks]
+
+    def unsure(self) -> bool:
+        """Whether the last frame looked at has candidates on no track (a face the detector is not sure of)."""
+        return bool(self.weak.get(self.last_look))
 
     def _predict(self, t: _Track, f: int) -> np.ndarray:
         """Where the track's face is in frame f (after its last box), by its recent motion."""
@@ -134,6 +167,7 @@ class Tracker:
 
     def _step(self, f: int, det: Detections) -> None:
         boxes = self.pending.setdefault(f, [])
+        look = self.looks
         refresh = f % self.eyes_every == 0
         bands = eye_band(det.landmarks)
         old = self.tracks
@@ -156,7 +190,7 @@ class Tracker:
                 self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i])))
                 continue
             if j < 0:  # a new face
-                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f)
+                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look)
                 self._link_back(t, f)
                 t.see(f, box)
                 born.append(t)
@@ -164,35 +198,71 @@ class Tracker:
             else:
                 t = old[j]
                 matched.add(j)
-                t.box, t.score, t.last_hit = box, float(det.score[i]), f
+                t.box, t.score, t.last_hit, t.hit_look = box, float(det.score[i]), f, look
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
                     t.eyes_rel, t.eyes_at = _relative(bands[i], box), f
                 if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
                     box = _hull(box, pred[j])
-            boxes.append((box, _absolute(t.eyes_rel, box), t.score, WEAK if weak[i] else HIT))
+            eyes = _absolute(t.eyes_rel, box)
+            self._between(t, f, box, eyes)
+            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
                 alive.append(t)
                 continue
             if self.ttl and _covered(t.box, det.xyxy[~weak]) >= HIDDEN_BY:
-                t.hidden_at = f  # partly behind another face: the detector loses it, its eyes may show
-            if f - max(t.last_hit, t.hidden_at) <= self.ttl:
+                t.hidden_look = look  # partly behind another face: the detector loses it, its eyes may show
+            if look - max(t.hit_look, t.hidden_look) <= self.ttl:
                 # held where the motion says and where it was last seen (it may have stopped), growing;
                 # hidden behind another face for longer than ttl: held where it was last seen
                 k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
                 held = _grown(t.box, k)
-                if f - t.last_hit <= self.ttl:
+                if look - t.hit_look <= self.ttl:
                     held = _hull(held, _grown(pred[j], k))
-                boxes.append((held, _absolute(t.eyes_rel, held), t.score, HELD))
+                eyes = _absolute(t.eyes_rel, held)
+                self._between(t, f, held, eyes)
+                boxes.append((held, eyes, t.score, HELD))
                 alive.append(t)
+            else:
+                self._hold_over(t, f)
         self.tracks = alive
+        self.looks, self.last_look = look + 1, f
+
+    def _between(self, t: _Track, f: int, box: np.ndarray, eyes: np.ndarray) -> None:
+        """Track t has ``box`` in frame f, looked at: the frames since the last look, not looked at, get the
+        boxes (and eye bands) on the straight line from its box there, grown by a share of the motion."""
+        last, t.out = t.out, (f, box, eyes)
+        if last is None or last[0] != self.last_look or f - last[0] < 2:
+            return
+        p, box0, eyes0 = last
+        grow = BETWEEN_MARGIN * np.abs(box - box0).max(axis=None)
+        pad = np.array([-grow, -grow, grow, grow], np.float32)
+        for g in range(p + 1, f):
+            a = (g - p) / (f - p)
+            self.pending.setdefault(g, []).append((((1 - a) * box0 + a * box + pad).astype(np.float32),
+                                                   ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32),
+                                                   t.score, HELD))
+
+    def _hold_over(self, t: _Track, end: int) -> None:
+        """Track t had a box at the last look and has none from the next look (or the end of the stream) at
+        ``end``: the frames between, not looked at, hold it along its motion, growing as a hold does."""
+        if t.out is None or t.out[0] != self.last_look:
+            return
+        p, box0, _ = t.out
+        for g in range(p + 1, end):
+            k = HOLD_GROWTH * min(g - t.last_hit, max(self.ttl, 1))
+            held = _hull(_grown(box0, k), _grown(self._predict(t, g), k))
+            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD))
 
     def _link_back(self, t: _Track, f: int) -> None:
         """A new track claims the unclaimed weak candidates it continues, frame by frame backwards."""
-        box, gap, chain = t.box, 0, []
+        box, gap, missed, chain = t.box, 0, 0, []
         for g in range(f - 1, max(self.next_final, f - self.lookback) - 1, -1):
+            if g in self.unseen:  # not looked at: no candidate, no miss
+                gap += 1
+                continue
             cands = self.weak.get(g, [])
             overlap = iou(box[None], np.stack([c[0] for c in cands]))[0] if cands else np.zeros(1)
             best = int(overlap.argmax())
@@ -203,10 +273,11 @@ class Tracker:
                 box, band, score = cands.pop(best)
                 self.pending.setdefault(g, []).append((box, band, score, WEAK))
                 chain.append((g, box))
-                gap = 0
+                gap = missed = 0
             else:
                 gap += 1
-                if gap > LINK_GAP:
+                missed += 1
+                if missed > LINK_GAP:
                     break
         for g, b in reversed(chain):
             t.see(g, b)
@@ -220,15 +291,17 @@ class Tracker:
             return None
         # only what was seen by frame g + lookback, when g is handed out with any batch size
         fit = _fit([(f, b) for f, b in t.first if f <= g + self.lookback])
-        box = b0 if d <= self.ttl else None
-        if fit is not None and d <= max(self.ttl, 2 * fit[1]):
+        # near: within ttl, or in the frames not looked at just before the first box (the face may be there)
+        near = d <= self.ttl or all(k in self.unseen for k in range(g, f0))
+        box = b0 if near else None
+        if fit is not None and (near or d <= 2 * fit[1]):
             ext = b0 - fit[0] * d
             # past ttl only where the face was less findable: smaller, or found weakly at first (dark,
             # turned, small); a face found at once at the same size popped in and was not there
             smaller = ext[2] - ext[0] < SMALLER * (b0[2] - b0[0])
             # frames are handed out in order: once one was filled past ttl, the later ones (nearer the first
             # box) are too, even where a fit over more boxes no longer says "smaller" (no gap in the cover)
-            if (d <= self.ttl or smaller or t.weak_start or t.filled_back) and \
+            if (near or smaller or t.weak_start or t.filled_back) and \
                     min(ext[2] - ext[0], ext[3] - ext[1]) >= MIN_FILL:
                 ext = _grown(ext, FILL_GROWTH * d)
                 box = ext if box is None else _hull(box, ext)
@@ -247,6 +320,7 @@ class Tracker:
                     if box is not None:
                         items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED))
             self.next_final += 1
+            self.unseen.discard(g)
             self.young = [t for t in self.young if t.first[0][0] > self.next_final]
             if not items:
                 out.append(Detections.empty())
