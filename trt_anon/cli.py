@@ -46,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--review-originals", action="store_true",
                    help="put the unredacted input frame beside each output frame on the review page (the page "
                         "then shows faces: never publish it); implies --review")
+    live = p.add_argument_group("live streams (an rtsp://, srt://, tcp://, udp://, http(s):// URL or /dev/video*)")
+    live.add_argument("--live", action="store_true",
+                      help="treat the input as a live stream (a file is read at its own frame rate, as a camera)")
+    live.add_argument("--latency", type=float, default=0.5, metavar="SECONDS",
+                      help="the most delay a frame may have (default 0.5): the back-fill window and the queue are "
+                           "sized to it; frames that would be later are dropped or covered, never written raw")
+    live.add_argument("--on-overload", choices=("drop", "cover"), default="drop",
+                      help="frames the machine cannot process in time: drop them (default) or write them covered")
+    live.add_argument("--reconnect", type=int, default=5, metavar="N",
+                      help="times a network source that drops is reopened, backing off 1, 2, 4, 8 s (default 5; "
+                           "0: the stream ends with it)")
+    live.add_argument("--input-format", metavar="FMT", help="FFmpeg input format, e.g. v4l2, mpegts")
+    live.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="FFmpeg input option, e.g. rtsp_transport=tcp, video_size=1280x720, rtsp_flags=listen")
     p.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="run on Ray: alone, a local instance on this machine (127.0.0.1 only); 'auto' or "
                         "HOST:PORT joins a running cluster (inputs and outputs on storage every node sees); "
@@ -158,6 +172,9 @@ def _main(args: argparse.Namespace) -> int:
         else:
             if not args.inputs:
                 raise ConfigError("no input given; try: trt-anon VIDEO.mp4  (or trt-anon --demo)")
+            from .live import is_live
+            if args.live or any(is_live(i) for i in args.inputs):
+                return _main_live(args, config)
             inputs = expand(args.inputs)
             output = args.output
         review, index = _review_plan(args, inputs, output)
@@ -215,6 +232,27 @@ def _main(args: argparse.Namespace) -> int:
     if many and not args.quiet:
         print(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
     return 1 if failed else 0
+
+
+def _main_live(args: argparse.Namespace, config: Config) -> int:
+    """One live input into one output, until the stream ends or Ctrl-C; a status line, then the report."""
+    from .live import is_live, parse_options, stream
+
+    if len(args.inputs) != 1 or not args.output:
+        raise ConfigError("a live stream takes one input and -o (a .mkv/.mp4/.ts file, a .m3u8 path, or an "
+                          "rtsp://, srt://, tcp:// or udp:// URL)")
+    report = stream(args.inputs[0], args.output, config, latency=args.latency, on_overload=args.on_overload,
+                    input_format=args.input_format, input_options=parse_options(args.input_option),
+                    paced=args.live and not is_live(args.inputs[0]), progress=not args.quiet,
+                    log=lambda line: print(f"trt-anon: {line}", file=sys.stderr), retries=args.reconnect)
+    if not args.quiet:
+        live = report.live
+        print(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "
+              f"{live['delay_max']} s; dropped {live['dropped']}, covered {live['covered']}, reconnects "
+              f"{live['reconnects']}")
+        for w in report.warnings:
+            print(f"  warning: {w}")
+    return 0
 
 
 def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], output, review) -> int:

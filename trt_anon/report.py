@@ -28,6 +28,7 @@ class Report:
     review: str | None = None       # the review page written (--review), None when not asked or not written
     error: str | None = None        # process_many: the one-line error of a file that failed (frames stay 0)
     placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
+    live: dict = field(default_factory=dict)  # live streams: the delay each frame had, frames dropped or covered
 
     @property
     def fps(self) -> float:
@@ -41,7 +42,7 @@ class Report:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("error", "placement"):  # process_many's fields: absent from a plain run's JSON
+        for k in ("error", "placement", "live"):  # process_many's and live's fields: absent from a file's JSON
             if not d[k]:
                 del d[k]
         d["fps"] = round(self.fps, 2)

@@ -1,0 +1,174 @@
+"""Live streams on loopback: a camera (tests/live_camera.py, PyAV in its own process) plays a real-face clip
+over TCP at its own pace; trt_anon reads it as it plays. Every written frame is checked against the clip's
+known faces; nothing is left running."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from helpers import decode_frames, frame_problem
+from synth import Face, make_clip
+
+from trt_anon import Config, live
+from trt_anon.cli import main
+from trt_anon.detect import onnxrt
+
+CAMERA = Path(__file__).with_name("live_camera.py")
+FRAMES = 90
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("live") / "cam.mp4", 320, 180, frames=FRAMES, audio=0,
+                     faces=[Face(64, (40, 30), (2.0, 0.5)), Face(48, (220, 90), (-1.0, 0.3), enter=30)])
+
+
+@pytest.fixture
+def camera(clip):
+    """Start a camera (``camera(stop_after=None)``) and get its URL; it is stopped after the test."""
+    procs = []
+
+    def start(stop_after: int | None = None) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        args = [sys.executable, str(CAMERA), str(port), str(clip.path)] + ([str(stop_after)] if stop_after else [])
+        procs.append(subprocess.Popen(args))
+        return f"tcp://127.0.0.1:{port}"
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _open_when_up(url: str, output: Path, **kw):
+    """``live.stream`` once the camera listens (its process takes a moment to start)."""
+    import time
+
+    for _ in range(100):
+        try:
+            return live.stream(url, str(output), progress=False, **kw)
+        except live.InputError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never came up")
+
+
+def _check_written(clip, out: Path) -> list[int]:
+    """Every frame written shows the clip's frame of its time with each face covered (or is covered whole);
+    the times increase. Returns the source frame indices written."""
+    src = decode_frames(clip.path)
+    with av.open(str(out)) as c:
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    times = [t for t, _ in frames]
+    assert all(b > a for a, b in zip(times, times[1:])), times
+    indices = []
+    for t, frame in frames:
+        i = round(t * 30)  # the output keeps the source's times, from its first frame
+        indices.append(i)
+        if frame.max() < 16:  # covered whole (overload)
+            continue
+        problem = frame_problem(clip, i, src[i], frame, max_bg=8.0)  # two encodes: the camera's and ours
+        assert problem is None, (i, problem)
+    return indices
+
+
+def test_a_camera_over_tcp_is_recorded_with_every_face_covered(clip, camera, tmp_path):
+    report = _open_when_up(camera(), tmp_path / "rec.mkv", retries=0)
+    indices = _check_written(clip, tmp_path / "rec.mkv")
+    assert len(indices) == report.frames > 0 and report.frames + report.live["dropped"] == FRAMES
+    assert report.live["delay_p50"] > 0 and report.live["lookback"] < Config().lookback  # sized to the delay
+
+
+def test_overload_never_writes_a_raw_frame(clip, camera, tmp_path, monkeypatch):
+    """A detector too slow for the stream: late frames are covered whole (or dropped), never written raw."""
+    import time
+
+    real = onnxrt.OnnxRuntimeDetector.__call__
+
+    def slow(self, frames):
+        time.sleep(0.08)  # ~12 frames/s for a 30 fps camera
+        return real(self, frames)
+
+    monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", slow)
+    report = _open_when_up(camera(), tmp_path / "cover.mkv", retries=0, on_overload="cover")
+    assert report.live["covered"] > 10 and report.live["dropped"] == 0 and report.frames == FRAMES
+    indices = _check_written(clip, tmp_path / "cover.mkv")
+    assert len(indices) == FRAMES and sorted(set(indices)) == indices  # every frame, once, in order
+    report = _open_when_up(camera(), tmp_path / "drop.mkv", retries=0, on_overload="drop")
+    assert report.live["dropped"] > 10 and report.frames + report.live["dropped"] == FRAMES
+    _check_written(clip, tmp_path / "drop.mkv")
+
+
+def test_a_camera_that_goes_away_ends_the_stream_with_the_recording_whole(clip, camera, tmp_path):
+    lines = []
+    report = _open_when_up(camera(stop_after=40), tmp_path / "cut.mp4", retries=1, log=lines.append)
+    assert any("reconnecting" in line for line in lines)  # tried once more, then ended
+    assert report.frames + report.live["dropped"] == 40 and report.frames > 0  # drops: a loaded machine
+    indices = _check_written(clip, tmp_path / "cut.mp4")  # fragmented MP4: whole up to its last fragment
+    assert indices == sorted(indices) and max(indices) < 40
+
+
+def test_a_file_played_live_into_an_hls_folder(clip, tmp_path):
+    out = tmp_path / "hls" / "live.m3u8"
+    report = live.stream(str(clip.path), str(out), paced=True, progress=False)
+    assert report.frames == FRAMES and report.live["dropped"] == report.live["covered"] == 0
+    assert out.exists() and list(out.parent.glob("*.ts"))
+    with av.open(str(out)) as c:
+        shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    src = decode_frames(clip.path)
+    assert len(shown) == FRAMES
+    for i in (0, 45, 89):
+        assert frame_problem(clip, i, src[i], shown[i], max_bg=8.0) is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["tcp://127.0.0.1:9"], "-o"),                                 # no output
+    (["tcp://127.0.0.1:9", "-o", "out.avi"], ".m3u8"),               # not a live output
+    (["tcp://127.0.0.1:9", "-o", "rec.mkv"], "cannot open"),         # nothing listens there
+    (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--latency", "0"], "latency"),
+    (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--input-option", "novalue"], "KEY=VALUE"),
+])
+def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "-q"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_delay_budget_sizes_the_back_fill_and_the_queue():
+    lookback, max_wait, capacity = live.budget(0.5, 30, Config())
+    assert (lookback, capacity) == (6, 30) and 0 < max_wait < 0.5 - lookback / 30
+    assert live.budget(5.0, 30, Config())[0] == 30  # never more than asked
+    assert live.budget(0.1, 30, Config())[0] == Config().ttl  # never less than the hold
+    assert np.isclose(live.budget(2.0, 25, Config(lookback=10))[0], 10)
+
+
+def test_sigterm_ends_a_live_run_with_the_recording_whole(clip, tmp_path):
+    """The CLI on a file played live, stopped by SIGTERM mid-stream: exit 0, every frame written covered."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = tmp_path / "rec.mkv"
+    proc = subprocess.Popen([sys.executable, "-m", "trt_anon", str(clip.path), "--live", "-o", str(out), "-q"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(400):  # until the first frame is written (the output is opened then)
+            if out.exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.8)  # of the clip's 3 s
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    indices = _check_written(clip, out)
+    assert 0 < len(indices) < FRAMES and indices == list(range(len(indices)))
