@@ -6,6 +6,7 @@
     python scripts/bench.py --memory         # peak RSS, 1-minute vs 10-minute clip (bounded memory)
     python scripts/bench.py --memory-4k      # peak RSS at 4K: frames held for back-fill vs decoded twice
     python scripts/bench.py --clip my.mp4    # your own clip
+    python scripts/bench.py --live 60        # a 720p30 clip played live for 60 s: delay per frame, drops, RSS
 
 Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RSS and GPU
 memory, backends, machine), the ratio to deface on the same clip (speed, and peak RSS: ours over deface's
@@ -113,6 +114,49 @@ def make_clip(path: Path, width: int, height: int, frames: int):
         Face(70 * s, (1000 * s, 300 * s), (-1.5 * s, 0.2 * s), enter=20, flip=True),
         Face(40 * s, (600 * s, 80 * s), (0.5 * s, 0.5 * s), enter=60),
     ])
+
+
+# Live: the clip played at its own pace (as a camera) through trt_anon.live; resident memory sampled every second.
+CHILD_LIVE = r"""
+import json, sys, threading, time
+from trt_anon import live
+rss = []
+def sample():
+    while True:
+        rss.append(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS")))
+        time.sleep(1)
+threading.Thread(target=sample, daemon=True).start()
+r = live.stream(sys.argv[1], sys.argv[2], paced=True, progress=False, config=live.Config(overwrite=True))
+d = r.to_dict(); d["rss"] = rss
+print("BENCH " + json.dumps(d))
+"""
+
+
+def live_run(cache: Path, work: Path, mach: dict, args) -> int:
+    """A 30 fps clip (720p, or ``--live-size``) played live for ``args.live`` seconds: the delay each frame had
+    (arrival -> written), frames dropped or covered, and resident memory from the first 10% of the run to the end
+    (flat: bounded)."""
+    width, height = map(int, args.live_size.split("x"))
+    clip = cache / f"live_{width}x{height}_{args.live}s.mp4"
+    make_clip(clip, width, height, 30 * args.live)
+    r = subprocess.run([sys.executable, "-c", CHILD_LIVE, str(clip), str(work / "live.mkv")], capture_output=True,
+                       text=True, cwd=ROOT)
+    res = next((json.loads(line[6:]) for line in r.stdout.splitlines() if line.startswith("BENCH ")), None)
+    if res is None:
+        print((r.stderr.strip().splitlines() or ["no output"])[-1])
+        return 1
+    lv, rss = res["live"], res["rss"]
+    settled = rss[max(1, len(rss) // 10):] or rss
+    drift = max(settled) / min(settled) - 1 if settled else float("nan")
+    print(f"live {width}x{height} 30 fps, {args.live} s: {res['frames']} frames written, "
+          f"delay p50 {lv['delay_p50']} s, p99 "
+          f"{lv['delay_p99']} s, max {lv['delay_max']} s (latency {lv['latency']} s, back-fill {lv['lookback']} "
+          f"frames); dropped {lv['dropped']}, covered {lv['covered']}; RSS {min(settled) / 2**20:.0f}-"
+          f"{max(settled) / 2**20:.0f} MiB after the first 10% ({drift:+.1%})")
+    save(args.out, mach, [{"run": f"live {width}x{height} 30fps {args.live}s",
+                           **{k: res[k] for k in ("frames", "live")},
+                           "rss_min": min(settled), "rss_max": max(settled)}])
+    return 0
 
 
 def run_ours(clip: Path, out: Path, opts: dict) -> dict:
@@ -238,6 +282,9 @@ def main() -> int:
     ap.add_argument("--memory", action="store_true", help="peak RSS for a 1-minute and a 10-minute clip")
     ap.add_argument("--memory-4k", action="store_true",
                     help="peak RSS at 4K (60 frames): today's defaults vs batches of 8 with every waiting frame held")
+    ap.add_argument("--live", type=int, metavar="SECONDS",
+                    help="a 720p30 clip played live for this long: delay per frame, drops, memory over time")
+    ap.add_argument("--live-size", default="1280x720", metavar="WxH", help="the --live clip's size")
     ap.add_argument("--clip", action="append", help="benchmark this clip (repeatable)")
     ap.add_argument("--frames", type=int, default=600, help="frames per generated clip (default 600)")
     ap.add_argument("--deface", help="path to deface's python or executable")
@@ -262,6 +309,8 @@ def main() -> int:
         return memory_check(cache, work, mach, args)
     if args.memory_4k:
         return memory_4k(cache, work, mach, args)
+    if args.live:
+        return live_run(cache, work, mach, args)
 
     clips: list[Path] = [Path(c) for c in args.clip or []]
     if not clips:

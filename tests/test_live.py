@@ -19,6 +19,7 @@ from trt_anon.cli import main
 from trt_anon.detect import onnxrt
 
 CAMERA = Path(__file__).with_name("live_camera.py")
+RECEIVER = Path(__file__).with_name("live_receiver.py")
 FRAMES = 90
 
 
@@ -125,6 +126,33 @@ def test_a_file_played_live_into_an_hls_folder(clip, tmp_path):
     assert len(shown) == FRAMES
     for i in (0, 45, 89):
         assert frame_problem(clip, i, src[i], shown[i], max_bg=8.0) is None
+
+
+def test_an_rtsp_push_reaches_the_server_with_every_face_covered(clip, tmp_path):
+    """``-o rtsp://...``: pushed to a server (here PyAV listening, as MediaMTX would), every frame arrives."""
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    got = tmp_path / "got.npz"
+    server = subprocess.Popen([sys.executable, str(RECEIVER), str(port), str(got)])
+    try:
+        for _ in range(50):
+            try:
+                report = live.stream(str(clip.path), f"rtsp://127.0.0.1:{port}/anon", paced=True, progress=False)
+                break
+            except live.OutputError:  # the server is not listening yet
+                time.sleep(0.2)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    frames = np.load(got)["frames"]
+    assert len(frames) == report.frames > 0
+    if report.live["dropped"] == 0:  # then the n-th frame received is the clip's n-th
+        src = decode_frames(clip.path)
+        for i, frame in enumerate(frames):
+            assert frame_problem(clip, i, src[i], frame, max_bg=8.0) is None, i
 
 
 @pytest.mark.parametrize("args, words", [

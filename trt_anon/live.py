@@ -290,7 +290,7 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     clock = {"offset": None, "last": None, "at": None}
     detector_errors = 0
     from tqdm import tqdm
-    bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live")
+    bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
     started = time.perf_counter()
 
     def ticks(a: Arrival) -> int:
