@@ -11,15 +11,11 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config
-from .errors import AnonError, ConfigError, InputError, OutputError
+from .errors import AnonError, ConfigError, InputError, OutputError, Terminated
 from .media.files import IMAGE_EXTS
 
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
               ".flv", ".3gp", ".ogv"}
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that temporary files are removed on the way out."""
 
 
 def _parser() -> argparse.ArgumentParser:

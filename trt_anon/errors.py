@@ -29,6 +29,11 @@ class DetectorError(AnonError):
     """The detector failed; the batch it was given is never written unredacted."""
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception (by the CLI) so that temporary files are removed on the way out and a
+    live recording is finalised. A BaseException, like KeyboardInterrupt: no ``except Exception`` swallows it."""
+
+
 def first_line(exc: BaseException) -> str:
     """A third-party error in one line: GPU packages raise untyped, multi-line errors (TensorRT's
     RuntimeError, NVRTC's CompileException, a missing module); the type is named when it helps."""

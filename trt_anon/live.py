@@ -23,11 +23,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from tqdm import tqdm
 
 from .config import Config
 from .detect import select_detector
 from .detect.detections import HIT
-from .errors import AnonError, ConfigError, DetectorError, InputError, OutputError
+from .errors import AnonError, ConfigError, DetectorError, InputError, OutputError, Terminated
 from .frames import Anonymizer
 from .redact import select_redactor
 from .report import Report
@@ -205,31 +206,52 @@ def output_format(output: str) -> tuple[str, dict[str, str]]:
 
 
 class LiveSink:
-    """The output of a live run: H.264 (x264 ``zerolatency``, a keyframe every 2 s for players that join)."""
+    """The output of a live run: H.264 (x264 ``zerolatency``, a keyframe every 2 s for players that join),
+    opened with the first frame written. Times are the source's own from its first frame read (``zero``),
+    moved on where they go back or jump (a reconnect); the delay each frame had is kept."""
 
-    def __init__(self, output: str, width: int, height: int, rate: Fraction, config: Config) -> None:
-        fmt, options = output_format(output)
-        if fmt == "hls":
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, output: str, rate: Fraction, config: Config) -> None:
+        self.output, self.rate, self.config = output, rate, config
+        self.format, self.options = output_format(output)
+        self.out = self.stream = None
+        self.name = "libx264 (zerolatency)"
+        self.offset: int | None = None
+        self.last: int | None = None       # the last frame's time, in TIME_BASE
+        self.last_at = 0.0
+        self.delays: list[float] = []      # arrival -> written, per frame, seconds
+
+    def _open(self, width: int, height: int) -> None:
+        if self.format == "hls":
+            Path(self.output).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.out = av.open(output, mode="w", format=fmt, options=options, timeout=10.0)
-            self.stream = self.out.add_stream("libx264", rate=rate, options={
-                "crf": str(config.crf if config.crf is not None else 18), "preset": config.preset,
-                "tune": "zerolatency", "g": str(max(1, round(2 * rate)))})
+            self.out = av.open(self.output, mode="w", format=self.format, options=self.options, timeout=10.0)
+            self.stream = self.out.add_stream("libx264", rate=self.rate, options={
+                "crf": str(self.config.crf if self.config.crf is not None else 18), "preset": self.config.preset,
+                "tune": "zerolatency", "g": str(max(1, round(2 * self.rate)))})
         except (av.error.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot write {output}: {getattr(exc, 'strerror', None) or exc}") from None
-        self.name = "libx264"
-        self.output = output
+            raise OutputError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
-        self.last: int | None = None
 
-    def write(self, frame: np.ndarray, ticks: int) -> None:
+    def _ticks(self, a: Arrival, zero: float) -> int:
+        t = round(a.time / TIME_BASE)
+        if self.offset is None:
+            self.offset = -round(zero / TIME_BASE)
+        out = t + self.offset
+        if self.last is not None and (out <= self.last or out - self.last > 10 / TIME_BASE):
+            out = self.last + max(1, round((a.at - self.last_at) / TIME_BASE))
+            self.offset = out - t
+        self.last, self.last_at = out, a.at
+        return out
+
+    def write(self, frame: np.ndarray, a: Arrival, zero: float) -> None:
+        if self.out is None:
+            self._open(frame.shape[1], frame.shape[0])
         vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=self.stream.pix_fmt)
-        vf.pts, vf.time_base = ticks, TIME_BASE
-        self.last = ticks
+        vf.pts, vf.time_base = self._ticks(a, zero), TIME_BASE
         self._mux(self.stream.encode(vf))
+        self.delays.append(time.monotonic() - a.at)
 
     def _mux(self, packets) -> None:
         try:
@@ -239,6 +261,8 @@ class LiveSink:
             raise OutputError(f"writing {self.output} failed: {getattr(exc, 'strerror', None) or exc}") from None
 
     def close(self) -> None:
+        if self.out is None:
+            return
         try:
             self._mux(self.stream.encode(None))
         finally:
@@ -284,42 +308,21 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     config = Config.from_options(config, lookback=lookback, batch_size=1)
     anon = Anonymizer(config, detector=detector, redactor=redactor)
     report = Report(source, output)
-    sink = None
-    waiting: deque[Arrival] = deque()  # pushed to the Anonymizer, not yet written
-    delays: list[float] = []
-    clock = {"offset": None, "last": None, "at": None}
+    sink = LiveSink(output, src.rate, config)
+    waiting: deque[Arrival] = deque()  # in the tracker, not yet written
     detector_errors = 0
-    from tqdm import tqdm
+    shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
     bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
     started = time.perf_counter()
 
-    def ticks(a: Arrival) -> int:
-        """The frame's output time: the source's own, moved on where it goes back or jumps (a reconnect)."""
-        t = round(a.time / TIME_BASE)
-        if clock["offset"] is None:  # from the first frame read, written or not: the times are the source's
-            clock["offset"] = -round((src.first if src.first is not None else a.time) / TIME_BASE)
-        out = t + clock["offset"]
-        last = clock["last"]
-        if last is not None and (out <= last or out - last > 10 / TIME_BASE):
-            out = last + max(1, round((a.at - clock["at"]) / TIME_BASE))
-            clock["offset"] = out - t
-        clock["last"], clock["at"] = out, a.at
-        return out
-
-    def write(frame: np.ndarray, a: Arrival, boxes=None) -> None:
-        nonlocal sink
-        if sink is None:
-            sink = LiveSink(output, frame.shape[1], frame.shape[0], src.rate, config)
-        sink.write(frame, ticks(a))
-        delays.append(time.monotonic() - a.at)
+    def write(frame: np.ndarray, a: Arrival, boxes=()) -> None:
+        sink.write(frame, a, src.first if src.first is not None else a.time)
         report.frames += 1
-        if boxes is not None and len(boxes):
+        if len(boxes):
             report.redacted_boxes += len(boxes)
             report.frames_with_faces += 1
             report.max_faces = max(report.max_faces, len(boxes))
         bar.update(1)
-
-    shape: tuple[int, ...] = ()
 
     def final(dets) -> None:
         """Write the frames whose boxes became final: redacted, or covered whole; a dropped one not at all."""
@@ -335,13 +338,10 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     interrupted = None
     src.start()
     try:
-        while True:
-            a = src.take(max_wait)
-            if a is None:
-                break
+        while (a := src.take(max_wait)) is not None:
             if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
                 final(anon.end())
-                anon = Anonymizer(config, detector=anon.detector, redactor=anon.redactor)
+                anon = Anonymizer(config, detector=detector, redactor=redactor)
                 continue
             waiting.append(a)
             if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
@@ -353,25 +353,22 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
             except DetectorError as exc:  # fail closed: what the detector could not see is covered
                 detector_errors += 1
                 log(f"detector error, frames covered: {exc}")
-                anon = Anonymizer(config, detector=anon.detector, redactor=anon.redactor)  # the stream afresh
-                while waiting:
-                    a = waiting.popleft()
+                anon = Anonymizer(config, detector=detector, redactor=redactor)  # the stream afresh
+                for a in waiting:
                     if a.kind != "dropped":
                         write(np.zeros(a.shape or shape, np.uint8), a)
-            if len(delays) % 15 == 0 and delays:
-                recent = np.asarray(delays[-300:])
+                waiting.clear()
+            if report.frames % 15 == 0 and sink.delays:
+                recent = np.asarray(sink.delays[-300:])
                 bar.set_postfix_str(f"delay p50 {np.percentile(recent, 50):.2f}s p99 {np.percentile(recent, 99):.2f}s"
                                     f" | dropped {src.dropped} | covered {src.covered}", refresh=False)
         final(anon.end())
-    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C: end the stream cleanly
+    except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
         interrupted = exc
-    except BaseException as exc:
-        if type(exc).__name__ != "Terminated":  # the CLI's SIGTERM: ends cleanly too
-            src.stop()
-            if sink is not None:
-                sink.close()
-            raise
-        interrupted = exc
+    except BaseException:
+        src.stop()
+        sink.close()
+        raise
     finally:
         bar.close()
     src.stop()
@@ -382,15 +379,13 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
         except Exception:  # stopped inside the tracker: its state is not whole, those frames are not written
             note = f"{len(waiting)} frame(s) waiting for their boxes not written"
         report.warnings.append(f"stopped ({type(interrupted).__name__}); {note}")
-    if sink is not None:
-        sink.close()
-    elif interrupted is None:
+    sink.close()
+    if not report.frames and interrupted is None:
         raise InputError(f"{source}: no frame arrived")
     report.wall = time.perf_counter() - started
-    report.duration = float((clock["last"] or 0) * TIME_BASE)
-    report.backends = {"decode": "pyav (live)", "detect": getattr(anon.detector, "name", "-"),
-                       "redact": getattr(anon.redactor, "name", "-"), "encode": "libx264 (zerolatency)"}
-    d = np.asarray(delays) if delays else np.zeros(1)
+    report.duration = float((sink.last or 0) * TIME_BASE)
+    report.backends = {"decode": "pyav (live)", "detect": detector.name, "redact": redactor.name, "encode": sink.name}
+    d = np.asarray(sink.delays or [0.0])
     report.live = {"delay_p50": round(float(np.percentile(d, 50)), 3),
                    "delay_p99": round(float(np.percentile(d, 99)), 3), "delay_max": round(float(d.max()), 3),
                    "latency": latency, "lookback": lookback, "dropped": src.dropped, "covered": src.covered,
