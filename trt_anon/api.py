@@ -79,13 +79,14 @@ def _execute(job: Plan, progress, started: float, retried: list[str]):
             log = None
             if job.json is not None:
                 json_tmp = stack.enter_context(media.atomic_output(job.json, job.config.overwrite))
-                log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")))
+                log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")),
+                             keep=job.decisions.keep if job.decisions else ())
             (_photo if job.photo else _video)(job, tmp, report, log, progress, stats, notes)
             # the report is complete here, so the JSON holds what the caller gets
             report.warnings[:0] = [*job.notes, *notes]
             report.wall = time.perf_counter() - started
             if log is not None:  # with the audit record: the output is complete, under its temporary name
-                log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
+                log.close(report, audit.record(job.source, job.output, tmp, job.config, report, job.decisions))
         return report, stats
     except OSError as exc:  # disk full, folder removed under us, ...
         raise OutputError(f"writing {job.output} failed: {exc.strerror or exc}") from None
@@ -105,7 +106,8 @@ def _photo(job: Plan, tmp: Path, report: Report, log, progress, stats, notes: li
     writer = media.stills.StillWriter(photo, tmp, ext, cfg.keep_metadata)
     report.backends = {"decode": "pillow", "detect": detector.name, "redact": redactor.name, "encode": writer.name}
     report.warnings.extend(photo.changes(ext))
-    run(Stages(photo.batches(), detector, redactor, writer), cfg, report, photo.rotation, log, progress, stats)
+    run(Stages(photo.batches(), detector, redactor, writer), cfg, report, photo.rotation, log, progress, stats,
+        decisions=job.decisions)
 
 
 def _video(job: Plan, tmp: Path, report: Report, log, progress, stats, notes: list[str]) -> None:
@@ -124,13 +126,14 @@ def _video(job: Plan, tmp: Path, report: Report, log, progress, stats, notes: li
         report.seconds["setup"] = chosen.setup  # a TensorRT engine build lands here, not in fps
         sink = VideoFile(tmp, job, container, source, chosen.info, chosen.gpu, report, notes)
         replay = None if chosen.gpu else stages.replay_decoder(src, source, chosen.info, cfg)
-        report.backends = {"decode": chosen.decoder_name, "detect": chosen.detector.name,
+        report.backends = {"decode": chosen.decoder_name,
+                           "detect": "none: decisions file" if job.decisions else chosen.detector.name,
                            "redact": chosen.redactor.name, "encode": sink.name}
         if source.deep and "10" not in sink.encoder.pix_fmt:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
         run(Stages(chosen.decoder, chosen.detector, chosen.redactor, sink, replay and replay.frames()),
-            cfg, report, source.rotation, log, progress, stats)
+            cfg, report, source.rotation, log, progress, stats, decisions=job.decisions)
         report.warnings.extend(sink.remuxer.warnings())
         errors = source.errors + getattr(chosen.decoder, "errors", 0)
         report.decode_errors = errors

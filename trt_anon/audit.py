@@ -25,9 +25,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def record(source: Path, output: Path, written: Path, config, report: Report) -> dict:
+def record(source: Path, output: Path, written: Path, config, report: Report, decisions=None) -> dict:
     """The record for a run of ``source`` into ``output``, whose bytes are at ``written`` (its temporary
-    name: hashed before it is renamed into place)."""
+    name: hashed before it is renamed into place); ``decisions`` (decisions.Decisions): what a review changed."""
     from . import __version__
     from .detect.centerface import MODELS
 
@@ -42,6 +42,7 @@ def record(source: Path, output: Path, written: Path, config, report: Report) ->
         "model": {"name": "centerface", "precision": precision, "sha256": MODELS[precision][1]},
         "options": options,
         "backends": dict(report.backends),
+        "decisions": decisions.summary() if decisions is not None else None,
         "counts": {"frames": report.frames, "faces": report.faces, "frames_with_faces": report.frames_with_faces,
                    "redacted_boxes": report.redacted_boxes, "decode_errors": report.decode_errors},
     }

@@ -110,6 +110,9 @@ class Config:
     engine_path: str | None = option(
         None, "TensorRT engine to use instead of the engines/ cache (checked against its .json sidecar)",
         flag="--engine", metavar="PATH")
+    decisions_path: str | None = option(
+        None, "render again with a first run's --json file as edited (tracks marked keep stay visible, regions "
+        "added are redacted), detecting nothing; refused for another input", flag="--decisions", metavar="PATH")
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:

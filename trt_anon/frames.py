@@ -84,21 +84,23 @@ class Anonymizer:
     """
 
     def __init__(self, config: Config | None = None, *, detector=None, redactor=None, rotation: int = 0,
-                 first: int = 0, **options) -> None:
+                 first: int = 0, first_track: int = 0, **options) -> None:
         """``detector`` and ``redactor``: stages already chosen (``process()`` passes those ``stages.choose``
         made), else made on the first batch. ``rotation``: the frames are stored turned by a display matrix
         (phone video): faces are searched as displayed, boxes are given on the stored frames. ``first``: the
-        index of the first frame (a segment of a file: eye refreshes fall where a whole run's do)."""
+        index of the first frame (a segment of a file: eye refreshes fall where a whole run's do); ``first_track``:
+        the first face's number (``Detections.track``; a segment numbers its faces apart from the others')."""
         self.config = Config.from_options(config, **options) if options or config is None else config
         self.detector, self.redactor, self.rotation = detector, redactor, rotation
         self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
         self.gpu = False
         self.torch = False                          # frames came as PyTorch tensors: they go back as such
+        self.first_track = first_track
         self._reset(first)
 
     def _reset(self, first: int = 0) -> None:
         self.tracker = Tracker(self.config.ttl, self.config.eyes_every, self.config.lookback,
-                               self.config.longest_gap())
+                               self.config.longest_gap(), self.first_track)
         self.tracker.next_frame = self.tracker.next_final = first
         self.cadence = Cadence(self.config.detect_every)
         self.tail = None                            # the last frame, as displayed, if not looked at yet

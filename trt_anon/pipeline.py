@@ -42,14 +42,21 @@ class Stages:
 
 def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         log: BoxLog | None = None, progress: Any = None, stats: Any = None, first: int = 0,
-        keep: tuple[int, int] | None = None) -> None:
+        keep: tuple[int, int] | None = None, first_track: int = 0, decisions=None) -> None:
     """Drive the stages over the whole video. Fills ``report``; raises on any failure.
 
     ``log`` gets every frame's boxes (the ``--json`` file). ``stats`` (e.g. ``review.FrameStats``) gets
     ``.add(pts, detections, redacted boxes)`` for every frame written.
     A segment (``trt_anon.scale``): the decoder starts at frame index ``first`` of the file, and only frames
-    ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written."""
-    anon = Anonymizer(config, detector=stages.detector, redactor=stages.redactor, rotation=rotation, first=first)
+    ``keep[0] <= index < keep[1]`` are written; the others are context, tracked but neither redacted nor written;
+    its faces are numbered from ``first_track``. ``decisions`` (decisions.Decisions): the faces come from a first
+    run, as the user decided, and nothing is detected."""
+    if decisions is not None:
+        from .decisions import Replayed
+        anon = Replayed(decisions, config, stages.redactor)
+    else:
+        anon = Anonymizer(config, detector=stages.detector, redactor=stages.redactor, rotation=rotation, first=first,
+                          first_track=first_track)
     index = first   # file index of the next frame to become final
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}
@@ -137,6 +144,9 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         secs["encode"] += time.perf_counter() - t0
     finally:
         worker.shutdown(wait=True)  # never leave a thread writing into a file being removed
+    if decisions is not None and report.frames != len(decisions.frames):
+        raise InputError(f"the input has {report.frames} frames, the decisions file {len(decisions.frames)}: "
+                         "is it the same file?")
     report.seconds.update(secs)
     if time_base is not None and stages.sink.last_pts is not None:
         report.duration = float(stages.sink.last_pts * time_base)

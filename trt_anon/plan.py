@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from . import cuda, media
 from .config import CRFS, Config, check_crf
@@ -36,6 +36,7 @@ class Plan:
     review: Path | None = None  # the review page, written once the video is in place
     originals: bool = False   # the review page shows the unredacted input too
     notes: tuple[str, ...] = ()  # why a default changed (codec for 10-bit, photo format): the report's first warnings
+    decisions: Any = None     # decisions.Decisions: a first run's faces as the user decided, rendered again
 
     @property
     def convert_audio(self) -> bool:
@@ -93,8 +94,12 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, con
         if json.is_dir():
             json = json / f"{src.stem}.anon.json"
         json = media.resolve_output(src, json, cfg.overwrite)
+    decisions = None
+    if cfg.decisions_path:
+        from .decisions import Decisions
+        decisions = Decisions.load(cfg.decisions_path, src)
     return Plan(src, dst, dataclasses.replace(cfg, **settled), cfg, media.is_image(src), named, frames or 0, json,
-                page, originals, tuple(notes))
+                page, originals, tuple(notes), decisions)
 
 
 def fallbacks(job: Plan) -> Iterator[Plan]:

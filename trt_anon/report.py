@@ -51,27 +51,49 @@ class Report:
 
 
 class BoxLog:
-    """The ``--json`` file: ``{"frames": [...], "report": {...}}``, one line per frame as it is written.
+    """The ``--json`` file: ``{"frames": [...], "tracks": [...], "report": {...}, "audit": {...}}``, one line per
+    frame as it is written. ``tracks`` sums up each face the tracker followed (``Detections.track``): its first
+    and last frame, frames, largest box width, lowest detection score, and ``"action": "redact"``.
 
     ``envelope=False`` writes the frame lines only (a segment's piece, joined into the file by ``add_line``)."""
 
-    def __init__(self, file: TextIO, envelope: bool = True) -> None:
-        self.file, self.count = file, 0
+    def __init__(self, file: TextIO, envelope: bool = True, keep=()) -> None:
+        """``keep``: the tracks a decisions file left visible (their action says so)."""
+        self.file, self.count, self.keep = file, 0, frozenset(keep)
+        self.tracks: dict[int, dict] = {}
         if envelope:
             file.write('{"frames": [\n')
 
     def add(self, frame: int, pts: int, faces: list[dict], redacted: np.ndarray) -> None:
         """One frame: the tracker's faces (``Detections.to_json``) and the rectangles redacted."""
-        self.add_line(json.dumps({"frame": frame, "pts": pts, "faces": faces,
-                                  "redacted": [[round(float(v), 1) for v in r] for r in redacted]}))
+        entry = {"frame": frame, "pts": pts, "faces": faces,
+                 "redacted": [[round(float(v), 1) for v in r] for r in redacted]}
+        self._write(json.dumps(entry), entry)
 
     def add_line(self, line: str) -> None:
         """A frame's JSON object as written by ``add`` (a piece's line, with or without its separator)."""
-        self.file.write(("," if self.count else "") + line.lstrip(",").rstrip("\n") + "\n")
+        line = line.lstrip(",").rstrip("\n")
+        self._write(line, json.loads(line))
+
+    def _write(self, line: str, entry: dict) -> None:
+        self.file.write(("," if self.count else "") + line + "\n")
         self.count += 1
+        for face in entry["faces"]:
+            if "track" not in face:
+                continue
+            t = self.tracks.setdefault(face["track"], {"id": face["track"], "first": entry["frame"],
+                                                       "last": entry["frame"], "frames": 0, "largest": 0.0,
+                                                       "lowest_score": 1.0,
+                                                       "action": "keep" if face["track"] in self.keep else "redact"})
+            t["last"] = entry["frame"]
+            t["frames"] += 1
+            t["largest"] = max(t["largest"], round(face["box"][2] - face["box"][0], 1))
+            if face["kind"] in ("hit", "weak"):
+                t["lowest_score"] = min(t["lowest_score"], face["score"])
 
     def close(self, report: Report, audit: dict | None = None) -> None:
-        """The report, once complete: the file then holds what the caller gets; and the run's audit record
-        (``audit.record``), which ``trt-anon verify`` checks files against."""
-        self.file.write('],\n"report": ' + json.dumps(report.to_dict())
+        """The tracks and the report, once complete: the file then holds what the caller gets; and the run's
+        audit record (``audit.record``), which ``trt-anon verify`` checks files against."""
+        tracks = ",\n".join(json.dumps(t) for t in self.tracks.values())
+        self.file.write('],\n"tracks": [\n' + tracks + '\n],\n"report": ' + json.dumps(report.to_dict())
                         + (',\n"audit": ' + json.dumps(audit) if audit is not None else "") + "}\n")

@@ -36,6 +36,7 @@ from .report import BoxLog, Report
 
 MAX_RETRIES = 3                 # a worker (or node) lost mid-task: Ray runs the task again
 OBJECT_STORE = 128 * 2 ** 20    # results are small (reports, paths): keep Ray's shared memory small
+TRACKS_PER_SEGMENT = 1 << 20   # a segment's faces are numbered from its number times this (one numbering per file)
 MIN_SEGMENT = 300               # frames: shorter segments spend more on context and start-up than they save
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # a local instance binds 127.0.0.1, not the host's address
            "RAY_USAGE_STATS_ENABLED": "0"}
@@ -73,7 +74,7 @@ def plan_segments(job: Plan, segment_frames: int) -> list[Segment]:
     from .media.container import video_stream
 
     config, path = job.config, job.source
-    if job.photo or config.codec != "h264":
+    if job.photo or config.codec != "h264" or job.decisions is not None:
         return []  # x264's stitchable keeps every piece's headers identical; other encoders make no such promise
     with av.open(str(path)) as c:
         if not any(n in c.format.name for n in ("mp4", "mov", "matroska")):
@@ -207,7 +208,7 @@ def run_segment(job: Plan, seg: Segment, piece: str, counter) -> dict:
             try:
                 run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames()),
                     config, report, decoder.rotation, BoxLog(json_out, envelope=False), _Bar(counter),
-                    first=seg.first, keep=(seg.start, seg.end))
+                    first=seg.first, keep=(seg.start, seg.end), first_track=seg.number * TRACKS_PER_SEGMENT)
             finally:
                 if replay is not None:
                     replay.container.close()

@@ -57,6 +57,7 @@ class _Track:
     hit_look: int = 0      # the look (frames the detector looked at, counted) of the last detection
     hidden_look: int = -1  # the last look in which a detected face covered this missed one
     out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
+    id: int = -1           # the face's number in the stream: every box it gets carries it (Detections.track)
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
@@ -115,8 +116,9 @@ def _covered(box: np.ndarray, others: np.ndarray) -> float:
 class Tracker:
     """Streams per-frame detections in, final per-frame boxes out (``lookback`` frames later)."""
 
-    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int = 0, gap: int = 1) -> None:
-        """``gap``: the most frames from one looked at to the next; the frames between are held until the next."""
+    def __init__(self, ttl: int = 5, eyes_every: int = 4, lookback: int = 0, gap: int = 1, first_id: int = 0) -> None:
+        """``gap``: the most frames from one looked at to the next; the frames between are held until the next.
+        ``first_id``: the first track's number (a segment of a file numbers its tracks apart from the others')."""
         self.ttl, self.eyes_every = ttl, eyes_every
         self.lookback = max(ttl, lookback, gap if gap > 1 else 0)  # back-fill reaches at least ttl frames
         self.tracks: list[_Track] = []   # alive: seen within ttl frames
@@ -128,6 +130,7 @@ class Tracker:
         self.looks = 0        # frames looked at so far
         self.last_look = -1   # the last frame looked at
         self.unseen: set[int] = set()  # frames not looked at, not yet handed out
+        self.next_id = first_id
 
     def push(self, dets: list[Detections | None]) -> list[Detections]:
         """Add the detections of the next frames (None: a frame the detector did not look at); return the
@@ -190,7 +193,8 @@ class Tracker:
                 self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i])))
                 continue
             if j < 0:  # a new face
-                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look)
+                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look, id=self.next_id)
+                self.next_id += 1
                 self._link_back(t, f)
                 t.see(f, box)
                 born.append(t)
@@ -206,7 +210,7 @@ class Tracker:
                     box = _hull(box, pred[j])
             eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
-            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT))
+            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT, t.id))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
@@ -223,7 +227,7 @@ class Tracker:
                     held = _hull(held, _grown(pred[j], k))
                 eyes = _absolute(t.eyes_rel, held)
                 self._between(t, f, held, eyes)
-                boxes.append((held, eyes, t.score, HELD))
+                boxes.append((held, eyes, t.score, HELD, t.id))
                 alive.append(t)
             else:
                 self._hold_over(t, f)
@@ -243,7 +247,7 @@ class Tracker:
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append((((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                    ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32),
-                                                   t.score, HELD))
+                                                   t.score, HELD, t.id))
 
     def _hold_over(self, t: _Track, end: int) -> None:
         """Track t had a box at the last look and has none from the next look (or the end of the stream) at
@@ -254,7 +258,7 @@ class Tracker:
         for g in range(p + 1, end):
             k = HOLD_GROWTH * min(g - t.last_hit, max(self.ttl, 1))
             held = _hull(_grown(box0, k), _grown(self._predict(t, g), k))
-            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD))
+            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD, t.id))
 
     def _link_back(self, t: _Track, f: int) -> None:
         """A new track claims the unclaimed weak candidates it continues, frame by frame backwards."""
@@ -269,9 +273,9 @@ class Tracker:
             if overlap[best] >= MATCH_IOU:
                 hull = _hull(box, cands[best][0])
                 for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
-                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED))
+                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED, t.id))
                 box, band, score = cands.pop(best)
-                self.pending.setdefault(g, []).append((box, band, score, WEAK))
+                self.pending.setdefault(g, []).append((box, band, score, WEAK, t.id))
                 chain.append((g, box))
                 gap = missed = 0
             else:
@@ -318,15 +322,15 @@ class Tracker:
                 if g < t.first[0][0]:
                     box = self._fill(t, g)
                     if box is not None:
-                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED))
+                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED, t.id))
             self.next_final += 1
             self.unseen.discard(g)
             self.young = [t for t in self.young if t.first[0][0] > self.next_final]
             if not items:
                 out.append(Detections.empty())
                 continue
-            box, eyes, score, kind = zip(*items)
+            box, eyes, score, kind, track = zip(*items)
             out.append(Detections(np.stack(box).astype(np.float32), np.asarray(score, np.float32),
                                   np.zeros((len(items), 5, 2), np.float32), np.stack(eyes).astype(np.float32),
-                                  np.asarray(kind, np.uint8)))
+                                  np.asarray(kind, np.uint8), np.asarray(track, np.int32)))
         return out

@@ -20,6 +20,7 @@ class Detections:
     landmarks: np.ndarray                              # (N, 5, 2): eyes, nose, mouth corners
     eyes: np.ndarray | None = None                     # (N, 4) eye bands, set by the tracker
     kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED / WEAK
+    track: np.ndarray | None = None                    # (N,) the tracker's number for each face (int32)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -29,6 +30,8 @@ class Detections:
                   "kind": (self.kind, (n,))}
         if self.eyes is not None:
             shapes["eyes"] = (self.eyes, (n, 4))
+        if self.track is not None:
+            shapes["track"] = (self.track, (n,))
         for name, (a, shape) in shapes.items():
             if np.shape(a) != shape:
                 raise ValueError(f"Detections.{name} must be {shape} for {n} faces, not {np.shape(a)}")
@@ -49,6 +52,8 @@ class Detections:
                     "kind": names[int(self.kind[i])]}
             if self.eyes is not None:  # one row per face: checked when made
                 item["eyes"] = [round(float(v), 1) for v in self.eyes[i]]
+            if self.track is not None:
+                item["track"] = int(self.track[i])
             out.append(item)
         return out
 

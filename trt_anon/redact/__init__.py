@@ -22,12 +22,25 @@ OVERLAP_MARGIN = 0.15
 
 
 def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: float,
-                    width: int, height: int) -> np.ndarray:
+                    width: int, height: int, only: np.ndarray | None = None) -> np.ndarray:
     """The boxes to redact for one frame: grown face boxes (more for the lower-scored where two meet), or the
-    (grown) eye bands."""
+    (grown) eye bands. ``only`` (a mask of the faces): those faces' boxes, grown as among all of them."""
+    if only is not None and not np.all(only):  # the margins come from every face; the boxes from those asked
+        mask = np.asarray(only, bool)
+        if target == "eyes":
+            return redaction_boxes(Detections(det.xyxy[mask], det.score[mask], det.landmarks[mask],
+                                              None if det.eyes is None else det.eyes[mask]),
+                                   target, margin_px, margin_rel, width, height)
+        rel = _margins(det, margin_px, margin_rel)
+        return grow(det.xyxy[mask], margin_px, rel[mask], width, height)
     if target == "eyes":
         eyes = det.eyes if det.eyes is not None else np.zeros((0, 4), np.float32)
         return grow(eyes, margin_px / 2, 0.0, width, height)
+    return grow(det.xyxy, margin_px, _margins(det, margin_px, margin_rel), width, height)
+
+
+def _margins(det: Detections, margin_px: float, margin_rel: float) -> np.ndarray:
+    """The relative margin of each face box: ``margin_rel``, more for a face that meets a better-scored one."""
     rel = np.full(len(det), margin_rel, np.float32)
     if len(det) > 1:
         b = det.xyxy.astype(np.float32)
@@ -38,7 +51,7 @@ def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: 
                (np.minimum(g[:, None, 3], g[None, :, 3]) > np.maximum(g[:, None, 1], g[None, :, 1]))
         behind = meet & (det.score[:, None] < det.score[None, :])  # meets a face that scores higher
         rel[behind.any(axis=1)] += OVERLAP_MARGIN
-    return grow(det.xyxy, margin_px, rel, width, height)
+    return rel
 
 
 def cell_sizes(boxes: np.ndarray, mosaic_cell: int | str, style: str = "mosaic",
