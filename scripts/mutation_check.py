@@ -176,6 +176,19 @@ MUTANTS = [
       "        batch = device_frames(frames)  # redacted in place",
       "        batch = cp.asarray(cp.asnumpy(device_frames(frames)))  # redacted in place",
       "tests/test_gpu_strict.py::test_gpu_path_with_nvenc_no_frame_comes_to_the_host"),
+    # --- live streams, review and fix, the audit record
+    m("late live frames never dropped or covered", "live: bounded delay", "trt_anon/live.py",
+      "a.frame is not None and now - a.at > max_wait]", "a.frame is not None and False]",
+      "tests/test_live.py::test_frames_that_waited_too_long_are_never_handed_out_raw[drop]"),
+    m("decisions redact the kept person and show the others", "review and fix", "trt_anon/decisions.py",
+      'f.get("track") not in self.keep', 'f.get("track") in self.keep',
+      "tests/test_decisions.py::test_a_person_kept_visible_and_a_region_added"),
+    m("decisions for another input accepted", "review and fix", "trt_anon/decisions.py",
+      "        if sha256(source) != made_from:\n", "        if False:\n",
+      "tests/test_decisions.py::test_decisions_that_do_not_fit_are_refused_in_one_line[other input-another input]"),
+    m("verify passes a changed file", "audit record", "trt_anon/audit.py",
+      '        if digest != want["sha256"]:\n', "        if False:\n",
+      "tests/test_audit.py::test_verify_fails_on_any_changed_byte"),
 ]
 
 

@@ -202,3 +202,26 @@ def test_sigterm_ends_a_live_run_with_the_recording_whole(clip, tmp_path):
         proc.kill()
     indices = _check_written(clip, out)
     assert 0 < len(indices) < FRAMES and indices == sorted(set(indices))  # stopped mid-stream, in order
+
+
+@pytest.mark.parametrize("policy", ["drop", "cover"])
+def test_frames_that_waited_too_long_are_never_handed_out_raw(clip, policy):
+    """The queue's rule, on made-up arrival times: frames older than the wait the delay budget allows are
+    dropped or covered when the next frame is taken; the first fresh frame comes out."""
+    import time
+
+    src = live.LiveSource(str(clip.path), capacity=100, on_overload=policy, paced=True)
+    try:
+        now = time.monotonic()
+        frame = np.zeros((4, 4, 3), np.uint8)
+        for age in (1.0, 0.9, 0.8, 0.05, 0.01):  # seconds ago
+            src._put(live.Arrival(frame, 0.0, now - age))
+        src.done = True  # nothing more will come: take() returns None once the queue is empty
+        taken = list(iter(lambda: src.take(max_wait=0.3), None))
+        # late frames keep their place (the tracker counts them as not looked at), without their pixels
+        late = "dropped" if policy == "drop" else "covered"
+        assert [x.kind for x in taken] == [late] * 3 + ["frame"] * 2
+        assert all(x.frame is None and x.shape == frame.shape for x in taken[:3])
+        assert (src.dropped, src.covered) == ((3, 0) if policy == "drop" else (0, 3))
+    finally:
+        src.container.close()
