@@ -92,6 +92,7 @@ def test_a_person_kept_visible_and_a_region_added(first, tmp_path):
     ("fewer frames", "frames"),
     ("bad region", "added region"),
     ("no audit", "not a decisions file"),
+    ("eyes only", "whole faces"),
 ])
 def test_decisions_that_do_not_fit_are_refused_in_one_line(first, clips, tmp_path, capsys, edit, words):
     clip, _, data = first
@@ -109,10 +110,11 @@ def test_decisions_that_do_not_fit_are_refused_in_one_line(first, clips, tmp_pat
         data["added"] = [{"keys": [{"frame": 0, "box": [50, 50, 10, 10]}]}]
     elif edit == "no audit":
         del data["audit"]
+    args = ["--target", "eyes"] if edit == "eyes only" else []
     (tmp_path / "dec.json").write_text(json.dumps(data))
     out = tmp_path / "out"
     out.mkdir()
-    assert main([str(src), "--decisions", str(tmp_path / "dec.json"), "-o", str(out / "x.mp4"), "-q"]) == 1
+    assert main([str(src), "--decisions", str(tmp_path / "dec.json"), "-o", str(out / "x.mp4"), "-q", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
     assert list(out.iterdir()) == []

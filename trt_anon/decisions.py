@@ -37,6 +37,7 @@ class Decisions:
     frames: list[list[dict]]                # per frame, the first run's faces (box, score, kind, eyes, track)
     keep: frozenset[int]                    # tracks left visible
     added: list[list[tuple[int, list]]]     # per added region, its (frame, box) keys in frame order
+    options: dict                           # the first run's options (its audit record)
 
     @classmethod
     def load(cls, path: str | Path, source: Path) -> "Decisions":
@@ -63,7 +64,19 @@ class Decisions:
             if t["action"] == "keep":
                 keep.add(t["id"])
         added = [cls._region(path, i, r, len(frames)) for i, r in enumerate(data.get("added", []))]
-        return cls(path, sha256(path), [f["faces"] for f in frames], frozenset(keep), added)
+        return cls(path, sha256(path), [f["faces"] for f in frames], frozenset(keep), added,
+                   audit.get("options") or {})
+
+    def check(self, config) -> None:
+        """Refuse settings that would cover less than the first run did: eye bands where it covered faces,
+        smaller margins (a style or cell size may change: every style covers the same cells)."""
+        first = self.options
+        if first.get("target") == "face" and config.target == "eyes":
+            raise ConfigError(f"{self.path}: the first run covered whole faces; --target eyes would show them")
+        for name in ("margin_px", "margin_rel"):
+            if getattr(config, name) < first.get(name, 0):
+                raise ConfigError(f"{self.path}: {name} {getattr(config, name)} is smaller than the first run's "
+                                  f"{first[name]}")
 
     @staticmethod
     def _region(path: Path, i: int, region, frames: int) -> list[tuple[int, list]]:

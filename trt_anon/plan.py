@@ -98,6 +98,7 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, con
     if cfg.decisions_path:
         from .decisions import Decisions
         decisions = Decisions.load(cfg.decisions_path, src)
+        decisions.check(cfg)
     return Plan(src, dst, dataclasses.replace(cfg, **settled), cfg, media.is_image(src), named, frames or 0, json,
                 page, originals, tuple(notes), decisions)
 
