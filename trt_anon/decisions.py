@@ -128,13 +128,14 @@ class Replayed(Anonymizer):
         super().__init__(config, detector=None, redactor=redactor)
         self.decisions = decisions
         self.next_index = 0
-        self.order: deque[int] = deque()
+        self.order: deque[tuple[int, np.ndarray]] = deque()  # (frame index, faces to redact) of the frames out
 
     def track(self, frames) -> list[Detections]:
         out = []
         for _ in range(len(frames)):
-            out.append(self.decisions.faces(self.next_index)[0])
-            self.order.append(self.next_index)
+            faces, redact = self.decisions.faces(self.next_index)
+            out.append(faces)
+            self.order.append((self.next_index, redact))
             self.next_index += 1
         return out
 
@@ -144,8 +145,7 @@ class Replayed(Anonymizer):
     def boxes(self, final: list[Detections], height: int, width: int) -> list[np.ndarray]:
         c, out = self.config, []
         for d in final:
-            index = self.order.popleft()
-            _, redact = self.decisions.faces(index)
+            index, redact = self.order.popleft()
             faces = redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height, only=redact)
             added = np.clip(self.decisions.added_boxes(index), 0, [width, height, width, height])
             out.append(np.concatenate([faces, added.astype(np.float32)]))

@@ -25,9 +25,10 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from .config import Config
+from .config import CRFS, Config
 from .detect import select_detector
 from .detect.detections import HIT
+from .encode.pyav import codec_options, pixel_format
 from .errors import AnonError, ConfigError, DetectorError, InputError, OutputError, Terminated
 from .frames import Anonymizer
 from .redact import select_redactor
@@ -71,7 +72,6 @@ class LiveSource:
         self.ready = threading.Condition()
         self.done = False
         self.stopping = threading.Event()
-        self.error: str | None = None
         self.dropped = self.covered = self.reconnects = 0
         self.rate: Fraction | None = None
         self.first: float | None = None  # the source time of the first frame read: the output's zero
@@ -95,7 +95,6 @@ class LiveSource:
         self.thread.start()
 
     def _read(self) -> None:
-        tries = 0
         while not self.stopping.is_set():
             try:
                 self._frames(self.container)
@@ -103,29 +102,29 @@ class LiveSource:
             except (av.error.FFmpegError, OSError) as exc:
                 why = f"reading failed: {getattr(exc, 'strerror', None) or exc}"
             self.container.close()
-            if self.stopping.is_set() or not is_live(self.url) or not self.retries:
-                break
-            self._put(Arrival(None, 0.0, time.monotonic(), "gap"))  # what waits for its boxes goes out meanwhile
-            while tries < self.retries and not self.stopping.is_set():  # a camera that drops: reconnect, backing off
-                wait = min(2 ** tries, 8)
-                tries += 1
-                self.log(f"{self.url}: {why}; reconnecting in {wait} s ({tries} of {self.retries})")
-                if self.stopping.wait(wait):
-                    break
-                try:
-                    self.container = self._open()
-                except AnonError:
-                    continue
-                self.reconnects += 1
-                tries = 0
-                break
-            else:
-                break
-            if self.stopping.is_set() or tries >= self.retries:
+            if self.stopping.is_set() or not is_live(self.url) or not self._reopen(why):
                 break
         with self.ready:
             self.done = True
             self.ready.notify_all()
+
+    def _reopen(self, why: str) -> bool:
+        """A camera that drops: reconnect, backing off; True once the source is open again."""
+        if not self.retries:
+            return False
+        self._put(Arrival(None, 0.0, time.monotonic(), "gap"))  # what waits for its boxes goes out meanwhile
+        for tries in range(1, self.retries + 1):
+            wait = min(2 ** (tries - 1), 8)
+            self.log(f"{self.url}: {why}; reconnecting in {wait} s ({tries} of {self.retries})")
+            if self.stopping.wait(wait):
+                return False
+            try:
+                self.container = self._open()
+            except AnonError:
+                continue
+            self.reconnects += 1
+            return True
+        return False
 
     def _frames(self, container) -> None:
         stream = container.streams.video[0]
@@ -225,13 +224,14 @@ class LiveSink:
             Path(self.output).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.out = av.open(self.output, mode="w", format=self.format, options=self.options, timeout=10.0)
+            crf = self.config.crf if self.config.crf is not None else CRFS["h264"]
             self.stream = self.out.add_stream("libx264", rate=self.rate, options={
-                "crf": str(self.config.crf if self.config.crf is not None else 18), "preset": self.config.preset,
-                "tune": "zerolatency", "g": str(max(1, round(2 * self.rate)))})
+                **codec_options("libx264", crf, self.config.preset), "tune": "zerolatency",
+                "g": str(max(1, round(2 * self.rate)))})
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
         self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
         self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
 
     def _ticks(self, a: Arrival, zero: float) -> int:
@@ -315,13 +315,9 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
     started = time.perf_counter()
 
-    def write(frame: np.ndarray, a: Arrival, boxes=()) -> None:
+    def write(frame: np.ndarray, a: Arrival, faces: int = 0, boxes: int = 0) -> None:
         sink.write(frame, a, src.first if src.first is not None else a.time)
-        report.frames += 1
-        if len(boxes):
-            report.redacted_boxes += len(boxes)
-            report.frames_with_faces += 1
-            report.max_faces = max(report.max_faces, len(boxes))
+        report.count(faces, boxes)
         bar.update(1)
 
     def final(dets) -> None:
@@ -329,9 +325,8 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
         for d in dets:
             a = waiting.popleft()
             if a.kind == "frame":
-                report.faces += int((d.kind == HIT).sum())
                 frames, boxes = anon.redact(a.frame[None], [d])
-                write(frames[0], a, boxes[0])
+                write(frames[0], a, int((d.kind == HIT).sum()), len(boxes[0]))
             elif a.kind == "covered":
                 write(np.zeros(a.shape or shape, np.uint8), a)
 

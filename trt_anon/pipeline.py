@@ -109,16 +109,11 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
             pending.result()  # one batch in flight at most; re-raises the encoder's error here
         pending = worker.submit(encode, batch, list(pts), ready)
         for i, (d, b) in enumerate(zip(final, boxes)):
-            report.faces += int((d.kind == HIT).sum())
-            report.redacted_boxes += len(b)
-            if len(b):
-                report.frames_with_faces += 1
-                report.max_faces = max(report.max_faces, len(b))
             if log is not None:
                 log.add(report.frames + (keep[0] if keep else 0), int(pts[i]), d.to_json(), b)
             if stats is not None:
                 stats.add(pts[i], d, b)
-            report.frames += 1
+            report.count(int((d.kind == HIT).sum()), len(b))
         if progress is not None:
             progress.update(len(final))
 

@@ -30,6 +30,15 @@ class Report:
     placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
     live: dict = field(default_factory=dict)  # live streams: the delay each frame had, frames dropped or covered
 
+    def count(self, faces: int = 0, boxes: int = 0) -> None:
+        """One frame written: ``faces`` detections in it, ``boxes`` rectangles redacted."""
+        self.frames += 1
+        self.faces += faces
+        self.redacted_boxes += boxes
+        if boxes:
+            self.frames_with_faces += 1
+            self.max_faces = max(self.max_faces, boxes)
+
     @property
     def fps(self) -> float:
         """Frames per second achieved, end to end."""
