@@ -270,3 +270,23 @@ def test_gap_in_converted_audio_filled_with_silence(tmp_path):
         src_end = float(last.pts * last.time_base) + last.samples / last.sample_rate
     codec, first, seconds, _ = audio_span(out, 1)
     assert codec == "opus" and abs(first + seconds - src_end) < 1 / 30  # the end is where it was
+
+
+def test_codec_table_answers_for_every_codec():
+    """Each codec's facts come from its one entry: default crf in range, options for every preset, its
+    encoders found by name, the crf range enforced, and NVENC kept from reordering where its software
+    encoder is."""
+    from trt_anon.encode.codecs import CODECS, PRESETS, by_encoder, check_crf, codec_options, no_reorder
+    assert tuple(CODECS) == trt_anon.config.CODECS
+    for name, codec in CODECS.items():
+        assert 0 <= codec.crf <= codec.crf_max and trt_anon.config.CRFS[name] == codec.crf
+        for preset in PRESETS:
+            assert codec_options(codec.encoder, codec.crf, preset)["crf"] == str(codec.crf)
+        assert all(by_encoder(e) is codec for e in codec.encoders())
+        check_crf(name, codec.crf_max)
+        with pytest.raises(ConfigError, match=f"between 0 and {codec.crf_max} for {name}"):
+            check_crf(name, codec.crf_max + 1)
+        if codec.nvenc:
+            assert codec_options(codec.nvenc, 20, "fast") == {}   # NVENC's options are set by its encoder
+            assert (no_reorder(codec.nvenc) is None) == (codec.no_reorder is None)
+    assert by_encoder("mpeg4") is None and no_reorder("mpeg4") is None

@@ -439,7 +439,7 @@ def test_gpu_path_writes_vp9_and_av1_in_software_from_gpu_yuv(torch_on_cpu, monk
     _no_gpu_decoder(monkeypatch)
     clip = make_clip(tmp_path / "in.webm", 160, 96, frames=10, faces=[Face(50, (30, 20), (2.0, 0.5))])
     report = trt_anon.process(clip.path, tmp_path / "out.webm", codec=codec)
-    assert report.backends["encode"] == f"{trt_anon.encode.SOFTWARE_CODECS[codec]} (gpu yuv)"
+    assert report.backends["encode"] == f"{trt_anon.encode.CODECS[codec].encoder} (gpu yuv)"
     assert report.backends["redact"] == "cupy"
     with av.open(str(tmp_path / "out.webm")) as c:
         cc = c.streams.video[0].codec_context

@@ -5,15 +5,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .encode.codecs import CODECS as CODEC_TABLE
+from .encode.codecs import PRESETS, check_crf
 from .errors import ConfigError
 
 BACKENDS = ("auto", "cpu", "gpu")
 TARGETS = ("face", "eyes")
 PRECISIONS = ("int8", "fp32")
-CODECS = ("h264", "hevc", "vp9", "av1")
-# Default quality per codec (crf; lower is better): about the same picture as x264 at 18
-# (measured on the test clips: PSNR 37.0 x264, 37.1 VP9 at 30, 38.0 SVT-AV1 at 32, each at its fast preset).
-CRFS = {"h264": 18, "hevc": 18, "vp9": 30, "av1": 32}
+CODECS = tuple(CODEC_TABLE)                          # the codecs trt_anon writes: encode/codecs.py
+CRFS = {name: c.crf for name, c in CODEC_TABLE.items()}  # their default quality (crf; lower is better)
 # Measured by scripts/eval.py: the lowest score with no false alarm on the eval set, per model
 # (FP32 also stands for the GPU's FP16 networks built from it; INT8 scores run a little higher).
 THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
@@ -35,7 +35,6 @@ STYLES = ("mosaic", "blur", "solid")
 # interpolates them, so it holds at least this many frames); "auto" looks at least every AUTO_MAX_EVERY frames.
 MAX_DETECT_EVERY = 8
 AUTO_MAX_EVERY = 4
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def option(default, help: str, **cli):
@@ -43,14 +42,6 @@ def option(default, help: str, **cli):
     ``metavar`` or ``flag`` (default ``--field-name``). The CLI is built from these (cli.py), so an option's
     default, accepted values and help are declared once, here."""
     return field(default=default, metadata={"help": help, **cli})
-
-
-def check_crf(codec: str | None, crf: int) -> None:
-    """The crf range of a codec's own scale: 0-51 for x264/x265, 0-63 for VP9 and AV1 (any, before the codec
-    is known); raises ConfigError."""
-    top = 51 if codec in ("h264", "hevc") else 63
-    if not 0 <= crf <= top:
-        raise ConfigError(f"crf must be between 0 and {top}{f' for {codec}' if codec else ''}, not {crf}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ class Config:
     cpu_precision: Literal["int8", "fp32"] = option(
         "int8", "CPU detector model: int8 (default, about twice as fast, no more leaks in the eval) or fp32 (the "
         "original network)", choices=PRECISIONS)
-    codec: Literal["h264", "hevc", "vp9", "av1"] | None = option(  # None: encode.choose_codec decides
+    codec: str | None = option(  # one of CODECS; None: encode.choose_codec decides
         None, "output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); default: h264, hevc "
         "for 10-bit or HDR input; vp9 where the container cannot hold those (.webm; av1 for 10-bit or HDR)",
         choices=CODECS)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import cuda, media
-from .config import CRFS, Config, check_crf
+from .config import Config
 from .decode.pyav import bit_depth
-from .encode import choose_codec
+from .encode import CODECS, choose_codec
+from .encode.codecs import check_crf
 from .errors import BackendError, OutputError
 
 
@@ -150,6 +151,6 @@ def _codec(cfg: Config, container, stream, dst: Path, notes: list[str], convert_
                     " (WebM holds only Opus/Vorbis audio; this FFmpeg has no libopus to convert it)"
                     if convert_audio else " (WebM holds only Opus/Vorbis audio)")
         raise OutputError(f"{stray} cannot be stored in {ext}{hint}; write .mkv instead, which keeps it as it is")
-    crf = cfg.crf if cfg.crf is not None else CRFS[codec]
+    crf = cfg.crf if cfg.crf is not None else CODECS[codec].crf
     check_crf(codec, crf)  # a crf given before the codec was settled (e.g. 60, then H.264 chosen)
     return {"codec": codec, "crf": crf}

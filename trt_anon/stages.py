@@ -16,7 +16,7 @@ from . import media
 from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
-from .encode import SOFTWARE_CODECS, PyAVEncoder
+from .encode import CODECS, PyAVEncoder
 from .encode.pyav import add_params
 from .errors import BackendError, InputError, first_line
 from .plan import use_gpu
@@ -155,13 +155,14 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, gpu: bool, notes
     has no such option and its segments are not proven to join, so segments never use it.
     """
     args = (out, info.width, info.height, info.rate, decoder.time_base, colorspace, cfg.crf, cfg.preset)
-    software = SOFTWARE_CODECS[cfg.codec or "h264"]
+    codec = CODECS[cfg.codec or "h264"]
+    software = codec.encoder
     if not gpu:
         enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
     else:
-        from .encode.gpu import NVENC_CODECS, GpuYuvEncoder, NvencEncoder, nvenc_available
-        nvenc = NVENC_CODECS.get(cfg.codec)
-        ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {cfg.codec} encoder")
+        from .encode.gpu import GpuYuvEncoder, NvencEncoder, nvenc_available
+        nvenc = codec.nvenc
+        ok, why = nvenc_available(nvenc) if nvenc else (False, f"NVENC has no {codec.name} encoder")
         if ok and stitchable:
             ok, why = False, "segments are joined by packet copy, which NVENC's output is not proven to allow"
         if ok and info.width % 2 == 0 and info.height % 2 == 0:

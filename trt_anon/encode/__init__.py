@@ -1,4 +1,5 @@
 """Encode stage: redacted RGB frames in, packets muxed into the output container."""
-from .pyav import SOFTWARE_CODECS, PyAVEncoder, choose_codec
+from .codecs import CODECS, Codec, choose_codec
+from .pyav import PyAVEncoder
 
-__all__ = ["PyAVEncoder", "SOFTWARE_CODECS", "choose_codec"]
+__all__ = ["CODECS", "Codec", "PyAVEncoder", "choose_codec"]

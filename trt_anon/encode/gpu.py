@@ -17,8 +17,6 @@ from ..errors import BackendError
 from .gpu_color import rgb_to_yuv420
 from .pyav import PyAVEncoder
 
-NVENC_CODECS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}  # VP9: none; software from GPU YUV
-
 
 @functools.lru_cache(maxsize=None)
 def nvenc_available(codec: str = "h264_nvenc") -> tuple[bool, str]:
