@@ -577,18 +577,18 @@ def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
     import torch
     from synth import render
 
-    from trt_anon.config import THRESHOLDS
     from trt_anon.detect import centerface as cf
     from trt_anon.detect.detections import iou
-    from trt_anon.detect.graph import TorchCenterFace
+    from trt_anon.detect.graph import TorchGraph
     from trt_anon.detect.onnxrt import OnnxRuntimeDetector
 
     width, height = 1280, 720
     # 12 faces per frame, alternating: even k portraits, odd k LFW crops
     srcs = [x for pair in zip(["astronaut", "hopper"] * 3, ["lfw:1", "lfw:2", "lfw:3", "lfw:5", "lfw:6", "lfw:8"])
             for x in pair]
-    net16 = TorchCenterFace("cpu", torch.float16)
-    runners = {prec: OnnxRuntimeDetector("auto", THRESHOLDS[prec], precision=prec) for prec in ("int8", "fp32")}
+    net16 = TorchGraph("cpu", torch.float16)
+    runners = {prec: OnnxRuntimeDetector("auto", cf.MODEL.thresholds[prec], precision=prec)
+               for prec in ("int8", "fp32")}
 
     def detect(name: str, frame: np.ndarray, det_size) -> object:
         if name != "fp16":
@@ -596,7 +596,7 @@ def recall_table(sizes=(16, 20, 24, 28, 32), frames: int = 3) -> str:
             return runners[name](frame[None])[0]
         geom = cf.Geometry.fit(height, width, det_size)
         maps = [m.numpy() for m in net16(torch.from_numpy(runners["fp32"].preprocess(frame[None], geom)))]
-        return cf.detections(maps, THRESHOLDS["fp32"], geom)[0]
+        return cf.detections(maps, cf.MODEL.thresholds["fp32"], geom)[0]
 
     rows = []
     for name in ("int8", "fp32", "fp16"):

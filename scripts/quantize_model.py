@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
         # opset 13 for per-channel DequantizeLinear; pre-processing folds BatchNorm into the convs
-        onnx.save(version_converter.convert_version(onnx.load_from_string(cf.model_bytes()), 13), fp32)
+        onnx.save(version_converter.convert_version(onnx.load_from_string(cf.MODEL.read()), 13), fp32)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(DST), Frames(calibration_blobs()), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

@@ -9,7 +9,7 @@ import pytest
 
 import trt_anon
 from trt_anon.cli import main
-from trt_anon.detect.centerface import model_path
+from trt_anon.detect.centerface import MODEL
 
 
 def _sha(path) -> str:
@@ -28,7 +28,7 @@ def test_the_record_says_what_went_in_and_came_out(run):
     audit = json.loads(record.read_text())["audit"]
     assert audit["input"] == {"path": str(src), "bytes": src.stat().st_size, "sha256": _sha(src)}
     assert audit["output"]["sha256"] == _sha(out) and audit["output"]["bytes"] == out.stat().st_size
-    assert audit["model"]["sha256"] == _sha(model_path(audit["model"]["precision"]))
+    assert audit["model"]["sha256"] == _sha(MODEL.path(audit["model"]["precision"]))
     assert audit["options"]["style"] == "blur" and audit["options"]["codec"] == "h264"
     assert audit["backends"] == report.backends and audit["tool"] == f"trt_anon {trt_anon.__version__}"
     assert audit["counts"]["frames"] == report.frames and audit["counts"]["redacted_boxes"] == report.redacted_boxes

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from trt_anon.detect import centerface as cf
-from trt_anon.detect.detections import Detections, eye_band, grow, iou, nms
+from trt_anon.detect.detections import CLASSES, Detections, eye_band, grow, iou, nms
 from trt_anon.errors import DetectorError
 
 
@@ -78,10 +78,10 @@ def test_detector_finds_the_astronaut(precision):
 
 def test_tampered_model_is_refused(tmp_path, monkeypatch):
     bad = tmp_path / "centerface.onnx"
-    bad.write_bytes(cf.model_path().read_bytes()[:-10] + b"0123456789")
-    monkeypatch.setattr(cf, "model_path", lambda precision="fp32": bad)
+    bad.write_bytes(cf.MODEL.path().read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setattr(type(cf.MODEL), "path", lambda self, precision="fp32": bad)
     with pytest.raises(DetectorError, match="SHA-256"):
-        cf.model_bytes(bad)
+        cf.MODEL.read()
 
 
 def test_detections_json():
@@ -123,3 +123,50 @@ def test_detections_are_checked_and_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.kind = np.ones(2, np.uint8)
     assert len(Detections.empty()) == 0
+
+
+def test_detections_are_checked_when_made():
+    """Every array has one row per box and every class is known: a stage cannot pass on a mismatched set."""
+    box, score, lms = np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), np.zeros((1, 5, 2))
+    d = Detections(box, score, lms)
+    assert d.class_id.tolist() == [0] and "class" not in d.to_json()[0]   # faces: the default, not written
+    with pytest.raises(ValueError, match="score must be"):
+        Detections(box, np.zeros(2, np.float32), lms)
+    with pytest.raises(ValueError, match="class_id must index"):
+        Detections(box, score, lms, class_id=np.array([len(CLASSES)]))
+    with pytest.raises(ValueError, match="class_id must be"):
+        Detections(box, score, lms, class_id=np.zeros(3, np.uint8))
+    with pytest.raises(AttributeError):
+        d.xyxy = box   # frozen
+
+
+def test_stage_implementations_fit_the_loop(tmp_path):
+    """The loop takes any detector, redactor and sink with the methods its protocols name: the CPU ones here
+    (the GPU ones are checked the same way where they run, tests/test_kernels_on_cpu.py), and a stand-in
+    without ``encode`` is not a sink."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from trt_anon.config import Config
+    from trt_anon.detect import select_detector
+    from trt_anon.encode import PyAVEncoder
+    from trt_anon.pipeline import Detector, Redactor, Sink
+    from trt_anon.redact import NumpyRedactor
+
+    assert isinstance(select_detector(Config(), gpu=False), Detector)
+    assert isinstance(NumpyRedactor(25), Redactor)
+    out = av.open(io.BytesIO(), "w", format="matroska")
+    assert isinstance(PyAVEncoder(out, 64, 48, Fraction(25), Fraction(1, 25), None, 18, "veryfast"), Sink)
+
+    class Writer:
+        last_pts = None
+
+        def write(self, frames, pts):
+            pass
+
+        def close(self):
+            pass
+
+    assert not isinstance(Writer(), Sink)

@@ -71,7 +71,7 @@ def test_auto_det_size():
 
 
 def _key(**kw):
-    base = dict(gpu="NVIDIA H100 80GB HBM3", cc="90", trt="10.13.0", model=cf.MODEL_SHA256, precision="fp16",
+    base = dict(gpu="NVIDIA H100 80GB HBM3", cc="90", trt="10.13.0", model=cf.MODEL.sha256(), precision="fp16",
                 in_h=736, in_w=1280, max_batch=32)
     base.update(kw)
     return engine_cache.EngineKey(**base)
@@ -79,7 +79,7 @@ def _key(**kw):
 
 def test_engine_name_encodes_gpu_trt_model_shape():
     name = _key().filename
-    for part in ("nvidia-h100-80gb-hbm3", "sm90", "trt10.13.0", cf.MODEL_SHA256[:12], "fp16", "1280x736", "b32"):
+    for part in ("nvidia-h100-80gb-hbm3", "sm90", "trt10.13.0", cf.MODEL.sha256()[:12], "fp16", "1280x736", "b32"):
         assert part in name
     assert _key(trt="11.4.0").filename != name and _key(gpu="NVIDIA H200").filename != name
 
@@ -107,13 +107,13 @@ def test_fp16_model_agrees_with_fp32():
     import onnxruntime as ort
     from skimage import data
 
-    from trt_anon.detect.graph import load_model, to_fp16
+    from trt_anon.detect.graph import onnx_graph, to_fp16
 
     img = data.astronaut().astype(np.float32).transpose(2, 0, 1)[None]
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    ref = ort.InferenceSession(cf.model_bytes(), opts).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
-    half = to_fp16(load_model())
+    ref = ort.InferenceSession(cf.MODEL.read(), opts).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
+    half = to_fp16(onnx_graph())
     assert {i.data_type for i in half.graph.initializer if i.name.endswith("weight")} == {10}  # FLOAT16
     got = ort.InferenceSession(half.SerializeToString(), opts).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
     assert np.abs(ref[0] - got[0]).max() < 0.01
@@ -130,11 +130,11 @@ def test_torch_module_matches_onnxruntime():
     import onnxruntime as ort
     from skimage import data
 
-    from trt_anon.detect.graph import TorchCenterFace
+    from trt_anon.detect.graph import TorchGraph
 
     img = data.astronaut().astype(np.float32).transpose(2, 0, 1)[None]
-    ref = ort.InferenceSession(cf.model_bytes()).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
-    got = TorchCenterFace("cpu", torch.float32)(torch.from_numpy(img))
+    ref = ort.InferenceSession(cf.MODEL.read()).run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: img})
+    got = TorchGraph("cpu", torch.float32)(torch.from_numpy(img))
     for r, g in zip(ref, got):
         assert np.abs(r - g.numpy()).max() < 1e-3
 
@@ -144,9 +144,9 @@ def test_torch_module_keeps_few_maps_alive():
     its activations (which held ~37 GiB for 32 frames of 1080p on an H200)."""
     torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
     pytest.importorskip("onnx")
-    from trt_anon.detect.graph import TorchCenterFace
+    from trt_anon.detect.graph import TorchGraph
 
-    net = TorchCenterFace("cpu", torch.float32)
+    net = TorchGraph("cpu", torch.float32)
     alive, most = {net.input}, 0
     for (op, ins, outs, _), done in zip(net.nodes, net.frees):
         assert all(n in alive or n in net.weights for n in ins), f"{op} reads a map already dropped"

@@ -41,8 +41,8 @@ def strict_gpu(monkeypatch, tmp_path_factory):
     monkeypatch.setitem(sys.modules, "cupy", strict_cupy.module(build))
     monkeypatch.setattr(gpu_color, "_kernel", None)
     monkeypatch.setattr(gpu_pre, "_kernel", None)
-    cpu_net = graph.TorchCenterFace
-    monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
+    cpu_net = graph.TorchGraph
+    monkeypatch.setattr(graph, "TorchGraph", lambda device, dtype, model: cpu_net("cpu", torch.float32, model))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: types.SimpleNamespace(synchronize=lambda: None,
                                                                                        cuda_stream=0))

@@ -3,6 +3,7 @@ geometry, NumPy arrays for CuPy's), against the CPU path's reference. tests/gpu 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -16,6 +17,7 @@ from skimage import data, transform
 from trt_anon.detect import centerface as cf
 from trt_anon.detect import gpu_pre
 from trt_anon.encode import gpu_color
+from trt_anon.pipeline import Detector, Redactor
 from trt_anon.redact import NumpyRedactor
 from trt_anon.redact import gpu as cupy_redact
 from trt_anon.redact.styles import blur, mosaic, solid
@@ -80,8 +82,8 @@ def torch_on_cpu(cupy_on_cpu, monkeypatch):
     torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
     from trt_anon.detect import graph
 
-    cpu_net = graph.TorchCenterFace
-    monkeypatch.setattr(graph, "TorchCenterFace", lambda device, dtype: cpu_net("cpu", torch.float32))
+    cpu_net = graph.TorchGraph
+    monkeypatch.setattr(graph, "TorchGraph", lambda device, dtype, model: cpu_net("cpu", torch.float32, model))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr: ("torch stream", ptr))
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext(s))
@@ -328,7 +330,9 @@ def test_deep_video_reaches_the_kernels_as_8_bit(cupy_on_cpu):
     frames = faces(2, 100, 120)
     boxes = [np.array([[10, 10, 70, 80]]), np.array([[40, 5, 110, 60]])]
     ref = NumpyRedactor(25)(frames[:, ::-1].copy(), boxes)
-    got = cupy_redact.CupyRedactor(25)(frames[:, ::-1], boxes)  # flipped: a strided view
+    redactor = cupy_redact.CupyRedactor(25)
+    got = redactor(frames[:, ::-1], boxes)  # flipped: a strided view
+    assert isinstance(redactor, Redactor)     # what the loop takes (pipeline.py)
     np.testing.assert_array_equal(got, ref)
 
 
@@ -340,13 +344,14 @@ def test_torch_detector_runs_on_its_own_stream(torch_on_cpu, monkeypatch):
     from trt_anon.detect import torch_cuda
 
     det = torch_cuda.TorchCudaDetector("auto", 0.15, max_batch=2)
-    seen, real = [], torch_cuda.cf.detections
+    assert isinstance(det, Detector)          # what the loop takes (pipeline.py)
+    seen, real = [], det.model.decode
 
     def detections(*a, **k):
         seen.append(cupy.cuda.get_current_stream())
         return real(*a, **k)
 
-    monkeypatch.setattr(torch_cuda.cf, "detections", detections)
+    det.model = dataclasses.replace(det.model, decode=detections)
     caller = cupy.cuda.get_current_stream()
     det(faces(3, 90, 160))
     assert seen == [det.stream] and det.stream is not caller and det.stream.ptr != 0

@@ -29,7 +29,7 @@ def record(source: Path, output: Path, written: Path, config, report: Report, de
     """The record for a run of ``source`` into ``output``, whose bytes are at ``written`` (its temporary
     name: hashed before it is renamed into place); ``decisions`` (decisions.Decisions): what a review changed."""
     from . import __version__
-    from .detect.centerface import MODELS
+    from .detect import load_model
 
     precision = config.cpu_precision if report.backends.get("detect", "").startswith("onnxruntime") else "fp32"
     options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path")}
@@ -39,7 +39,7 @@ def record(source: Path, output: Path, written: Path, config, report: Report, de
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "input": {"path": str(source), "bytes": source.stat().st_size, "sha256": sha256(source)},
         "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": sha256(written)},
-        "model": {"name": "centerface", "precision": precision, "sha256": MODELS[precision][1]},
+        "model": {"name": config.model, "precision": precision, "sha256": load_model(config.model).sha256(precision)},
         "options": options,
         "backends": dict(report.backends),
         "decisions": decisions.summary() if decisions is not None else None,

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .detect import MODELS, load_model
+from .detect.centerface import MODEL as CENTERFACE
 from .encode.codecs import CODECS as CODEC_TABLE
 from .encode.codecs import PRESETS, check_crf
 from .errors import ConfigError
@@ -14,9 +16,6 @@ TARGETS = ("face", "eyes")
 PRECISIONS = ("int8", "fp32")
 CODECS = tuple(CODEC_TABLE)                          # the codecs trt_anon writes: encode/codecs.py
 CRFS = {name: c.crf for name, c in CODEC_TABLE.items()}  # their default quality (crf; lower is better)
-# Measured by scripts/eval.py: the lowest score with no false alarm on the eval set, per model
-# (FP32 also stands for the GPU's FP16 networks built from it; INT8 scores run a little higher).
-THRESHOLDS = {"fp32": 0.15, "int8": 0.2}
 # Frames per batch when batch_size is None. GPU: kernels and engines want large batches. CPU: the detector runs a
 # frame at a time, so a batch only sets how many frames are held (decoded, waiting ``lookback``, encoding); measured
 # with scripts/bench.py (docs/performance.md): 8 is as fast as 32 at 720p with ~30% less peak memory.
@@ -49,9 +48,10 @@ class Config:
     """What to redact and how. Defaults are the measured ones (README, Options; docs/quality.md)."""
 
     target: Literal["face", "eyes"] = option("face", "what to cover (default: face)", choices=TARGETS)
-    threshold: float | None = option(  # None: the model's own (THRESHOLDS)
+    threshold: float | None = option(  # None: the model's own (Model.thresholds)
         None, "detection score threshold, lower finds more (default "
-        f"{THRESHOLDS['int8']} with the CPU's int8 model, {THRESHOLDS['fp32']} with fp32 and on the GPU)", type=float)
+        f"{CENTERFACE.thresholds['int8']} with the CPU's int8 model, {CENTERFACE.thresholds['fp32']} with fp32 and "
+        "on the GPU)", type=float)
     det_size: int | str = option(
         "auto", "detection resolution, long side in pixels (multiple of 32), or 'auto': on the CPU 2/3 of the frame's "
         "long side, so faces from 24 px are found; on a GPU the full frame up to 2560 (default auto)")
@@ -84,6 +84,8 @@ class Config:
     cpu_precision: Literal["int8", "fp32"] = option(
         "int8", "CPU detector model: int8 (default, about twice as fast, no more leaks in the eval) or fp32 (the "
         "original network)", choices=PRECISIONS)
+    model: str = option("centerface", "detector network: centerface (faces, with eye positions; default)",
+                        choices=MODELS)
     codec: str | None = option(  # one of CODECS; None: encode.choose_codec decides
         None, "output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); default: h264, hevc "
         "for 10-bit or HDR input; vp9 where the container cannot hold those (.webm; av1 for 10-bit or HDR)",
@@ -141,6 +143,10 @@ class Config:
             bad(f"lookback must be between 0 and 240 frames (at least ttl is used), not {self.lookback}")
         if not 1 <= self.eyes_every <= 64:
             bad(f"eyes_every must be between 1 and 64, not {self.eyes_every}")
+        if self.model not in MODELS:
+            bad(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.target == "eyes" and not load_model(self.model).landmarks:
+            bad(f"target eyes needs eye positions, which the {self.model} model does not give")
         if self.codec is not None and self.codec not in CODECS:
             bad(f"codec must be one of {', '.join(CODECS)}, not {self.codec!r}")
         if self.crf is not None:
@@ -170,7 +176,7 @@ class Config:
 
     def threshold_for(self, precision: str) -> float:
         """The detection threshold for a model: the option if given, else that model's measured one."""
-        return self.threshold if self.threshold is not None else THRESHOLDS[precision]
+        return self.threshold if self.threshold is not None else load_model(self.model).thresholds[precision]
 
     @classmethod
     def from_options(cls, base: "Config | None" = None, /, **options) -> "Config":

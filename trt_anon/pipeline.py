@@ -15,7 +15,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,15 +27,45 @@ from .errors import InputError
 from .frames import Anonymizer
 from .report import BoxLog, Report
 
+# What each stage is to the loop. Any object with these methods slots in (``name`` is what the report shows).
+# A source is any iterable of ``Batch`` in presentation order (decode/: PyAV, DALI, PyNvVideoCodec; a frame
+# range of a file for a Ray segment; a photo).
+
+@runtime_checkable
+class Detector(Protocol):
+    """A model on a runtime (detect/): frames as displayed, (N, H, W, 3) NumPy or CuPy -> one Detections each."""
+    name: str
+
+    def __call__(self, frames: Any) -> list[Detections]: ...
+
+
+@runtime_checkable
+class Redactor(Protocol):
+    """A style on the CPU or the GPU (redact/): the frames with each frame's boxes redacted in place."""
+    name: str
+
+    def __call__(self, frames: Any, boxes: list[np.ndarray]) -> Any: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where the redacted frames go, with their timestamps (sink.VideoFile, a photo's StillWriter, a segment's
+    encoder); ``last_pts``: the time of the last frame written, in the source's time base."""
+    last_pts: int | None
+
+    def encode(self, frames: Any, pts: list[int]) -> None: ...
+
+    def close(self) -> None: ...
+
 
 @dataclass
 class Stages:
     """One object per stage; any backend with the same call signature slots in."""
 
     decoder: Iterable[Batch]
-    detector: Callable[[Any], list[Detections]]
-    redactor: Callable[[Any, list[np.ndarray]], Any]
-    sink: Any                                    # .encode(frames, pts), .close(), .last_pts (sink.VideoFile)
+    detector: Detector
+    redactor: Redactor
+    sink: Sink
     replay: Iterator[tuple[Any, int]] | None = None  # the decoder's (frame, pts) again, from a second decode:
                                                      # frames waiting for back-fill are not held
 

@@ -2,22 +2,35 @@
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from ..config import Config
 from ..errors import BackendError, first_line
 from .detections import Detections
+from .model import Model
 
-__all__ = ["Detections", "select_detector"]
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Detections", "MODELS", "Model", "load_model", "select_detector"]
+
+# The networks, by name: a module of this package each, with ``MODEL`` (model.Model). Every runtime runs any of
+# them (``Config.model`` chooses).
+MODELS = ("centerface",)
+
+
+def load_model(name: str) -> Model:
+    return import_module(f"{__name__}.{name}").MODEL
 
 
 # The runtimes, in the order they are tried: a module of this package each, with ``TITLE`` and
-# ``make(config, frame_hw)``, which returns a detector (called with a batch of frames as displayed, it returns one
-# Detections per frame; ``name`` says which ran) or raises why it cannot run here.
+# ``make(config, frame_hw)``, which returns a detector running ``load_model(config.model)`` (called with a batch
+# of frames as displayed, it returns one Detections per frame; ``name`` says which ran) or raises why it cannot
+# run here.
 GPU_RUNTIMES = ("tensorrt", "torch_cuda")
 CPU_RUNTIMES = ("onnxrt",)
 
 
-def select_detector(config: Config, gpu: bool, notes: list[str] | None = None,
+def select_detector(config: "Config", gpu: bool, notes: list[str] | None = None,
                     frame_hw: tuple[int, int] | None = None):
     """The first runtime that runs here (GPU: TensorRT, else PyTorch CUDA FP16; CPU: ONNX Runtime). Why a
     choice was skipped goes in notes.

@@ -1,21 +1,19 @@
-"""CenterFace: everything that is not a framework call, shared by every detector backend.
+"""CenterFace (MIT): everything that is not a framework call, shared by every detector runtime.
 
-Input geometry, the packaged model and its hash, and the decoding of the four output maps.
+Input geometry, the packaged model and its hash (``MODEL``), and the decoding of the four output maps.
 ``decode_candidates`` takes NumPy or CuPy arrays (``xp``), so the GPU backends run the same
 code on the device and copy only the candidate boxes (a few KB) to the host for NMS.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import DetectorError
 from .detections import HIT, WEAK, Detections, nms
+from .model import Model
 
 INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, log-scale, offset, landmarks
@@ -24,36 +22,6 @@ ALIGN = 32
 NMS_IOU = 0.3      # candidates overlapping this much are one face ...
 NMS_SAME_EYES = 0.6  # ... when their eye midpoints are closer than this many eye distances
 NMS_ALWAYS = 0.5  # ... and always from this IoU up (duplicates of one face at the border reach 0.53)
-# precision -> (file in trt_anon/models/, SHA-256). FP32 is the network every backend starts from
-# (the GPU ones build FP16 from it); INT8 is its calibrated quantization for the CPU
-# (scripts/quantize_model.py), ~2x faster there.
-MODELS = {
-    "fp32": ("centerface.onnx", "ccadfc6a4ab52ffe5e10988422c26456fdc95419d7722eaa7c5fb99a28f61946"),
-    "int8": ("centerface_int8.onnx", "563728944b3c5c02f6ca1334429130855be927ce49fdc430224bb3c8fa160aae"),
-}
-MODEL_SHA256 = MODELS["fp32"][1]
-
-
-def model_path(precision: str = "fp32") -> Path:
-    """A packaged ONNX file (dynamic N, H, W; see trt_anon/models/README.md)."""
-    return Path(str(resources.files("trt_anon") / "models" / MODELS[precision][0]))
-
-
-def model_bytes(path: Path | None = None, precision: str = "fp32") -> bytes:
-    """Read the model and refuse it if it is not the file we ship (tampered or truncated)."""
-    path = path or model_path(precision)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DetectorError(f"cannot read the detector model {path}: {exc.strerror}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    expected = {model_path(p): sha for p, (_, sha) in MODELS.items()}.get(path)
-    if expected is not None and digest != expected:
-        raise DetectorError(f"packaged model {path} has SHA-256 {digest[:12]}..., "
-                            f"expected {expected[:12]}...; reinstall trt_anon")
-    return data
-
-
 MIN_FACE_AT_INPUT = 16   # px: CenterFace finds faces this wide at threshold 0.2 (measured, docs/quality.md)
 MIN_FACE = 24            # px: the smallest face "auto" is sized to find in the original frame
 GPU_AUTO_LONG_SIDE = 2560  # px: on a GPU "auto" detects at full resolution up to this long side (1440p)
@@ -149,3 +117,14 @@ def to_detections(n, boxes, score, lms, batch: int, geom: Geometry) -> list[Dete
         np.clip(b[:, 1::2], 0, geom.frame_h, out=b[:, 1::2])
         out.append(Detections(b, score[keep], lms[keep]))
     return out
+
+
+# FP32 is the network every runtime starts from (the GPU ones build FP16 from it); INT8 is its calibrated
+# quantization for the CPU (scripts/quantize_model.py), ~2x faster there. Thresholds measured by scripts/eval.py
+# (INT8 scores run a little higher; FP32's also stands for the GPU's FP16 networks).
+MODEL = Model(
+    name="centerface", finds="face",
+    files={"fp32": ("centerface.onnx", "ccadfc6a4ab52ffe5e10988422c26456fdc95419d7722eaa7c5fb99a28f61946"),
+           "int8": ("centerface_int8.onnx", "563728944b3c5c02f6ca1334429130855be927ce49fdc430224bb3c8fa160aae")},
+    thresholds={"fp32": 0.15, "int8": 0.2},
+    input_name=INPUT_NAME, output_names=OUTPUT_NAMES, decode=detections)

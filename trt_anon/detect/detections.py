@@ -8,12 +8,15 @@ import numpy as np
 # why a box is there: detected, held after a hit, back-filled before one, and a weak candidate (a score
 # between the low threshold and the threshold: the detector flags it, the tracker keeps it only on a track)
 HIT, HELD, FILLED, WEAK = 0, 1, 2, 3
+# what a box is (``class_id`` indexes this): what the models find (Model.finds); each is redacted alike
+CLASSES = ("face",)
 
 
 @dataclass(frozen=True)
 class Detections:
-    """Faces in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2). Immutable and checked
-    when made: every array has one row per face, so a stage cannot hand the next one a mismatched set."""
+    """Faces (or other ``CLASSES``) in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2).
+    Immutable and checked when made: every array has one row per box, so a stage cannot hand the next one a
+    mismatched set."""
 
     xyxy: np.ndarray                                   # (N, 4) face boxes, as detected
     score: np.ndarray                                  # (N,)
@@ -21,13 +24,16 @@ class Detections:
     eyes: np.ndarray | None = None                     # (N, 4) eye bands, set by the tracker
     kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED / WEAK
     track: np.ndarray | None = None                    # (N,) the tracker's number for each face (int32)
+    class_id: np.ndarray = field(default=None)         # (N,) index into CLASSES (default: all faces)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
         if self.kind is None:
             object.__setattr__(self, "kind", np.zeros(n, np.uint8))
+        if self.class_id is None:
+            object.__setattr__(self, "class_id", np.zeros(n, np.uint8))
         shapes = {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)), "landmarks": (self.landmarks, (n, 5, 2)),
-                  "kind": (self.kind, (n,))}
+                  "kind": (self.kind, (n,)), "class_id": (self.class_id, (n,))}
         if self.eyes is not None:
             shapes["eyes"] = (self.eyes, (n, 4))
         if self.track is not None:
@@ -35,6 +41,8 @@ class Detections:
         for name, (a, shape) in shapes.items():
             if np.shape(a) != shape:
                 raise ValueError(f"Detections.{name} must be {shape} for {n} faces, not {np.shape(a)}")
+        if n and not (0 <= int(np.min(self.class_id)) and int(np.max(self.class_id)) < len(CLASSES)):
+            raise ValueError(f"Detections.class_id must index CLASSES {CLASSES}, not {np.unique(self.class_id)}")
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -54,6 +62,8 @@ class Detections:
                 item["eyes"] = [round(float(v), 1) for v in self.eyes[i]]
             if self.track is not None:
                 item["track"] = int(self.track[i])
+            if self.class_id[i]:  # faces, the only class of the packaged model, are not named on every box
+                item["class"] = CLASSES[int(self.class_id[i])]
             out.append(item)
         return out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from . import centerface as cf
+from .model import Model
 
 ROOT = Path(__file__).resolve().parents[2] / "engines"
 
@@ -28,11 +29,12 @@ class EngineKey:
     in_h: int            # network input height and width (multiples of 32)
     in_w: int
     max_batch: int
+    name: str = "centerface"  # the model's name (detect.MODELS)
 
     @property
     def filename(self) -> str:
         gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu.lower()).strip("-")
-        return (f"centerface-{self.model[:12]}-{self.precision}-{self.in_w}x{self.in_h}-b{self.max_batch}"
+        return (f"{self.name}-{self.model[:12]}-{self.precision}-{self.in_w}x{self.in_h}-b{self.max_batch}"
                 f"-{gpu}-sm{self.cc}-trt{self.trt}.engine")
 
 
@@ -47,8 +49,9 @@ def cache_dir(folder: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "trt_anon" / "engines"
 
 
-def key_for(gpu: str, cc: str, trt_version: str, geom: cf.Geometry, max_batch: int = 32) -> EngineKey:
-    return EngineKey(gpu, cc, trt_version, cf.MODEL_SHA256, "fp16", geom.in_h, geom.in_w, max_batch)
+def key_for(gpu: str, cc: str, trt_version: str, geom: cf.Geometry, max_batch: int = 32,
+            model: Model = cf.MODEL) -> EngineKey:
+    return EngineKey(gpu, cc, trt_version, model.sha256(), "fp16", geom.in_h, geom.in_w, max_batch, model.name)
 
 
 def write_sidecar(engine_path: Path, key: EngineKey) -> None:

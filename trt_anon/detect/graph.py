@@ -1,5 +1,5 @@
-"""The CenterFace graph read straight from the packaged ONNX file, for backends that are not
-ONNX Runtime: a PyTorch module (no onnx2torch needed: six op types) and an FP16 copy of the
+"""A model's graph read straight from its packaged ONNX file, for runtimes that are not ONNX Runtime: a
+PyTorch module (no onnx2torch needed: CenterFace has six op types, ``OPS``) and an FP16 copy of the
 model for TensorRT 11, which builds only strongly typed networks.
 
 Needs the ``onnx`` package (in the [gpu] extra).
@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import centerface as cf
+from .model import Model
 
 OPS = {"Conv", "Relu", "Add", "ConvTranspose", "BatchNormalization", "Sigmoid"}
 
 
-def load_model():
+def onnx_graph(model: Model = cf.MODEL):
     import onnx
-    return onnx.load_from_string(cf.model_bytes())
+    return onnx.load_from_string(model.read())
 
 
 def to_fp16(model):
@@ -50,14 +51,14 @@ def to_fp16(model):
     return m
 
 
-class TorchCenterFace:
-    """CenterFace as plain PyTorch ops, weights taken from the ONNX initializers."""
+class TorchGraph:
+    """A model's network as plain PyTorch ops (those in ``OPS``), weights taken from the ONNX initializers."""
 
-    def __init__(self, device: str = "cuda", dtype=None) -> None:
+    def __init__(self, device: str = "cuda", dtype=None, model: Model = cf.MODEL) -> None:
         import torch
         from onnx import numpy_helper
 
-        model = load_model()
+        name, model = model.name, onnx_graph(model)
         self.torch = torch
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.device = device
@@ -69,7 +70,7 @@ class TorchCenterFace:
         self.nodes = []
         for node in model.graph.node:
             if node.op_type not in OPS:
-                raise ValueError(f"unexpected op {node.op_type} in CenterFace")
+                raise ValueError(f"{name}: op {node.op_type} is not one TorchGraph runs ({', '.join(sorted(OPS))})")
             attrs = {a.name: _attr(a) for a in node.attribute}
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self.input = model.graph.input[0].name

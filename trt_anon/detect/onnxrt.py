@@ -1,4 +1,4 @@
-"""CenterFace on ONNX Runtime: the CPU detector (CI, laptops)."""
+"""A model (CenterFace) on ONNX Runtime: the CPU detector (CI, laptops)."""
 from __future__ import annotations
 
 import os
@@ -8,20 +8,23 @@ import numpy as np
 
 from ..errors import BackendError, DetectorError
 from . import centerface as cf
+from . import load_model
 from .detections import Detections
+from .model import Model
 
 TITLE = "ONNX Runtime"
 
 
 def make(config, frame_hw=None) -> "OnnxRuntimeDetector":
     return OnnxRuntimeDetector(config.det_size, config.threshold_for(config.cpu_precision),
-                               precision=config.cpu_precision)
+                               precision=config.cpu_precision, model=load_model(config.model))
 
 
 class OnnxRuntimeDetector:
     name = "onnxruntime"
 
-    def __init__(self, det_size: int, threshold: float, threads: int | None = None, precision: str = "fp32") -> None:
+    def __init__(self, det_size: int, threshold: float, threads: int | None = None, precision: str = "fp32",
+                 model: Model = cf.MODEL) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - it is a core dependency
@@ -32,7 +35,8 @@ class OnnxRuntimeDetector:
         opts.log_severity_level = 3
         # no busy-waiting workers: the decoder and encoder threads need those cores (+6% end to end on 2 cores)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(cf.model_bytes(precision=precision), opts,
+        self.model = model
+        self.session = ort.InferenceSession(model.read(precision), opts,
                                             providers=["CPUExecutionProvider"])
         self.name = "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"
         self.det_size, self.threshold = det_size, threshold
@@ -53,10 +57,11 @@ class OnnxRuntimeDetector:
         # One frame per run: on 2 CPU cores batching is ~25% slower (cache), unlike on a GPU. Each run's output
         # maps become boxes at once, so no batch of maps (1.5 MB a frame at 720p) is held.
         out: list[Detections] = []
+        model = self.model
         for f in frames:
             try:
-                maps = self.session.run(list(cf.OUTPUT_NAMES), {cf.INPUT_NAME: self.preprocess(f[None], geom)})
+                maps = self.session.run(list(model.output_names), {model.input_name: self.preprocess(f[None], geom)})
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise DetectorError(f"ONNX Runtime failed on a batch: {exc}") from exc
-            out += cf.detections(maps, self.threshold, geom)
+            out += model.decode(maps, self.threshold, geom)
         return out

@@ -18,8 +18,9 @@ from pathlib import Path
 from ..cuda import on_stream
 from ..errors import BackendError, DetectorError, first_line
 from . import centerface as cf
-from . import engine_cache
+from . import engine_cache, load_model
 from .gpu_pre import preprocess
+from .model import Model
 
 
 def _trt():
@@ -30,27 +31,27 @@ def _trt():
     return trt
 
 
-def build(key: engine_cache.EngineKey, path: Path, log=print, logger=None) -> Path:
+def build(key: engine_cache.EngineKey, path: Path, log=print, logger=None, model: Model = cf.MODEL) -> Path:
     """Build an FP16 engine for ``key``'s input shape, batch 1..max_batch, and cache it at ``path``."""
     trt = _trt()
-    from .graph import load_model, to_fp16
+    from .graph import onnx_graph, to_fp16
 
     logger = logger or _logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     config = builder.create_builder_config()
-    model = load_model()
+    graph = onnx_graph(model)
     if hasattr(trt.BuilderFlag, "FP16"):      # TensorRT 10: weakly typed, FP16 allowed by a flag
         config.set_flag(trt.BuilderFlag.FP16)
     else:                                     # TensorRT 11: strongly typed, FP16 must be in the graph
-        model = to_fp16(model)
-    if not parser.parse(model.SerializeToString()):
+        graph = to_fp16(graph)
+    if not parser.parse(graph.SerializeToString()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"TensorRT could not parse CenterFace: {errors}")
+        raise BackendError(f"TensorRT could not parse {model.name}: {errors}")
     shape = lambda n: (n, 3, key.in_h, key.in_w)  # noqa: E731
     profile = builder.create_optimization_profile()
-    profile.set_shape(cf.INPUT_NAME, shape(1), shape(key.max_batch), shape(key.max_batch))
+    profile.set_shape(model.input_name, shape(1), shape(key.max_batch), shape(key.max_batch))
     config.add_optimization_profile(profile)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
     log(f"building TensorRT engine {path.name} (a minute or two, once per GPU and input size) ...")
@@ -97,18 +98,20 @@ TITLE = "TensorRT"
 
 def make(config, frame_hw=None) -> "TensorRTDetector":
     return TensorRTDetector(config.det_size_for(gpu=True), config.threshold_for("fp32"), config.engine_path,
-                            frame_hw=frame_hw)
+                            frame_hw=frame_hw, model=load_model(config.model))
 
 
 class TensorRTDetector:
     name = "tensorrt-fp16"
 
     def __init__(self, det_size, threshold: float, engine_path: str | None = None, cache: str | None = None,
-                 max_batch: int = 32, build_missing: bool = True, frame_hw: tuple[int, int] | None = None) -> None:
+                 max_batch: int = 32, build_missing: bool = True, frame_hw: tuple[int, int] | None = None,
+                 model: Model = cf.MODEL) -> None:
         """``frame_hw``: the (height, width) of the frames it will see; its engine is ready on return."""
         trt = self.trt = _trt()
         self.det_size, self.threshold, self.max_batch = det_size, threshold, max_batch
         self.engine_path, self.cache, self.build_missing = engine_path, cache, build_missing
+        self.model = model
         self.contexts: dict[tuple[int, int], object] = {}
         try:  # TensorRT's and CUDA's errors are untyped (RuntimeError, TypeError, ...): each is a reason to fall back
             import cupy
@@ -132,10 +135,11 @@ class TensorRTDetector:
         """One engine per input size, from the cache (built there if missing) or an explicit path."""
         hw = (geom.in_h, geom.in_w)
         if hw not in self.contexts:
-            key = engine_cache.key_for(self.dev["name"], self.dev["cc"], self.trt.__version__, geom, self.max_batch)
+            key = engine_cache.key_for(self.dev["name"], self.dev["cc"], self.trt.__version__, geom, self.max_batch,
+                                       self.model)
             path = Path(self.engine_path) if self.engine_path else engine_cache.cache_dir(self.cache) / key.filename
             if not path.exists() and not self.engine_path and self.build_missing:
-                build(key, path, logger=self.logger)
+                build(key, path, logger=self.logger, model=self.model)
             engine_cache.check(path, key)
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
@@ -144,19 +148,19 @@ class TensorRTDetector:
         return self.contexts[hw]
 
     def __call__(self, frames):
-        cp = self.cp
+        cp, model = self.cp, self.model
         geom = cf.Geometry.fit(frames.shape[1], frames.shape[2], self.det_size)
         engine, ctx = self._context(geom)
         outs = []
         with on_stream(self.stream):
             for s in range(0, len(frames), self.max_batch):
                 blob = preprocess(frames[s:s + self.max_batch], geom)
-                if not ctx.set_input_shape(cf.INPUT_NAME, tuple(blob.shape)):
+                if not ctx.set_input_shape(model.input_name, tuple(blob.shape)):
                     raise DetectorError(f"TensorRT refused input shape {tuple(blob.shape)} (outside the engine's "
                                         "profile); rebuild it with scripts/build_engine.py")
-                ctx.set_tensor_address(cf.INPUT_NAME, blob.data.ptr)
+                ctx.set_tensor_address(model.input_name, blob.data.ptr)
                 maps = []
-                for name in cf.OUTPUT_NAMES:
+                for name in model.output_names:
                     out = cp.empty(tuple(ctx.get_tensor_shape(name)), cp.float32)
                     ctx.set_tensor_address(name, out.data.ptr)
                     maps.append(out)
@@ -165,4 +169,4 @@ class TensorRTDetector:
                     raise DetectorError(f"TensorRT failed to run a batch of {len(blob)}: {why}")
                 outs.append(maps)
             maps = outs[0] if len(outs) == 1 else [cp.concatenate(m) for m in zip(*outs)]  # no copy of one chunk
-            return cf.detections(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates
+            return model.decode(maps, self.threshold, geom, xp=cp)  # the one host wait: candidates
