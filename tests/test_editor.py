@@ -252,6 +252,27 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
 
 
 @needs_chromium
+def test_a_second_review_starts_with_the_first_ones_decisions(first, browser, tmp_path):
+    """The page of a run with --decisions opens with its kept tracks and regions, and saves them unchanged."""
+    clip, _, _, _, data = first
+    keep = data["tracks"][-1]["id"]
+    added = [{"keys": [{"frame": 2, "box": [40.0, 260.0, 140.0, 340.0]},
+                       {"frame": 20, "box": [80.0, 250.0, 180.0, 330.0]}]}]
+    data = {**data, "added": added,
+            "tracks": [{**t, "action": "keep" if t["id"] == keep else "redact"} for t in data["tracks"]]}
+    (tmp_path / "dec.json").write_text(json.dumps(data))
+    report = trt_anon.process(clip.path, tmp_path / "second.mp4", decisions_path=str(tmp_path / "dec.json"),
+                              review=True)
+    page, errors = open_page(browser, Path(report.review))
+    assert page.text_content("#region-count") == "1" and page.get_attribute(f"#track-{keep}", "data-action") == "keep"
+    assert page.input_value("#regions li input.start") == "2" and page.input_value("#regions li input.end") == "20"
+    saved = save(page, tmp_path)
+    assert saved["added"] == added and errors == []
+    assert {t["id"]: t["action"] for t in saved["tracks"]} == {t["id"]: t["action"] for t in data["tracks"]}
+    page.close()
+
+
+@needs_chromium
 def test_drawing_on_a_portrait_video_saves_stored_pixels(browser, tmp_path):
     """A phone's portrait video is shown upright (turned): a box drawn there is saved in the stored frame's
     pixels, which --decisions reads."""

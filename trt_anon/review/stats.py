@@ -63,7 +63,8 @@ class FrameStats:
         self._prev = np.zeros((0, 4), np.float32)
         self.shots: dict[int, dict[str, tuple[int, list[float]]]] = {}   # track -> label -> (frame, box)
         self._raw = tempfile.TemporaryFile()
-        self._text = io.TextIOWrapper(gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0), encoding="utf-8")
+        packed = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)   # 9: as small, slower
+        self._text = io.TextIOWrapper(packed, encoding="utf-8")
         self.log = BoxLog(self._text, keep=keep, added=added, slim=True)
 
     def __len__(self) -> int:
