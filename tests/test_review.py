@@ -472,8 +472,10 @@ def test_page_loads_in_chromium_with_every_image(clip, tmp_path, monkeypatch):
     dom = chromium("--virtual-time-budget=10000", "--dump-dom", Path(report.review).as_uri())
     page = Page(dom)
     n = len(page.images)
-    assert n == 1 + 2 * len(page.figures) and n > 30
+    crops = [i for i in page.images if i.get("class") in ("crop input", "crop output")]
+    assert n == 1 + 2 * len(page.figures) + len(crops) and n > 30 and len(crops) >= 6   # 3 tracks, 2 rows
     assert page.body.get("data-images-loaded") == f"{n}/{n}", page.body
+    assert page.body.get("data-editor") == "ready"    # the embedded run unpacked, the editor drawn
     for img in page.images:
         w, h = map(int, img["data-natural"].split("x"))
         assert w > 0 and h > 0, img.get("alt")
@@ -501,6 +503,7 @@ def test_index_links_open_in_chromium(clip, tmp_path):
         page = Page(chromium("--virtual-time-budget=10000", "--dump-dom", (folder / link).as_uri()))
         n = len(page.images)
         assert n > 1 and page.body.get("data-images-loaded") == f"{n}/{n}"
+        assert page.body.get("data-editor") == "ready"   # each file's page is its editor
         assert page.text["frames"] == "45"
 
 

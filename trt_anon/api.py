@@ -69,9 +69,10 @@ def _execute(job: Plan, progress, started: float, retried: list[str]):
     """One attempt at ``job``: the report and, for the review page, the per-frame stats."""
     notes = list(retried)  # why a stage is not the first choice: the report's first warnings, after the plan's
     stats = None
+    kept, added = (job.decisions.keep, job.decisions.regions()) if job.decisions else ((), None)
     if job.review is not None:
         from .review import FrameStats
-        stats = FrameStats()
+        stats = FrameStats(keep=kept, added=added)
     report = Report(str(job.source), str(job.output))
     try:
         with contextlib.ExitStack() as stack:
@@ -79,14 +80,16 @@ def _execute(job: Plan, progress, started: float, retried: list[str]):
             log = None
             if job.json is not None:
                 json_tmp = stack.enter_context(media.atomic_output(job.json, job.config.overwrite))
-                log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")),
-                             keep=job.decisions.keep if job.decisions else ())
+                log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")), keep=kept, added=added)
             (_photo if job.photo else _video)(job, tmp, report, log, progress, stats, notes)
             # the report is complete here, so the JSON holds what the caller gets
             report.warnings[:0] = [*job.notes, *notes]
             report.wall = time.perf_counter() - started
-            if log is not None:  # with the audit record: the output is complete, under its temporary name
-                log.close(report, audit.record(job.source, job.output, tmp, job.config, report, job.decisions))
+            if log is not None or stats is not None:  # with the audit record: the output is whole, still under
+                record = audit.record(job.source, job.output, tmp, job.config, report, job.decisions)  # its tmp name
+                for doc in (log, stats):
+                    if doc is not None:
+                        doc.close(report, record)
         return report, stats
     except OSError as exc:  # disk full, folder removed under us, ...
         raise OutputError(f"writing {job.output} failed: {exc.strerror or exc}") from None

@@ -13,6 +13,7 @@ margins it had among all the faces of its frame.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -24,10 +25,11 @@ from .audit import sha256
 from .detect.detections import Detections
 from .errors import ConfigError, InputError
 from .frames import Anonymizer
-from .redact import redaction_boxes
+from .redact import _margins, grow, redaction_boxes
 
 KINDS = {"hit": 0, "held": 1, "filled": 2, "weak": 3}
 ACTIONS = ("redact", "keep")
+ROUNDING = 0.06   # pixels: the file's boxes are rounded to 0.1, so each is grown by this (covers what it covered)
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,10 @@ class Decisions:
                              "is it the same file?")
         faces = self.frames[index]
         n = len(faces)
-        det = Detections(np.array([f["box"] for f in faces], np.float32).reshape(n, 4),
+        grown = np.array([-ROUNDING, -ROUNDING, ROUNDING, ROUNDING], np.float32)  # an edge on a cell's border
+        det = Detections(np.array([f["box"] for f in faces], np.float32).reshape(n, 4) + grown,  # stays on it
                          np.array([f["score"] for f in faces], np.float32), np.zeros((n, 5, 2), np.float32),
-                         np.array([f.get("eyes", f["box"]) for f in faces], np.float32).reshape(n, 4),
+                         np.array([f.get("eyes", f["box"]) for f in faces], np.float32).reshape(n, 4) + grown,
                          np.array([KINDS[f["kind"]] for f in faces], np.uint8),
                          np.array([f.get("track", -1) for f in faces], np.int32))
         return det, np.array([f.get("track") not in self.keep for f in faces], bool)
@@ -114,6 +117,10 @@ class Decisions:
                     out.append((1 - a) * np.asarray(b0) + a * np.asarray(b1))
                     break
         return np.array(out, np.float32).reshape(-1, 4)
+
+    def regions(self) -> list[dict]:
+        """The added regions as the file says them, for the next ``--json`` (a decisions file in turn)."""
+        return [{"keys": [{"frame": f, "box": b} for f, b in keys]} for keys in self.added]
 
     def summary(self) -> dict:
         """For the audit record: which file, and what it changed."""
@@ -146,7 +153,19 @@ class Replayed(Anonymizer):
         c, out = self.config, []
         for d in final:
             index, redact = self.order.popleft()
-            faces = redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height, only=redact)
+            faces = _covered(d, redact, c, width, height)
             added = np.clip(self.decisions.added_boxes(index), 0, [width, height, width, height])
             out.append(np.concatenate([faces, added.astype(np.float32)]))
         return out
+
+
+def _covered(det: Detections, redact: np.ndarray, config, width: int, height: int) -> np.ndarray:
+    """The boxes of the faces to redact, grown as among all of them: as the first run grew them, and where the
+    file's rounded scores tie (which of two faces that meet scored higher is lost), both with the wider margin."""
+    c = config
+    if c.target == "eyes" or len(det) < 2:
+        return redaction_boxes(det, c.target, c.margin_px, c.margin_rel, width, height, only=redact)
+    order = np.arange(len(det), dtype=np.float32) * (1e-4 / len(det))   # under the file's 0.001 step: ties only
+    rel = np.maximum(_margins(dataclasses.replace(det, score=det.score + order), c.margin_px, c.margin_rel),
+                     _margins(dataclasses.replace(det, score=det.score - order), c.margin_px, c.margin_rel))
+    return grow(det.xyxy[redact], c.margin_px, rel[redact], width, height)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..errors import ConfigError, OutputError
 from ..report import Report
+from .editor import crop
 from .frames import read_frames, to_rgb
-from .page import Thumb, chart_png, render, render_index, thumbnail, write_text
-from .stats import MAX_THUMBS, PICKS, FrameStats, Pick, choose_frames
+from .page import Edit, Thumb, chart_png, render, render_index, thumbnail, write_text
+from .stats import MAX_THUMBS, PICKS, FrameStats, Pick, Shot, choose_frames
 
 __all__ = ["FrameStats", "Pick", "choose_frames", "write_review", "write_index", "require", "review_path",
            "PICKS", "MAX_THUMBS"]
@@ -55,23 +56,38 @@ def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: boo
     started = time.perf_counter()
     picks = choose_frames(stats)
     thumbs = {p.frame: Thumb(p, kinds=stats.frame_boxes(p.frame)[1].tolist()) for p in picks}
-    for i, frame in read_frames(Path(report.output), by_index=list(thumbs)):
-        boxes, kinds = stats.frame_boxes(i)
+    edit = Edit(stats.cards(), stats.document())
+    shots: dict[int, list[Shot]] = {}
+    for card in edit.cards:
+        for shot in card.shots:
+            shots.setdefault(shot.frame, []).append(shot)
+    wanted = sorted(set(thumbs) | set(shots))
+    for i, frame in read_frames(Path(report.output), by_index=wanted):
         rgb, turns = to_rgb(frame)
-        thumbs[i].output_jpeg, thumbs[i].time = thumbnail(rgb, turns, boxes, kinds), frame.time
+        edit.height, edit.width = rgb.shape[:2]
+        edit.turns = turns
+        if i in thumbs:
+            boxes, kinds = stats.frame_boxes(i)
+            thumbs[i].output_jpeg, thumbs[i].time = thumbnail(rgb, turns, boxes, kinds), frame.time
+        for shot in shots.get(i, ()):
+            shot.output_jpeg = crop(rgb, turns, shot.box)
     if originals:
-        by_pts = {stats.pts[f]: f for f in thumbs}
+        by_pts = {stats.pts[f]: f for f in wanted}
         for p, frame in read_frames(Path(report.input), by_pts=list(by_pts)):
-            boxes, kinds = stats.frame_boxes(by_pts[p])
+            i = by_pts[p]
             rgb, turns = to_rgb(frame)
-            thumbs[by_pts[p]].input_jpeg = thumbnail(rgb, turns, boxes, kinds)
+            if i in thumbs:
+                boxes, kinds = stats.frame_boxes(i)
+                thumbs[i].input_jpeg = thumbnail(rgb, turns, boxes, kinds)
+            for shot in shots.get(i, ()):
+                shot.input_jpeg = crop(rgb, turns, shot.box)
     missing = [f for f, t in thumbs.items() if t.output_jpeg is None]
     extra = [f"review: {len(missing)} chosen frame(s) could not be decoded from the output: "
              f"{', '.join(map(str, missing[:10]))}"] if missing else []
     fps = report.frames / report.duration if report.duration > 0 else None
     chart = chart_png(stats.arrays(), list(thumbs), threshold, fps)
     report.seconds["review"] = time.perf_counter() - started
-    page = render(report, [thumbs[f] for f in sorted(thumbs)], chart, originals, settings or {}, extra)
+    page = render(report, [thumbs[f] for f in sorted(thumbs)], chart, originals, settings or {}, extra, edit)
     write_text(dst, page, overwrite)
 
 

@@ -1,8 +1,9 @@
-"""The page itself: the timeline chart (matplotlib), thumbnails with the boxes outlined, one HTML file.
+"""The page itself: the timeline chart (matplotlib), thumbnails with the boxes outlined, the editor's cards
+and panels (``editor``), one HTML file.
 
 Images are embedded as data URIs (JPEG thumbnails, PNG chart), so the page is one file that can be
 mailed or archived with the video. A few lines of script record each image's natural size in the
-DOM after loading; the browser test reads them back (the page works the same without script).
+DOM after loading; the browser test reads them back (the page reads the same without script).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from ..detect.detections import FILLED, HELD, HIT
 from ..report import Report
-from .stats import PICKS, Pick
+from . import editor
+from .stats import PICKS, Card, Pick
 
 THUMB_WIDTH = 640       # pixels across (the video's own width when smaller)
 JPEG_QUALITY = 80
@@ -54,10 +56,7 @@ def thumbnail(rgb: np.ndarray, quarter_turns: int, boxes: np.ndarray, kinds: np.
         cv2.rectangle(img, (int(x1), int(y1)), corner, KIND_COLOURS.get(int(k), KIND_COLOURS[HIT]), 2)
     if quarter_turns:
         img = np.ascontiguousarray(np.rot90(img, quarter_turns))
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:  # pragma: no cover - OpenCV's JPEG writer does not fail on uint8 RGB
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    return editor.jpeg(img, JPEG_QUALITY)
 
 
 def _binned(s: dict[str, np.ndarray], bins: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -183,15 +182,36 @@ def _report_rows(report: Report, settings: dict[str, str]) -> list[tuple[str, st
     ]
 
 
+@dataclass
+class Edit:
+    """What the editor needs: the cards, the run's document (gzip), the stored frame's size and turns."""
+
+    cards: list[Card]
+    document: bytes
+    width: int = 0
+    height: int = 0
+    turns: int = 0
+
+
+def _command(report: Report, save_name: str) -> str:
+    """The command line that renders the input again with the saved file (shell-quoted)."""
+    import shlex
+    out = Path(report.output)
+    return (f"trt-anon {shlex.quote(report.input)} --decisions {shlex.quote(save_name)} "
+            f"-o {shlex.quote(str(out.with_name(out.stem + '.fixed' + out.suffix)))}")
+
+
 def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, settings: dict[str, str],
-           extra_warnings: list[str]) -> str:
+           extra_warnings: list[str], edit: Edit) -> str:
     """The whole page as one HTML string."""
     e = html.escape
     name = os.path.basename(report.output)
+    save_name = Path(report.output).stem + ".decisions.json"
     out: list[str] = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
                       '<meta name="viewport" content="width=device-width,initial-scale=1">',
-                      f"<title>Review: {e(name)}</title><style>{CSS}</style></head>",
-                      f'<body data-originals="{str(originals).lower()}">']
+                      f"<title>Review: {e(name)}</title><style>{CSS}{editor.CSS}</style></head>",
+                      f'<body data-originals="{str(originals).lower()}" data-width="{edit.width}" '
+                      f'data-height="{edit.height}" data-turns="{edit.turns}" data-frames="{report.frames}">']
     if originals:
         out.append('<div class="danger" id="originals-warning">This page contains UNREDACTED frames of the input '
                    "(--review-originals): faces are visible. Do not publish it or send it to anyone who may not "
@@ -214,9 +234,12 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
         out.append('<ul class="warnings" id="warnings">' + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
     else:
         out.append('<p class="ok" id="warnings">None.</p>')
+    out += editor.render_savebar(edit.document, save_name, _command(report, save_name))
     out.append("<h2>Timeline</h2>")
     out.append('<img id="chart" alt="faces per frame and lowest detection score per frame" '
                f'src="{_uri(chart, "image/png")}">')
+    out += editor.render_cards(edit.cards, originals)
+    out += editor.render_regions()
     out.append(f'<h2>Frames to check (<span id="thumb-count">{len(thumbs)}</span>)</h2>')
     got = {k: sum(k in t.pick.keys for t in thumbs) for k in PICKS}
     out.append('<p id="choice">Chosen from the whole video: '
@@ -234,18 +257,20 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
         if t.output_jpeg is None:
             out.append('<p class="missing">This frame could not be decoded from the output.</p>')
         elif originals:
-            raw = (f'<img class="input" alt="input frame {f}" src="{_uri(t.input_jpeg, "image/jpeg")}">'
+            raw = (f'<div class="draw" data-frame="{f}"><img class="input" alt="input frame {f}" '
+                   f'src="{_uri(t.input_jpeg, "image/jpeg")}"></div>'
                    if t.input_jpeg else '<p class="missing">input frame not found</p>')
             out.append(f'<div class="imgs"><div><div class="tag raw">input (unredacted)</div>{raw}</div>'
-                       f'<div><div class="tag">output</div><img class="output" alt="output frame {f}" '
-                       f'src="{_uri(t.output_jpeg, "image/jpeg")}"></div></div>')
+                       f'<div><div class="tag">output</div><div class="draw" data-frame="{f}"><img class="output" '
+                       f'alt="output frame {f}" src="{_uri(t.output_jpeg, "image/jpeg")}"></div></div></div>')
         else:
-            out.append(f'<img class="output" alt="output frame {f}" src="{_uri(t.output_jpeg, "image/jpeg")}">')
+            out.append(f'<div class="draw" data-frame="{f}"><img class="output" alt="output frame {f}" '
+                       f'src="{_uri(t.output_jpeg, "image/jpeg")}"></div>')
         boxes = f"{len(t.kinds)} box{'es' if len(t.kinds) != 1 else ''}" + (f" ({kinds})" if kinds else "")
         out.append(f"<figcaption><b>frame {f}</b> {_clock(t.time)} · {boxes}<br>"
                    f'<span class="why">{e("; ".join(t.pick.reasons))}</span></figcaption></figure>')
     out.append("</div></main>")
-    out.append(f"<script>{SCRIPT}</script></body></html>")
+    out.append(f"<script>{SCRIPT}{editor.SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
 
 
@@ -273,7 +298,7 @@ def render_index(rows: list[dict], originals: bool) -> str:
             out.append(f'<tr class="failed"><td>{e(r["name"])}</td><td colspan="4" class="missing">failed: '
                        f'{e(r.get("error", ""))}</td></tr>')
             continue
-        link = (f'<a href="{e(r["href"])}">review</a>' if r.get("href") else
+        link = (f'<a href="{e(r["href"])}">review and edit</a>' if r.get("href") else
                 f'<span class="missing">no page: {e(r.get("error", ""))}</span>')
         wl = "<br>".join(e(w) for w in rep.warnings)
         out.append(f'<tr><td>{e(r["name"])}</td><td>{rep.frames}</td><td>{rep.faces}</td>'

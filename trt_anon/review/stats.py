@@ -3,27 +3,54 @@
 A few dozen bytes per frame in flat arrays (an hour at 30 fps with 3 faces is about 8 MB), so the
 timeline covers the whole video while memory stays independent of the picture size; the frames
 shown as thumbnails are chosen from these numbers after the run and decoded again from the file.
+The run's faces also go, as a decisions file (``report.BoxLog``, slim), gzip-compressed into a temporary
+file: the page embeds it, so that its editor can save decisions without a ``--json`` file.
 """
 from __future__ import annotations
 
+import gzip
+import io
 import math
+import tempfile
 from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..detect.detections import FILLED, HELD, HIT, Detections, iou
+from ..report import BoxLog, Report
 
 # Thumbnails per reason; the page shows at most their sum (a frame chosen twice shows once).
 PICKS = {"even": 16, "start": 8, "end": 8, "low": 6, "most": 4, "large": 4}
 MAX_THUMBS = sum(PICKS.values())
 TRACK_IOU = 0.1   # a box overlapping none of the previous frame's boxes by this much starts a track
+SHOT_TRACKS = 60  # tracks shown with pictures (the longest ones); past that a track's card has none
+
+
+@dataclass
+class Shot:
+    """A track's face at one of its frames, cropped from the output (and the input) for its card."""
+
+    label: str                 # first, largest, last (one or more of them)
+    frame: int
+    box: list[float]           # the face box there, stored-frame pixels
+    output_jpeg: bytes | None = None
+    input_jpeg: bytes | None = None
+
+
+@dataclass
+class Card:
+    """One followed face: its line of the document's ``tracks`` and the shots to show."""
+
+    track: dict
+    shots: list[Shot] = field(default_factory=list)
 
 
 class FrameStats:
-    """What the pipeline hands over per written frame: its pts, the tracker's boxes, the redacted rectangles."""
+    """What the pipeline hands over per written frame: its pts, the tracker's boxes, the redacted rectangles.
+    ``keep`` and ``added``: a decisions file's tracks kept visible and regions, carried into the document."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep=(), added: list | None = None) -> None:
         self.pts = array("q")
         self.counts = {HIT: array("H"), HELD: array("H"), FILLED: array("H")}
         self.low = array("f")          # lowest detection (hit) score in the frame, NaN when none
@@ -34,6 +61,11 @@ class FrameStats:
         self.starts = array("I")       # frames where a redacted box appears (no overlap with the previous frame)
         self.ends = array("I")         # last frames of a box that the next frame no longer has
         self._prev = np.zeros((0, 4), np.float32)
+        self.shots: dict[int, dict[str, tuple[int, list[float]]]] = {}   # track -> label -> (frame, box)
+        self._raw = tempfile.TemporaryFile()
+        packed = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)   # 9: as small, slower
+        self._text = io.TextIOWrapper(packed, encoding="utf-8")
+        self.log = BoxLog(self._text, keep=keep, added=added, slim=True)
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -59,6 +91,46 @@ class FrameStats:
         if gone and i:
             self.ends.append(i - 1)
         self._prev = b
+        self.log.add(i, int(pts), det.to_json(), b)
+        if det.track is not None:
+            for box, t in zip(np.asarray(det.xyxy).tolist(), np.asarray(det.track).tolist()):
+                self._shoot(int(t), i, box)
+
+    def _shoot(self, track: int, frame: int, box: list[float]) -> None:
+        """Keep the track's first, largest (widest) and last face."""
+        if track < 0:
+            return
+        s = self.shots.setdefault(track, {"first": (frame, box), "largest": (frame, box)})
+        s["last"] = (frame, box)
+        if box[2] - box[0] > s["largest"][1][2] - s["largest"][1][0]:
+            s["largest"] = (frame, box)
+
+    def close(self, report: Report, audit: dict | None) -> None:
+        """The document complete: the tracks, the report and the audit record after the frames."""
+        self.log.close(report, audit)
+        self._text.close()   # the gzip stream's end; the temporary file stays open
+
+    def document(self) -> bytes:
+        """The run's decisions document, gzip-compressed (``close`` first)."""
+        self._raw.seek(0)
+        return self._raw.read()
+
+    def cards(self, tracks: int = SHOT_TRACKS) -> list[Card]:
+        """One card per track, in order of appearance; the ``tracks`` longest ones with up to three shots."""
+        shown = set(sorted(self.log.tracks, key=lambda t: -self.log.tracks[t]["frames"])[:tracks])
+        out = []
+        for t, line in self.log.tracks.items():
+            card = Card(line)
+            if t in shown:
+                at: dict[int, Shot] = {}
+                for label, (frame, box) in self.shots[t].items():   # one shot per frame, its labels joined
+                    if frame in at:
+                        at[frame].label += ", " + label
+                    else:
+                        at[frame] = Shot(label, frame, box)
+                card.shots = [at[f] for f in sorted(at)]
+            out.append(card)
+        return out
 
     def frame_boxes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) redacted rectangles and their (N,) kinds for frame ``i``."""

@@ -1,0 +1,348 @@
+"""The review page's editor: one card per track (keep visible or redact), regions drawn on the frames, and a
+button that saves a decisions file for ``--decisions``.
+
+The run's document (``FrameStats.document``: frames with faces and tracks, the report, the audit record) is
+embedded gzip-compressed as base64, inert text that no markup can escape from; the script unpacks it with the
+browser's DecompressionStream, and on saving writes it back with the tracks' actions and the ``"added"``
+regions. Plain DOM, no library, nothing fetched: the page works from ``file://``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+
+import cv2
+import numpy as np
+
+from .stats import Card
+
+CROP_HEIGHT = 112   # pixels, each shot on a track's card
+
+
+def crop(rgb: np.ndarray, quarter_turns: int, box: list[float], height: int = CROP_HEIGHT) -> bytes | None:
+    """A JPEG of the face ``box`` with some of its surroundings, upright, ``height`` pixels high."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * 1.6 + 8
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    h, w = rgb.shape[:2]
+    a, b = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    c, d = min(w, int(np.ceil(cx + side / 2))), min(h, int(np.ceil(cy + side / 2)))
+    if c <= a or d <= b:
+        return None
+    img = np.ascontiguousarray(np.rot90(rgb[b:d, a:c], quarter_turns))
+    s = height / img.shape[0]
+    img = cv2.resize(img, (max(1, round(img.shape[1] * s)), height),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return jpeg(img)
+
+
+def jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV's JPEG writer does not fail on uint8 RGB
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _img(data: bytes, cls: str, alt: str) -> str:
+    src = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img class="{cls}" alt="{html.escape(alt)}" src="{src}">'
+
+
+def render_cards(cards: list[Card], originals: bool) -> list[str]:
+    """The people section: a card per track with its shots and the keep visible / redact switch."""
+    out = [f'<h2>People followed (<span id="track-count">{len(cards)}</span>)</h2>',
+           '<p class="note">Each face the tracker followed through the video, with its first, largest and last '
+           "frame" + (" (input above, unredacted; output below)" if originals else " as published") + ". "
+           "<b>Keep visible</b> leaves that person unredacted in every frame; everyone else stays redacted.</p>",
+           '<div class="tracks">']
+    for card in cards:
+        t = card.track
+        action = "keep" if t["action"] == "keep" else "redact"
+        out.append(f'<div class="track" id="track-{t["id"]}" data-track="{t["id"]}" data-action="{action}">')
+        rows = (("input_jpeg", "crop input"), ("output_jpeg", "crop output")) if originals else \
+            (("output_jpeg", "crop output"),)
+        for attr, cls in rows:
+            shots = [_img(getattr(s, attr), cls, f"track {t['id']} at frame {s.frame} ({s.label})")
+                     + f"<small>{s.label} · {s.frame}</small>" for s in card.shots if getattr(s, attr)]
+            if shots:
+                out.append('<div class="shots">' + "".join(f"<span>{s}</span>" for s in shots) + "</div>")
+        if not card.shots:
+            out.append('<p class="note">no pictures: only the longest tracks have them</p>')
+        score = f"lowest score {t['lowest_score']:.2f}" if t["lowest_score"] < 1 else "no detection score"
+        out.append(f'<p><b>track {t["id"]}</b> · frames {t["first"]}–{t["last"]} ({t["frames"]} frames) · {score}'
+                   f' · up to {t["largest"]:.0f} px</p><div class="switch">'
+                   f'<button type="button" data-act="redact" aria-pressed="{str(action == "redact").lower()}">'
+                   'redact</button><button type="button" data-act="keep" '
+                   f'aria-pressed="{str(action == "keep").lower()}">keep visible</button></div></div>')
+    out.append("</div>")
+    return out
+
+
+def render_regions() -> list[str]:
+    """The added regions' panel (filled by the script)."""
+    return ['<h2>Added regions (<span id="region-count">0</span>)</h2>',
+            '<p class="note">For what the detector missed (a face, a name badge, a plate): <b>drag on a frame '
+            "below</b> to draw a box, then set the frames it covers. Drawing the selected region on another frame "
+            "adds a key frame: the box moves in a straight line between key frames and stays still before the first "
+            "and after the last (<b>New region</b>, in the bar below, starts another one). Coordinates are saved "
+            "in the video's own pixels.</p>",
+            '<ol id="regions"></ol>']
+
+
+def render_savebar(document: bytes, save_name: str, command: str) -> list[str]:
+    """The save button, what it will save, the command that uses it, and the embedded document."""
+    e = html.escape
+    return [f'<div id="savebar"><button type="button" id="save" data-name="{e(save_name)}">Save decisions</button> '
+            '<button type="button" id="new-region">New region</button> <span id="summary"></span> · '
+            '<span id="draw-hint">the next box drawn starts a new region</span> <b id="save-status"></b><br>'
+            f'<small>then: <code id="command">{e(command)}</code></small></div>',
+            '<script type="application/octet-stream" id="document">'
+            + base64.b64encode(document).decode("ascii") + "</script>"]
+
+
+CSS = """
+.tracks{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
+.track{background:#fff;box-shadow:0 1px 2px #0002;padding:6px;border-left:5px solid #888}
+.track[data-action=keep]{border-left-color:#1a7f37;background:#effaf1}
+.track p{margin:4px 2px;font-size:13px}.shots{display:flex;gap:4px;overflow-x:auto}
+.shots span{display:flex;flex-direction:column;font-size:11px;color:#555}.shots img{height:84px;width:auto}
+.switch button{font:inherit;font-size:13px;padding:3px 10px;border:1px solid #888;background:#fff;cursor:pointer}
+.switch button[aria-pressed=true]{background:#333;color:#fff}
+.track[data-action=keep] .switch button[aria-pressed=true]{background:#1a7f37;border-color:#1a7f37}
+.draw{position:relative;cursor:crosshair;touch-action:none;user-select:none}
+.draw .box{position:absolute;box-sizing:border-box;border:2px dashed #d00;pointer-events:none}
+.draw .box.key{border-style:solid}.draw .box.current{border-color:#f0f;box-shadow:0 0 0 1px #fff}
+.draw .box.rubber{border:2px solid #f0f}.draw .box.face{border:0}
+.draw .box span{position:absolute;left:0;top:-17px;font-size:11px;background:#d00;color:#fff;padding:0 3px;
+white-space:nowrap}.draw .box.face span{background:#333a;top:0}.draw .box.face.kept span{background:#1a7f37}
+#regions li{background:#fff;margin:4px 0;padding:6px;box-shadow:0 1px 2px #0002;cursor:pointer}
+#regions li.current{outline:2px solid #f0f}#regions input[type=number]{width:6em}
+#regions button.key{font-size:12px;margin:0 2px}
+#savebar{position:fixed;left:0;right:0;bottom:0;background:#222;color:#fff;padding:8px 24px;z-index:9}
+#savebar button{font:inherit;padding:4px 14px}#save{font-weight:700}
+#save-status{margin-left:1em}#savebar code{color:#ffd;word-break:break-all}
+body{padding-bottom:84px}
+"""
+
+# The editor. Boxes are kept in the stored frame's pixels (what --decisions reads); thumbnails show the frame
+# as a player does, turned by data-turns quarter turns counter-clockwise (np.rot90), hence toShown/toStored.
+SCRIPT = r"""
+(function () {
+  const body = document.body, W = +body.dataset.width, H = +body.dataset.height;
+  const turns = +body.dataset.turns, last = +body.dataset.frames - 1;
+  const SW = turns % 2 ? H : W, SH = turns % 2 ? W : H;   // the frame as shown
+  const regions = [];   // {keys: [{frame, box}] sorted by frame, start, end}
+  let current = null, dirty = false, doc = null;
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const toStored = (x, y) => [[x, y], [W - y, x], [W - x, H - y], [y, H - x]][turns];
+  const toShown = (x, y) => [[x, y], [y, W - x], [W - x, H - y], [H - y, x]][turns];
+  function convert(box, f) {
+    const [a, b] = f(box[0], box[1]), [c, d] = f(box[2], box[3]);
+    return [Math.min(a, c), Math.min(b, d), Math.max(a, c), Math.max(b, d)];
+  }
+
+  function boxAt(r, f) {   // as trt_anon.decisions interpolates the saved keys
+    if (f < r.start || f > r.end) return null;
+    const k = r.keys;
+    if (f <= k[0].frame) return k[0].box;
+    for (let i = 1; i < k.length; i++) {
+      if (f <= k[i].frame) {
+        const a = (f - k[i - 1].frame) / (k[i].frame - k[i - 1].frame);
+        return k[i - 1].box.map((v, j) => v + a * (k[i].box[j] - v));
+      }
+    }
+    return k[k.length - 1].box;
+  }
+  function saved(r) {   // the region for the file: its keys, held still out to its start and end
+    const k = r.keys.map((x) => ({frame: x.frame, box: x.box.map((v) => Math.round(v * 10) / 10)}));
+    if (r.start < k[0].frame) k.unshift({frame: r.start, box: k[0].box});
+    if (r.end > k[k.length - 1].frame) k.push({frame: r.end, box: k[k.length - 1].box});
+    return {keys: k};
+  }
+
+  function placed(pad, box, cls, label) {   // a box in stored pixels, drawn over a thumbnail
+    const [x1, y1, x2, y2] = convert(box, toShown), d = el('div', 'box ' + cls);
+    Object.assign(d.style, {left: 100 * x1 / SW + '%', top: 100 * y1 / SH + '%',
+                            width: 100 * (x2 - x1) / SW + '%', height: 100 * (y2 - y1) / SH + '%'});
+    if (label) d.appendChild(el('span', '', label));
+    pad.appendChild(d);
+    return d;
+  }
+  function actions() {
+    const a = {};
+    for (const c of document.querySelectorAll('.track')) a[c.dataset.track] = c.dataset.action;
+    return a;
+  }
+  function redraw() {
+    const act = actions();
+    for (const pad of document.querySelectorAll('.draw')) {
+      for (const b of pad.querySelectorAll('.box')) b.remove();
+      const f = +pad.dataset.frame;
+      for (const face of (doc && doc.frames[f] ? doc.frames[f].faces : [])) {
+        if (face.track === undefined) continue;
+        const kept = act[face.track] === 'keep';
+        placed(pad, face.box, 'face' + (kept ? ' kept' : ''), 'track ' + face.track + (kept ? ' kept' : ''));
+      }
+      regions.forEach((r, i) => {
+        const box = boxAt(r, f);
+        if (!box) return;
+        const key = r.keys.some((k) => k.frame === f);
+        placed(pad, box, (key ? 'key' : '') + (r === current ? ' current' : ''), 'region ' + (i + 1));
+      });
+    }
+    const kept = Object.values(act).filter((a) => a === 'keep').length;
+    $('summary').textContent = kept + ' of ' + Object.keys(act).length + ' tracks kept visible · ' +
+      regions.length + ' region' + (regions.length === 1 ? '' : 's') + ' added' + (dirty ? ' (not saved)' : '');
+    $('region-count').textContent = regions.length;
+    $('draw-hint').textContent = current ? 'the next box drawn is a key frame of region ' +
+      (regions.indexOf(current) + 1) : 'the next box drawn starts a new region';
+  }
+
+  function list() {   // the regions' panel
+    const ol = $('regions');
+    ol.textContent = '';
+    regions.forEach((r, i) => {
+      const li = el('li', r === current ? 'current' : '');
+      li.appendChild(el('b', '', 'region ' + (i + 1) + ' '));
+      li.appendChild(document.createTextNode('frames '));
+      for (const end of ['start', 'end']) {
+        const input = el('input', end);
+        Object.assign(input, {type: 'number', min: end === 'start' ? 0 : r.keys[r.keys.length - 1].frame,
+                              max: end === 'start' ? r.keys[0].frame : last, value: r[end]});
+        input.onchange = () => {
+          const v = Math.round(+input.value);
+          r[end] = Math.min(+input.max, Math.max(+input.min, isNaN(v) ? r[end] : v));
+          changed();
+        };
+        li.appendChild(input);
+        if (end === 'start') li.appendChild(document.createTextNode(' to '));
+      }
+      li.appendChild(document.createTextNode(' · key frames: '));
+      for (const k of r.keys) {
+        const b = el('button', 'key', k.frame + ' ×');
+        b.type = 'button';
+        b.title = 'remove this key frame';
+        b.onclick = (ev) => {
+          ev.stopPropagation();
+          r.keys.splice(r.keys.indexOf(k), 1);
+          if (!r.keys.length) remove(r);   // the span still holds the keys left
+          changed();
+        };
+        li.appendChild(b);
+      }
+      const del = el('button', 'delete', 'delete region');
+      del.type = 'button';
+      del.onclick = (ev) => { ev.stopPropagation(); remove(r); changed(); };
+      li.appendChild(del);
+      li.onclick = (ev) => { if (ev.target.tagName !== 'INPUT') { current = r; list(); redraw(); } };
+      ol.appendChild(li);
+    });
+  }
+  function remove(r) {
+    regions.splice(regions.indexOf(r), 1);
+    if (current === r) current = null;
+  }
+  function changed() { dirty = true; list(); redraw(); }
+
+  function addKey(frame, box) {   // a box drawn: a key frame of the selected region, or a new region
+    if (!current) {
+      current = {keys: [], start: frame, end: frame};
+      regions.push(current);
+    }
+    const k = current.keys;
+    const same = k.findIndex((x) => x.frame === frame);
+    if (same >= 0) k.splice(same, 1);
+    k.push({frame, box});
+    k.sort((a, b) => a.frame - b.frame);
+    current.start = Math.min(current.start, k[0].frame);
+    current.end = Math.max(current.end, k[k.length - 1].frame);
+    changed();
+  }
+
+  for (const pad of document.querySelectorAll('.draw')) {
+    let from = null, rubber = null;
+    const at = (ev) => {   // the pointer in the shown frame's pixels
+      const r = pad.getBoundingClientRect();
+      const fx = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+      const fy = Math.min(1, Math.max(0, (ev.clientY - r.top) / r.height));
+      return [fx * SW, fy * SH];
+    };
+    const shown = (p, q) => [Math.min(p[0], q[0]), Math.min(p[1], q[1]), Math.max(p[0], q[0]), Math.max(p[1], q[1])];
+    pad.addEventListener('pointerdown', (ev) => {
+      if (!W || ev.button !== 0) return;
+      ev.preventDefault();
+      pad.setPointerCapture(ev.pointerId);
+      from = at(ev);
+      rubber = placed(pad, convert(shown(from, from), toStored), 'rubber');
+    });
+    pad.addEventListener('pointermove', (ev) => {
+      if (!from) return;
+      const [x1, y1, x2, y2] = shown(from, at(ev));
+      Object.assign(rubber.style, {left: 100 * x1 / SW + '%', top: 100 * y1 / SH + '%',
+                                   width: 100 * (x2 - x1) / SW + '%', height: 100 * (y2 - y1) / SH + '%'});
+    });
+    pad.addEventListener('pointerup', (ev) => {
+      if (!from) return;
+      const box = shown(from, at(ev)), r = pad.getBoundingClientRect();
+      from = null;
+      rubber.remove();
+      if ((box[2] - box[0]) * r.width / SW < 4 || (box[3] - box[1]) * r.height / SH < 4) return;   // a click
+      addKey(+pad.dataset.frame, convert(box, toStored));
+    });
+  }
+  $('new-region').onclick = () => { current = null; list(); redraw(); };
+  for (const card of document.querySelectorAll('.track')) {
+    for (const b of card.querySelectorAll('.switch button')) {
+      b.onclick = () => {
+        card.dataset.action = b.dataset.act;
+        for (const o of card.querySelectorAll('.switch button')) o.setAttribute('aria-pressed', o === b);
+        dirty = true;
+        redraw();
+      };
+    }
+  }
+
+  async function load() {   // the run's document, embedded gzip-compressed
+    const bytes = Uint8Array.from(atob($('document').textContent.trim()), (c) => c.charCodeAt(0));
+    const text = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'))).text();
+    doc = JSON.parse(await text);
+    for (const a of doc.added || []) {
+      const keys = a.keys.slice().sort((p, q) => p.frame - q.frame);
+      regions.push({keys, start: keys[0].frame, end: keys[keys.length - 1].frame});
+    }
+    list();
+    redraw();
+    body.dataset.editor = 'ready';
+    return doc;
+  }
+  const ready = load().catch((err) => {
+    $('save-status').textContent = 'this browser cannot read the run embedded in the page (' + err + ')';
+    body.dataset.editor = 'failed';
+    throw err;
+  });
+
+  $('save').onclick = async () => {
+    const d = await ready, act = actions();
+    const out = Object.assign({}, d, {
+      tracks: d.tracks.map((t) => Object.assign({}, t, {action: act[t.id] || t.action})),
+      added: regions.map(saved)});
+    const a = el('a');
+    a.href = URL.createObjectURL(new Blob([JSON.stringify(out)], {type: 'application/json'}));
+    a.download = $('save').dataset.name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    dirty = false;
+    $('save-status').textContent = 'saved as ' + a.download;
+    redraw();
+  };
+  window.addEventListener('beforeunload', (ev) => { if (dirty) { ev.preventDefault(); ev.returnValue = ''; } });
+  redraw();
+})();
+"""
