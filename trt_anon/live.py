@@ -60,7 +60,7 @@ class Arrival:
     keeps its place: the tracker counts it as a frame not looked at, so motion and holds stay right across it;
     a ``gap`` is the source stopping (the frames waiting for their boxes go out meanwhile)."""
 
-    frame: np.ndarray | None
+    frame: np.ndarray | av.VideoFrame | None  # as decoded, until the loop takes it (RGB then): a frame dropped
     time: float        # its time in the output, in seconds: the source's own from its first frame, moved on
                        # where the source's clock restarts (a reconnect), so it always increases
     at: float          # time.monotonic() when it arrived
@@ -167,7 +167,7 @@ class LiveSource:
                     time.sleep(max(0.0, start + (t - first) - time.monotonic()))
                 at = time.monotonic()
                 out = self._place(t if t is not None else at, at)
-                self._put(Arrival(frame.to_ndarray(format="rgb24"), out, at))
+                self._put(Arrival(frame, out, at))  # made RGB when taken: never for a frame dropped
                 for held in self.held:  # this connection's shift is known now
                     self._audio(held)
                 self.held = []
@@ -211,7 +211,9 @@ class LiveSource:
 
     def _late(self, arrival: Arrival) -> None:
         """A frame that cannot be written in time: dropped, or kept only as its place, to be written covered."""
-        arrival.shape, arrival.frame = arrival.frame.shape, None
+        frame = arrival.frame
+        arrival.shape = (frame.height, frame.width, 3) if isinstance(frame, av.VideoFrame) else frame.shape
+        arrival.frame = None
         if self.on_overload == "cover":
             arrival.kind = "covered"
             self.covered += 1
@@ -474,6 +476,8 @@ class _Run:
                 log(note)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
         self.detector_errors = 0
+        self.work = 0.0  # the time a frame takes in this loop (a running mean): a frame that waited in the queue
+                         # so long that this would make it late is dropped (or covered) before it is worked on
         self.shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
         self.bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
 
@@ -485,7 +489,7 @@ class _Run:
         interrupted, started = None, time.perf_counter()
         self.src.start()
         try:
-            while (a := self.src.take(self.max_wait)) is not None:
+            while (a := self.src.take(max(self.max_wait - self.work, 0.5 / float(self.src.rate)))) is not None:
                 self._step(a)
             self._final(self.anon.end())
         except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
@@ -518,11 +522,15 @@ class _Run:
         if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
             self._final(self.anon.tracker.push([None]))
             return
+        t0 = time.monotonic()
+        if isinstance(a.frame, av.VideoFrame):
+            a.frame = a.frame.to_ndarray(format="rgb24")
         self.shape = a.frame.shape
         try:
             self._final(self.anon.track(a.frame[None]))
         except DetectorError as exc:  # fail closed: what the detector could not see is covered
             self._detector_failed(exc)
+        self.work += (time.monotonic() - t0 - self.work) / 8
         if self.report.frames % 15 == 0:
             self._status()
 
