@@ -289,7 +289,7 @@ class LiveSink:
         self.out = self.stream = self.audio_stream = None
         self.name = "libx264 (zerolatency)"
         self.last: int | None = None       # the last frame's time, in TIME_BASE
-        self.delays: list[float] = []      # arrival -> written, per frame, seconds
+        self.delays = Delays()             # arrival -> written, per frame
         self.audio_packets = 0
         self.adts = None                   # AAC's ADTS headers taken off, where the output wants raw AAC
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-live-write")
@@ -363,7 +363,7 @@ class LiveSink:
         self.last = t if self.last is None or t > self.last else self.last + 1  # the encoder's times increase
         vf.pts, vf.time_base = self.last, TIME_BASE
         self._mux(self.stream.encode(vf))
-        self.delays.append(time.monotonic() - a.at)
+        self.delays.add(time.monotonic() - a.at)
 
     def _mux_audio(self, packet: av.Packet) -> None:
         time_base = packet.time_base
@@ -407,6 +407,28 @@ def aac_config(cc) -> bytes | None:
     if rate not in AAC_RATES or not 0 < cc.channels < 8:
         return None
     return ((kind << 11) | (AAC_RATES.index(rate) << 7) | (cc.channels << 3)).to_bytes(2, "big")
+
+
+class Delays:
+    """The delay of every frame written, in memory that does not grow with the stream (hours of it): counts in
+    1 ms steps up to a minute, for percentiles, and the last 300 delays, for the status line."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(60_000, np.int64)
+        self.recent: deque[float] = deque(maxlen=300)
+        self.most = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[min(int(seconds * 1000), len(self.counts) - 1)] += 1
+        self.recent.append(seconds)
+        self.most = max(self.most, seconds)
+
+    def percentile(self, q: float) -> float:
+        """The delay (s) that ``q`` percent of frames were within, to the millisecond above; 0 before any."""
+        total = int(self.counts.sum())
+        if not total:
+            return 0.0
+        return (int(np.searchsorted(np.cumsum(self.counts), q / 100 * total)) + 1) / 1000
 
 
 def budget(latency: float, rate: Fraction, config: Config) -> tuple[int, float, int]:
@@ -560,8 +582,8 @@ class _Run:
         self.waiting.clear()
 
     def _status(self) -> None:
-        if self.sink.delays:
-            recent = np.asarray(self.sink.delays[-300:])
+        if self.sink.delays.recent:
+            recent = np.asarray(self.sink.delays.recent)
             self.bar.set_postfix_str(f"delay p50 {np.percentile(recent, 50):.2f}s p99 "
                                      f"{np.percentile(recent, 99):.2f}s | dropped {self.src.dropped} | covered "
                                      f"{self.src.covered}", refresh=False)
@@ -580,9 +602,8 @@ class _Run:
         report.duration = float((sink.last or 0) * TIME_BASE)
         report.backends = {"decode": "pyav (live)", "detect": self.detector.name, "redact": self.redactor.name,
                            "encode": sink.name}
-        d = np.asarray(sink.delays or [0.0])
-        report.live = {"delay_p50": round(float(np.percentile(d, 50)), 3),
-                       "delay_p99": round(float(np.percentile(d, 99)), 3), "delay_max": round(float(d.max()), 3),
+        d = sink.delays
+        report.live = {"delay_p50": d.percentile(50), "delay_p99": d.percentile(99), "delay_max": round(d.most, 3),
                        "latency": self.latency, "lookback": self.lookback, "dropped": src.dropped,
                        "covered": src.covered, "detector_errors": self.detector_errors,
                        "reconnects": src.reconnects, "audio_packets": sink.audio_packets}
