@@ -2,15 +2,18 @@
 
     trt-anon tcp://127.0.0.1:5000 -o rec.mkv                  # a recording, playable even if the run is killed
     trt-anon rtsp://camera/stream -o rtsp://relay:8554/anon    # pushed to an RTSP server (MediaMTX, ...)
-    trt-anon srt://0.0.0.0:9000?mode=listener -o hls/live.m3u8 # an HLS folder, rolling segments
+    trt-anon rtsp://camera/stream -o hls/live.m3u8             # an HLS folder, rolling segments
 
-A reader thread takes frames as they arrive (PyAV: any URL or device FFmpeg opens) into a short queue; the
-main thread detects, tracks and redacts them (``frames.Anonymizer``) and writes each frame as soon as its
-boxes are final. The delay is bounded by ``latency``: the back-fill window (``lookback``) and the queue are
-sized to it, and the delay each frame had (arrival -> written) is measured. Fail closed: when the machine
-cannot keep up, frames that would be late are dropped, or written as a flat cover (``on_overload``), never
-unredacted; a detector error covers the frames it was given. A source that drops is reconnected with
-backoff; output timestamps stay increasing across the gap. Ctrl-C ends the stream with the output finalised.
+A reader thread demuxes the source as it arrives (PyAV: any URL or device FFmpeg opens; srt:// where FFmpeg has
+libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects, tracks and
+redacts the frames (``frames.Anonymizer``) and hands each one, as soon as its boxes are final, to a writer thread
+that encodes and muxes it beside the audio. Times: the source's own from its first frame, audio and video moved
+by the same amount (in sync), and moved on where the source's clock restarts (a reconnect). The delay is bounded
+by ``latency``: the back-fill window (``lookback``) and the queue are sized to it, and the delay each frame had
+(arrival -> written) is measured. Fail closed: when the machine cannot keep up, frames that would be late are
+dropped, or written as a flat cover (``on_overload``), never unredacted; a detector error covers the frames it
+was given; the audio of those frames still goes out (it holds no faces). A source that drops is reconnected with
+backoff. Ctrl-C or SIGTERM ends the stream with the output finalised.
 """
 from __future__ import annotations
 
