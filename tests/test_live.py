@@ -170,16 +170,56 @@ def test_a_file_played_live_into_an_hls_folder(clip, tmp_path):
     _check_audio(out)
 
 
-def test_audio_the_output_cannot_hold_is_left_out_with_one_warning(tmp_path):
-    """Opus (a WebM camera) into HLS, which takes AAC, MP3 or AC-3: the video goes on, the audio is left out."""
+def test_g711_audio_is_converted_to_aac_for_a_recording(clip, tmp_path):
+    """A camera's G.711 (mu-law, 8 kHz mono), which Matroska, MP4, MPEG-TS and HLS cannot hold: converted to AAC,
+    with one note, on the video's clock, the whole of it."""
+    cam = tmp_path / "g711.mov"
+    with av.open(str(clip.path)) as src, av.open(str(cam), "w") as dst:
+        video = dst.add_stream_from_template(src.streams.video[0])
+        sound = dst.add_stream("pcm_mulaw", rate=8000, layout="mono")
+        for p in src.demux(video=0):
+            if p.size:
+                tb = p.time_base
+                p.stream, p.time_base = video, tb
+                dst.mux(p)
+        tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(FRAMES * 8000 // 30) / 8000)).astype(np.int16)
+        for start in range(0, len(tone), 160):  # 20 ms packets, as RTP carries G.711
+            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 160], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, start
+            dst.mux(sound.encode(frame))
+        dst.mux(sound.encode(None))
+    report = live.stream(str(cam), str(tmp_path / "rec.mkv"), paced=True, progress=False, log=lambda _: None)
+    assert [w for w in report.warnings if "audio" in w] == ["audio (pcm_mulaw) converted to AAC: matroska cannot "
+                                                            "hold pcm_mulaw"]
+    with av.open(str(tmp_path / "rec.mkv")) as c:
+        assert c.streams.audio[0].codec_context.name == "aac" and c.streams.audio[0].sample_rate == 8000
+        assert np.abs(np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)).max() > 0.1  # a tone
+    spans = _audio(tmp_path / "rec.mkv")
+    # the encoder's priming (one AAC frame, 1024 samples) ends where the video starts; the last frame, padded
+    assert np.isclose(spans[0, 1], 0, atol=1e-3) and np.isclose(spans[0, 1] - spans[0, 0], 1024 / 8000, atol=1e-3)
+    assert FRAMES * FRAME <= spans[-1, 1] < FRAMES * FRAME + 1024 / 8000
+
+
+def test_audio_that_cannot_be_converted_either_is_left_out_with_one_warning(tmp_path, monkeypatch):
+    """Opus (a WebM camera) into HLS, which takes AAC, MP3 or AC-3: converted to AAC; where that fails, the video
+    goes on and the audio is left out, said once."""
     webm = make_clip(tmp_path / "cam.webm", 160, 96, frames=20, audio=1)
-    lines = []
     report = live.stream(str(webm.path), str(tmp_path / "hls" / "live.m3u8"), paced=True, progress=False,
+                         log=lambda _: None)
+    assert [w for w in report.warnings if "audio" in w] == ["audio (opus) converted to AAC: hls cannot hold opus"]
+    _check_audio(tmp_path / "hls" / "live.m3u8", end=20 * FRAME)
+
+    def refuse(*args):
+        raise ValueError("no encoder")
+
+    monkeypatch.setattr(live.ToAac, "__init__", refuse)
+    lines = []
+    report = live.stream(str(webm.path), str(tmp_path / "again" / "live.m3u8"), paced=True, progress=False,
                          log=lines.append)
     assert report.frames == 20 and report.live["audio_packets"] == 0
     notes = [w for w in report.warnings if "audio" in w]
-    assert len(notes) == 1 and "opus" in notes[0] and lines == notes
-    with av.open(str(tmp_path / "hls" / "live.m3u8")) as c:
+    assert len(notes) == 1 and "left out" in notes[0] and "opus" in notes[0] and lines == notes
+    with av.open(str(tmp_path / "again" / "live.m3u8")) as c:
         assert not c.streams.audio and len(list(c.decode(video=0))) == 20
 
 

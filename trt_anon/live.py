@@ -7,7 +7,8 @@
 A reader thread demuxes the source as it arrives (PyAV: any URL or device FFmpeg opens; srt:// where FFmpeg has
 libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects, tracks and
 redacts the frames (``frames.Anonymizer``) and hands each one, as soon as its boxes are final, to a writer thread
-that encodes and muxes it beside the audio. Times: the source's own from its first frame, audio and video moved
+that encodes and muxes it beside the audio (copied as it is; converted to AAC where the output cannot hold its
+codec, as G.711 in a recording). Times: the source's own from its first frame, audio and video moved
 by the same amount (in sync), and moved on where the source's clock restarts (a reconnect). The delay is bounded
 by ``latency``: the back-fill window (``lookback``) and the queue are sized to it, and the delay each frame had
 (arrival -> written) is measured. Fail closed: when the machine cannot keep up, frames that would be late are
@@ -295,6 +296,7 @@ class LiveSink:
         self.delays = Delays()             # arrival -> written, per frame
         self.audio_packets = 0
         self.adts = None                   # AAC's ADTS headers taken off, where the output wants raw AAC
+        self.to_aac: ToAac | None = None   # audio the output cannot hold, converted
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-live-write")
         self.pending: Future | None = None  # the frame being encoded
         self.error: BaseException | None = None
@@ -313,24 +315,32 @@ class LiveSink:
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
             self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
-            if audio is None:
-                return None
-            name = audio.codec_context.name
-            if name not in AUDIO_FITS.get(self.format, self.out.supported_codecs):
-                return f"audio ({name}) left out: {self.format} cannot hold it as it is (.mkv can)"
-            if name == "aac" and not audio.codec_context.extradata and self.format not in ("mpegts", "hls"):
-                # AAC as MPEG-TS carries it (ADTS) into a container that wants its config up front (MP4, RTSP,
-                # FLV): the config made from the stream's parameters, the ADTS headers taken off each packet
-                config = aac_config(audio.codec_context)
-                if config is None:
-                    return f"audio (aac, {audio.codec_context.sample_rate} Hz) left out: no AAC config for that rate"
-                self.adts = av.bitstream.BitStreamFilterContext("aac_adtstoasc", "aac")
-            self.audio_stream = self.out.add_stream_from_template(audio)
-            if self.adts is not None:
-                self.audio_stream.codec_context.extradata = config
+            return self._add_audio(audio) if audio is not None else None
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self.close(flush=False)
             raise OutputError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def _add_audio(self, audio) -> str | None:
+        """The audio stream, copied; converted to AAC where the output cannot hold its codec (G.711 from a
+        camera into a recording or HLS), with a note; left out where it cannot be converted either."""
+        cc = audio.codec_context
+        if cc.name not in AUDIO_FITS.get(self.format, self.out.supported_codecs):
+            try:
+                self.to_aac = ToAac(cc, self.out)
+            except (av.error.FFmpegError, ValueError) as exc:
+                return f"audio ({cc.name}) left out: {self.format} cannot hold it and it cannot be converted ({exc})"
+            self.audio_stream = self.to_aac.stream
+            return f"audio ({cc.name}) converted to AAC: {self.format} cannot hold {cc.name}"
+        if cc.name == "aac" and not cc.extradata and self.format not in ("mpegts", "hls"):
+            # AAC as MPEG-TS carries it (ADTS) into a container that wants its config up front (MP4, RTSP,
+            # FLV): the config made from the stream's parameters, the ADTS headers taken off each packet
+            config = aac_config(cc)
+            if config is None:
+                return f"audio (aac, {cc.sample_rate} Hz) left out: no AAC config for that rate"
+            self.adts = av.bitstream.BitStreamFilterContext("aac_adtstoasc", "aac")
+        self.audio_stream = self.out.add_stream_from_template(audio)
+        if self.adts is not None:
+            self.audio_stream.codec_context.extradata = config
         return None
 
     def write(self, frame: np.ndarray, a: Arrival) -> None:
@@ -369,6 +379,10 @@ class LiveSink:
         self.delays.add(time.monotonic() - a.at)
 
     def _mux_audio(self, packet: av.Packet) -> None:
+        if self.to_aac is not None:
+            self._mux(self.to_aac.convert(packet))
+            self.audio_packets += 1
+            return
         time_base = packet.time_base
         for p in self.adts.filter(packet) if self.adts is not None else [packet]:
             p.stream, p.time_base = self.audio_stream, time_base
@@ -392,6 +406,8 @@ class LiveSink:
             if flush:
                 self._raise()
                 self._mux(self.stream.encode(None))
+                if self.to_aac is not None:
+                    self._mux(self.to_aac.flush())
         finally:
             out, self.out = self.out, None
             try:
@@ -399,6 +415,49 @@ class LiveSink:
             except (av.error.FFmpegError, OSError) as exc:
                 if flush:
                     raise OutputError(f"finishing {self.output} failed: {exc}") from None
+
+
+class ToAac:
+    """Audio the output cannot hold, decoded and encoded to AAC as it comes. Times count samples from a packet's
+    own (already the output's); where they jump (a reconnect), the count starts again there."""
+
+    FRAME = 1024  # samples in an AAC frame
+
+    def __init__(self, cc, out) -> None:
+        self.decoder = av.CodecContext.create(cc.name, "r")
+        self.decoder.sample_rate, self.decoder.layout = cc.sample_rate, cc.layout
+        if cc.extradata:
+            self.decoder.extradata = cc.extradata
+        self.rate = cc.sample_rate if cc.sample_rate in AAC_RATES else 48000
+        layout = "mono" if cc.channels == 1 else "stereo"
+        self.stream = out.add_stream("aac", rate=self.rate, layout=layout)
+        self.stream.time_base = Fraction(1, self.rate)
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+        self.fifo = av.AudioFifo()
+        self.next: int | None = None  # the time of the FIFO's first sample, in samples
+
+    def convert(self, packet: av.Packet) -> list[av.Packet]:
+        at = round(float(packet.pts * packet.time_base) * self.rate) if packet.pts is not None else None
+        if at is not None and (self.next is None or abs(at - (self.next + self.fifo.samples)) > self.rate // 10):
+            self.fifo = av.AudioFifo()  # the start, or a jump: what is left (< 1024 samples) goes
+            self.next = at
+        for frame in self.decoder.decode(packet):
+            for f in self.resampler.resample(frame):
+                f.pts = None  # the FIFO counts the samples
+                self.fifo.write(f)
+        return self._encode(self.FRAME)
+
+    def _encode(self, least: int) -> list[av.Packet]:
+        out = []
+        while self.next is not None and self.fifo.samples >= least and self.fifo.samples:
+            f = self.fifo.read(min(self.FRAME, self.fifo.samples))
+            f.pts, f.time_base = self.next, self.stream.time_base
+            self.next += f.samples
+            out += self.stream.encode(f)
+        return out
+
+    def flush(self) -> list[av.Packet]:
+        return self._encode(1) + self.stream.encode(None)
 
 
 def aac_config(cc) -> bytes | None:
