@@ -8,6 +8,7 @@
     python scripts/bench.py --clip my.mp4    # your own clip
     python scripts/bench.py --rerender       # 720p: a first run with --json, then --decisions with that file
     python scripts/bench.py --live 60        # a 720p30 clip played live for 60 s: delay per frame, drops, RSS
+    python scripts/bench.py --live 600 --live-size 640x360   # the 10-minute soak: RSS at start, end, peak
 
 Prints one table (per-stage frames/s, end-to-end fps and wall time, peak host RSS and GPU
 memory, backends, machine), the ratio to deface on the same clip (speed, and peak RSS: ours over deface's
@@ -119,7 +120,7 @@ def make_clip(path: Path, width: int, height: int, frames: int):
 
 # Live: the clip played at its own pace (as a camera) through trt_anon.live; resident memory sampled every second.
 CHILD_LIVE = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 from trt_anon import live
 rss = []
 def sample():
@@ -127,36 +128,64 @@ def sample():
         rss.append(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS")))
         time.sleep(1)
 threading.Thread(target=sample, daemon=True).start()
-r = live.stream(sys.argv[1], sys.argv[2], paced=True, progress=False, config=live.Config(overwrite=True))
-d = r.to_dict(); d["rss"] = rss
+config = live.Config(overwrite=True, **json.loads(sys.argv[3]))
+load = os.getloadavg()[0]
+r = live.stream(sys.argv[1], sys.argv[2], config, paced=True, progress=False)
+d = r.to_dict(); d["rss"] = rss; d["load"] = [load, os.getloadavg()[0]]
 print("BENCH " + json.dumps(d))
 """
 
 
-def live_run(cache: Path, work: Path, mach: dict, args) -> int:
-    """A 30 fps clip (720p, or ``--live-size``) played live for ``args.live`` seconds: the delay each frame had
-    (arrival -> written), frames dropped or covered, and resident memory from the first 10% of the run to the end
-    (flat: bounded)."""
+def loop_clip(src: Path, dst: Path, times: int) -> None:
+    """``src`` played ``times`` times in a row into ``dst``, its packets copied with their times moved on."""
+    import av
+
+    tmp = dst.with_suffix(".part.mp4")
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        spans = [(float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base))
+                 for p in inp.demux(list(inp.streams)) if p.size and p.pts is not None]
+        length = max(e for _, e in spans) - min(b for b, _ in spans)  # every stream's packets, end to end
+        for k in range(times):
+            inp.seek(0)
+            for p in inp.demux(list(inp.streams)):
+                if p.size and p.stream.index in streams and p.dts is not None:
+                    tb = p.time_base
+                    shift = round(k * length / tb)
+                    p.pts, p.dts = p.pts + shift, p.dts + shift
+                    p.stream, p.time_base = streams[p.stream.index], tb
+                    out.mux(p)
+    tmp.rename(dst)
+
+
+def live_run(cache: Path, work: Path, mach: dict, args, extra: dict) -> int:
+    """A 30 fps clip (720p, or ``--live-size``) with a tone, played live for ``args.live`` seconds: the delay each
+    frame had (arrival -> written), frames dropped or covered, audio packets copied, and resident memory: at the
+    start (10% in: the model loaded, the queues full), at the end, and its peak. ``--live 600``: the 10-minute
+    soak (memory flat: end within 10% of start)."""
     width, height = map(int, args.live_size.split("x"))
     clip = cache / f"live_{width}x{height}_{args.live}s.mp4"
+    if args.live > 60 and not clip.exists():  # the 60 s clip over and over (packets copied): minutes, not an hour
+        make_clip(cache / f"live_{width}x{height}_60s.mp4", width, height, 30 * 60)
+        loop_clip(cache / f"live_{width}x{height}_60s.mp4", clip, -(-args.live // 60))
     make_clip(clip, width, height, 30 * args.live)
-    r = subprocess.run([sys.executable, "-c", CHILD_LIVE, str(clip), str(work / "live.mkv")], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", CHILD_LIVE, str(clip), str(work / "live.mkv"), json.dumps(extra)],
+                       capture_output=True, text=True, cwd=ROOT)
     res = next((json.loads(line[6:]) for line in r.stdout.splitlines() if line.startswith("BENCH ")), None)
     if res is None:
         print((r.stderr.strip().splitlines() or ["no output"])[-1])
         return 1
     lv, rss = res["live"], res["rss"]
-    settled = rss[max(1, len(rss) // 10):] or rss
-    drift = max(settled) / min(settled) - 1 if settled else float("nan")
-    print(f"live {width}x{height} 30 fps, {args.live} s: {res['frames']} frames written, "
-          f"delay p50 {lv['delay_p50']} s, p99 "
-          f"{lv['delay_p99']} s, max {lv['delay_max']} s (latency {lv['latency']} s, back-fill {lv['lookback']} "
-          f"frames); dropped {lv['dropped']}, covered {lv['covered']}; RSS {min(settled) / 2**20:.0f}-"
-          f"{max(settled) / 2**20:.0f} MiB after the first 10% ({drift:+.1%})")
-    save(args.out, mach, [{"run": f"live {width}x{height} 30fps {args.live}s",
-                           **{k: res[k] for k in ("frames", "live")},
-                           "rss_min": min(settled), "rss_max": max(settled)}])
+    start, end, peak = rss[len(rss) // 10], rss[-1], max(rss[len(rss) // 10:])
+    print(f"live {width}x{height} 30 fps, {args.live} s{' ' + str(extra) if extra else ''}: {res['frames']} of "
+          f"{30 * args.live} frames written, delay p50 {lv['delay_p50']} s, p99 {lv['delay_p99']} s, max "
+          f"{lv['delay_max']} s (latency {lv['latency']} s, back-fill {lv['lookback']} frames); dropped "
+          f"{lv['dropped']}, covered {lv['covered']}; {lv['audio_packets']} audio packets; RSS start (10% in) "
+          f"{start / 2**20:.0f} MiB, end {end / 2**20:.0f} MiB ({end / start - 1:+.1%}), peak {peak / 2**20:.0f} MiB; "
+          f"load average {res['load'][0]:.1f} at the start, {res['load'][1]:.1f} at the end")
+    save(args.out, mach, [{"run": f"live {width}x{height} 30fps {args.live}s", "options": extra,
+                           **{k: res[k] for k in ("frames", "live", "load")},
+                           "rss_start": start, "rss_end": end, "rss_peak": peak}])
     return 0
 
 
@@ -303,7 +332,8 @@ def main() -> int:
                     help="peak RSS at 4K (60 frames): today's defaults vs batches of 8 with every waiting frame held")
     ap.add_argument("--rerender", action="store_true", help="--decisions against the first run, 720p")
     ap.add_argument("--live", type=int, metavar="SECONDS",
-                    help="a 720p30 clip played live for this long: delay per frame, drops, memory over time")
+                    help="a 720p30 clip played live for this long: delay per frame, drops, memory over time "
+                    "(--set applies Config options, e.g. --set detect_every=2)")
     ap.add_argument("--live-size", default="1280x720", metavar="WxH", help="the --live clip's size")
     ap.add_argument("--clip", action="append", help="benchmark this clip (repeatable)")
     ap.add_argument("--frames", type=int, default=600, help="frames per generated clip (default 600)")
@@ -329,10 +359,14 @@ def main() -> int:
         return memory_check(cache, work, mach, args)
     if args.memory_4k:
         return memory_4k(cache, work, mach, args)
-    if args.live:
-        return live_run(cache, work, mach, args)
     if args.rerender:
         return rerender(cache, work, mach, args)
+    extra = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        extra[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
+    if args.live:
+        return live_run(cache, work, mach, args, extra)
 
     clips: list[Path] = [Path(c) for c in args.clip or []]
     if not clips:
@@ -343,10 +377,6 @@ def main() -> int:
             make_clip(p, w, h, n)
             clips.append(p)
 
-    extra = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        extra[k.strip()] = int(v) if v.strip().isdigit() else v.strip()
     py = None if args.no_deface else deface_python(args.deface)
     rows, results = [], []
     jobs = [(c, name, opts) for c in clips for name, opts in combos()]

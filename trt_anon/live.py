@@ -2,26 +2,32 @@
 
     trt-anon tcp://127.0.0.1:5000 -o rec.mkv                  # a recording, playable even if the run is killed
     trt-anon rtsp://camera/stream -o rtsp://relay:8554/anon    # pushed to an RTSP server (MediaMTX, ...)
-    trt-anon srt://0.0.0.0:9000?mode=listener -o hls/live.m3u8 # an HLS folder, rolling segments
+    trt-anon rtsp://camera/stream -o hls/live.m3u8             # an HLS folder, rolling segments
 
-A reader thread takes frames as they arrive (PyAV: any URL or device FFmpeg opens) into a short queue; the
-main thread detects, tracks and redacts them (``frames.Anonymizer``) and writes each frame as soon as its
-boxes are final. The delay is bounded by ``latency``: the back-fill window (``lookback``) and the queue are
-sized to it, and the delay each frame had (arrival -> written) is measured. Fail closed: when the machine
-cannot keep up, frames that would be late are dropped, or written as a flat cover (``on_overload``), never
-unredacted; a detector error covers the frames it was given. A source that drops is reconnected with
-backoff; output timestamps stay increasing across the gap. Ctrl-C ends the stream with the output finalised.
+A reader thread demuxes the source as it arrives (PyAV: any URL or device FFmpeg opens; srt:// where FFmpeg has
+libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects, tracks and
+redacts the frames (``frames.Anonymizer``) and hands each one, as soon as its boxes are final, to a writer thread
+that encodes and muxes it beside the audio (copied as it is; converted to AAC where the output cannot hold its
+codec, as G.711 in a recording). Times: the source's own from its first frame, audio and video moved
+by the same amount (in sync), and moved on where the source's clock restarts (a reconnect). The delay is bounded
+by ``latency``: the back-fill window (``lookback``) and the queue are sized to it, and the delay each frame had
+(arrival -> written) is measured. Fail closed: when the machine cannot keep up, frames that would be late are
+dropped, or written as a flat cover (``on_overload``), never unredacted; a detector error covers the frames it
+was given; the audio of those frames still goes out (it holds no faces). A source that drops is reconnected with
+backoff. Ctrl-C or SIGTERM ends the stream with the output finalised.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.bitstream
 import numpy as np
 from tqdm import tqdm
 
@@ -38,6 +44,12 @@ SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "tcp", "udp", "rtp", "http",
 TIME_BASE = Fraction(1, 90000)  # output timestamps: MPEG-TS's clock, exact for every common frame rate
 RETRIES = 5                     # a network source that drops is reopened this many times (1, 2, 4, 8, 8 s apart)
 OVERLOAD = ("drop", "cover")
+JUMP = 10.0                     # a source time going back, or forward more than this (s): its clock restarted
+HELD_AUDIO = 500                # audio packets kept while a connection's first frame is decoded (its shift)
+AAC_RATES = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350]
+# Audio codecs the live muxers take as they are, where PyAV cannot ask them (MPEG-TS, HLS, RTSP); others are asked.
+AUDIO_FITS = {"mpegts": {"aac", "mp2", "mp3", "ac3", "eac3", "opus"}, "hls": {"aac", "mp3", "ac3", "eac3"},
+              "rtsp": {"aac", "opus", "mp2", "mp3", "ac3", "pcm_alaw", "pcm_mulaw"}, "flv": {"aac", "mp3"}}
 
 
 def is_live(name: str) -> bool:
@@ -48,21 +60,24 @@ def is_live(name: str) -> bool:
 
 @dataclass
 class Arrival:
-    """A decoded frame and when it came. A frame too late to be written (``frame`` None) keeps its place:
-    the tracker counts it as a frame not looked at, so motion and holds stay right across it; a ``gap`` is
-    the source stopping (the frames waiting for their boxes go out meanwhile)."""
+    """A decoded frame (or an audio packet) and when it came. A frame too late to be written (``frame`` None)
+    keeps its place: the tracker counts it as a frame not looked at, so motion and holds stay right across it;
+    a ``gap`` is the source stopping (the frames waiting for their boxes go out meanwhile)."""
 
-    frame: np.ndarray | None
-    time: float        # its presentation time in the source, in seconds
+    frame: np.ndarray | av.VideoFrame | None  # as decoded, until the loop takes it (RGB then): a frame dropped
+    time: float        # its time in the output, in seconds: the source's own from its first frame, moved on
+                       # where the source's clock restarts (a reconnect), so it always increases
     at: float          # time.monotonic() when it arrived
-    kind: str = "frame"  # or "covered" (written as a flat frame), "dropped" (not written), "gap"
+    kind: str = "frame"  # or "covered" (written as a flat frame), "dropped" (not written), "gap", "audio"
     shape: tuple = ()  # a covered frame's shape
+    packet: av.Packet | None = None  # an audio packet, copied as it is, its times already those of the output
 
 
 class LiveSource:
     """Frames as they arrive, read in a thread into a queue. A frame that waited too long for the delay budget
     (``take``), or the oldest past ``capacity`` frames, is dropped, or (``cover``) kept only as its place, to be
-    written covered. ``paced``: a file read at its own frame rate (as a camera would send it)."""
+    written covered. Audio packets (``copy_audio``) pass through the same queue, never dropped: they hold no
+    faces. ``paced``: a file read at its own frame rate (as a camera would send it)."""
 
     def __init__(self, url: str, capacity: int, on_overload: str = "drop", input_format: str | None = None,
                  options: dict[str, str] | None = None, paced: bool = False, log=print, retries: int = RETRIES) -> None:
@@ -72,10 +87,18 @@ class LiveSource:
         self.ready = threading.Condition()
         self.done = False
         self.stopping = threading.Event()
-        self.dropped = self.covered = self.reconnects = 0
+        self.dropped = self.covered = self.reconnects = self.audio_lost = 0
         self.rate: Fraction | None = None
-        self.first: float | None = None  # the source time of the first frame read: the output's zero
+        self.shift: float | None = None  # output time - source time, for this connection (None: not known yet)
+        self.last: float | None = None   # the last frame's output time, and when it arrived
+        self.last_at = 0.0
+        self.floor = 0.0                 # the output time of the connection's first frame: audio starts there
+        self.audio_last: float | None = None  # the last audio packet's output time
+        self.held: list = []             # audio read before the connection's first frame (its shift unknown)
         self.container = self._open()  # in the caller: a source that cannot be opened is a one-line error now
+        self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
+        self.audio_kind = _audio_kind(self.audio)
+        self.copy_audio = False          # set where the output holds the audio
         self.thread = threading.Thread(target=self._read, name="trt_anon-live-read", daemon=True)
 
     def _open(self):
@@ -97,7 +120,7 @@ class LiveSource:
     def _read(self) -> None:
         while not self.stopping.is_set():
             try:
-                self._frames(self.container)
+                self._demux(self.container)
                 why = "the stream ended"
             except (av.error.FFmpegError, OSError) as exc:
                 why = f"reading failed: {getattr(exc, 'strerror', None) or exc}"
@@ -126,30 +149,75 @@ class LiveSource:
             return True
         return False
 
-    def _frames(self, container) -> None:
-        stream = container.streams.video[0]
-        start = time.monotonic()
-        first = None
-        for frame in container.decode(stream):
+    def _demux(self, container) -> None:
+        """One connection: video decoded into frames, audio packets passed on as they are."""
+        video = container.streams.video[0]
+        audio = container.streams.audio[0] if container.streams.audio and self.copy_audio else None
+        if audio is not None and _audio_kind(audio) != self.audio_kind:
+            self.log(f"{self.url}: the audio is not the first connection's ({_audio_kind(audio)}): left out")
+            audio = None
+        self.shift, self.held = None, []
+        start, first = time.monotonic(), None
+        for packet in container.demux([video] + ([audio] if audio is not None else [])):
             if self.stopping.is_set():
                 return
-            t = float(frame.pts * frame.time_base) if frame.pts is not None else time.monotonic() - start
-            self.first = t if self.first is None else self.first
-            if self.paced:  # a file played as a camera: each frame when its time comes
-                first = t if first is None else first
-                time.sleep(max(0.0, start + (t - first) - time.monotonic()))
-            self._put(Arrival(frame.to_ndarray(format="rgb24"), t, time.monotonic()))
+            if audio is not None and packet.stream.index == audio.index:
+                self._audio(packet)
+                continue
+            for frame in video.decode(packet):
+                t = float(frame.pts * frame.time_base) if frame.pts is not None else None
+                if self.paced and t is not None:  # a file played as a camera: each frame when its time comes
+                    first = t if first is None else first
+                    time.sleep(max(0.0, start + (t - first) - time.monotonic()))
+                at = time.monotonic()
+                out = self._place(t if t is not None else at, at)
+                self._put(Arrival(frame, out, at))  # made RGB when taken: never for a frame dropped
+                for held in self.held:  # this connection's shift is known now
+                    self._audio(held)
+                self.held = []
+
+    def _place(self, t: float, at: float) -> float:
+        """A frame's output time: its source time ``t`` plus the connection's shift. The first frame read is
+        the output's zero; where the source's clock restarts (a reconnect, a time going back or leaping ahead)
+        the shift is set anew, so the output goes on from its last time plus the time that passed."""
+        if self.shift is None or not 0 < t + self.shift - self.last <= JUMP:
+            self.shift = -t if self.last is None else self.last + max(at - self.last_at, 1 / float(self.rate)) - t
+            self.floor = t + self.shift
+        self.last, self.last_at = t + self.shift, at
+        return self.last
+
+    def _audio(self, packet: av.Packet) -> None:
+        """An audio packet, its times moved by the video's shift (the same origin: in sync). Audio from before
+        the connection's first frame is left out, and audio whose time goes back (counted)."""
+        if packet.size == 0 or (packet.pts is None and packet.dts is None):
+            return
+        if self.shift is None:
+            self.held = (self.held + [packet])[-HELD_AUDIO:]
+            return
+        ticks = round(self.shift / packet.time_base)
+        packet.pts = None if packet.pts is None else packet.pts + ticks
+        packet.dts = None if packet.dts is None else packet.dts + ticks
+        t = float((packet.dts if packet.dts is not None else packet.pts) * packet.time_base)
+        if t < self.floor:
+            return
+        if self.audio_last is not None and t <= self.audio_last:
+            self.audio_lost += 1
+            return
+        self.audio_last = t
+        self._put(Arrival(None, t, time.monotonic(), "audio", packet=packet))
 
     def _put(self, arrival: Arrival) -> None:
         with self.ready:
-            if sum(a.frame is not None for a in self.queue) >= self.capacity:  # memory: the oldest is late anyway
-                self._late(next(a for a in self.queue if a.frame is not None))
+            if arrival.kind == "frame" and sum(a.frame is not None for a in self.queue) >= self.capacity:
+                self._late(next(a for a in self.queue if a.frame is not None))  # memory: the oldest is late anyway
             self.queue.append(arrival)
             self.ready.notify()
 
     def _late(self, arrival: Arrival) -> None:
         """A frame that cannot be written in time: dropped, or kept only as its place, to be written covered."""
-        arrival.shape, arrival.frame = arrival.frame.shape, None
+        frame = arrival.frame
+        arrival.shape = (frame.height, frame.width, 3) if isinstance(frame, av.VideoFrame) else frame.shape
+        arrival.frame = None
         if self.on_overload == "cover":
             arrival.kind = "covered"
             self.covered += 1
@@ -181,6 +249,14 @@ class LiveSource:
             self.container.close()
 
 
+def _audio_kind(stream) -> tuple | None:
+    """What must stay the same for a reconnected source's audio to go on in the same output stream."""
+    if stream is None:
+        return None
+    cc = stream.codec_context
+    return cc.name, cc.sample_rate, cc.channels
+
+
 def output_format(output: str) -> tuple[str, dict[str, str]]:
     """The muxer and its options for a live output: a recording that plays even if the run is killed, an
     RTSP push, MPEG-TS over SRT/TCP/UDP, or an HLS playlist with rolling segments."""
@@ -205,21 +281,29 @@ def output_format(output: str) -> tuple[str, dict[str, str]]:
 
 
 class LiveSink:
-    """The output of a live run: H.264 (x264 ``zerolatency``, a keyframe every 2 s for players that join),
-    opened with the first frame written. Times are the source's own from its first frame read (``zero``),
-    moved on where they go back or jump (a reconnect); the delay each frame had is kept."""
+    """The output of a live run: H.264 (x264 ``zerolatency``, a keyframe every 2 s for players that join) and
+    the source's audio copied as it is, where the output holds its codec. Opened before the first frame (a
+    muxer takes every stream up front). Encoding and muxing run in a writer thread, one frame behind the
+    detector (x264 and swscale release the GIL: on 2 cores the two overlap); the muxer interleaves the audio,
+    which arrives ahead of its video, by time. The delay each frame had (arrival -> written) is kept."""
 
     def __init__(self, output: str, rate: Fraction, config: Config) -> None:
         self.output, self.rate, self.config = output, rate, config
         self.format, self.options = output_format(output)
-        self.out = self.stream = None
+        self.out = self.stream = self.audio_stream = None
         self.name = "libx264 (zerolatency)"
-        self.offset: int | None = None
         self.last: int | None = None       # the last frame's time, in TIME_BASE
-        self.last_at = 0.0
-        self.delays: list[float] = []      # arrival -> written, per frame, seconds
+        self.delays = Delays()             # arrival -> written, per frame
+        self.audio_packets = 0
+        self.adts = None                   # AAC's ADTS headers taken off, where the output wants raw AAC
+        self.to_aac: ToAac | None = None   # audio the output cannot hold, converted
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-live-write")
+        self.pending: Future | None = None  # the frame being encoded
+        self.error: BaseException | None = None
 
-    def _open(self, width: int, height: int) -> None:
+    def open(self, width: int, height: int, audio=None) -> str | None:
+        """The output, with the source's ``audio`` stream beside the video where it holds its codec; else a
+        warning (the audio is left out)."""
         if self.format == "hls":
             Path(self.output).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -228,30 +312,82 @@ class LiveSink:
             self.stream = self.out.add_stream("libx264", rate=self.rate, options={
                 **codec_options("libx264", crf, self.config.preset), "tune": "zerolatency",
                 "g": str(max(1, round(2 * self.rate)))})
-        except (av.error.FFmpegError, OSError) as exc:
+            self.stream.width, self.stream.height = width, height
+            self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
+            self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
+            return self._add_audio(audio) if audio is not None else None
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            self.close(flush=False)
             raise OutputError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
-        self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
 
-    def _ticks(self, a: Arrival, zero: float) -> int:
-        t = round(a.time / TIME_BASE)
-        if self.offset is None:
-            self.offset = -round(zero / TIME_BASE)
-        out = t + self.offset
-        if self.last is not None and (out <= self.last or out - self.last > 10 / TIME_BASE):
-            out = self.last + max(1, round((a.at - self.last_at) / TIME_BASE))
-            self.offset = out - t
-        self.last, self.last_at = out, a.at
-        return out
+    def _add_audio(self, audio) -> str | None:
+        """The audio stream, copied; converted to AAC where the output cannot hold its codec (G.711 from a
+        camera into a recording or HLS), with a note; left out where it cannot be converted either."""
+        cc = audio.codec_context
+        if cc.name not in AUDIO_FITS.get(self.format, self.out.supported_codecs):
+            try:
+                self.to_aac = ToAac(cc, self.out)
+            except (av.error.FFmpegError, ValueError) as exc:
+                return f"audio ({cc.name}) left out: {self.format} cannot hold it and it cannot be converted ({exc})"
+            self.audio_stream = self.to_aac.stream
+            return f"audio ({cc.name}) converted to AAC: {self.format} cannot hold {cc.name}"
+        if cc.name == "aac" and not cc.extradata and self.format not in ("mpegts", "hls"):
+            # AAC as MPEG-TS carries it (ADTS) into a container that wants its config up front (MP4, RTSP,
+            # FLV): the config made from the stream's parameters, the ADTS headers taken off each packet
+            config = aac_config(cc)
+            if config is None:
+                return f"audio (aac, {cc.sample_rate} Hz) left out: no AAC config for that rate"
+            self.adts = av.bitstream.BitStreamFilterContext("aac_adtstoasc", "aac")
+        self.audio_stream = self.out.add_stream_from_template(audio)
+        if self.adts is not None:
+            self.audio_stream.codec_context.extradata = config
+        return None
 
-    def write(self, frame: np.ndarray, a: Arrival, zero: float) -> None:
-        if self.out is None:
-            self._open(frame.shape[1], frame.shape[0])
+    def write(self, frame: np.ndarray, a: Arrival) -> None:
+        """Hand a frame to the writer thread, once the one before it is written (one in flight: memory)."""
+        if self.out is None:  # a source that did not say its size up front
+            self.open(frame.shape[1], frame.shape[0])
+        if self.pending is not None:
+            self.pending.result()
+        self._raise()
+        self.pending = self.worker.submit(self._job, self._encode, frame, a)
+
+    def audio(self, a: Arrival) -> None:
+        if self.audio_stream is not None:
+            self._raise()
+            self.worker.submit(self._job, self._mux_audio, a.packet)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _job(self, step, *args) -> None:
+        """In the writer thread: one step; its error is raised in the loop's thread, by the next call."""
+        if self.error is None:
+            try:
+                step(*args)
+            except BaseException as exc:
+                self.error = exc
+
+    def _encode(self, frame: np.ndarray, a: Arrival) -> None:
         vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=self.stream.pix_fmt)
-        vf.pts, vf.time_base = self._ticks(a, zero), TIME_BASE
+        t = round(a.time / TIME_BASE)
+        self.last = t if self.last is None or t > self.last else self.last + 1  # the encoder's times increase
+        vf.pts, vf.time_base = self.last, TIME_BASE
         self._mux(self.stream.encode(vf))
-        self.delays.append(time.monotonic() - a.at)
+        self.delays.add(time.monotonic() - a.at)
+
+    def _mux_audio(self, packet: av.Packet) -> None:
+        if self.to_aac is not None:
+            self._mux(self.to_aac.convert(packet))
+            self.audio_packets += 1
+            return
+        time_base = packet.time_base
+        for p in self.adts.filter(packet) if self.adts is not None else [packet]:
+            p.stream, p.time_base = self.audio_stream, time_base
+            self._mux([p])
+            self.audio_packets += 1
 
     def _mux(self, packets) -> None:
         try:
@@ -260,13 +396,101 @@ class LiveSink:
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"writing {self.output} failed: {getattr(exc, 'strerror', None) or exc}") from None
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """The writer thread's work done, the encoder flushed, the output finalised (``flush`` False: after an
+        error, closed as it is, nothing raised)."""
+        self.worker.shutdown(wait=True)
         if self.out is None:
             return
         try:
-            self._mux(self.stream.encode(None))
+            if flush:
+                self._raise()
+                self._mux(self.stream.encode(None))
+                if self.to_aac is not None:
+                    self._mux(self.to_aac.flush())
         finally:
-            self.out.close()
+            out, self.out = self.out, None
+            try:
+                out.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                if flush:
+                    raise OutputError(f"finishing {self.output} failed: {exc}") from None
+
+
+class ToAac:
+    """Audio the output cannot hold, decoded and encoded to AAC as it comes. Times count samples from a packet's
+    own (already the output's); where they jump (a reconnect), the count starts again there."""
+
+    FRAME = 1024  # samples in an AAC frame
+
+    def __init__(self, cc, out) -> None:
+        self.decoder = av.CodecContext.create(cc.name, "r")
+        self.decoder.sample_rate, self.decoder.layout = cc.sample_rate, cc.layout
+        if cc.extradata:
+            self.decoder.extradata = cc.extradata
+        self.rate = cc.sample_rate if cc.sample_rate in AAC_RATES else 48000
+        layout = "mono" if cc.channels == 1 else "stereo"
+        self.stream = out.add_stream("aac", rate=self.rate, layout=layout)
+        self.stream.time_base = Fraction(1, self.rate)
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+        self.fifo = av.AudioFifo()
+        self.next: int | None = None  # the time of the FIFO's first sample, in samples
+
+    def convert(self, packet: av.Packet) -> list[av.Packet]:
+        at = round(float(packet.pts * packet.time_base) * self.rate) if packet.pts is not None else None
+        if at is not None and (self.next is None or abs(at - (self.next + self.fifo.samples)) > self.rate // 10):
+            self.fifo = av.AudioFifo()  # the start, or a jump: what is left (< 1024 samples) goes
+            self.next = at
+        for frame in self.decoder.decode(packet):
+            for f in self.resampler.resample(frame):
+                f.pts = None  # the FIFO counts the samples
+                self.fifo.write(f)
+        return self._encode(self.FRAME)
+
+    def _encode(self, least: int) -> list[av.Packet]:
+        out = []
+        while self.next is not None and self.fifo.samples >= least and self.fifo.samples:
+            f = self.fifo.read(min(self.FRAME, self.fifo.samples))
+            f.pts, f.time_base = self.next, self.stream.time_base
+            self.next += f.samples
+            out += self.stream.encode(f)
+        return out
+
+    def flush(self) -> list[av.Packet]:
+        return self._encode(1) + self.stream.encode(None)
+
+
+def aac_config(cc) -> bytes | None:
+    """AAC's AudioSpecificConfig (ISO 14496-3), as MP4 and RTSP carry it, from the stream's parameters: object
+    type (HE-AAC is signalled as LC, its SBR implicit, at the core rate), sampling rate index, channels."""
+    rate, kind = cc.sample_rate, {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4}.get(cc.profile or "LC", 2)
+    if (cc.profile or "").startswith("HE"):
+        rate //= 2
+    if rate not in AAC_RATES or not 0 < cc.channels < 8:
+        return None
+    return ((kind << 11) | (AAC_RATES.index(rate) << 7) | (cc.channels << 3)).to_bytes(2, "big")
+
+
+class Delays:
+    """The delay of every frame written, in memory that does not grow with the stream (hours of it): counts in
+    1 ms steps up to a minute, for percentiles, and the last 300 delays, for the status line."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(60_000, np.int64)
+        self.recent: deque[float] = deque(maxlen=300)
+        self.most = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[min(int(seconds * 1000), len(self.counts) - 1)] += 1
+        self.recent.append(seconds)
+        self.most = max(self.most, seconds)
+
+    def percentile(self, q: float) -> float:
+        """The delay (s) that ``q`` percent of frames were within, to the millisecond above; 0 before any."""
+        total = int(self.counts.sum())
+        if not total:
+            return 0.0
+        return (int(np.searchsorted(np.cumsum(self.counts), q / 100 * total)) + 1) / 1000
 
 
 def budget(latency: float, rate: Fraction, config: Config) -> tuple[int, float, int]:
@@ -288,107 +512,169 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     ``paced``: read a file at its own frame rate, as a live source. ``retries``: times a source that drops is
     reopened (backing off 1, 2, 4, 8 s) before the stream ends."""
     config = config or Config()
-    if on_overload not in OVERLOAD:
-        raise ConfigError(f"on_overload must be one of {', '.join(OVERLOAD)}, not {on_overload!r}")
-    if not 0.1 <= latency <= 30:
-        raise ConfigError(f"latency must be between 0.1 and 30 seconds, not {latency}")
-    output_format(output)  # refused before the source is opened
-    if "://" not in output and Path(output).exists() and not config.overwrite:
-        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
-    if not paced and not is_live(source) and not Path(source).exists():
-        raise InputError(f"input {source} not found")
+    _check(source, output, config, latency, on_overload)
     # the model is loaded (and run once) before the source is opened: frames do not pile up behind it
     detector, redactor = select_detector(config, gpu=False), select_redactor(config, gpu=False)
     detector(np.zeros((1, 64, 64, 3), np.uint8))
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
-    video = src.container.streams.video[0]
-    if video.width and video.height:  # the detector's and encoder's set-up for this size, before frames queue up
-        detector(np.zeros((1, video.height, video.width, 3), np.uint8))
-    lookback, max_wait, src.capacity = budget(latency, src.rate, config)
-    config = Config.from_options(config, lookback=lookback, batch_size=1)
-    anon = Anonymizer(config, detector=detector, redactor=redactor)
-    report = Report(source, output)
-    sink = LiveSink(output, src.rate, config)
-    waiting: deque[Arrival] = deque()  # in the tracker, not yet written
-    detector_errors = 0
-    shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
-    bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
-    started = time.perf_counter()
-
-    def write(frame: np.ndarray, a: Arrival, faces: int = 0, boxes: int = 0) -> None:
-        sink.write(frame, a, src.first if src.first is not None else a.time)
-        report.count(faces, boxes)
-        bar.update(1)
-
-    def final(dets) -> None:
-        """Write the frames whose boxes became final: redacted, or covered whole; a dropped one not at all."""
-        for d in dets:
-            a = waiting.popleft()
-            if a.kind == "frame":
-                frames, boxes = anon.redact(a.frame[None], [d])
-                write(frames[0], a, int((d.kind == HIT).sum()), len(boxes[0]))
-            elif a.kind == "covered":
-                write(np.zeros(a.shape or shape, np.uint8), a)
-
-    interrupted = None
-    src.start()
     try:
-        while (a := src.take(max_wait)) is not None:
-            if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
-                final(anon.end())
-                anon = Anonymizer(config, detector=detector, redactor=redactor)
-                continue
-            waiting.append(a)
-            if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
-                final(anon.tracker.push([None]))
-                continue
-            shape = a.frame.shape
-            try:
-                final(anon.track(a.frame[None]))
-            except DetectorError as exc:  # fail closed: what the detector could not see is covered
-                detector_errors += 1
-                log(f"detector error, frames covered: {exc}")
-                anon = Anonymizer(config, detector=detector, redactor=redactor)  # the stream afresh
-                for a in waiting:
-                    if a.kind != "dropped":
-                        write(np.zeros(a.shape or shape, np.uint8), a)
-                waiting.clear()
-            if report.frames % 15 == 0 and sink.delays:
-                recent = np.asarray(sink.delays[-300:])
-                bar.set_postfix_str(f"delay p50 {np.percentile(recent, 50):.2f}s p99 {np.percentile(recent, 99):.2f}s"
-                                    f" | dropped {src.dropped} | covered {src.covered}", refresh=False)
-        final(anon.end())
-    except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
-        interrupted = exc
+        run = _Run(src, output, config, latency, detector, redactor, progress, log)
     except BaseException:
         src.stop()
-        sink.close()
         raise
-    finally:
-        bar.close()
-    src.stop()
-    if interrupted is not None:  # the frames waiting for their boxes get them as at the end of a stream
+    return run.go()
+
+
+def _check(source: str, output: str, config: Config, latency: float, on_overload: str) -> None:
+    """Mistakes refused before anything is opened."""
+    if on_overload not in OVERLOAD:
+        raise ConfigError(f"on_overload must be one of {', '.join(OVERLOAD)}, not {on_overload!r}")
+    if not 0.1 <= latency <= 30:
+        raise ConfigError(f"latency must be between 0.1 and 30 seconds, not {latency}")
+    output_format(output)
+    if "://" not in output and Path(output).exists() and not config.overwrite:
+        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+    if not is_live(source) and not Path(source).exists():
+        raise InputError(f"input {source} not found")
+
+
+class _Run:
+    """One live run: the loop on the ``Anonymizer``'s steps, from the source's queue to the sink."""
+
+    def __init__(self, src: LiveSource, output: str, config: Config, latency: float, detector, redactor,
+                 progress: bool, log) -> None:
+        self.src, self.latency, self.detector, self.redactor, self.log = src, latency, detector, redactor, log
+        video = src.container.streams.video[0]
+        if video.width and video.height:  # the detector's set-up for this size, before frames queue up
+            detector(np.zeros((1, video.height, video.width, 3), np.uint8))
+        self.lookback, self.max_wait, src.capacity = budget(latency, src.rate, config)
+        self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
+        self.anon = self._anonymizer()
+        self.report = Report(src.url, output)
+        self.sink = LiveSink(output, src.rate, self.config)
+        if video.width and video.height:
+            note = self.sink.open(video.width, video.height, src.audio)
+            src.copy_audio = self.sink.audio_stream is not None
+            if note:
+                self.report.warnings.append(note)
+                log(note)
+        self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
+        self.detector_errors = 0
+        self.work = 0.0  # the time a frame takes in this loop (a running mean): a frame that waited in the queue
+                         # so long that this would make it late is dropped (or covered) before it is worked on
+        self.shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
+        self.bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
+
+    def _anonymizer(self) -> Anonymizer:
+        return Anonymizer(self.config, detector=self.detector, redactor=self.redactor)
+
+    def go(self) -> Report:
+        """Until the stream ends, Ctrl-C or SIGTERM; the output finalised either way."""
+        interrupted, started = None, time.perf_counter()
+        self.src.start()
         try:
-            final(anon.end())
+            while (a := self.src.take(max(self.max_wait - self.work, 0.5 / float(self.src.rate)))) is not None:
+                self._step(a)
+            self._final(self.anon.end())
+        except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
+            interrupted = exc
+        except BaseException:
+            self.src.stop()
+            self.sink.close(flush=False)
+            raise
+        finally:
+            self.bar.close()
+        self.src.stop()
+        if interrupted is not None:
+            self._interrupted(interrupted)
+        self.sink.close()
+        if not self.report.frames and interrupted is None:
+            raise InputError(f"{self.src.url}: no frame arrived")
+        self.report.wall = time.perf_counter() - started
+        return self._finish()
+
+    def _step(self, a: Arrival) -> None:
+        """One arrival: audio copied; a gap ends the tracker's stream; a frame tracked, the final ones written."""
+        if a.kind == "audio":
+            self.sink.audio(a)
+            return
+        if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
+            self._final(self.anon.end())
+            self.anon = self._anonymizer()
+            return
+        self.waiting.append(a)
+        if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
+            self._final(self.anon.tracker.push([None]))
+            return
+        t0 = time.monotonic()
+        if isinstance(a.frame, av.VideoFrame):
+            a.frame = a.frame.to_ndarray(format="rgb24")
+        self.shape = a.frame.shape
+        try:
+            self._final(self.anon.track(a.frame[None]))
+        except DetectorError as exc:  # fail closed: what the detector could not see is covered
+            self._detector_failed(exc)
+        self.work += (time.monotonic() - t0 - self.work) / 8
+        if self.report.frames % 15 == 0:
+            self._status()
+
+    def _final(self, dets) -> None:
+        """Write the frames whose boxes became final: redacted, or covered whole; a dropped one not at all."""
+        for d in dets:
+            a = self.waiting.popleft()
+            if a.kind == "frame":
+                frames, boxes = self.anon.redact(a.frame[None], [d])
+                self._write(frames[0], a, int((d.kind == HIT).sum()), len(boxes[0]))
+            elif a.kind == "covered":
+                self._write(np.zeros(a.shape or self.shape, np.uint8), a)
+
+    def _write(self, frame: np.ndarray, a: Arrival, faces: int = 0, boxes: int = 0) -> None:
+        self.sink.write(frame, a)
+        self.report.count(faces, boxes)
+        self.bar.update(1)
+
+    def _detector_failed(self, exc: DetectorError) -> None:
+        """Every frame waiting for its boxes is covered whole, and the tracker starts afresh."""
+        self.detector_errors += 1
+        self.log(f"detector error, frames covered: {exc}")
+        self.anon = self._anonymizer()
+        for a in self.waiting:
+            if a.kind != "dropped":
+                self._write(np.zeros(a.shape or self.shape, np.uint8), a)
+        self.waiting.clear()
+
+    def _status(self) -> None:
+        if self.sink.delays.recent:
+            recent = np.asarray(self.sink.delays.recent)
+            self.bar.set_postfix_str(f"delay p50 {np.percentile(recent, 50):.2f}s p99 "
+                                     f"{np.percentile(recent, 99):.2f}s | dropped {self.src.dropped} | covered "
+                                     f"{self.src.covered}", refresh=False)
+
+    def _interrupted(self, why: BaseException) -> None:
+        """Stopped mid-stream: the frames waiting for their boxes get them as at the end of a stream."""
+        try:
+            self._final(self.anon.end())
             note = "the recording is whole up to there"
         except Exception:  # stopped inside the tracker: its state is not whole, those frames are not written
-            note = f"{len(waiting)} frame(s) waiting for their boxes not written"
-        report.warnings.append(f"stopped ({type(interrupted).__name__}); {note}")
-    sink.close()
-    if not report.frames and interrupted is None:
-        raise InputError(f"{source}: no frame arrived")
-    report.wall = time.perf_counter() - started
-    report.duration = float((sink.last or 0) * TIME_BASE)
-    report.backends = {"decode": "pyav (live)", "detect": detector.name, "redact": redactor.name, "encode": sink.name}
-    d = np.asarray(sink.delays or [0.0])
-    report.live = {"delay_p50": round(float(np.percentile(d, 50)), 3),
-                   "delay_p99": round(float(np.percentile(d, 99)), 3), "delay_max": round(float(d.max()), 3),
-                   "latency": latency, "lookback": lookback, "dropped": src.dropped, "covered": src.covered,
-                   "detector_errors": detector_errors, "reconnects": src.reconnects}
-    if src.dropped or src.covered:
-        report.warnings.append(f"the machine could not keep up within {latency} s: {src.dropped} frame(s) dropped, "
-                               f"{src.covered} covered (never written unredacted)")
-    return report
+            note = f"{len(self.waiting)} frame(s) waiting for their boxes not written"
+        self.report.warnings.append(f"stopped ({type(why).__name__}); {note}")
+
+    def _finish(self) -> Report:
+        report, src, sink = self.report, self.src, self.sink
+        report.duration = float((sink.last or 0) * TIME_BASE)
+        report.backends = {"decode": "pyav (live)", "detect": self.detector.name, "redact": self.redactor.name,
+                           "encode": sink.name}
+        d = sink.delays
+        report.live = {"delay_p50": d.percentile(50), "delay_p99": d.percentile(99), "delay_max": round(d.most, 3),
+                       "latency": self.latency, "lookback": self.lookback, "dropped": src.dropped,
+                       "covered": src.covered, "detector_errors": self.detector_errors,
+                       "reconnects": src.reconnects, "audio_packets": sink.audio_packets}
+        if src.dropped or src.covered:
+            report.warnings.append(f"the machine could not keep up within {self.latency} s: {src.dropped} frame(s) "
+                                   f"dropped, {src.covered} covered (never written unredacted)")
+        if src.audio_lost:
+            report.warnings.append(f"{src.audio_lost} audio packet(s) left out: their time went back")
+        return report
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
