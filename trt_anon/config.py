@@ -15,7 +15,6 @@ BACKENDS = ("auto", "cpu", "gpu")
 TARGETS = ("face", "eyes")
 PRECISIONS = ("int8", "fp32")
 CODECS = tuple(CODEC_TABLE)                          # the codecs trt_anon writes: encode/codecs.py
-CRFS = {name: c.crf for name, c in CODEC_TABLE.items()}  # their default quality (crf; lower is better)
 # Frames per batch when batch_size is None. GPU: kernels and engines want large batches. CPU: the detector runs a
 # frame at a time, so a batch only sets how many frames are held (decoded, waiting ``lookback``, encoding); measured
 # with scripts/bench.py (docs/performance.md): 8 is as fast as 32 at 720p with ~30% less peak memory.
@@ -90,8 +89,9 @@ class Config:
         None, "output video codec: h264 (plays everywhere), hevc (smaller), vp9 or av1 (WebM); default: h264, hevc "
         "for 10-bit or HDR input; vp9 where the container cannot hold those (.webm; av1 for 10-bit or HDR)",
         choices=CODECS)
-    crf: int | None = option(  # None: the codec's own (CRFS)
-        None, "quality, lower is better (default: " + ", ".join(f"{c} {q}" for c, q in CRFS.items()) + ")", type=int)
+    crf: int | None = option(  # None: the codec's own (Codec.crf)
+        None, "quality, lower is better (default: " + ", ".join(f"{n} {c.crf}" for n, c in CODEC_TABLE.items()) + ")",
+        type=int)
     preset: str = option(
         "veryfast", f"encoder speed, x264's names ({', '.join(PRESETS)}), also mapped for vp9/av1 (default veryfast)",
         choices=PRESETS, metavar="PRESET")

@@ -31,10 +31,10 @@ import av.bitstream
 import numpy as np
 from tqdm import tqdm
 
-from .config import CRFS, Config
+from .config import Config
 from .detect import select_detector
 from .detect.detections import HIT
-from .encode.pyav import codec_options, pixel_format
+from .encode.codecs import CODECS, codec_options, pixel_format
 from .errors import AnonError, ConfigError, DetectorError, InputError, OutputError, Terminated
 from .frames import Anonymizer
 from .redact import select_redactor
@@ -308,7 +308,7 @@ class LiveSink:
             Path(self.output).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.out = av.open(self.output, mode="w", format=self.format, options=self.options, timeout=10.0)
-            crf = self.config.crf if self.config.crf is not None else CRFS["h264"]
+            crf = self.config.crf if self.config.crf is not None else CODECS["h264"].crf
             self.stream = self.out.add_stream("libx264", rate=self.rate, options={
                 **codec_options("libx264", crf, self.config.preset), "tune": "zerolatency",
                 "g": str(max(1, round(2 * self.rate)))})
