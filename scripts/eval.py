@@ -25,6 +25,7 @@ Per clip it prints:
              input and output at every 10th frame: faces it finds in the input -> of those, how many
              it still finds in the output (must be 0)
   fps        end to end, this machine
+  looked     share of the frames the detector looked at (below 100% with --detect-every)
 Needs the [eval] extra (scikit-image, matplotlib, opencv-python-headless < 5).
 """
 from __future__ import annotations
@@ -269,6 +270,23 @@ def detail_kept(before: np.ndarray, after: np.ndarray, box) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _counting_looks() -> list[int]:
+    """The frames the detector looked at in each stream since the list was cleared (``--detect-every``)."""
+    from trt_anon.track import Tracker
+    counts: list[int] = []
+    flush = Tracker.flush
+
+    def counted(self, last=None):
+        out = flush(self, last)
+        counts.append(self.looks)
+        return out
+    Tracker.flush = counted
+    return counts
+
+
+looks = _counting_looks()
+
+
 def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10) -> dict:
     import hashlib
 
@@ -289,6 +307,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     gt, full = zip(*((g, s) for _, g, s in render(width, height, faces, frames)))
     out = folder / f"{name}.anon.mp4"
     js = folder / f"{name}.json"
+    looks.clear()
     report = trt_anon.process(clip_path, out, overwrite=True, json_path=js, **opts)
     data = json.loads(js.read_text())["frames"]
     config = Config.from_options(**opts)
@@ -336,7 +355,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
             "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "leaks_by_size": size_buckets(leak_sizes),
             "over_pct": float(np.mean(over)), "strays": strays,
-            "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps,
+            "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps, "looked": sum(looks) / max(report.frames, 1),
             "detail": float(np.mean(detail)) if detail else None, "detail_max": max(detail, default=None)}
 
 
@@ -482,13 +501,13 @@ def size_buckets(sizes: list[float]) -> dict[str, int]:
 
 def table(results: list[dict]) -> str:
     lines = [f"{'clip':<17} {'size':>9} {'face-frames':>11} {'leaks':>6} {'leak %':>7} {'over %':>7} {'strays':>6} "
-             f"{'haar in->out':>12} {'fps':>6} {'detail':>6}  leaked sizes (px)"]
+             f"{'haar in->out':>12} {'fps':>6} {'detail':>6} {'looked':>6}  leaked sizes (px)"]
     for r in results:
         detail = "" if r.get("detail") is None else f"{r['detail']:.2f}"
         lines.append(f"{r['clip']:<17} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
                      f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['strays']:>6} {r['haar_in']:>5} -> "
                      f"{r['haar_out']:<4} "
-                     f"{r['fps']:>6.1f} {detail:>6}  {r['leak_sizes'] or ''}"
+                     f"{r['fps']:>6.1f} {detail:>6} {100 * r.get('looked', 1):>5.0f}%  {r['leak_sizes'] or ''}"
                      + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else ""))
     target = [r for r in results if not r["clip"].startswith(("tiny", "stress", "no_faces"))]
     total = sum(r["face_frames"] for r in target)

@@ -113,15 +113,15 @@ class Anonymizer:
         that became final, in order (``lookback`` frames behind)."""
         xp = array_module(frames)
         view = rotate_for_display(frames, self.rotation, xp)
+        first = self.tracker.next_frame
         look = list(range(len(frames))) if self.config.detect_every == 1 else \
-            self.cadence.pick(frames, self.tracker.next_frame, self.tracker)
-        if len(look) == len(frames):
-            found = self.detector(view)
-        else:  # the detector takes the frames it looks at as one batch
-            found = self.detector(view[xp.asarray(look)]) if look else []
-        found = iter(unrotate_boxes(found, self.rotation, *frames.shape[1:3]))
-        looked = set(look)
-        dets = [next(found) if i in looked else None for i in range(len(frames))]
+            self.cadence.pick(frames, first, self.tracker)
+        dets: list[Detections | None] = [None] * len(frames)
+        while look:  # the detector takes the frames it looks at as one batch; the cadence may want more
+            found = self.detector(view if len(look) == len(frames) else view[xp.asarray(look)])
+            for i, d in zip(look, unrotate_boxes(found, self.rotation, *frames.shape[1:3])):
+                dets[i] = d
+            look = self.cadence.more(dets, first, self.tracker)
         # the last frame, if not looked at: the detector looks at it if the stream ends there
         if dets:
             self.tail = None if dets[-1] is not None else view[-1:].copy()

@@ -45,7 +45,7 @@ SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smalle
 BETWEEN_MARGIN = 0.25  # a box interpolated between two looks grows by this share of the motion between them, per side
 
 
-@dataclass
+@dataclass(eq=False)  # a track is itself only (``in`` compares by identity)
 class _Track:
     box: np.ndarray        # last face box
     eyes_rel: np.ndarray   # eye band relative to the face box (fractions of w, h)
@@ -57,6 +57,7 @@ class _Track:
     hit_look: int = 0      # the look (frames the detector looked at, counted) of the last detection
     hidden_look: int = -1  # the last look in which a detected face covered this missed one
     out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
+    sure: bool = True      # its last detection was sure and of its full size (not weak, not partly hidden)
     id: int = -1           # the face's number in the stream: every box it gets carries it (Detections.track)
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
@@ -160,8 +161,35 @@ class Tracker:
         return [(t.box, None if (fit := _fit(t.last)) is None else fit[0]) for t in self.tracks]
 
     def unsure(self) -> bool:
-        """Whether the last frame looked at has candidates on no track (a face the detector is not sure of)."""
-        return bool(self.weak.get(self.last_look))
+        """Whether the last frame looked at left a face unsure: candidates on no track (a face the detector is
+        not sure of), a face tracked that it did not find there surely at its full size, or a new face that
+        still being back-filled that may be past ttl (it began weakly or grows)."""
+        return bool(self.weak.get(self.last_look)) or any(not t.sure or t.last_hit != self.last_look
+                                                          for t in self.tracks) or \
+            any(t.weak_start or self._grows(t) for t in self.young if t in self.tracks)
+
+    def _grows(self, t: _Track) -> bool:
+        """Whether track t's first boxes say it grows enough to be back-filled past ttl (its fit then reaches
+        back as far as the span of boxes after its first allows: every frame looked at keeps that span)."""
+        fit = _fit(t.first)
+        w0 = t.first[0][1][2] - t.first[0][1][0]
+        return fit is not None and (fit[0][2] - fit[0][0]) * self.lookback > (1 - SMALLER) * w0
+
+    def expected(self, f: int, det: Detections) -> bool:
+        """Whether the detections of frame f (after the frames pushed) are what the faces tracked predict: one
+        sure candidate of its full size on each face, and no other."""
+        if len(det) != len(self.tracks):
+            return False
+        if not len(det):
+            return True
+        pred = np.stack([self._predict(t, f) for t in self.tracks])
+        overlap = iou(det.xyxy, pred)
+        for i in range(len(det)):
+            j = int(overlap[i].argmax())
+            if det.kind[i] == WEAK or overlap[i, j] < MATCH_IOU or _area(det.xyxy[i]) < PARTIAL * _area(pred[j]):
+                return False
+            overlap[:, j] = 0  # one candidate per face
+        return True
 
     def _predict(self, t: _Track, f: int) -> np.ndarray:
         """Where the track's face is in frame f (after its last box), by its recent motion."""
@@ -206,8 +234,10 @@ class Tracker:
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
                     t.eyes_rel, t.eyes_at = _relative(bands[i], box), f
+                t.sure = not weak[i]
                 if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
                     box = _hull(box, pred[j])
+                    t.sure = False
             eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
             boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT, t.id))
