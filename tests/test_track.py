@@ -169,9 +169,9 @@ def test_same_results_for_any_batch_size_with_weak_candidates_and_look_back():
 
 @pytest.mark.parametrize("source", ["lfw:1", "lfw:6"])
 def test_small_face_approaching_is_covered_from_its_first_frame(tmp_path, source):
-    """Issue 13: a 24 px face growing ~1 px/frame at 720p, default options, leaked its first frames.
+    """A 24 px face growing ~1 px/frame at 720p, default options, once leaked its first frames.
 
-    LFW crops (tight faces) behave like the issue's: no candidate at 24-28 px, sure from ~36 px."""
+    LFW crops (tight faces) behave like the faces that leaked: no candidate at 24-28 px, sure from ~36 px."""
     import json
 
     from helpers import cell_deviation, decode_frames
