@@ -119,7 +119,7 @@ MUTANTS = [
       ROB + "test_rotated_detection_maps_back_to_stored_frame[90]"),
     # --- eyes
     m("eyes target redacts whole faces", "eyes", "trt_anon/redact/__init__.py",
-      '    if target == "eyes":\n        eyes = det.eyes', '    if target == "eye":\n        eyes = det.eyes',
+      '    if target == "eyes":\n        return grow(det.eyes', '    if target == "eye":\n        return grow(det.eyes',
       E2E + "test_eyes_target_covers_only_the_eye_band"),
     m("eye band never refreshed after a face is found", "eyes", "trt_anon/track.py",
       "                if refresh or f - t.eyes_at >= self.eyes_every:\n", "                if f == t.eyes_at:\n",

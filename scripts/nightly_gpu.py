@@ -364,12 +364,12 @@ def mosaic_matches(frames: list, boxes: list) -> bool:
     """GPU mosaic == NumPy reference, bit for bit, on real decoded frames and real (grown) boxes."""
     import numpy as np
 
-    from trt_anon.detect.detections import Detections
+    from trt_anon.detect.detections import Regions
     from trt_anon.redact import NumpyRedactor, redaction_boxes
     from trt_anon.redact.gpu import CupyRedactor
 
     h, w = frames[0].shape[:2]
-    grown = [redaction_boxes(Detections(b, np.ones(len(b), np.float32), np.zeros((len(b), 5, 2), np.float32)),
+    grown = [redaction_boxes(Regions(b, np.ones(len(b), np.float32), np.zeros(len(b), np.uint8), np.arange(len(b)), b),
                              "face", 12, 0.1, w, h) for b in boxes]
     batch = np.stack(frames)
     ref = NumpyRedactor(25)(batch.copy(), grown)

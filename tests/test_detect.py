@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from trt_anon.detect import centerface as cf
-from trt_anon.detect.detections import CLASSES, Detections, eye_band, grow, iou, nms
+from trt_anon.detect.detections import CLASSES, HELD, HIT, Detections, Regions, eye_band, grow, iou, nms
 from trt_anon.errors import DetectorError
 
 
@@ -84,9 +84,11 @@ def test_tampered_model_is_refused(tmp_path, monkeypatch):
         cf.MODEL.read()
 
 
-def test_detections_json():
-    d = Detections(np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), np.zeros((1, 5, 2)))
-    assert d.to_json() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "kind": "hit"}]
+def test_regions_json():
+    box = np.array([[1, 2, 3, 4]], np.float32)
+    d = Regions(box, np.array([0.5], np.float32), np.array([HELD], np.uint8), np.array([7]), box + 0.04)
+    assert d.to_json() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "kind": "held", "eyes": [1.0, 2.0, 3.0, 4.0],
+                            "track": 7}]
 
 
 def test_int8_model_tracks_fp32():
@@ -116,8 +118,8 @@ def test_detections_are_checked_and_immutable():
     box, score, lms = np.zeros((2, 4), np.float32), np.ones(2, np.float32), np.zeros((2, 5, 2), np.float32)
     d = Detections(box, score, lms)
     assert d.kind.tolist() == [0, 0]
-    for bad in ({"score": np.ones(3, np.float32)}, {"landmarks": np.zeros((2, 4, 2))}, {"eyes": np.zeros((1, 4))},
-                {"kind": np.zeros(1, np.uint8)}, {"xyxy": np.zeros((2, 3))}):
+    for bad in ({"score": np.ones(3, np.float32)}, {"landmarks": np.zeros((2, 4, 2))},
+                {"class_id": np.zeros(1, np.uint8)}, {"kind": np.zeros(1, np.uint8)}, {"xyxy": np.zeros((2, 3))}):
         with pytest.raises(ValueError, match="Detections"):
             dataclasses.replace(d, **bad)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -125,19 +127,20 @@ def test_detections_are_checked_and_immutable():
     assert len(Detections.empty()) == 0
 
 
-def test_detections_are_checked_when_made():
-    """Every array has one row per box and every class is known: a stage cannot pass on a mismatched set."""
+def test_classes_are_known_and_regions_checked_when_made():
+    """A box's class indexes CLASSES (faces by default, not named in the JSON); the tracker's regions are
+    checked as the detector's boxes are."""
     box, score, lms = np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), np.zeros((1, 5, 2))
-    d = Detections(box, score, lms)
-    assert d.class_id.tolist() == [0] and "class" not in d.to_json()[0]   # faces: the default, not written
-    with pytest.raises(ValueError, match="score must be"):
-        Detections(box, np.zeros(2, np.float32), lms)
-    with pytest.raises(ValueError, match="class_id must index"):
+    assert Detections(box, score, lms).class_id.tolist() == [0]
+    with pytest.raises(ValueError, match="Detections.class_id must index"):
         Detections(box, score, lms, class_id=np.array([len(CLASSES)]))
-    with pytest.raises(ValueError, match="class_id must be"):
-        Detections(box, score, lms, class_id=np.zeros(3, np.uint8))
-    with pytest.raises(AttributeError):
-        d.xyxy = box   # frozen
+    r = Regions(box, score, np.array([HIT], np.uint8), np.array([3]), box)
+    assert r.class_id.tolist() == [0] and "class" not in r.to_json()[0]
+    with pytest.raises(ValueError, match="Regions.eyes must be"):
+        Regions(box, score, np.array([HIT], np.uint8), np.array([3]), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="Regions.class_id must index"):
+        Regions(box, score, np.array([HIT], np.uint8), np.array([3]), box, np.array([len(CLASSES)]))
+    assert len(r.subset(np.array([False]))) == 0 and len(Regions.empty()) == 0
 
 
 def test_stage_implementations_fit_the_loop(tmp_path):

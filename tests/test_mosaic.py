@@ -83,13 +83,13 @@ def test_overlapping_boxes_order_does_not_matter():
 def test_the_lower_scored_of_two_faces_that_meet_gets_more_margin():
     """A face half behind another is found smaller than it is and scores lower: its box grows by
     OVERLAP_MARGIN more per side; the face in front, and faces apart, keep the usual margin."""
-    from trt_anon.detect.detections import Detections
+    from trt_anon.detect.detections import Regions
     from trt_anon.redact import OVERLAP_MARGIN, redaction_boxes
 
     boxes = np.array([[100, 100, 200, 230], [215, 110, 300, 220], [600, 100, 700, 230]], np.float32)
-    det = Detections(boxes, np.array([0.9, 0.3, 0.2], np.float32), np.zeros((3, 5, 2), np.float32))
+    det = Regions(boxes, np.array([0.9, 0.3, 0.2], np.float32), np.zeros(3, np.uint8), np.arange(3), boxes)
     got = redaction_boxes(det, "face", 12, 0.1, 1280, 720)
-    usual = redaction_boxes(Detections(boxes[[0, 2]], det.score[[0, 2]], det.landmarks[:2]), "face", 12, 0.1, 1280, 720)
+    usual = redaction_boxes(det.subset([0, 2]), "face", 12, 0.1, 1280, 720)
     np.testing.assert_allclose(got[[0, 2]], usual)   # in front (higher score) / alone: as ever
     w, h = 85, 110
     rel = 0.1 + OVERLAP_MARGIN

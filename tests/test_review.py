@@ -21,7 +21,7 @@ from synth import Face, make_clip, render, rotate_box
 import trt_anon
 import trt_anon.api
 import trt_anon.review
-from trt_anon.detect.detections import FILLED, HELD, HIT, Detections
+from trt_anon.detect.detections import FILLED, HELD, HIT, Regions
 from trt_anon.errors import ConfigError, OutputError
 from trt_anon.review import MAX_THUMBS, PICKS, FrameStats, choose_frames
 from trt_anon.review.frames import read_frames
@@ -106,11 +106,11 @@ def outline(img: np.ndarray) -> np.ndarray:
     return np.any([np.abs(img.astype(np.int16) - c).max(axis=2) < 40 for c in KIND_COLOURS.values()], axis=0)
 
 
-def det(boxes, kinds, scores=None) -> Detections:
+def det(boxes, kinds, scores=None) -> Regions:
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
-    return Detections(boxes, np.asarray(scores if scores is not None else [0.9] * n, np.float32),
-                      np.zeros((n, 5, 2), np.float32), kind=np.asarray(kinds, np.uint8))
+    return Regions(boxes, np.asarray(scores if scores is not None else [0.9] * n, np.float32),
+                   np.asarray(kinds, np.uint8), np.arange(n, dtype=np.int32), boxes)
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +132,12 @@ def reviewed(clip):
 
 def test_frame_stats_counts_kinds_scores_and_tracks():
     s = FrameStats()
-    s.add(0, Detections.empty(), np.zeros((0, 4)))
+    s.add(0, Regions.empty(), np.zeros((0, 4)))
     s.add(1, det([[10, 10, 30, 30]], [FILLED]), np.array([[5, 5, 35, 35]]))
     s.add(2, det([[10, 10, 30, 30], [100, 100, 160, 150]], [HIT, HIT], [0.4, 0.7]),
           np.array([[5, 5, 35, 35], [90, 90, 170, 160]]))
     s.add(3, det([[100, 100, 160, 150]], [HELD]), np.array([[90, 90, 170, 160]]))
-    s.add(4, Detections.empty(), np.zeros((0, 4)))
+    s.add(4, Regions.empty(), np.zeros((0, 4)))
     a = s.arrays()
     assert a["hit"].tolist() == [0, 0, 2, 0, 0] and a["held"].tolist() == [0, 0, 0, 1, 0]
     assert a["filled"].tolist() == [0, 1, 0, 0, 0]
@@ -163,7 +163,7 @@ def test_choose_frames_covers_every_reason_and_keeps_them_apart():
             faces += [([i * 50, 200, i * 50 + 30, 230], HIT, 0.85) for i in range(5)]
         if f == 800:                                         # a close-up
             faces.append(([0, 0, 300, 300], HIT, 0.95))
-        d = det(*zip(*faces)) if faces else Detections.empty()
+        d = det(*zip(*faces)) if faces else Regions.empty()
         s.add(f, d, d.xyxy)
     picks = choose_frames(s)
     frames = [p.frame for p in picks]
@@ -181,7 +181,7 @@ def test_choose_frames_covers_every_reason_and_keeps_them_apart():
 def test_choose_frames_short_and_empty():
     assert choose_frames(FrameStats()) == []
     s = FrameStats()
-    s.add(0, Detections.empty(), np.zeros((0, 4)))
+    s.add(0, Regions.empty(), np.zeros((0, 4)))
     assert [(p.frame, p.reasons, p.keys) for p in choose_frames(s)] == [(0, ["evenly spaced"], ["even"])]
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .audit import sha256
-from .detect.detections import Detections
+from .detect.detections import CLASSES, Regions
 from .errors import ConfigError, InputError
 from .frames import Anonymizer
-from .redact import _margins, grow, redaction_boxes
+from .redact import face_margins, grow, redaction_boxes
 
 KINDS = {"hit": 0, "held": 1, "filled": 2, "weak": 3}
 ACTIONS = ("redact", "keep")
@@ -57,6 +57,10 @@ class Decisions:
             raise ConfigError(f"{path} was made from another input than {source} (SHA-256 differs); "
                               "run this input with --json first")
         known = {face["track"] for faces in (f["faces"] for f in frames) for face in faces if "track" in face}
+        classes = {face.get("class", "face") for faces in (f["faces"] for f in frames) for face in faces}
+        if not classes <= set(CLASSES):
+            raise ConfigError(f"{path}: unknown class {sorted(classes - set(CLASSES))[0]!r} (known: "
+                              f"{', '.join(CLASSES)})")
         keep = set()
         for t in tracks:
             if t.get("id") not in known:
@@ -92,7 +96,7 @@ class Decisions:
             raise ConfigError(f"{path}: added region {i}: boxes must be x1 < x2, y1 < y2, frames 0 to {frames - 1}")
         return keys
 
-    def faces(self, index: int) -> tuple[Detections, np.ndarray]:
+    def faces(self, index: int) -> tuple[Regions, np.ndarray]:
         """Frame ``index``'s faces, and which of them are redacted (every one not on a track kept visible)."""
         if index >= len(self.frames):
             raise InputError(f"the input has more frames than {self.path} describes ({len(self.frames)}): "
@@ -100,11 +104,12 @@ class Decisions:
         faces = self.frames[index]
         n = len(faces)
         grown = np.array([-ROUNDING, -ROUNDING, ROUNDING, ROUNDING], np.float32)  # an edge on a cell's border
-        det = Detections(np.array([f["box"] for f in faces], np.float32).reshape(n, 4) + grown,  # stays on it
-                         np.array([f["score"] for f in faces], np.float32), np.zeros((n, 5, 2), np.float32),
-                         np.array([f.get("eyes", f["box"]) for f in faces], np.float32).reshape(n, 4) + grown,
-                         np.array([KINDS[f["kind"]] for f in faces], np.uint8),
-                         np.array([f.get("track", -1) for f in faces], np.int32))
+        det = Regions(np.array([f["box"] for f in faces], np.float32).reshape(n, 4) + grown,  # stays on it
+                      np.array([f["score"] for f in faces], np.float32),
+                      np.array([KINDS[f["kind"]] for f in faces], np.uint8),
+                      np.array([f.get("track", -1) for f in faces], np.int32),
+                      np.array([f.get("eyes", f["box"]) for f in faces], np.float32).reshape(n, 4) + grown,
+                      np.array([CLASSES.index(f.get("class", "face")) for f in faces], np.uint8))
         return det, np.array([f.get("track") not in self.keep for f in faces], bool)
 
     def added_boxes(self, index: int) -> np.ndarray:
@@ -137,7 +142,7 @@ class Replayed(Anonymizer):
         self.next_index = 0
         self.order: deque[tuple[int, np.ndarray]] = deque()  # (frame index, faces to redact) of the frames out
 
-    def track(self, frames) -> list[Detections]:
+    def track(self, frames) -> list[Regions]:
         out = []
         for _ in range(len(frames)):
             faces, redact = self.decisions.faces(self.next_index)
@@ -146,10 +151,10 @@ class Replayed(Anonymizer):
             self.next_index += 1
         return out
 
-    def end(self) -> list[Detections]:
+    def end(self) -> list[Regions]:
         return []
 
-    def boxes(self, final: list[Detections], height: int, width: int) -> list[np.ndarray]:
+    def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         c, out = self.config, []
         for d in final:
             index, redact = self.order.popleft()
@@ -159,13 +164,13 @@ class Replayed(Anonymizer):
         return out
 
 
-def _covered(det: Detections, redact: np.ndarray, config, width: int, height: int) -> np.ndarray:
+def _covered(det: Regions, redact: np.ndarray, config, width: int, height: int) -> np.ndarray:
     """The boxes of the faces to redact, grown as among all of them: as the first run grew them, and where the
     file's rounded scores tie (which of two faces that meet scored higher is lost), both with the wider margin."""
     c = config
     if c.target == "eyes" or len(det) < 2:
         return redaction_boxes(det, c.target, c.margin_px, c.margin_rel, width, height, only=redact)
     order = np.arange(len(det), dtype=np.float32) * (1e-4 / len(det))   # under the file's 0.001 step: ties only
-    rel = np.maximum(_margins(dataclasses.replace(det, score=det.score + order), c.margin_px, c.margin_rel),
-                     _margins(dataclasses.replace(det, score=det.score - order), c.margin_px, c.margin_rel))
+    rel = np.maximum(face_margins(dataclasses.replace(det, score=det.score + order), c.margin_px, c.margin_rel),
+                     face_margins(dataclasses.replace(det, score=det.score - order), c.margin_px, c.margin_rel))
     return grow(det.xyxy[redact], c.margin_px, rel[redact], width, height)

@@ -25,7 +25,7 @@ from .cadence import Cadence
 from .config import Config
 from .cuda import array_module
 from .detect import select_detector
-from .detect.detections import Detections
+from .detect.detections import Detections, Regions
 from .errors import ConfigError, InputError
 from .redact import redaction_boxes, select_redactor
 from .track import Tracker
@@ -55,7 +55,7 @@ def unrotate_boxes(dets: list[Detections], rotation: int, height: int, width: in
         q = np.stack([sx, sy], axis=1).astype(np.float32)
         corners = q[:2 * n].reshape(n, 2, 2)
         boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2), kind=d.kind))
+        out.append(Detections(boxes, d.score, q[2 * n:].reshape(n, 5, 2), d.kind, d.class_id))
     return out
 
 
@@ -67,7 +67,7 @@ class Ready:
 
     frames: Any
     boxes: list[np.ndarray]
-    detections: list[Detections]
+    detections: list[Regions]
     start: int
 
     def __len__(self) -> int:
@@ -89,7 +89,7 @@ class Anonymizer:
         made), else made on the first batch. ``rotation``: the frames are stored turned by a display matrix
         (phone video): faces are searched as displayed, boxes are given on the stored frames. ``first``: the
         index of the first frame (a segment of a file: eye refreshes fall where a whole run's do); ``first_track``:
-        the first face's number (``Detections.track``; a segment numbers its faces apart from the others')."""
+        the first face's number (``Regions.track``; a segment numbers its faces apart from the others')."""
         self.config = Config.from_options(config, **options) if options or config is None else config
         self.detector, self.redactor, self.rotation = detector, redactor, rotation
         self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
@@ -108,7 +108,7 @@ class Anonymizer:
         self.next_out = first                       # index of the next frame handed back
 
     # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
-    def track(self, frames) -> list[Detections]:
+    def track(self, frames) -> list[Regions]:
         """Find and track the faces in the next frames (N, H, W, 3) as stored; the detections of the frames
         that became final, in order (``lookback`` frames behind)."""
         xp = array_module(frames)
@@ -127,7 +127,7 @@ class Anonymizer:
             self.tail = None if dets[-1] is not None else view[-1:].copy()
         return self.tracker.push(dets)
 
-    def end(self) -> list[Detections]:
+    def end(self) -> list[Regions]:
         """The end of the stream: the detections of every frame not yet final."""
         last = None
         if self.tail is not None:
@@ -136,12 +136,12 @@ class Anonymizer:
             self.tail = None
         return self.tracker.flush(last)
 
-    def boxes(self, final: list[Detections], height: int, width: int) -> list[np.ndarray]:
+    def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         """The rectangles to redact in each final frame: grown faces, or grown eye bands."""
         c = self.config
         return [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height) for d in final]
 
-    def redact(self, frames, final: list[Detections]) -> tuple[Any, list[np.ndarray]]:
+    def redact(self, frames, final: list[Regions]) -> tuple[Any, list[np.ndarray]]:
         """The final frames redacted (in place where the redactor can) and their boxes."""
         boxes = self.boxes(final, *frames[0].shape[:2])
         return self.redactor(frames, boxes), boxes
@@ -194,7 +194,7 @@ class Anonymizer:
                              f"{'GPU' if gpu else 'CPU'}")
         return frames.copy(order="C")
 
-    def _ready(self, final: list[Detections]) -> Ready:
+    def _ready(self, final: list[Regions]) -> Ready:
         start = self.next_out
         self.next_out += len(final)
         if not final:

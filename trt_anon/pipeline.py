@@ -22,7 +22,7 @@ import numpy as np
 from .config import Config
 from .cuda import array_module
 from .decode.batch import Batch
-from .detect.detections import HIT, Detections
+from .detect.detections import HIT, Detections, Regions
 from .errors import InputError
 from .frames import Anonymizer
 from .report import BoxLog, Report
@@ -101,14 +101,14 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         stages.sink.encode(frames, pts)
         secs["encode"] += time.perf_counter() - t0
 
-    def write(final: list[Detections]) -> None:
+    def write(final: list[Regions]) -> None:
         """Redact and hand to the encoder the frames that became final, a batch at a time (the tracker's flush
         hands out ``lookback`` frames at once; decoded a second time, they would all be in memory together)."""
         step = config.batch_size or len(final) or 1
         for i in range(0, len(final), step):
             write_batch(final[i:i + step])
 
-    def write_batch(final: list[Detections]) -> None:
+    def write_batch(final: list[Regions]) -> None:
         nonlocal pending, index
         if stages.replay is not None:  # the frames becoming final, from the second decode, which must agree
             t0 = time.perf_counter()

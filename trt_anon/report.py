@@ -61,7 +61,7 @@ class Report:
 
 class BoxLog:
     """The ``--json`` file: ``{"frames": [...], "tracks": [...], "report": {...}, "audit": {...}}``, one line per
-    frame as it is written. ``tracks`` sums up each face the tracker followed (``Detections.track``): its first
+    frame as it is written. ``tracks`` sums up each face the tracker followed (``Regions.track``): its first
     and last frame, frames, largest box width, lowest detection score, and ``"action": "redact"``.
 
     ``envelope=False`` writes the frame lines only (a segment's piece, joined into the file by ``add_line``).
@@ -78,7 +78,7 @@ class BoxLog:
             file.write('{"frames": [\n')
 
     def add(self, frame: int, pts: int, faces: list[dict], redacted: np.ndarray) -> None:
-        """One frame: the tracker's faces (``Detections.to_json``) and the rectangles redacted."""
+        """One frame: the tracker's faces (``Regions.to_json``) and the rectangles redacted."""
         entry = {"frame": frame, "faces": faces} if self.slim else {
             "frame": frame, "pts": pts, "faces": faces, "redacted": [[round(float(v), 1) for v in r] for r in redacted]}
         self._write(json.dumps(entry), entry)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect.detections import FILLED, HELD, HIT, WEAK, Detections, eye_band, iou
+from .detect.detections import FILLED, HELD, HIT, WEAK, Detections, Regions, eye_band, iou
 
 MATCH_IOU = 0.2
 HOLD_GROWTH = 0.05  # a held box grows by this fraction of its size per side per missed frame
@@ -58,7 +58,8 @@ class _Track:
     hidden_look: int = -1  # the last look in which a detected face covered this missed one
     out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
     sure: bool = True      # its last detection was sure and of its full size (not weak, not partly hidden)
-    id: int = -1           # the face's number in the stream: every box it gets carries it (Detections.track)
+    id: int = -1           # the face's number in the stream: every box it gets carries it (Regions.track)
+    cls: int = 0           # what it follows (detections.CLASSES): only a detection of that class continues it
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
@@ -124,8 +125,8 @@ class Tracker:
         self.lookback = max(ttl, lookback, gap if gap > 1 else 0)  # back-fill reaches at least ttl frames
         self.tracks: list[_Track] = []   # alive: seen within ttl frames
         self.young: list[_Track] = []    # first seen after the next frame to hand out: back-fill still to do
-        self.pending: dict[int, list[tuple]] = {}  # frame -> [(box, eyes, score, kind)]
-        self.weak: dict[int, list[tuple]] = {}     # frame -> unclaimed weak candidates [(box, band, score)]
+        self.pending: dict[int, list[tuple]] = {}  # frame -> [(box, eyes, score, kind, track, class)]
+        self.weak: dict[int, list[tuple]] = {}     # frame -> unclaimed weak candidates [(box, band, score, class)]
         self.next_frame = 0   # next frame index to push
         self.next_final = 0   # next frame index to hand out
         self.looks = 0        # frames looked at so far
@@ -133,7 +134,7 @@ class Tracker:
         self.unseen: set[int] = set()  # frames not looked at, not yet handed out
         self.next_id = first_id
 
-    def push(self, dets: list[Detections | None]) -> list[Detections]:
+    def push(self, dets: list[Detections | None]) -> list[Regions]:
         """Add the detections of the next frames (None: a frame the detector did not look at); return the
         frames whose boxes are now final."""
         for d in dets:
@@ -144,7 +145,7 @@ class Tracker:
             self.next_frame += 1
         return self._pop(self.next_frame - self.lookback)
 
-    def flush(self, last: Detections | None = None) -> list[Detections]:
+    def flush(self, last: Detections | None = None) -> list[Regions]:
         """End of stream: every remaining frame is final. ``last``: the detections of the last frame, pushed as
         not looked at (a face that came in after the last look is covered, back-filled from there)."""
         f = self.next_frame - 1
@@ -206,6 +207,8 @@ class Tracker:
         born: list[_Track] = []
         pred = np.stack([self._predict(t, f) for t in old]) if old else np.zeros((0, 4), np.float32)
         overlap = iou(det.xyxy, pred) if len(det) and old else None
+        if overlap is not None:  # a track continues only with a detection of its own class
+            overlap[det.class_id[:, None] != np.array([t.cls for t in old])[None]] = 0
         weak = det.kind == WEAK
         # sure detections claim tracks first, then weak ones take what is left
         for i in [*np.flatnonzero(~weak), *np.flatnonzero(weak)]:
@@ -218,10 +221,11 @@ class Tracker:
                 if cand[j] < MATCH_IOU:
                     j = -1
             if j < 0 and weak[i]:  # never a box on its own; a track born later may link it
-                self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i])))
+                self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i]), int(det.class_id[i])))
                 continue
             if j < 0:  # a new face
-                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look, id=self.next_id)
+                t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look, id=self.next_id,
+                           cls=int(det.class_id[i]))
                 self.next_id += 1
                 self._link_back(t, f)
                 t.see(f, box)
@@ -240,7 +244,7 @@ class Tracker:
                     t.sure = False
             eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
-            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT, t.id))
+            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT, t.id, t.cls))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
@@ -257,7 +261,7 @@ class Tracker:
                     held = _hull(held, _grown(pred[j], k))
                 eyes = _absolute(t.eyes_rel, held)
                 self._between(t, f, held, eyes)
-                boxes.append((held, eyes, t.score, HELD, t.id))
+                boxes.append((held, eyes, t.score, HELD, t.id, t.cls))
                 alive.append(t)
             else:
                 self._hold_over(t, f)
@@ -277,7 +281,7 @@ class Tracker:
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append((((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                    ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32),
-                                                   t.score, HELD, t.id))
+                                                   t.score, HELD, t.id, t.cls))
 
     def _hold_over(self, t: _Track, end: int) -> None:
         """Track t had a box at the last look and has none from the next look (or the end of the stream) at
@@ -288,7 +292,7 @@ class Tracker:
         for g in range(p + 1, end):
             k = HOLD_GROWTH * min(g - t.last_hit, max(self.ttl, 1))
             held = _hull(_grown(box0, k), _grown(self._predict(t, g), k))
-            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD, t.id))
+            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD, t.id, t.cls))
 
     def _link_back(self, t: _Track, f: int) -> None:
         """A new track claims the unclaimed weak candidates it continues, frame by frame backwards."""
@@ -297,15 +301,17 @@ class Tracker:
             if g in self.unseen:  # not looked at: no candidate, no miss
                 gap += 1
                 continue
-            cands = self.weak.get(g, [])
+            cands = [c for c in self.weak.get(g, []) if c[3] == t.cls]
             overlap = iou(box[None], np.stack([c[0] for c in cands]))[0] if cands else np.zeros(1)
             best = int(overlap.argmax())
             if overlap[best] >= MATCH_IOU:
                 hull = _hull(box, cands[best][0])
                 for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
-                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED, t.id))
-                box, band, score = cands.pop(best)
-                self.pending.setdefault(g, []).append((box, band, score, WEAK, t.id))
+                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED, t.id,
+                                                           t.cls))
+                box, band, score, _ = taken = cands[best]
+                self.weak[g] = [c for c in self.weak[g] if c is not taken]
+                self.pending.setdefault(g, []).append((box, band, score, WEAK, t.id, t.cls))
                 chain.append((g, box))
                 gap = missed = 0
             else:
@@ -342,7 +348,7 @@ class Tracker:
                 t.filled_back |= d > self.ttl
         return box
 
-    def _pop(self, upto: int) -> list[Detections]:
+    def _pop(self, upto: int) -> list[Regions]:
         out = []
         while self.next_final < upto:
             g = self.next_final
@@ -352,15 +358,15 @@ class Tracker:
                 if g < t.first[0][0]:
                     box = self._fill(t, g)
                     if box is not None:
-                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED, t.id))
+                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED, t.id, t.cls))
             self.next_final += 1
             self.unseen.discard(g)
             self.young = [t for t in self.young if t.first[0][0] > self.next_final]
             if not items:
-                out.append(Detections.empty())
+                out.append(Regions.empty())
                 continue
-            box, eyes, score, kind, track = zip(*items)
-            out.append(Detections(np.stack(box).astype(np.float32), np.asarray(score, np.float32),
-                                  np.zeros((len(items), 5, 2), np.float32), np.stack(eyes).astype(np.float32),
-                                  np.asarray(kind, np.uint8), np.asarray(track, np.int32)))
+            box, eyes, score, kind, track, cls = zip(*items)
+            out.append(Regions(np.stack(box).astype(np.float32), np.asarray(score, np.float32),
+                               np.asarray(kind, np.uint8), np.asarray(track, np.int32),
+                               np.stack(eyes).astype(np.float32), np.asarray(cls, np.uint8)))
         return out

@@ -1,4 +1,5 @@
-"""The one small box type every stage passes along (after supervision's ``Detections``)."""
+"""The two small box types the stages pass along (after supervision's ``Detections``): ``Detections``, what the
+detector found in a frame, and ``Regions``, what the tracker decided is to be covered there."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,56 +13,83 @@ HIT, HELD, FILLED, WEAK = 0, 1, 2, 3
 CLASSES = ("face",)
 
 
+def _check(obj, shapes: dict) -> None:
+    """Every array one row per box, every class known: a stage cannot hand the next one a mismatched set."""
+    n = len(obj.xyxy)
+    for name, (a, shape) in shapes.items():
+        if np.shape(a) != shape:
+            raise ValueError(f"{type(obj).__name__}.{name} must be {shape} for {n} boxes, not {np.shape(a)}")
+    if n and not (0 <= int(np.min(obj.class_id)) and int(np.max(obj.class_id)) < len(CLASSES)):
+        raise ValueError(f"{type(obj).__name__}.class_id must index CLASSES {CLASSES}, not {np.unique(obj.class_id)}")
+
+
 @dataclass(frozen=True)
 class Detections:
-    """Faces (or other ``CLASSES``) in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2).
-    Immutable and checked when made: every array has one row per box, so a stage cannot hand the next one a
-    mismatched set."""
+    """What the detector found in one frame, in that frame's pixel coordinates (float32, x1 y1 x2 y2): faces
+    (or other ``CLASSES``), sure (``HIT``) or ``WEAK`` candidates. Immutable and checked when made."""
 
-    xyxy: np.ndarray                                   # (N, 4) face boxes, as detected
+    xyxy: np.ndarray                                   # (N, 4) boxes, as detected
     score: np.ndarray                                  # (N,)
     landmarks: np.ndarray                              # (N, 5, 2): eyes, nose, mouth corners
-    eyes: np.ndarray | None = None                     # (N, 4) eye bands, set by the tracker
-    kind: np.ndarray = field(default=None)             # (N,) HIT / HELD / FILLED / WEAK
-    track: np.ndarray | None = None                    # (N,) the tracker's number for each face (int32)
+    kind: np.ndarray = field(default=None)             # (N,) HIT / WEAK
     class_id: np.ndarray = field(default=None)         # (N,) index into CLASSES (default: all faces)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
-        if self.kind is None:
-            object.__setattr__(self, "kind", np.zeros(n, np.uint8))
-        if self.class_id is None:
-            object.__setattr__(self, "class_id", np.zeros(n, np.uint8))
-        shapes = {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)), "landmarks": (self.landmarks, (n, 5, 2)),
-                  "kind": (self.kind, (n,)), "class_id": (self.class_id, (n,))}
-        if self.eyes is not None:
-            shapes["eyes"] = (self.eyes, (n, 4))
-        if self.track is not None:
-            shapes["track"] = (self.track, (n,))
-        for name, (a, shape) in shapes.items():
-            if np.shape(a) != shape:
-                raise ValueError(f"Detections.{name} must be {shape} for {n} faces, not {np.shape(a)}")
-        if n and not (0 <= int(np.min(self.class_id)) and int(np.max(self.class_id)) < len(CLASSES)):
-            raise ValueError(f"Detections.class_id must index CLASSES {CLASSES}, not {np.unique(self.class_id)}")
+        for name, dtype in (("kind", np.uint8), ("class_id", np.uint8)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(n, dtype))
+        _check(self, {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)),
+                      "landmarks": (self.landmarks, (n, 5, 2)), "kind": (self.kind, (n,)),
+                      "class_id": (self.class_id, (n,))})
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     @classmethod
     def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32),
-                   np.zeros((0, 4), np.float32))
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+
+@dataclass(frozen=True)
+class Regions:
+    """What is to be covered in one frame, as the tracker decided (or a review replays): a box per face followed,
+    detected (``HIT``), ``WEAK`` but on a track, ``HELD`` after its last detection or ``FILLED`` before its
+    first, with its eye band and the number of the track it is on. Immutable and checked when made."""
+
+    xyxy: np.ndarray                                   # (N, 4) face boxes
+    score: np.ndarray                                  # (N,) the track's last score
+    kind: np.ndarray                                   # (N,) HIT / HELD / FILLED / WEAK
+    track: np.ndarray                                  # (N,) the tracker's number for each face (int32)
+    eyes: np.ndarray                                   # (N, 4) eye bands
+    class_id: np.ndarray = field(default=None)         # (N,) index into CLASSES (default: all faces)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.class_id is None:
+            object.__setattr__(self, "class_id", np.zeros(n, np.uint8))
+        _check(self, {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)), "kind": (self.kind, (n,)),
+                      "track": (self.track, (n,)), "eyes": (self.eyes, (n, 4)), "class_id": (self.class_id, (n,))})
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> "Regions":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.uint8),
+                   np.zeros(0, np.int32), np.zeros((0, 4), np.float32))
+
+    def subset(self, mask: np.ndarray) -> "Regions":
+        return Regions(self.xyxy[mask], self.score[mask], self.kind[mask], self.track[mask], self.eyes[mask],
+                       self.class_id[mask])
 
     def to_json(self) -> list[dict]:
         names = {HIT: "hit", HELD: "held", FILLED: "filled", WEAK: "weak"}
         out = []
         for i in range(len(self)):
             item = {"box": [round(float(v), 1) for v in self.xyxy[i]], "score": round(float(self.score[i]), 3),
-                    "kind": names[int(self.kind[i])]}
-            if self.eyes is not None:  # one row per face: checked when made
-                item["eyes"] = [round(float(v), 1) for v in self.eyes[i]]
-            if self.track is not None:
-                item["track"] = int(self.track[i])
+                    "kind": names[int(self.kind[i])], "eyes": [round(float(v), 1) for v in self.eyes[i]],
+                    "track": int(self.track[i])}
             if self.class_id[i]:  # faces, the only class of the packaged model, are not named on every box
                 item["class"] = CLASSES[int(self.class_id[i])]
             out.append(item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detect.detections import Detections, grow
+from ..detect.detections import Regions, grow
 from .cells import cell_mask, cell_ranges, face_cells, pixel_mask
 from .styles import STYLES
 from .styles.blur import blur
@@ -12,7 +12,7 @@ from .styles.mosaic import mosaic
 from .styles.solid import solid
 
 __all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
-           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "STYLES"]
+           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "face_margins", "STYLES"]
 
 
 # Extra margin, as a fraction of the box per side, for a face box whose margin-grown box meets a better-scored
@@ -21,25 +21,22 @@ __all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mos
 OVERLAP_MARGIN = 0.15
 
 
-def redaction_boxes(det: Detections, target: str, margin_px: float, margin_rel: float,
+def redaction_boxes(det: Regions, target: str, margin_px: float, margin_rel: float,
                     width: int, height: int, only: np.ndarray | None = None) -> np.ndarray:
     """The boxes to redact for one frame: grown face boxes (more for the lower-scored where two meet), or the
     (grown) eye bands. ``only`` (a mask of the faces): those faces' boxes, grown as among all of them."""
     if only is not None and not np.all(only):  # the margins come from every face; the boxes from those asked
         mask = np.asarray(only, bool)
         if target == "eyes":
-            return redaction_boxes(Detections(det.xyxy[mask], det.score[mask], det.landmarks[mask],
-                                              None if det.eyes is None else det.eyes[mask]),
-                                   target, margin_px, margin_rel, width, height)
-        rel = _margins(det, margin_px, margin_rel)
+            return redaction_boxes(det.subset(mask), target, margin_px, margin_rel, width, height)
+        rel = face_margins(det, margin_px, margin_rel)
         return grow(det.xyxy[mask], margin_px, rel[mask], width, height)
     if target == "eyes":
-        eyes = det.eyes if det.eyes is not None else np.zeros((0, 4), np.float32)
-        return grow(eyes, margin_px / 2, 0.0, width, height)
-    return grow(det.xyxy, margin_px, _margins(det, margin_px, margin_rel), width, height)
+        return grow(det.eyes, margin_px / 2, 0.0, width, height)
+    return grow(det.xyxy, margin_px, face_margins(det, margin_px, margin_rel), width, height)
 
 
-def _margins(det: Detections, margin_px: float, margin_rel: float) -> np.ndarray:
+def face_margins(det: Regions, margin_px: float, margin_rel: float) -> np.ndarray:
     """The relative margin of each face box: ``margin_rel``, more for a face that meets a better-scored one."""
     rel = np.full(len(det), margin_rel, np.float32)
     if len(det) > 1:

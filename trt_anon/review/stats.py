@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..detect.detections import FILLED, HELD, HIT, Detections, iou
+from ..detect.detections import FILLED, HELD, HIT, Regions, iou
 from ..report import BoxLog, Report
 
 # Thumbnails per reason; the page shows at most their sum (a frame chosen twice shows once).
@@ -70,7 +70,7 @@ class FrameStats:
     def __len__(self) -> int:
         return len(self.pts)
 
-    def add(self, pts: int, det: Detections, redacted: np.ndarray) -> None:
+    def add(self, pts: int, det: Regions, redacted: np.ndarray) -> None:
         """Record one frame; ``redacted`` are the rectangles actually mosaicked (margins added)."""
         i = len(self.pts)
         self.pts.append(int(pts))
@@ -92,9 +92,8 @@ class FrameStats:
             self.ends.append(i - 1)
         self._prev = b
         self.log.add(i, int(pts), det.to_json(), b)
-        if det.track is not None:
-            for box, t in zip(np.asarray(det.xyxy).tolist(), np.asarray(det.track).tolist()):
-                self._shoot(int(t), i, box)
+        for box, t in zip(np.asarray(det.xyxy).tolist(), np.asarray(det.track).tolist()):
+            self._shoot(int(t), i, box)
 
     def _shoot(self, track: int, frame: int, box: list[float]) -> None:
         """Keep the track's first, largest (widest) and last face."""
