@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .audit import sha256
-from .detect.detections import CLASSES, Regions
+from .detect.detections import CLASSES, KIND_NAMES, Regions
 from .errors import ConfigError, InputError
 from .frames import Anonymizer
 from .redact import face_margins, grow, redaction_boxes
 
-KINDS = {"hit": 0, "held": 1, "filled": 2, "weak": 3}
+KINDS = {name: kind for kind, name in KIND_NAMES.items()}
 ACTIONS = ("redact", "keep")
 ROUNDING = 0.06   # pixels: the file's boxes are rounded to 0.1, so each is grown by this (covers what it covered)
 

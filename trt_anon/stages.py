@@ -17,7 +17,7 @@ from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .detect import select_detector
 from .encode import CODECS, PyAVEncoder
-from .encode.pyav import add_params
+from .encode.codecs import add_params
 from .errors import BackendError, InputError, first_line
 from .plan import use_gpu
 from .redact import select_redactor

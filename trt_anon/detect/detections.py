@@ -9,6 +9,7 @@ import numpy as np
 # why a box is there: detected, held after a hit, back-filled before one, and a weak candidate (a score
 # between the low threshold and the threshold: the detector flags it, the tracker keeps it only on a track)
 HIT, HELD, FILLED, WEAK = 0, 1, 2, 3
+KIND_NAMES = {HIT: "hit", HELD: "held", FILLED: "filled", WEAK: "weak"}   # as the --json file writes them
 # what a box is (``class_id`` indexes this): what the models find (Model.finds); each is redacted alike
 CLASSES = ("face",)
 
@@ -84,11 +85,10 @@ class Regions:
                        self.class_id[mask])
 
     def to_json(self) -> list[dict]:
-        names = {HIT: "hit", HELD: "held", FILLED: "filled", WEAK: "weak"}
         out = []
         for i in range(len(self)):
             item = {"box": [round(float(v), 1) for v in self.xyxy[i]], "score": round(float(self.score[i]), 3),
-                    "kind": names[int(self.kind[i])], "eyes": [round(float(v), 1) for v in self.eyes[i]],
+                    "kind": KIND_NAMES[int(self.kind[i])], "eyes": [round(float(v), 1) for v in self.eyes[i]],
                     "track": int(self.track[i])}
             if self.class_id[i]:  # faces, the only class of the packaged model, are not named on every box
                 item["class"] = CLASSES[int(self.class_id[i])]
