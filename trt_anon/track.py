@@ -63,6 +63,10 @@ class _Track:
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
 
+    def region(self, box: np.ndarray, eyes: np.ndarray, kind: int, score: float | None = None) -> tuple:
+        """One box of this track for a frame's ``Regions``: (box, eyes, score, kind, track, class)."""
+        return box, eyes, self.score if score is None else score, kind, self.id, self.cls
+
     def see(self, f: int, box: np.ndarray) -> None:
         self.last.append((f, box))
         if len(self.first) < FIRST_N:
@@ -244,7 +248,7 @@ class Tracker:
                     t.sure = False
             eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
-            boxes.append((box, eyes, t.score, WEAK if weak[i] else HIT, t.id, t.cls))
+            boxes.append(t.region(box, eyes, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
@@ -261,7 +265,7 @@ class Tracker:
                     held = _hull(held, _grown(pred[j], k))
                 eyes = _absolute(t.eyes_rel, held)
                 self._between(t, f, held, eyes)
-                boxes.append((held, eyes, t.score, HELD, t.id, t.cls))
+                boxes.append(t.region(held, eyes, HELD))
                 alive.append(t)
             else:
                 self._hold_over(t, f)
@@ -279,9 +283,8 @@ class Tracker:
         pad = np.array([-grow, -grow, grow, grow], np.float32)
         for g in range(p + 1, f):
             a = (g - p) / (f - p)
-            self.pending.setdefault(g, []).append((((1 - a) * box0 + a * box + pad).astype(np.float32),
-                                                   ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32),
-                                                   t.score, HELD, t.id, t.cls))
+            self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
+                                                           ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
 
     def _hold_over(self, t: _Track, end: int) -> None:
         """Track t had a box at the last look and has none from the next look (or the end of the stream) at
@@ -292,7 +295,7 @@ class Tracker:
         for g in range(p + 1, end):
             k = HOLD_GROWTH * min(g - t.last_hit, max(self.ttl, 1))
             held = _hull(_grown(box0, k), _grown(self._predict(t, g), k))
-            self.pending.setdefault(g, []).append((held, _absolute(t.eyes_rel, held), t.score, HELD, t.id, t.cls))
+            self.pending.setdefault(g, []).append(t.region(held, _absolute(t.eyes_rel, held), HELD))
 
     def _link_back(self, t: _Track, f: int) -> None:
         """A new track claims the unclaimed weak candidates it continues, frame by frame backwards."""
@@ -307,11 +310,10 @@ class Tracker:
             if overlap[best] >= MATCH_IOU:
                 hull = _hull(box, cands[best][0])
                 for k in range(g + 1, g + 1 + gap):  # frames the chain skipped: both neighbours' hull
-                    self.pending.setdefault(k, []).append((hull, _absolute(t.eyes_rel, hull), t.score, FILLED, t.id,
-                                                           t.cls))
+                    self.pending.setdefault(k, []).append(t.region(hull, _absolute(t.eyes_rel, hull), FILLED))
                 box, band, score, _ = taken = cands[best]
                 self.weak[g] = [c for c in self.weak[g] if c is not taken]
-                self.pending.setdefault(g, []).append((box, band, score, WEAK, t.id, t.cls))
+                self.pending.setdefault(g, []).append(t.region(box, band, WEAK, score))
                 chain.append((g, box))
                 gap = missed = 0
             else:
@@ -358,7 +360,7 @@ class Tracker:
                 if g < t.first[0][0]:
                     box = self._fill(t, g)
                     if box is not None:
-                        items.append((box, _absolute(t.eyes_rel, box), t.score, FILLED, t.id, t.cls))
+                        items.append(t.region(box, _absolute(t.eyes_rel, box), FILLED))
             self.next_final += 1
             self.unseen.discard(g)
             self.young = [t for t in self.young if t.first[0][0] > self.next_final]
