@@ -40,8 +40,14 @@ class Cadence:
         of the frames to detect on first."""
         if self.every != "auto":
             return [i for i in range(len(frames)) if (first + i) % self.every == 0]
-        gap = 1 if tracker.unsure() else min([AUTO_MAX_EVERY, *(_gap(box, v) for box, v in tracker.motion())])
-        return list(range(len(frames) - 1, -1, -gap))[::-1]
+        return list(range(len(frames) - 1, -1, -self.gap(tracker)))[::-1]
+
+    def gap(self, tracker: Tracker) -> int:
+        """``auto``: frames from one look to the next, as the tracker stands now (1 while anything is unsure).
+        A caller that has one frame at a time (a live stream) gathers this many and tracks them as a batch."""
+        if tracker.unsure():
+            return 1
+        return min([AUTO_MAX_EVERY, *(_gap(box, v) for box, v in tracker.motion())])
 
     def more(self, dets: list[Detections | None], first: int, tracker: Tracker) -> list[int]:
         """After the first call: the indices of the frames to detect on as well (``dets``: the detections of
