@@ -82,14 +82,19 @@ def test_json_has_every_frame_and_the_report(clips, tmp_path):
     assert json.loads(js.read_text())["report"]["warnings"] == webm.warnings
 
 
-def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
+@pytest.mark.parametrize("every", [1, "auto"])
+def test_eyes_target_covers_only_the_eye_band(clips, tmp_path, every):
+    """The eyes are covered in every frame and the mouth is left. With ``auto`` the band of a frame not looked at
+    is interpolated and grown by a quarter of the motion between its looks, so where it reaches the next row of
+    cells the mouth is covered too (this face moves 4 px a frame): on few frames, never the eyes left."""
     from helpers import cell_deviation
 
     clip = clips["moving"]
     out = tmp_path / "eyes.mp4"
-    trt_anon.process(clip.path, out, target="eyes")
+    trt_anon.process(clip.path, out, target="eyes", detect_every=every)
     frames = decode_frames(out)
     assert len(frames) == len(clip.boxes)
+    mouth_covered = []
     for i, (frame, (box,)) in enumerate(zip(frames, clip.boxes)):
         x1, y1, x2, y2 = box
         h = y2 - y1
@@ -97,7 +102,9 @@ def test_eyes_target_covers_only_the_eye_band(clips, tmp_path):
         eyes = (x1 + 0.2 * (x2 - x1), y1 + 0.33 * h, x2 - 0.2 * (x2 - x1), y1 + 0.43 * h)
         mouth = (x1 + 0.3 * (x2 - x1), y1 + 0.75 * h, x2 - 0.3 * (x2 - x1), y1 + 0.85 * h)
         assert cell_deviation(frame, eyes) < 4.0, f"frame {i}: eyes not covered"
-        assert cell_deviation(frame, mouth) > 8.0, f"frame {i}: mouth covered in eyes mode"
+        if cell_deviation(frame, mouth) <= 8.0:
+            mouth_covered.append(i)
+    assert len(mouth_covered) <= (0 if every == 1 else len(frames) // 4), f"mouth covered in eyes mode: {mouth_covered}"
 
 
 def test_still_images(tmp_path):

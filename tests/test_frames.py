@@ -59,7 +59,7 @@ def rounded(boxes):
 
 def test_same_boxes_and_pixels_as_process(clip, whole):
     json_boxes, out = whole
-    batches = decoded(clip.path)
+    batches = decoded(clip.path, batch=8)  # process()'s batches on the CPU: detect_every="auto" plans per batch
     frames, boxes, starts = run(trt_anon.Anonymizer(backend="cpu"), batches)
     assert len(frames) == len(boxes) == 60
     assert rounded(boxes) == json_boxes

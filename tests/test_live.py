@@ -170,6 +170,33 @@ def test_a_file_played_live_into_an_hls_folder(clip, tmp_path):
     _check_audio(out)
 
 
+def test_auto_skips_frames_live_and_still_covers_every_face(clip, tmp_path, monkeypatch):
+    """``detect_every="auto"`` on a stream that comes one frame at a time: frames are gathered up to the cadence's
+    next look, so the detector skips frames where faces move as tracked (one frame at a time, every frame would
+    be the batch's last, always looked at); every face written is still covered."""
+    looked = []
+    chosen = live.select_detector
+
+    def counting(config, gpu):
+        detector = chosen(config, gpu=gpu)
+
+        class Counting:
+            name = detector.name
+
+            def __call__(self, frames):
+                looked.append(len(frames))
+                return detector(frames)
+        return Counting()
+
+    monkeypatch.setattr(live, "select_detector", counting)
+    out = tmp_path / "rec.mkv"
+    report = live.stream(str(clip.path), str(out), Config(detect_every="auto"), paced=True, progress=False)
+    assert len(_check_written(clip, out)) == report.frames > FRAMES // 2
+    frames_seen = report.frames + report.live["dropped"]
+    assert sum(looked[2:]) < 0.8 * frames_seen, (sum(looked[2:]), frames_seen)  # past the two warm-up calls
+    _check_audio(out)
+
+
 def test_g711_audio_is_converted_to_aac_for_a_recording(clip, tmp_path):
     """A camera's G.711 (mu-law, 8 kHz mono), which Matroska, MP4, MPEG-TS and HLS cannot hold: converted to AAC,
     with one note, on the video's clock, the whole of it."""
@@ -281,7 +308,9 @@ def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkey
 def test_the_delay_budget_sizes_the_back_fill_and_the_queue():
     lookback, max_wait, capacity = live.budget(0.5, 30, Config())
     assert (lookback, capacity) == (6, 30) and 0 < max_wait < 0.5 - lookback / 30
-    assert live.budget(5.0, 30, Config())[0] == 30  # never more than asked
+    assert live.budget(5.0, 30, Config())[0] == Config().lookback  # never more than asked
+    # detect_every="auto" (the default) gathers up to 3 frames before a look: they come off the queue's wait
+    assert np.isclose(live.budget(0.5, 30, Config(detect_every=1))[1] - max_wait, 3 / 30)
     assert live.budget(0.1, 30, Config())[0] == Config().ttl  # never less than the hold
     assert np.isclose(live.budget(2.0, 25, Config(lookback=10))[0], 10)
 

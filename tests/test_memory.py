@@ -29,7 +29,7 @@ def test_cpu_batches_hold_about_eight_1080p_frames():
 
 
 def test_large_frames_are_decoded_twice_not_held():
-    """1080p at the default lookback is held (~190 MiB); 1440p and 4K are not; less lookback holds more."""
+    """1080p at the default lookback is held (~260 MiB); 1440p and 4K are not; less lookback holds more."""
     class Info:
         is_image = False
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import assert_copied, video_times
+from helpers import assert_copied, decode_frames, frame_problem, video_times
 
 # Ray reads these when imported: everything it starts here binds 127.0.0.1 (see trt_anon.scale.RAY_ENV)
 os.environ.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
@@ -28,8 +28,10 @@ from trt_anon.plan import plan  # noqa: E402
 
 SMALL = dict(width=320, height=180)
 # a short lookback and batch keep each segment's context (2 x (ttl + eyes_every + lookback), whole batches)
-# inside this 150-frame clip: the tracker really restarts before each cut (frames 32, 56, 88 for cuts 60, 90, 120)
-SEG = dict(lookback=5)  # and the CPU's default batch (8): settled by process() and by process_many alike
+# inside this 150-frame clip: the tracker really restarts before each cut (frames 32, 56, 88 for cuts 60, 90, 120);
+# a fixed detect_every, so that every segment looks at the frames a whole run does ("auto" plans its looks from
+# each segment's own tracker: test_segments_with_auto_cover_every_face)
+SEG = dict(lookback=5, detect_every=1)  # and the CPU's default batch (8): settled by process() and by process_many
 
 
 @pytest.fixture(scope="session")
@@ -163,14 +165,27 @@ def test_eye_bands_across_cuts(cluster, long_clip, tmp_path):
     _same_as_serial(report, long_clip, tmp_path, boxes, target="eyes", **SEG)
 
 
+def test_segments_with_auto_cover_every_face(cluster, long_clip, tmp_path):
+    """The default ``detect_every="auto"`` in segments: each plans its looks from its own tracker, so near a cut
+    it may look at other frames than a whole run, by the same rules: every face of every frame is covered."""
+    (report,) = trt_anon.process_many([long_clip.path], tmp_path / "out", segment_frames=30, backend="cpu",
+                                      progress=False, lookback=5)
+    assert [p["part"] for p in report.placement] == [f"segment {i}" for i in range(5)]
+    out = Path(report.output)
+    assert video_times(out) == video_times(long_clip.path)
+    for i, (before, after) in enumerate(zip(decode_frames(long_clip.path), decode_frames(out), strict=True)):
+        assert frame_problem(long_clip, i, before, after, max_bg=8.0) is None, i
+    _no_leftovers(tmp_path / "out")
+
+
 def test_killed_worker_is_retried(cluster, long_clip, tmp_path):
     (cluster / "arm").touch()   # the first segment task to get there dies with os._exit
     (report,) = trt_anon.process_many([long_clip.path], tmp_path / "out", segment_frames=50, backend="cpu",
-                                      json_path=str(tmp_path / "js"), progress=False)  # default lookback 30
+                                      json_path=str(tmp_path / "js"), progress=False, detect_every=1)  # lookback 36
     assert (cluster / "fired").exists() and not (cluster / "arm").exists()
     (cluster / "fired").unlink()
     boxes = json.loads((tmp_path / "js" / "long.anon.json").read_text())["frames"]
-    _same_as_serial(report, long_clip, tmp_path, boxes)
+    _same_as_serial(report, long_clip, tmp_path, boxes, detect_every=1)
     _no_leftovers(tmp_path / "out")
 
 

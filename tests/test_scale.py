@@ -12,7 +12,7 @@ from trt_anon.plan import plan
 
 
 def test_context_frames_follow_the_config():
-    assert scale.context_frames(Config()) == 2 * (5 + 4 + 30)  # ttl, eyes_every, lookback
+    assert scale.context_frames(Config()) == 2 * (5 + 4 + 36)  # ttl, eyes_every, lookback
     assert scale.context_frames(Config(ttl=10, eyes_every=8, lookback=0)) == 2 * (10 + 8)
 
 

@@ -25,9 +25,9 @@ CPU_BATCH = 8
 # ~400 MiB at 4K (scripts/bench.py --memory-4k).
 CPU_BATCH_PIXELS = CPU_BATCH * 1920 * 1080
 # Frames waiting for back-fill (``lookback`` and a batch) that would hold more than this are not held: the
-# file is decoded a second time, in step, for writing (pipeline.Stages.replay). 1080p (~190 MiB) stays held;
+# file is decoded a second time, in step, for writing (pipeline.Stages.replay). 1080p (~260 MiB) stays held;
 # 1440p and 4K are decoded twice (at 4K ~750 MiB less, for a second decode at ~5% of the time).
-HOLD_BYTES = 256 * 2**20
+HOLD_BYTES = 320 * 2**20
 STYLES = ("mosaic", "blur", "solid")
 # detect_every: the longest run of frames between two the detector looks at is MAX_DETECT_EVERY - 1 (the tracker
 # interpolates them, so it holds at least this many frames); "auto" looks at least every AUTO_MAX_EVERY frames.
@@ -70,13 +70,13 @@ class Config:
     ttl: int = option(5, "frames a face box is held after its last hit / back-filled before its first (default 5)",
                       type=int)
     lookback: int = option(
-        30, "frames a new face may be back-filled along its motion; frames are written this late (default 30; "
+        36, "frames a new face may be back-filled along its motion; frames are written this late (default 36; "
         "memory grows past --batch-size)", type=int)
     eyes_every: int = 4             # eye bands re-derived from landmarks every Nth frame
     detect_every: int | str = option(  # the frames between looks interpolated from the looks on either side
-        1, "run the detector on every Nth frame (1-8) and interpolate the boxes between, or 'auto': every frame "
-        "while faces appear or move fast, up to every 4th while the picture is still (default 1: on the eval set, "
-        "2 and auto still leak more, docs/quality.md)", metavar="N|auto")
+        "auto", "run the detector on every Nth frame (1-8) and interpolate the boxes between, or 'auto' (default): "
+        "every frame while a face appears, fades, is hidden or moves fast, up to every 4th where every face is "
+        "where its motion says; 1 looks at every frame", metavar="N|auto")
     backend: Literal["auto", "cpu", "gpu"] = option(
         "auto", "auto (default): the fastest stage that runs here, per stage; cpu or gpu: only those, an error if "
         "they cannot run", choices=BACKENDS)

@@ -8,7 +8,7 @@ PyTorch pipelines): frames in, redacted frames out. ``process()`` runs on the sa
         write(ready.frames)
     write(anon.flush().frames)                 # the rest, at the end of the stream
 
-Frames come back ``lookback`` frames late (30 by default): a face first seen in frame f is back-filled
+Frames come back ``lookback`` frames late (36 by default): a face first seen in frame f is back-filled
 into the frames before it, so a frame is only final once the frames after it have been seen. Frames on
 the GPU stay there (CuPy and PyTorch tensors through DLPack) and come back as the type they came in.
 """
