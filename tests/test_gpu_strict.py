@@ -371,3 +371,27 @@ def test_gpu_styles_keep_frames_on_the_device(strict_gpu, face_clip, monkeypatch
     assert_only_boxes_come_to_the_host(LEDGER)
     diffs = style_difference(face_clip.path, out, json.loads(js.read_text())["frames"], style, (48, 80, 240))
     assert max(diffs) < 4, diffs  # codec noise ~2; another style or colour: 25 or more
+
+
+def test_a_live_stream_detects_on_the_gpu(strict_gpu, tmp_path):
+    """A live stream with backend="gpu": the GPU detector (PyTorch CUDA here) takes each batch of gathered frames,
+    uploaded once; nothing frame-sized comes back (the frames stay on the host for redaction and x264); every
+    frame is written with its faces covered. (A small clip: the stand-in runs the kernels on the CPU, slowly.)"""
+    from helpers import decode_frames, frame_problem
+    from synth import Face, make_clip
+
+    from trt_anon import Config, live
+
+    clip = make_clip(tmp_path / "cam.mp4", 320, 180, frames=N, faces=[Face(64, (40, 30), (2.0, 0.5)),
+                                                                      Face(48, (220, 90), (-1.0, 0.3), enter=20)])
+    out = tmp_path / "rec.mkv"
+    report = live.stream(str(clip.path), str(out), Config(backend="gpu"), latency=30.0, paced=True, progress=False)
+    assert report.backends["detect"] == "torch-cuda-fp16" and report.backends["redact"] == "numpy"
+    assert report.frames == N and report.live["dropped"] == 0
+    src, written = decode_frames(clip.path), decode_frames(out)
+    assert len(written) == N
+    for i, (before, after) in enumerate(zip(src, written)):
+        assert frame_problem(clip, i, before, after, max_bg=8.0) is None, i
+    uploads = frame_sized(LEDGER.h2d(), 180, 320)
+    assert 1 < len(uploads) < N, len(uploads)  # the warm-up, then one per batch of gathered frames (auto)
+    assert frame_sized(LEDGER.d2h(), 180, 320) == []

@@ -80,7 +80,9 @@ class Anonymizer:
     ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ...).
 
     Pushed frames are copied: the caller may reuse its buffer for the next batch. A stream has one frame
-    size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector).
+    size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector). ``detect_every="auto"``
+    (the default) plans its looks per batch and always looks at a batch's last frame: push batches (8 or more)
+    for it to skip frames; pushed one at a time, every frame is looked at.
     """
 
     def __init__(self, config: Config | None = None, *, detector=None, redactor=None, rotation: int = 0,

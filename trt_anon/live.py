@@ -5,11 +5,12 @@
     trt-anon rtsp://camera/stream -o hls/live.m3u8             # an HLS folder, rolling segments
 
 A reader thread demuxes the source as it arrives (PyAV: any URL or device FFmpeg opens; srt:// where FFmpeg has
-libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects, tracks and
-redacts the frames (``frames.Anonymizer``) and hands each one, as soon as its boxes are final, to a writer thread
-that encodes and muxes it beside the audio (copied as it is; converted to AAC where the output cannot hold its
-codec, as G.711 in a recording). Times: the source's own from its first frame, audio and video moved
-by the same amount (in sync), and moved on where the source's clock restarts (a reconnect). The delay is bounded
+libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects (on a GPU
+where one is usable, each batch uploaded), tracks and redacts the frames (``frames.Anonymizer``) and hands each
+one, as soon as its boxes are final, to a writer thread that encodes and muxes it beside the audio (copied as
+it is; converted to AAC where the output cannot hold its codec, as G.711 in a recording). Times: the source's
+own from its first frame, audio and video moved by the same amount (in sync), and moved on where the source's
+clock restarts (a reconnect). The delay is bounded
 by ``latency``: the back-fill window (``lookback``) and the queue are sized to it, and the delay each frame had
 (arrival -> written) is measured. Fail closed: when the machine cannot keep up, frames that would be late are
 dropped, or written as a flat cover (``on_overload``), never unredacted; a detector error covers the frames it
@@ -35,8 +36,9 @@ from .config import AUTO_MAX_EVERY, Config
 from .detect import select_detector
 from .detect.detections import HIT
 from .encode.codecs import CODECS, codec_options, pixel_format
-from .errors import AnonError, ConfigError, DetectorError, InputError, OutputError, Terminated
+from .errors import AnonError, BackendError, ConfigError, DetectorError, InputError, OutputError, Terminated, first_line
 from .frames import Anonymizer
+from .plan import use_gpu
 from .redact import select_redactor
 from .report import Report
 
@@ -515,16 +517,29 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     reopened (backing off 1, 2, 4, 8 s) before the stream ends."""
     config = config or Config()
     _check(source, output, config, latency, on_overload)
-    # the model is loaded (and run once) before the source is opened: frames do not pile up behind it
-    detector, redactor = select_detector(config, gpu=False), select_redactor(config, gpu=False)
-    detector(np.zeros((1, 64, 64, 3), np.uint8))
+    gpu = use_gpu(config, image=False)  # backend "gpu" without a usable GPU: refused before the source is opened
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
     try:
-        run = _Run(src, output, config, latency, detector, redactor, progress, log)
+        run = _Run(src, output, config, latency, gpu, progress, log)
     except BaseException:
         src.stop()
         raise
     return run.go()
+
+
+def _detector(config: Config, gpu: bool, frame_hw: tuple[int, int] | None) -> tuple[object, bool, list[str]]:
+    """The detector, whether it runs on the GPU, and notes. On a GPU (TensorRT, else PyTorch CUDA) each batch of
+    frames is uploaded for it; the frames stay on the host for redaction (~2 ms a frame) and x264. A GPU detector
+    that cannot be made falls back to ONNX Runtime on the CPU, said in a note (backend "gpu": an error)."""
+    notes: list[str] = []
+    if gpu:
+        try:
+            return select_detector(config, gpu=True, notes=notes, frame_hw=frame_hw), True, notes
+        except Exception as exc:
+            if config.backend == "gpu":
+                raise BackendError(f"backend 'gpu' cannot run here: {first_line(exc)}") from None
+            notes.append(f"CPU path: {first_line(exc)}")
+    return select_detector(config, gpu=False), False, notes
 
 
 def _check(source: str, output: str, config: Config, latency: float, on_overload: str) -> None:
@@ -543,16 +558,22 @@ def _check(source: str, output: str, config: Config, latency: float, on_overload
 class _Run:
     """One live run: the loop on the ``Anonymizer``'s steps, from the source's queue to the sink."""
 
-    def __init__(self, src: LiveSource, output: str, config: Config, latency: float, detector, redactor,
-                 progress: bool, log) -> None:
-        self.src, self.latency, self.detector, self.redactor, self.log = src, latency, detector, redactor, log
+    def __init__(self, src: LiveSource, output: str, config: Config, latency: float, gpu: bool, progress: bool,
+                 log) -> None:
+        self.src, self.latency, self.log = src, latency, log
         video = src.container.streams.video[0]
-        if video.width and video.height:  # the detector's set-up for this size, before frames queue up
-            detector(np.zeros((1, video.height, video.width, 3), np.uint8))
+        size = (video.height, video.width) if video.width and video.height else None
+        # the model loaded and run once, for this size, before the reader thread starts taking frames
+        self.detector, self.gpu, notes = _detector(config, gpu, size)
+        self.redactor = select_redactor(config, gpu=False)
+        self.detector(self._device(np.zeros((1, *(size or (64, 64)), 3), np.uint8)))
         self.lookback, self.max_wait, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
         self.anon = self._anonymizer()
         self.report = Report(src.url, output)
+        for note in notes:
+            self.report.warnings.append(note)
+            log(note)
         self.sink = LiveSink(output, src.rate, self.config)
         if video.width and video.height:
             note = self.sink.open(video.width, video.height, src.audio)
@@ -631,9 +652,16 @@ class _Run:
             return
         frames, self.gathered = np.stack([g.frame for g in self.gathered]), []
         try:
-            self._final(self.anon.track(frames))
+            self._final(self.anon.track(self._device(frames)))
         except DetectorError as exc:  # fail closed: what the detector could not see is covered
             self._detector_failed(exc)
+
+    def _device(self, frames: np.ndarray):
+        """The frames where the detector takes them: uploaded, one copy per batch, for a GPU detector."""
+        if not self.gpu:
+            return frames
+        import cupy
+        return cupy.asarray(frames)
 
     def _final(self, dets) -> None:
         """Write the frames whose boxes became final: redacted, or covered whole; a dropped one not at all."""
