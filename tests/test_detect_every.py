@@ -241,3 +241,18 @@ def test_auto_covers_fast_faces_coming_in_before_a_look(tmp_path):
         every[setting] = (covered(clip, boxes), detector.frames)
     assert every[1] == ([], N)
     assert every["auto"][0] == [] and every["auto"][1] < N
+
+
+def test_auto_skips_frames_pushed_one_at_a_time(tmp_path):
+    """The frame API fed one frame at a time (a robot's or a camera's loop): ``auto`` holds frames up to its next
+    look and tracks them together, so it skips frames where the faces are where their motion says; every face
+    is covered, every frame comes back, in order, and ``flush`` gives the ones held."""
+    clip = make_clip(tmp_path / "in.mp4", 640, 360, frames=N, faces=[Face(70, (60, 60), (1.5, 0.3)),
+                                                                     Face(56, (420, 150), (-1.0, 0.2))])
+    single = [f[None] for b in decoded(clip.path, batch=8) for f in b]
+    detector = Counting()
+    anon = trt_anon.Anonymizer(backend="cpu", detector=detector)
+    frames, boxes, starts = run(anon, single)
+    assert len(frames) == len(boxes) == N and [s for s, n in starts if n] == sorted(s for s, n in starts if n)
+    assert covered(clip, boxes) == []
+    assert detector.frames < 0.75 * N, detector.frames  # one at a time without holding: all N

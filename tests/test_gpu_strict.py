@@ -374,9 +374,10 @@ def test_gpu_styles_keep_frames_on_the_device(strict_gpu, face_clip, monkeypatch
 
 
 def test_a_live_stream_detects_on_the_gpu(strict_gpu, tmp_path):
-    """A live stream with backend="gpu": the GPU detector (PyTorch CUDA here) takes each batch of gathered frames,
-    uploaded once; nothing frame-sized comes back (the frames stay on the host for redaction and x264); every
-    frame is written with its faces covered. (A small clip: the stand-in runs the kernels on the CPU, slowly.)"""
+    """A live stream with backend="gpu": the GPU detector (PyTorch CUDA here) takes the frames, each uploaded once
+    as it comes (``auto`` gathers them on the device up to its next look); nothing frame-sized comes back (the
+    frames stay on the host for redaction and x264); every frame is written with its faces covered. (A small
+    clip: the stand-in runs the kernels on the CPU, slowly.)"""
     from helpers import decode_frames, frame_problem
     from synth import Face, make_clip
 
@@ -393,5 +394,5 @@ def test_a_live_stream_detects_on_the_gpu(strict_gpu, tmp_path):
     for i, (before, after) in enumerate(zip(src, written)):
         assert frame_problem(clip, i, before, after, max_bg=8.0) is None, i
     uploads = frame_sized(LEDGER.h2d(), 180, 320)
-    assert 1 < len(uploads) < N, len(uploads)  # the warm-up, then one per batch of gathered frames (auto)
+    assert len(uploads) == N + 1, len(uploads)  # the warm-up, then one per frame
     assert frame_sized(LEDGER.d2h(), 180, 320) == []

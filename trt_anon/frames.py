@@ -81,8 +81,8 @@ class Anonymizer:
 
     Pushed frames are copied: the caller may reuse its buffer for the next batch. A stream has one frame
     size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector). ``detect_every="auto"``
-    (the default) plans its looks per batch and always looks at a batch's last frame: push batches (8 or more)
-    for it to skip frames; pushed one at a time, every frame is looked at.
+    (the default) plans its looks per batch, a batch's last frame always looked at: frames pushed fewer at a
+    time than its next gap (up to 4) are held until there are enough, so frames come back up to 3 frames later.
     """
 
     def __init__(self, config: Config | None = None, *, detector=None, redactor=None, rotation: int = 0,
@@ -106,13 +106,35 @@ class Anonymizer:
         self.tracker.next_frame = self.tracker.next_final = first
         self.cadence = Cadence(self.config.detect_every)
         self.tail = None                            # the last frame, as displayed, if not looked at yet
+        self.gathered: list = []                    # "auto": frames held until the cadence's next look
         self.waiting: deque = deque()               # frames not yet final (push/flush)
         self.next_out = first                       # index of the next frame handed back
 
     # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
     def track(self, frames) -> list[Regions]:
         """Find and track the faces in the next frames (N, H, W, 3) as stored; the detections of the frames
-        that became final, in order (``lookback`` frames behind)."""
+        that became final, in order (``lookback`` frames behind). With ``detect_every="auto"``, frames fewer than
+        the cadence's next gap are held and tracked with the ones that follow (one frame at a time, each frame
+        would be a batch's last, always looked at); ``skip`` and ``end`` track what is held first."""
+        if self.config.detect_every == "auto":
+            self.gathered.append(frames)
+            if sum(len(f) for f in self.gathered) < self.cadence.gap(self.tracker):
+                return []
+            frames, self.gathered = self._gathered(), []
+        return self._track(frames)
+
+    def _gathered(self):
+        return self.gathered[0] if len(self.gathered) == 1 else array_module(self.gathered[0]).concatenate(
+            self.gathered)
+
+    def skip(self, n: int = 1) -> list[Regions]:
+        """``n`` frames the caller has no pixels for (a live frame dropped as late): frames not looked at, so
+        that holds and motion stay right across them; the detections of the frames that became final."""
+        final = self._track(self._gathered()) if self.gathered else []
+        self.gathered = []
+        return final + self.tracker.push([None] * n)
+
+    def _track(self, frames) -> list[Regions]:
         xp = array_module(frames)
         view = rotate_for_display(frames, self.rotation, xp)
         first = self.tracker.next_frame
@@ -131,12 +153,14 @@ class Anonymizer:
 
     def end(self) -> list[Regions]:
         """The end of the stream: the detections of every frame not yet final."""
+        final = self._track(self._gathered()) if self.gathered else []
+        self.gathered = []
         last = None
         if self.tail is not None:
             height, width = self.tail.shape[1:3] if self.rotation % 180 == 0 else self.tail.shape[2:0:-1]
             last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
             self.tail = None
-        return self.tracker.flush(last)
+        return final + self.tracker.flush(last)
 
     def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         """The rectangles to redact in each final frame: grown faces, or grown eye bands."""

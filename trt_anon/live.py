@@ -582,7 +582,6 @@ class _Run:
                 self.report.warnings.append(note)
                 log(note)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
-        self.gathered: list[Arrival] = []       # detect_every="auto": frames held for the cadence's next look
         self.detector_errors = 0
         self.work = 0.0  # the time a frame takes in this loop (a running mean): a frame that waited in the queue
                          # so long that this would make it late is dropped (or covered) before it is worked on
@@ -599,7 +598,6 @@ class _Run:
         try:
             while (a := self.src.take(max(self.max_wait - self.work, 0.5 / float(self.src.rate)))) is not None:
                 self._step(a)
-            self._track_gathered()
             self._final(self.anon.end())
         except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
             interrupted = exc
@@ -624,40 +622,27 @@ class _Run:
             self.sink.audio(a)
             return
         if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
-            self._track_gathered()
             self._final(self.anon.end())
             self.anon = self._anonymizer()
             return
         self.waiting.append(a)
         if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
-            self._track_gathered()
-            self._final(self.anon.tracker.push([None]))
+            self._final(self.anon.skip())
             return
         t0 = time.monotonic()
         if isinstance(a.frame, av.VideoFrame):
             a.frame = a.frame.to_ndarray(format="rgb24")
         self.shape = a.frame.shape
-        self.gathered.append(a)
-        # auto: the frames up to the cadence's next look are tracked together, so the look is the batch's last
-        # frame and the ones before it are skipped or looked at as a file's batch would be; else one at a time
-        if self.config.detect_every != "auto" or len(self.gathered) >= self.anon.cadence.gap(self.anon.tracker):
-            self._track_gathered()
+        try:  # with detect_every="auto" the Anonymizer holds frames up to its next look, then tracks them together
+            self._final(self.anon.track(self._device(a.frame[None])))
+        except DetectorError as exc:  # fail closed: what the detector could not see is covered
+            self._detector_failed(exc)
         self.work += (time.monotonic() - t0 - self.work) / 8
         if self.report.frames % 15 == 0:
             self._status()
 
-    def _track_gathered(self) -> None:
-        """The frames gathered so far, tracked as one batch; those whose boxes became final written."""
-        if not self.gathered:
-            return
-        frames, self.gathered = np.stack([g.frame for g in self.gathered]), []
-        try:
-            self._final(self.anon.track(self._device(frames)))
-        except DetectorError as exc:  # fail closed: what the detector could not see is covered
-            self._detector_failed(exc)
-
     def _device(self, frames: np.ndarray):
-        """The frames where the detector takes them: uploaded, one copy per batch, for a GPU detector."""
+        """The frames where the detector takes them: uploaded for a GPU detector."""
         if not self.gpu:
             return frames
         import cupy
@@ -687,7 +672,6 @@ class _Run:
             if a.kind != "dropped":
                 self._write(np.zeros(a.shape or self.shape, np.uint8), a)
         self.waiting.clear()
-        self.gathered = []
 
     def _status(self) -> None:
         if self.sink.delays.recent:
@@ -699,7 +683,6 @@ class _Run:
     def _interrupted(self, why: BaseException) -> None:
         """Stopped mid-stream: the frames waiting for their boxes get them as at the end of a stream."""
         try:
-            self._track_gathered()
             self._final(self.anon.end())
             note = "the recording is whole up to there"
         except Exception:  # stopped inside the tracker: its state is not whole, those frames are not written
