@@ -44,7 +44,7 @@ class Cadence:
 
     def gap(self, tracker: Tracker) -> int:
         """``auto``: frames from one look to the next, as the tracker stands now (1 while anything is unsure).
-        A caller that has one frame at a time (a live stream) gathers this many and tracks them as a batch."""
+        The ``Anonymizer`` holds frames given fewer at a time (a live stream's one) until it has this many."""
         if tracker.unsure():
             return 1
         return min([AUTO_MAX_EVERY, *(_gap(box, v) for box, v in tracker.motion())])

@@ -6,16 +6,15 @@
 
 A reader thread demuxes the source as it arrives (PyAV: any URL or device FFmpeg opens; srt:// where FFmpeg has
 libsrt) into a short queue: video frames decoded, audio packets as they are. The main thread detects (on a GPU
-where one is usable, each batch uploaded), tracks and redacts the frames (``frames.Anonymizer``) and hands each
-one, as soon as its boxes are final, to a writer thread that encodes and muxes it beside the audio (copied as
-it is; converted to AAC where the output cannot hold its codec, as G.711 in a recording). Times: the source's
-own from its first frame, audio and video moved by the same amount (in sync), and moved on where the source's
-clock restarts (a reconnect). The delay is bounded
-by ``latency``: the back-fill window (``lookback``) and the queue are sized to it, and the delay each frame had
-(arrival -> written) is measured. Fail closed: when the machine cannot keep up, frames that would be late are
-dropped, or written as a flat cover (``on_overload``), never unredacted; a detector error covers the frames it
-was given; the audio of those frames still goes out (it holds no faces). A source that drops is reconnected with
-backoff. Ctrl-C or SIGTERM ends the stream with the output finalised.
+where one is usable, each frame uploaded), tracks and redacts the frames (``frames.Anonymizer``) and hands each
+one, as soon as its boxes are final, to a writer thread that encodes and muxes it beside the audio (copied as it
+is; converted to AAC where the output cannot hold its codec, as G.711 in a recording). Times: the source's own from
+its first frame, audio and video moved by the same amount (in sync), and moved on where the source's clock restarts
+(a reconnect). The delay is bounded by ``latency``: the back-fill window (``lookback``) and the queue are sized to
+it, and the delay each frame had (arrival -> written) is measured. Fail closed: when the machine cannot keep up,
+frames that would be late are dropped, or written as a flat cover (``on_overload``), never unredacted; a detector
+error covers the frames it was given; the audio of those frames still goes out (it holds no faces). A source that
+drops is reconnected with backoff. Ctrl-C or SIGTERM ends the stream with the output finalised.
 """
 from __future__ import annotations
 
@@ -528,9 +527,9 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
 
 
 def _detector(config: Config, gpu: bool, frame_hw: tuple[int, int] | None) -> tuple[object, bool, list[str]]:
-    """The detector, whether it runs on the GPU, and notes. On a GPU (TensorRT, else PyTorch CUDA) each batch of
-    frames is uploaded for it; the frames stay on the host for redaction (~2 ms a frame) and x264. A GPU detector
-    that cannot be made falls back to ONNX Runtime on the CPU, said in a note (backend "gpu": an error)."""
+    """The detector, whether it runs on the GPU, and notes. On a GPU (TensorRT, else PyTorch CUDA) each frame is
+    uploaded for it; the frames stay on the host for redaction (~2 ms a frame) and x264. A GPU detector that
+    cannot be made falls back to ONNX Runtime on the CPU, said in a note (backend "gpu": an error)."""
     notes: list[str] = []
     if gpu:
         try:
