@@ -26,7 +26,7 @@ THUMB_WIDTH = 640       # pixels across (the video's own width when smaller)
 JPEG_QUALITY = 80
 CHART_BINS = 2400       # longer videos are drawn per bin: the busiest frame of each bin, the lowest score
 KIND_COLOURS = {HIT: (30, 200, 30), HELD: (255, 150, 0), FILLED: (40, 130, 255)}   # RGB
-KIND_NAMES = {HIT: "detected", HELD: "held", FILLED: "back-filled"}
+KIND_NAMES = {HIT: "detected", HELD: "held / between looks", FILLED: "back-filled"}
 PICK_TEXT = {"even": "evenly spaced", "start": "track starts (a box appears)", "end": "track ends (a box's last frame)",
              "low": "with the lowest detection scores", "most": "with the most faces",
              "large": "with the largest faces"}
