@@ -170,6 +170,17 @@ def test_a_file_played_live_into_an_hls_folder(clip, tmp_path):
     _check_audio(out)
 
 
+def test_a_stream_and_a_recording_at_once(clip, tmp_path):
+    """``-o`` an HLS folder and ``--record`` a recording, from the CLI: the same frames in both (each encoded
+    apart), every face covered, the audio in both."""
+    out, rec = tmp_path / "hls" / "live.m3u8", tmp_path / "rec.mkv"
+    assert main([str(clip.path), "--live", "-o", str(out), "--record", str(rec), "-q"]) == 0
+    written = _check_written(clip, out)
+    assert written == _check_written(clip, rec) and len(written) > FRAMES // 2
+    _check_audio(out)
+    _check_audio(rec)
+
+
 def test_auto_skips_frames_live_and_still_covers_every_face(clip, tmp_path, monkeypatch):
     """``detect_every="auto"`` on a stream that comes one frame at a time: frames are gathered up to the cadence's
     next look, so the detector skips frames where faces move as tracked (one frame at a time, every frame would
@@ -296,6 +307,8 @@ def test_an_rtsp_push_reaches_the_server_with_every_face_covered(clip, tmp_path)
     (["tcp://127.0.0.1:9", "-o", "rec.mkv"], "cannot open"),         # nothing listens there
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--latency", "0"], "latency"),
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--input-option", "novalue"], "KEY=VALUE"),
+    (["tcp://127.0.0.1:9", "-o", "hls/s.m3u8", "--record", "rtsp://127.0.0.1:9/x"], "--record"),  # not a file
+    (["clip.mp4", "-o", "out.mp4", "--record", "rec.mkv"], "--record is for live"),
 ])
 def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--reconnect", type=int, default=5, metavar="N",
                       help="times a network source that drops is reopened, backing off 1, 2, 4, 8 s (default 5; "
                            "0: the stream ends with it)")
+    live.add_argument("--record", metavar="PATH", help="also write a recording (.mkv, .mp4, .ts) beside -o (a stream "
+                      "to a server, say): the same frames, encoded a second time")
     live.add_argument("--input-format", metavar="FMT", help="FFmpeg input format, e.g. v4l2, mpegts")
     live.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
                       help="FFmpeg input option, e.g. rtsp_transport=tcp, video_size=1280x720, rtsp_flags=listen")
@@ -171,6 +173,8 @@ def _main(args: argparse.Namespace) -> int:
             from .live import is_live
             if args.live or any(is_live(i) for i in args.inputs):
                 return _main_live(args, config)
+            if args.record:
+                raise ConfigError("--record is for live streams (a URL, /dev/video*, or --live)")
             inputs = expand(args.inputs)
             output = args.output
         review, index = _review_plan(args, inputs, output)
@@ -240,7 +244,8 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     report = stream(args.inputs[0], args.output, config, latency=args.latency, on_overload=args.on_overload,
                     input_format=args.input_format, input_options=parse_options(args.input_option),
                     paced=args.live and not is_live(args.inputs[0]), progress=not args.quiet,
-                    log=lambda line: print(f"trt-anon: {line}", file=sys.stderr), retries=args.reconnect)
+                    log=lambda line: print(f"trt-anon: {line}", file=sys.stderr), retries=args.reconnect,
+                    record=args.record)
     if not args.quiet:
         live = report.live
         print(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "

@@ -509,17 +509,23 @@ def budget(latency: float, rate: Fraction, config: Config) -> tuple[int, float, 
 
 def stream(source: str, output: str, config: Config | None = None, *, latency: float = 0.5,
            on_overload: str = "drop", input_format: str | None = None, input_options: dict | None = None,
-           paced: bool = False, progress: bool = True, log=print, retries: int = RETRIES) -> Report:
+           paced: bool = False, progress: bool = True, log=print, retries: int = RETRIES,
+           record: str | None = None) -> Report:
     """Anonymize a live ``source`` into ``output`` until the stream ends or Ctrl-C; a Report back, with
     ``report.live``: the delay each frame had (p50, p99, max, in seconds), frames dropped or covered, reconnects.
     ``paced``: read a file at its own frame rate, as a live source. ``retries``: times a source that drops is
-    reopened (backing off 1, 2, 4, 8 s) before the stream ends."""
+    reopened (backing off 1, 2, 4, 8 s) before the stream ends. ``record``: a recording (.mkv, .mp4, .ts) written
+    beside ``output`` (a stream to a server, say), the same frames, encoded a second time."""
     config = config or Config()
     _check(source, output, config, latency, on_overload)
+    if record is not None:
+        _check(source, record, config, latency, on_overload)
+        if "://" in record or output_format(record)[0] == "hls":
+            raise ConfigError(f"--record {record}: a recording is a .mkv, .mp4 or .ts file")
     gpu = use_gpu(config, image=False)  # backend "gpu" without a usable GPU: refused before the source is opened
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
     try:
-        run = _Run(src, output, config, latency, gpu, progress, log)
+        run = _Run(src, [output] + ([record] if record else []), config, latency, gpu, progress, log)
     except BaseException:
         src.stop()
         raise
@@ -555,10 +561,11 @@ def _check(source: str, output: str, config: Config, latency: float, on_overload
 
 
 class _Run:
-    """One live run: the loop on the ``Anonymizer``'s steps, from the source's queue to the sink."""
+    """One live run: the loop on the ``Anonymizer``'s steps, from the source's queue to the sinks (the output and,
+    if asked, a recording: each its own encoder and writer thread; the delays are the output's)."""
 
-    def __init__(self, src: LiveSource, output: str, config: Config, latency: float, gpu: bool, progress: bool,
-                 log) -> None:
+    def __init__(self, src: LiveSource, outputs: list[str], config: Config, latency: float, gpu: bool,
+                 progress: bool, log) -> None:
         self.src, self.latency, self.log = src, latency, log
         video = src.container.streams.video[0]
         size = (video.height, video.width) if video.width and video.height else None
@@ -569,17 +576,23 @@ class _Run:
         self.lookback, self.max_wait, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
         self.anon = self._anonymizer()
-        self.report = Report(src.url, output)
+        self.report = Report(src.url, outputs[0])
         for note in notes:
             self.report.warnings.append(note)
             log(note)
-        self.sink = LiveSink(output, src.rate, self.config)
+        self.sinks = [LiveSink(o, src.rate, self.config) for o in outputs]
+        self.sink = self.sinks[0]
         if video.width and video.height:
-            note = self.sink.open(video.width, video.height, src.audio)
-            src.copy_audio = self.sink.audio_stream is not None
-            if note:
-                self.report.warnings.append(note)
-                log(note)
+            for sink in self.sinks:
+                try:
+                    note = sink.open(video.width, video.height, src.audio)
+                except BaseException:
+                    self._close(flush=False)
+                    raise
+                if note:
+                    self.report.warnings.append(note)
+                    log(note)
+            src.copy_audio = any(sink.audio_stream is not None for sink in self.sinks)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
         self.detector_errors = 0
         self.work = 0.0  # the time a frame takes in this loop (a running mean): a frame that waited in the queue
@@ -602,14 +615,14 @@ class _Run:
             interrupted = exc
         except BaseException:
             self.src.stop()
-            self.sink.close(flush=False)
+            self._close(flush=False)
             raise
         finally:
             self.bar.close()
         self.src.stop()
         if interrupted is not None:
             self._interrupted(interrupted)
-        self.sink.close()
+        self._close()
         if not self.report.frames and interrupted is None:
             raise InputError(f"{self.src.url}: no frame arrived")
         self.report.wall = time.perf_counter() - started
@@ -618,7 +631,8 @@ class _Run:
     def _step(self, a: Arrival) -> None:
         """One arrival: audio copied; a gap ends the tracker's stream; a frame tracked, the final ones written."""
         if a.kind == "audio":
-            self.sink.audio(a)
+            for sink in self.sinks:
+                sink.audio(a)
             return
         if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
             self._final(self.anon.end())
@@ -658,7 +672,8 @@ class _Run:
                 self._write(np.zeros(a.shape or self.shape, np.uint8), a)
 
     def _write(self, frame: np.ndarray, a: Arrival, faces: int = 0, boxes: int = 0) -> None:
-        self.sink.write(frame, a)
+        for sink in self.sinks:
+            sink.write(frame, a)
         self.report.count(faces, boxes)
         self.bar.update(1)
 
@@ -671,6 +686,17 @@ class _Run:
             if a.kind != "dropped":
                 self._write(np.zeros(a.shape or self.shape, np.uint8), a)
         self.waiting.clear()
+
+    def _close(self, flush: bool = True) -> None:
+        """Every sink finalised (``flush`` False: after an error, closed as they are); the first error raised."""
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close(flush)
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _status(self) -> None:
         if self.sink.delays.recent:
@@ -697,7 +723,8 @@ class _Run:
         report.live = {"delay_p50": d.percentile(50), "delay_p99": d.percentile(99), "delay_max": round(d.most, 3),
                        "latency": self.latency, "lookback": self.lookback, "dropped": src.dropped,
                        "covered": src.covered, "detector_errors": self.detector_errors,
-                       "reconnects": src.reconnects, "audio_packets": sink.audio_packets}
+                       "reconnects": src.reconnects, "audio_packets": sink.audio_packets,
+                       **({"record": self.sinks[1].output} if len(self.sinks) > 1 else {})}
         if src.dropped or src.covered:
             report.warnings.append(f"the machine could not keep up within {self.latency} s: {src.dropped} frame(s) "
                                    f"dropped, {src.covered} covered (never written unredacted)")
