@@ -116,22 +116,24 @@ class Anonymizer:
         that became final, in order (``lookback`` frames behind). With ``detect_every="auto"``, frames fewer than
         the cadence's next gap are held and tracked with the ones that follow (one frame at a time, each frame
         would be a batch's last, always looked at); ``skip`` and ``end`` track what is held first."""
-        if self.config.detect_every == "auto":
-            self.gathered.append(frames)
-            if sum(len(f) for f in self.gathered) < self.cadence.gap(self.tracker):
-                return []
-            frames, self.gathered = self._gathered(), []
-        return self._track(frames)
+        if self.config.detect_every != "auto":
+            return self._track(frames)
+        self.gathered.append(frames)
+        if sum(len(f) for f in self.gathered) < self.cadence.gap(self.tracker):
+            return []
+        return self._track_held()
 
-    def _gathered(self):
-        return self.gathered[0] if len(self.gathered) == 1 else array_module(self.gathered[0]).concatenate(
-            self.gathered)
+    def _track_held(self) -> list[Regions]:
+        """The frames ``track`` holds, tracked now as one batch."""
+        if not self.gathered:
+            return []
+        held, self.gathered = self.gathered, []
+        return self._track(held[0] if len(held) == 1 else array_module(held[0]).concatenate(held))
 
     def skip(self, n: int = 1) -> list[Regions]:
         """``n`` frames the caller has no pixels for (a live frame dropped as late): frames not looked at, so
         that holds and motion stay right across them; the detections of the frames that became final."""
-        final = self._track(self._gathered()) if self.gathered else []
-        self.gathered = []
+        final = self._track_held()
         return final + self.tracker.push([None] * n)
 
     def _track(self, frames) -> list[Regions]:
@@ -153,8 +155,7 @@ class Anonymizer:
 
     def end(self) -> list[Regions]:
         """The end of the stream: the detections of every frame not yet final."""
-        final = self._track(self._gathered()) if self.gathered else []
-        self.gathered = []
+        final = self._track_held()
         last = None
         if self.tail is not None:
             height, width = self.tail.shape[1:3] if self.rotation % 180 == 0 else self.tail.shape[2:0:-1]

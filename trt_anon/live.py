@@ -578,8 +578,7 @@ class _Run:
         self.anon = self._anonymizer()
         self.report = Report(src.url, outputs[0])
         for note in notes:
-            self.report.warnings.append(note)
-            log(note)
+            self._note(note)
         self.sinks = [LiveSink(o, src.rate, self.config) for o in outputs]
         self.sink = self.sinks[0]
         if video.width and video.height:
@@ -590,8 +589,7 @@ class _Run:
                     self._close(flush=False)
                     raise
                 if note:
-                    self.report.warnings.append(note)
-                    log(note)
+                    self._note(note)
             src.copy_audio = any(sink.audio_stream is not None for sink in self.sinks)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
         self.detector_errors = 0
@@ -599,6 +597,11 @@ class _Run:
                          # so long that this would make it late is dropped (or covered) before it is worked on
         self.shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
         self.bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
+
+    def _note(self, text: str) -> None:
+        """A warning for the report, said now too."""
+        self.report.warnings.append(text)
+        self.log(text)
 
     def _anonymizer(self) -> Anonymizer:
         return Anonymizer(self.config, detector=self.detector, redactor=self.redactor)
