@@ -120,7 +120,7 @@ MUTANTS = [
     # --- eyes
     m("eyes target redacts whole faces", "eyes", "trt_anon/redact/__init__.py",
       '    if target == "eyes":\n        return grow(det.eyes', '    if target == "eye":\n        return grow(det.eyes',
-      E2E + "test_eyes_target_covers_only_the_eye_band"),
+      E2E + "test_eyes_target_covers_only_the_eye_band[1]"),
     m("eye band never refreshed after a face is found", "eyes", "trt_anon/track.py",
       "                if refresh or f - t.eyes_at >= self.eyes_every:\n", "                if f == t.eyes_at:\n",
       TRACK + "test_eyes_refreshed_every_4th_frame_and_carried_with_face"),

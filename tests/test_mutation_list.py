@@ -37,4 +37,8 @@ def test_mutant_names_tests_that_exist(mutant):
     for node in mutant.tests:
         path, name = node.split("::", 1)
         function = name.split("[", 1)[0]
-        assert f"def {function}(" in (ROOT / path).read_text(encoding="utf-8"), node
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert f"def {function}(" in source, node
+        decorators = source.split(f"def {function}(", 1)[0].rsplit("\n\n", 1)[-1]  # the lines just above it
+        if "[" not in name:  # pytest collects a parametrized test only by its ids
+            assert "@pytest.mark.parametrize" not in decorators, f"{node}: parametrized; name one of its ids"
