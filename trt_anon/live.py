@@ -517,15 +517,12 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     reopened (backing off 1, 2, 4, 8 s) before the stream ends. ``record``: a recording (.mkv, .mp4, .ts) written
     beside ``output`` (a stream to a server, say), the same frames, encoded a second time."""
     config = config or Config()
-    _check(source, output, config, latency, on_overload)
-    if record is not None:
-        _check(source, record, config, latency, on_overload)
-        if "://" in record or output_format(record)[0] == "hls":
-            raise ConfigError(f"--record {record}: a recording is a .mkv, .mp4 or .ts file")
+    outputs = [output] + ([record] if record is not None else [])
+    _check(source, outputs, config, latency, on_overload)
     gpu = use_gpu(config, image=False)  # backend "gpu" without a usable GPU: refused before the source is opened
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
     try:
-        run = _Run(src, [output] + ([record] if record else []), config, latency, gpu, progress, log)
+        run = _Run(src, outputs, config, latency, gpu, progress, log)
     except BaseException:
         src.stop()
         raise
@@ -547,15 +544,19 @@ def _detector(config: Config, gpu: bool, frame_hw: tuple[int, int] | None) -> tu
     return select_detector(config, gpu=False), False, notes
 
 
-def _check(source: str, output: str, config: Config, latency: float, on_overload: str) -> None:
-    """Mistakes refused before anything is opened."""
+def _check(source: str, outputs: list[str], config: Config, latency: float, on_overload: str) -> None:
+    """Mistakes refused before anything is opened. ``outputs``: the output, then the recording if one is asked."""
     if on_overload not in OVERLOAD:
         raise ConfigError(f"on_overload must be one of {', '.join(OVERLOAD)}, not {on_overload!r}")
     if not 0.1 <= latency <= 30:
         raise ConfigError(f"latency must be between 0.1 and 30 seconds, not {latency}")
-    output_format(output)
-    if "://" not in output and Path(output).exists() and not config.overwrite:
-        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+    for output in outputs:
+        output_format(output)
+        if "://" not in output and Path(output).exists() and not config.overwrite:
+            raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+    for record in outputs[1:]:
+        if "://" in record or output_format(record)[0] == "hls":
+            raise ConfigError(f"--record {record}: a recording is a .mkv, .mp4 or .ts file")
     if not is_live(source) and not Path(source).exists():
         raise InputError(f"input {source} not found")
 
