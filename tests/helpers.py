@@ -140,19 +140,20 @@ def reach(boxes) -> np.ndarray:
 
 
 def frame_problem(clip: Clip, i: int, before: np.ndarray, after: np.ndarray, min_side: float = 12,
-                  max_dev: float = 4.0, max_bg: float = 3.0) -> str | None:
+                  max_dev: float = 4.0, max_bg: float = 3.0, near: int = 6) -> str | None:
     """What is wrong with output frame ``i`` (``after``) against its input (``before``), or None: a face in
     view not mosaicked (only the part in view counts, ``faces_to_check``), or the background changed
-    beyond codec noise. One frame at a time, so a long clip can be checked while it streams."""
+    beyond codec noise, away from where a face is within ``near`` frames (held and back-filled boxes reach
+    there). One frame at a time, so a long clip can be checked while it streams."""
     for box, shown in faces_to_check(clip, i, min_side):
         if cell_deviation(before, box, shown=shown) <= 3 * max_dev:
             return f"frame {i}: input face {box} not textured?"
         dev = cell_deviation(after, box, shown=shown)
         if dev >= max_dev:
             return f"frame {i}: face {box} not mosaicked (deviation {dev:.1f})"
-    # held / back-filled boxes may cover where a face was or will be within ttl frames
-    near = [b for j in range(max(0, i - 6), min(len(clip.boxes), i + 7)) for b in clip.boxes[j]]
-    mask = background_mask(before.shape, near, pad=reach(near))
+    # held / back-filled boxes may cover where a face was or will be within ttl frames (further back-filled)
+    boxes = [b for j in range(max(0, i - 6), min(len(clip.boxes), i + near + 1)) for b in clip.boxes[j]]
+    mask = background_mask(before.shape, boxes, pad=reach(boxes))
     if mask.any():
         diff = np.abs(before.astype(np.int16) - after.astype(np.int16))[mask].mean()
         if diff >= max_bg:

@@ -1,22 +1,29 @@
-"""Live streams on loopback: a camera (tests/live_camera.py, PyAV in its own process) plays a real-face clip
-with a tone over TCP at its own pace; trt_anon reads it as it plays. Every written frame is checked against the
-clip's known faces, and the audio against the video's times; nothing is left running."""
+"""Live streams on loopback: a camera (tests/live_camera.py, in its own process) sends a real-face clip with a tone
+as MPEG-TS (H.264, AAC with ADTS headers, as FFmpeg and IP cameras send it) over TCP at its own pace, or stalling,
+in bursts, damaged, failing, ending; trt_anon reads it as it plays. Every written frame is checked against the
+clip's known faces, the audio against the video's times, every file written as ffprobe would; nothing is left
+running."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
+import av.logging
 import numpy as np
 import pytest
 from helpers import decode_frames, frame_problem
+from live_camera import make_ts
 from synth import Face, make_clip
 
 from trt_anon import Config, live
 from trt_anon.cli import main
 from trt_anon.detect import onnxrt
+from trt_anon.errors import DetectorError
 
 CAMERA = Path(__file__).with_name("live_camera.py")
 RECEIVER = Path(__file__).with_name("live_receiver.py")
@@ -30,24 +37,51 @@ def clip(tmp_path_factory):
                      faces=[Face(64, (40, 30), (2.0, 0.5)), Face(48, (220, 90), (-1.0, 0.3), enter=30)])
 
 
+@pytest.fixture(scope="module")
+def ts(clip):
+    """The clip as the camera sends it: MPEG-TS, H.264 and AAC (ADTS)."""
+    path = clip.path.with_name("cam.ts")
+    make_ts(clip.path, path)
+    return path
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
-def camera(clip):
-    """Start a camera (``camera(stop_after=None, again=False)``) and get its URL; it is stopped after the test."""
+def camera(ts):
+    """Start a camera (``camera(*options)``, live_camera.py's options) and get its URL; stopped after the test."""
     procs = []
 
-    def start(stop_after: int | None = None, again: bool = False) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        args = [sys.executable, str(CAMERA), str(port), str(clip.path)] + ([str(stop_after)] if stop_after else [])
-        args += ["again"] if again else []
-        procs.append(subprocess.Popen(args))
+    def start(*options: str) -> str:
+        port = _port()
+        procs.append(subprocess.Popen([sys.executable, str(CAMERA), str(port), str(ts), *options]))
         return f"tcp://127.0.0.1:{port}"
 
     yield start
     for p in procs:
         p.kill()
         p.wait()
+
+
+def _probe(path: Path, streams: int = 2) -> int:
+    """``path`` read through, every packet demuxed and decoded, as ``ffprobe -v error`` would: no error from FFmpeg
+    (a Matroska header written over, a broken fragment), and no stream but the video and audio written; the
+    number of video frames."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, av.open(str(path)) as c:
+            assert len(c.streams) == streams, [s.codec_context.name for s in c.streams]
+            frames = sum(1 for p in c.demux() for f in p.decode() if isinstance(f, av.VideoFrame))
+    finally:
+        av.logging.set_level(level)
+    errors = [line for line in logs if line[0] <= av.logging.ERROR]
+    assert not errors, errors[:5]
+    return frames
 
 
 def _open_when_up(url: str, output: Path, **kw):
@@ -77,7 +111,8 @@ def _check_written(clip, out: Path, max_bg: float = 8.0) -> list[int]:
         indices.append(i)
         if frame.max() < 16:  # covered whole (overload)
             continue
-        problem = frame_problem(clip, i, src[i], frame, max_bg=max_bg)
+        # faces are back-filled as far as the delay lets the tracker see ahead: up to its lookback (15 frames)
+        problem = frame_problem(clip, i, src[i], frame, max_bg=max_bg, near=live.budget(0.5, 30, Config())[0])
         assert problem is None, (i, problem)
     return indices
 
@@ -102,6 +137,7 @@ def _check_audio(out: Path, start: float = 0.0, end: float = FRAMES * FRAME) -> 
 
 def test_a_camera_over_tcp_is_recorded_with_every_face_covered(clip, camera, tmp_path):
     report = _open_when_up(camera(), tmp_path / "rec.mkv", retries=0)
+    assert _probe(tmp_path / "rec.mkv") == report.frames  # AAC from MPEG-TS made raw, its config written once
     indices = _check_written(clip, tmp_path / "rec.mkv")
     assert len(indices) == report.frames > 0 and report.frames + report.live["dropped"] == FRAMES
     assert report.live["delay_p50"] > 0 and report.live["lookback"] < Config().lookback  # sized to the delay
@@ -113,7 +149,7 @@ def test_a_camera_that_comes_back_goes_on_with_times_and_audio_in_step(clip, cam
     """The camera goes away after 40 frames and comes back, playing the clip from its start: the output's
     times go on increasing across the gap, and the audio of the second connection starts with its video."""
     lines = []
-    report = _open_when_up(camera(stop_after=40, again=True), tmp_path / "again.mkv", retries=2, log=lines.append)
+    report = _open_when_up(camera("--stop-after", "40", "--again"), tmp_path / "again.mkv", retries=2, log=lines.append)
     assert report.live["reconnects"] == 1 and report.frames + report.live["dropped"] == 40 + FRAMES, lines
     with av.open(str(tmp_path / "again.mkv")) as c:
         times = np.array([f.time for f in c.decode(video=0)])
@@ -151,10 +187,172 @@ def test_overload_never_writes_a_raw_frame(clip, camera, tmp_path, monkeypatch):
     _check_audio(tmp_path / "drop.mkv")  # the audio of the frames dropped is there: it holds no faces
 
 
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    """A second of a face with a tone, as an MP4 file and as the MPEG-TS a camera sends."""
+    d = tmp_path_factory.mktemp("short")
+    clip = make_clip(d / "short.mp4", 160, 96, frames=30, audio=1, faces=[Face(40, (20, 20), (2.0, 0.5))])
+    make_ts(clip.path, d / "short.ts")
+    return clip
+
+
+@pytest.mark.parametrize("source", ["ts", "mp4"])
+def test_every_output_with_every_recording_plays_clean(short, source, tmp_path):
+    """Each output (a recording, fragmented MP4, MPEG-TS, HLS) with each recording beside it, from an MP4 file and
+    from MPEG-TS (AAC with ADTS headers): both written whole, read through without an error from FFmpeg (no
+    header written over, no extra stream), every frame in both, and the audio in both."""
+    src = str(short.path.with_suffix(f".{source}"))
+    for out in ("o.mkv", "o.mp4", "o.ts", "hls/o.m3u8"):
+        for rec in ("r.mkv", "r.mp4", "r.ts"):
+            d = tmp_path / f"{Path(out).suffix[1:]}-{Path(rec).suffix[1:]}"
+            d.mkdir()
+            # read as fast as it decodes, with a budget no frame can miss: the muxing is what is checked
+            report = live.stream(src, str(d / out), latency=30, progress=False, record=str(d / rec),
+                                 log=lambda _: None)
+            assert report.frames == 30 and not report.warnings, (out, rec, report.warnings)
+            for path in (d / out, d / rec):
+                assert _probe(path) == 30, path
+                _check_audio(path, end=30 * FRAME)
+
+
+def _timed(monkeypatch) -> dict[int, tuple[float, float]]:
+    """Each frame written: its number in the stream -> (when it arrived, when the output's writer wrote it)."""
+    written: dict[int, tuple[float, float]] = {}
+    real = live.LiveSink._encode
+
+    def encode(self, frame, a, handed):
+        real(self, frame, a, handed)
+        if self.output.endswith(".mkv"):
+            written[a.index] = (a.at, time.monotonic())
+
+    monkeypatch.setattr(live.LiveSink, "_encode", encode)
+    return written
+
+
+def test_a_camera_that_stalls_does_not_hold_the_frames_before_it(clip, camera, tmp_path, monkeypatch):
+    """The camera sends nothing for 2 s after frame 44, then the frames that fell due meanwhile at once (as FFmpeg's
+    -re catches up). The frames that came before the stall leave by their deadline, with the boxes they have: all
+    are written before the frames after the stall arrive, not held for frames that have not come."""
+    written = _timed(monkeypatch)
+    report = _open_when_up(camera("--stall", "45:2"), tmp_path / "stall.mkv", retries=0)
+    assert report.frames > 0 and report.live["covered"] == 0
+    arrived = np.array(sorted(at for at, _ in written.values()))
+    gap = int(np.argmax(np.diff(arrived)))  # the stall, as seen here (a TS demuxer hands a frame over when the
+    stalled, resumed = arrived[gap], arrived[gap + 1]  # next one begins: the frame before a stall comes after it)
+    assert resumed - stalled > 1.5
+    before = [done for at, done in written.values() if at <= stalled]
+    assert len(before) > 30 and max(before) < resumed, "frames that came before the stall waited for it"
+    # a frame out before the detector looked at one after it holds its faces along their motion, growing
+    _check_written(clip, tmp_path / "stall.mkv", max_bg=255)
+    _check_audio(tmp_path / "stall.mkv")
+
+
+@pytest.mark.parametrize("options", [("--constant-rate",), ("--damage", "0.002")], ids=["bursts", "damaged"])
+def test_a_camera_in_bursts_or_damaged_never_shows_a_face(clip, camera, options, tmp_path):
+    """A constant-byte-rate sender (a keyframe's frames arrive late, then together) and a damaged stream (bytes
+    flipped in 0.2% of the TS packets): every frame written has its faces covered; the output plays clean."""
+    out = tmp_path / "rec.mkv"
+    report = _open_when_up(camera(*options), out, retries=0, on_overload="cover")
+    assert report.frames > 0 and _probe(out) == report.frames
+    # damaged frames decode with smears the clean clip does not have: the faces are what is checked
+    _check_written(clip, out, max_bg=255)
+
+
+def test_a_detector_error_mid_stream_covers_the_frames_that_waited(clip, camera, tmp_path, monkeypatch):
+    """The detector raises once, mid-stream: the frames waiting for their boxes then are covered whole, never
+    written as they are; the stream goes on with a fresh tracker and every face after it covered."""
+    real, calls = onnxrt.OnnxRuntimeDetector.__call__, [0]
+
+    def once(self, frames):
+        calls[0] += 1
+        if calls[0] == 20:  # past the warm-up and the first frames
+            raise DetectorError("simulated detector failure")
+        return real(self, frames)
+
+    monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", once)
+    lines = []
+    report = _open_when_up(camera(), tmp_path / "err.mkv", retries=0, log=lines.append)
+    assert report.live["detector_errors"] == 1 and any("detector error" in line for line in lines)
+    with av.open(str(tmp_path / "err.mkv")) as c:
+        black = sum(f.to_ndarray(format="rgb24").max() < 16 for f in c.decode(video=0))
+    assert black >= 1 and report.live["covered"] == 0  # covered for the error, not for lateness
+    _check_written(clip, tmp_path / "err.mkv")
+    assert any("the detector failed 1 time(s)" in w for w in report.warnings)
+
+
+def test_a_live_run_keeps_its_boxes_and_audit_record(clip, camera, tmp_path, monkeypatch, capsys):
+    """``--json`` on a live run: every frame written with its number, time and boxes, the report with the delays,
+    and an audit record of the files written (the recording and the output, by SHA-256; the camera by its URL),
+    which ``trt-anon verify`` checks."""
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)
+    url = camera()
+    for _ in range(100):
+        code = main([url, "-o", "rec.mkv", "--record", "rec.ts", "--json", "run.json", "-q", "--reconnect", "0"])
+        if "cannot open" not in capsys.readouterr().err:
+            break
+        time.sleep(0.1)
+    assert code == 0
+    data = json.loads((tmp_path / "run.json").read_text())
+    report, record = data["report"], data["audit"]
+    assert len(data["frames"]) == report["frames"] > 0 and report["live"]["delay_p99"] > 0
+    numbers = [f["frame"] for f in data["frames"]]
+    assert numbers == sorted(set(numbers)) and max(numbers) < FRAMES
+    assert all(f["faces"] for f in data["frames"][:30])  # the first face is in every frame from the start
+    assert record["input"] == {"path": url, "stream": True}
+    for name, entry in (("rec.mkv", record["output"]), ("rec.ts", record["recording"])):
+        assert entry["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        assert main(["verify", name, "run.json"]) == 0
+    (tmp_path / "other.mkv").write_bytes(b"\0" + (tmp_path / "rec.mkv").read_bytes()[1:])
+    assert main(["verify", "other.mkv", "run.json"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.mkv", "rec.mkv", "rec.ts", "run.json"]
+
+
+def test_the_model_is_ready_before_the_source_is_opened(clip, monkeypatch, tmp_path):
+    """A camera sends from the moment it is opened: the model is loaded and run once before, so that what the
+    camera sends meanwhile does not wait for it (and arrive late, all at once)."""
+    events = []
+    real_open, real_look = live.LiveSource._open, onnxrt.OnnxRuntimeDetector.__call__
+    monkeypatch.setattr(live.LiveSource, "_open", lambda self: events.append("open") or real_open(self))
+    monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__",
+                        lambda self, frames: events.append("look") or real_look(self, frames))
+    live.stream(str(clip.path), str(tmp_path / "rec.mkv"), paced=True, progress=False)
+    assert events.index("open") > 0 and set(events[:events.index("open")]) == {"look"}
+
+
+def test_a_small_face_there_from_the_first_frame_is_covered_live(tmp_path):
+    """A 26 px face in view from the first frame of a stream: the detector may be sure of it only some frames in;
+    the back-fill, which takes what the delay budget leaves, covers the frames before (at the default latency)."""
+    clip = make_clip(tmp_path / "small.mp4", 640, 360, frames=60, audio=1, faces=[Face(26, (300, 150), (1.0, 0.3))])
+    out = tmp_path / "rec.mkv"
+    report = live.stream(str(clip.path), str(out), paced=True, progress=False)
+    assert report.frames > 0
+    indices = _check_written(clip, out)
+    assert indices[0] == 0  # the first frame itself was written, covered
+
+
+def test_a_stream_that_ends_is_over_and_one_that_fails_says_why(camera, tmp_path, monkeypatch):
+    """A sender that closes the stream ends the run at once (no reconnection attempts); one that stops sending is
+    given up after the read timeout, saying so (not FFmpeg's "Immediate exit requested")."""
+    lines = []
+    report = _open_when_up(camera("--end-after", "30"), tmp_path / "end.mkv", log=lines.append)
+    assert report.live["reconnects"] == 0 and report.frames + report.live["dropped"] == 30
+    assert [line.split(": ", 1)[1] for line in lines] == ["the stream ended (its sender closed it)"]
+    monkeypatch.setattr(live, "READ_TIMEOUT", 1.0)
+    lines = []
+    report = _open_when_up(camera("--stall", "30:60"), tmp_path / "silent.mkv", retries=0, log=lines.append)
+    assert 0 < report.frames + report.live["dropped"] <= 30
+    assert [line.split(": ", 1)[1] for line in lines] == ["no data for 1 s"]
+
+
 def test_a_camera_that_goes_away_ends_the_stream_with_the_recording_whole(clip, camera, tmp_path):
     lines = []
-    report = _open_when_up(camera(stop_after=40), tmp_path / "cut.mp4", retries=1, log=lines.append)
-    assert any("reconnecting" in line for line in lines)  # tried once more, then ended
+    report = _open_when_up(camera("--stop-after", "40"), tmp_path / "cut.mp4", retries=1, log=lines.append)
+    # tried once more, then ended; each line says why: the camera's connection reset, then nothing listening
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "Connection reset by peer; reconnecting in 1 s (1 of 1)",
+        "Connection refused; giving up after 1 reconnection attempt(s)"], lines
     assert report.frames + report.live["dropped"] == 40 and report.frames > 0  # drops: a loaded machine
     indices = _check_written(clip, tmp_path / "cut.mp4")  # fragmented MP4: whole up to its last fragment
     assert indices == sorted(indices) and max(indices) < 40
@@ -309,6 +507,7 @@ def test_an_rtsp_push_reaches_the_server_with_every_face_covered(clip, tmp_path)
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--input-option", "novalue"], "KEY=VALUE"),
     (["tcp://127.0.0.1:9", "-o", "hls/s.m3u8", "--record", "rtsp://127.0.0.1:9/x"], "--record"),  # not a file
     (["clip.mp4", "-o", "out.mp4", "--record", "rec.mkv"], "--record is for live"),
+    (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--review"], "--review is for files"),  # never silently ignored
 ])
 def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -319,17 +518,18 @@ def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkey
 
 
 def test_the_delay_budget_sizes_the_back_fill_and_the_queue():
-    lookback, max_wait, capacity = live.budget(0.5, 30, Config())
-    assert (lookback, capacity) == (6, 30) and 0 < max_wait < 0.5 - lookback / 30
+    """Every frame the delay holds may serve as look-ahead for the back-fill (frames leave by their deadline,
+    with what the budget left); half the budget is kept for it, so a frame that waited in the queue longer is late."""
+    lookback, reserve, capacity = live.budget(0.5, 30, Config())
+    assert (lookback, reserve, capacity) == (15, 0.25, 30)
     assert live.budget(5.0, 30, Config())[0] == Config().lookback  # never more than asked
-    # detect_every="auto" (the default) gathers up to 3 frames before a look: they come off the queue's wait
-    assert np.isclose(live.budget(0.5, 30, Config(detect_every=1))[1] - max_wait, 3 / 30)
     assert live.budget(0.1, 30, Config())[0] == Config().ttl  # never less than the hold
-    assert np.isclose(live.budget(2.0, 25, Config(lookback=10))[0], 10)
+    assert live.budget(2.0, 25, Config(lookback=10))[0] == 10
 
 
 def test_sigterm_ends_a_live_run_with_the_recording_whole(clip, tmp_path):
-    """The CLI on a file played live, stopped by SIGTERM mid-stream: exit 0, every frame written covered."""
+    """The CLI on a file played live, stopped by SIGTERM mid-stream: exit 143 (as for a file), saying the recording
+    is whole up to there, and it is: every frame written covered."""
     import os
     import signal
     import time
@@ -345,7 +545,8 @@ def test_sigterm_ends_a_live_run_with_the_recording_whole(clip, tmp_path):
             time.sleep(0.05)
         time.sleep(0.8)  # of the clip's 3 s
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        assert proc.wait(timeout=30) == 143
+        assert proc.stderr.read().strip() == f"trt-anon: terminated; {out} is whole up to there"
     finally:
         proc.kill()
     indices = _check_written(clip, out)

@@ -28,6 +28,30 @@ def sha256(path: Path) -> str:
 def record(source: Path, output: Path, written: Path, config, report: Report, decisions=None) -> dict:
     """The record for a run of ``source`` into ``output``, whose bytes are at ``written`` (its temporary
     name: hashed before it is renamed into place); ``decisions`` (decisions.Decisions): what a review changed."""
+    return _record({"path": str(source), "bytes": source.stat().st_size, "sha256": sha256(source)},
+                   {"path": str(output), "bytes": written.stat().st_size, "sha256": sha256(written)},
+                   config, report, decisions.summary() if decisions is not None else None)
+
+
+def live_record(source: str, outputs: list[str], config, report: Report) -> dict:
+    """The record of a live run: the stream it read (a URL, which has no bytes to hash; a file played live is
+    hashed), and each file it wrote (the output, the recording: ``outputs``) with its SHA-256; an output that
+    is a stream or an HLS folder (its segments roll away) is named without one."""
+    def entry(name: str) -> dict:
+        path = Path(name)
+        if "://" in name or path.suffix.lower() == ".m3u8" or not path.is_file():
+            return {"path": name, "stream": True}
+        return {"path": name, "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+    files = [entry(o) for o in outputs]
+    out = _record(entry(source), files[0], config, report, None)
+    if len(files) > 1:
+        out["recording"] = files[1]
+    out["counts"].update({k: report.live[k] for k in ("dropped", "covered", "detector_errors", "reconnects")})
+    return out
+
+
+def _record(input: dict, output: dict, config, report: Report, decisions) -> dict:
     from . import __version__
     from .detect import load_model
 
@@ -37,12 +61,12 @@ def record(source: Path, output: Path, written: Path, config, report: Report, de
         "format": FORMAT,
         "tool": f"trt_anon {__version__}",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "input": {"path": str(source), "bytes": source.stat().st_size, "sha256": sha256(source)},
-        "output": {"path": str(output), "bytes": written.stat().st_size, "sha256": sha256(written)},
+        "input": input,
+        "output": output,
         "model": {"name": config.model, "precision": precision, "sha256": load_model(config.model).sha256(precision)},
         "options": options,
         "backends": dict(report.backends),
-        "decisions": decisions.summary() if decisions is not None else None,
+        "decisions": decisions,
         "counts": {"frames": report.frames, "faces": report.faces, "frames_with_faces": report.frames_with_faces,
                    "redacted_boxes": report.redacted_boxes, "decode_errors": report.decode_errors},
     }
@@ -63,19 +87,25 @@ def load(path: Path) -> dict:
 
 
 def verify(output: Path, record_path: Path, input: Path | None = None) -> list[str]:
-    """What does not match the record: the output's (and, if given, the input's) size or SHA-256.
-    An empty list: the files are the ones the record describes."""
+    """What does not match the record: the output's (and, if given, the input's) size or SHA-256. A live run's
+    record holds its recording too: the output matches either. An empty list: the files are the ones the record
+    describes."""
     audit = load(record_path)
     problems = []
     for what, path in (("output", output), ("input", input)):
         if path is None:
             continue
+        wanted = [e for e in (audit[what], audit.get("recording") if what == "output" else None)
+                  if e and "sha256" in e]
+        if not wanted:
+            raise InputError(f"the record holds no SHA-256 of the {what}: it was a live stream "
+                             f"({audit[what]['path']})")
         try:
             size, digest = Path(path).stat().st_size, sha256(Path(path))
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-        want = audit[what]
-        if digest != want["sha256"]:
+        if all(digest != want["sha256"] for want in wanted):
+            want = wanted[0]
             problems.append(f"{what} {path}: SHA-256 {digest[:16]}... is not the recorded {want['sha256'][:16]}... "
                             f"({size} bytes, recorded {want['bytes']})")
     return problems

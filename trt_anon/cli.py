@@ -241,6 +241,10 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     if len(args.inputs) != 1 or not args.output:
         raise ConfigError("a live stream takes one input and -o (a .mkv/.mp4/.ts file, a .m3u8 path, or an "
                           "rtsp://, srt://, tcp:// or udp:// URL)")
+    if args.review or args.review_originals:
+        raise ConfigError("--review is for files (a live stream is not kept to be read again); --json records "
+                          "the boxes of every frame written, and --record keeps the anonymized stream")
+    config = Config.from_options(config, json_path=args.json_path)
     report = stream(args.inputs[0], args.output, config, latency=args.latency, on_overload=args.on_overload,
                     input_format=args.input_format, input_options=parse_options(args.input_option),
                     paced=args.live and not is_live(args.inputs[0]), progress=not args.quiet,
@@ -253,7 +257,12 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
               f"{live['reconnects']}")
         for w in report.warnings:
             print(f"  warning: {w}")
-    return 0
+    # stopped by a signal: the output is whole up to there, and the exit code says how it ended, as for files
+    stopped = report.live.get("stopped")
+    if stopped:
+        print(f"trt-anon: {'interrupted' if stopped == 'SIGINT' else 'terminated'}; {args.output} is whole up to "
+              "there", file=sys.stderr)
+    return {"SIGINT": 130, "SIGTERM": 143}.get(stopped, 0)
 
 
 def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], output, review) -> int:

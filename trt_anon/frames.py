@@ -153,15 +153,23 @@ class Anonymizer:
             self.tail = None if dets[-1] is not None else view[-1:].copy()
         return self.tracker.push(dets)
 
-    def end(self) -> list[Regions]:
-        """The end of the stream: the detections of every frame not yet final."""
+    def end(self, n: int | None = None, look: bool = True) -> list[Regions]:
+        """The end of the stream: the detections of every frame not yet final. ``n``: only the next ``n`` frames
+        (the oldest not yet final) are made final, now, with what was seen so far, and the stream goes on (a
+        live frame whose deadline came before the frames after it: a stalled or bursty source). The frames held
+        are tracked and the last frame is looked at if it was not, unless the ``n`` frames need no look: the
+        detector looked at a frame after them (their boxes are whole but for back-fill from frames not yet come),
+        or ``look`` is False (frames ``skip`` was given, without pixels)."""
+        if n is not None and (not look or self.tracker.next_final + n <= self.tracker.last_look + 1):
+            return self.tracker.flush(None, self.tracker.next_final + n)
         final = self._track_held()
         last = None
         if self.tail is not None:
             height, width = self.tail.shape[1:3] if self.rotation % 180 == 0 else self.tail.shape[2:0:-1]
             last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
             self.tail = None
-        return final + self.tracker.flush(last)
+        upto = None if n is None else self.tracker.next_final + max(0, n - len(final))
+        return final + self.tracker.flush(last, upto)
 
     def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         """The rectangles to redact in each final frame: grown faces, or grown eye bands."""

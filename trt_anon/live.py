@@ -18,6 +18,7 @@ drops is reconnected with backoff. Ctrl-C or SIGTERM ends the stream with the ou
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -27,26 +28,29 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import av.bitstream
 import numpy as np
 from tqdm import tqdm
 
-from .config import AUTO_MAX_EVERY, Config
+from . import audit
+from .config import Config
 from .detect import select_detector
 from .detect.detections import HIT
 from .encode.codecs import CODECS, codec_options, pixel_format
 from .errors import AnonError, BackendError, ConfigError, DetectorError, InputError, OutputError, Terminated, first_line
 from .frames import Anonymizer
+from .media.files import atomic_output
 from .plan import use_gpu
 from .redact import select_redactor
-from .report import Report
+from .report import BoxLog, Report
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "tcp", "udp", "rtp", "http", "https")
 TIME_BASE = Fraction(1, 90000)  # output timestamps: MPEG-TS's clock, exact for every common frame rate
-RETRIES = 5                     # a network source that drops is reopened this many times (1, 2, 4, 8, 8 s apart)
+RETRIES = 5                     # a network source that fails is reopened this many times (1, 2, 4, 8, 8 s apart)
+READ_TIMEOUT = 10.0             # seconds without data from a source (opening, or reading) before it counts as failed
 OVERLOAD = ("drop", "cover")
 JUMP = 10.0                     # a source time going back, or forward more than this (s): its clock restarted
 HELD_AUDIO = 500                # audio packets kept while a connection's first frame is decoded (its shift)
+WARM_SIZE = (720, 1280)          # the detector's warm-up frame before a source is opened (the commonest size)
 AAC_RATES = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350]
 # Audio codecs the live muxers take as they are, where PyAV cannot ask them (MPEG-TS, HLS, RTSP); others are asked.
 AUDIO_FITS = {"mpegts": {"aac", "mp2", "mp3", "ac3", "eac3", "opus"}, "hls": {"aac", "mp3", "ac3", "eac3"},
@@ -71,14 +75,18 @@ class Arrival:
     at: float          # time.monotonic() when it arrived
     kind: str = "frame"  # or "covered" (written as a flat frame), "dropped" (not written), "gap", "audio"
     shape: tuple = ()  # a covered frame's shape
-    packet: av.Packet | None = None  # an audio packet, copied as it is, its times already those of the output
+    packet: av.Packet | None = None  # an audio packet, its times already those of the output (each sink copies it)
+    index: int = -1    # a frame's number in the stream (every frame that arrived, dropped ones included)
 
 
 class LiveSource:
     """Frames as they arrive, read in a thread into a queue. A frame that waited too long for the delay budget
     (``take``), or the oldest past ``capacity`` frames, is dropped, or (``cover``) kept only as its place, to be
     written covered. Audio packets (``copy_audio``) pass through the same queue, never dropped: they hold no
-    faces. ``paced``: a file read at its own frame rate (as a camera would send it)."""
+    faces. ``paced``: a file read at its own frame rate (as a camera would send it).
+
+    A source that fails (an error, or no data for ``READ_TIMEOUT`` s) is reopened, backing off, up to ``retries``
+    times; one whose sender ends it (the end of the stream) is over."""
 
     def __init__(self, url: str, capacity: int, on_overload: str = "drop", input_format: str | None = None,
                  options: dict[str, str] | None = None, paced: bool = False, log=print, retries: int = RETRIES) -> None:
@@ -89,6 +97,7 @@ class LiveSource:
         self.done = False
         self.stopping = threading.Event()
         self.dropped = self.covered = self.reconnects = self.audio_lost = 0
+        self.frames = 0                  # frames arrived (all connections): the next one's number
         self.rate: Fraction | None = None
         self.shift: float | None = None  # output time - source time, for this connection (None: not known yet)
         self.last: float | None = None   # the last frame's output time, and when it arrived
@@ -104,38 +113,45 @@ class LiveSource:
 
     def _open(self):
         try:
-            container = av.open(self.url, format=self.format, options=self.options, timeout=(10.0, 10.0))
+            container = av.open(self.url, format=self.format, options=self.options,
+                                timeout=(READ_TIMEOUT, READ_TIMEOUT))
         except (av.error.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot open {self.url}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise InputError(f"cannot open {self.url}: {_why(exc)}") from None
         if not container.streams.video:
             container.close()
             raise InputError(f"{self.url} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"  # frame threads would hold a frame per thread back: that much more delay
         self.rate = self.rate or stream.average_rate or stream.guessed_rate or Fraction(30)
         return container
 
     def start(self) -> None:
         self.thread.start()
 
+    @property
+    def ended(self) -> bool:
+        """The stream is over and every arrival was taken."""
+        return self.done and not self.queue
+
     def _read(self) -> None:
         while not self.stopping.is_set():
             try:
                 self._demux(self.container)
-                why = "the stream ended"
+                why = None
             except (av.error.FFmpegError, OSError) as exc:
-                why = f"reading failed: {getattr(exc, 'strerror', None) or exc}"
+                why = _why(exc)
             self.container.close()
-            if self.stopping.is_set() or not is_live(self.url) or not self._reopen(why):
+            if why is None and is_live(self.url) and not self.stopping.is_set():
+                self.log(f"{self.url}: the stream ended (its sender closed it)")
+            if self.stopping.is_set() or why is None or not is_live(self.url) or not self._reopen(why):
                 break
         with self.ready:
             self.done = True
             self.ready.notify_all()
 
     def _reopen(self, why: str) -> bool:
-        """A camera that drops: reconnect, backing off; True once the source is open again."""
-        if not self.retries:
-            return False
+        """A camera that fails: reconnect, backing off; True once the source is open again. Each line says why
+        the source (or the attempt before) failed."""
         self._put(Arrival(None, 0.0, time.monotonic(), "gap"))  # what waits for its boxes goes out meanwhile
         for tries in range(1, self.retries + 1):
             wait = min(2 ** (tries - 1), 8)
@@ -144,10 +160,15 @@ class LiveSource:
                 return False
             try:
                 self.container = self._open()
-            except AnonError:
+            except AnonError as exc:
+                why = str(exc).removeprefix(f"cannot open {self.url}: ")
                 continue
             self.reconnects += 1
             return True
+        if self.retries:
+            self.log(f"{self.url}: {why}; giving up after {self.retries} reconnection attempt(s)")
+        else:
+            self.log(f"{self.url}: {why}")
         return False
 
     def _demux(self, container) -> None:
@@ -172,7 +193,8 @@ class LiveSource:
                     time.sleep(max(0.0, start + (t - first) - time.monotonic()))
                 at = time.monotonic()
                 out = self._place(t if t is not None else at, at)
-                self._put(Arrival(frame, out, at))  # made RGB when taken: never for a frame dropped
+                self._put(Arrival(frame, out, at, index=self.frames))  # made RGB when taken: never if dropped
+                self.frames += 1
                 for held in self.held:  # this connection's shift is known now
                     self._audio(held)
                 self.held = []
@@ -226,21 +248,23 @@ class LiveSource:
             arrival.kind = "dropped"
             self.dropped += 1
 
-    def take(self, max_wait: float) -> Arrival | None:
-        """The next frame, waiting for it; None at the end of the stream. Frames that waited in the queue
-        longer than ``max_wait`` seconds would be written too late: dropped or covered first (``on_overload``).
-        (A burst that arrives at once, as the frames FFmpeg read while opening the source, is not late.)"""
+    def take(self, max_wait: float, until: float | None = None) -> Arrival | None:
+        """The next arrival, waiting for it until ``until`` (``time.monotonic()``; None: until one comes); None
+        if none came by then, or at the end of the stream (``ended``). Frames that waited in the queue longer
+        than ``max_wait`` seconds would be written too late: dropped or covered first (``on_overload``). (A burst
+        that arrives at once, as the frames FFmpeg read while opening the source, is not late.)"""
         with self.ready:
-            while True:
-                while not self.queue and not self.done:
-                    self.ready.wait(0.5)
-                if not self.queue:
+            while not self.queue and not self.done:
+                left = 0.5 if until is None else until - time.monotonic()
+                if left <= 0:
                     return None
-                now = time.monotonic()
-                for a in [a for a in self.queue if a.frame is not None and now - a.at > max_wait]:
-                    self._late(a)
-                if self.queue:
-                    return self.queue.popleft()
+                self.ready.wait(min(left, 0.5))
+            if not self.queue:
+                return None
+            now = time.monotonic()
+            for a in [a for a in self.queue if a.frame is not None and now - a.at > max_wait]:
+                self._late(a)
+            return self.queue.popleft()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -248,6 +272,13 @@ class LiveSource:
             self.thread.join(timeout=15)
         if not self.thread.is_alive():
             self.container.close()
+
+
+def _why(exc: BaseException) -> str:
+    """Why a source failed, in words: FFmpeg's read timeout is its "immediate exit" (the interrupt callback)."""
+    if isinstance(exc, av.error.ExitError):
+        return f"no data for {READ_TIMEOUT:g} s"
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _audio_kind(stream) -> tuple | None:
@@ -286,7 +317,11 @@ class LiveSink:
     the source's audio copied as it is, where the output holds its codec. Opened before the first frame (a
     muxer takes every stream up front). Encoding and muxing run in a writer thread, one frame behind the
     detector (x264 and swscale release the GIL: on 2 cores the two overlap); the muxer interleaves the audio,
-    which arrives ahead of its video, by time. The delay each frame had (arrival -> written) is kept."""
+    which arrives ahead of its video, by time. The delay each frame had (arrival -> written) is kept, and the
+    time from handing a frame in to its being written (``lag``), which the loop's deadlines leave room for.
+
+    A covered frame costs little: one black picture, made once in the encoder's format, encoded again (x264
+    codes a run of them as skipped blocks), and the loop does not wait for it."""
 
     def __init__(self, output: str, rate: Fraction, config: Config) -> None:
         self.output, self.rate, self.config = output, rate, config
@@ -295,11 +330,13 @@ class LiveSink:
         self.name = "libx264 (zerolatency)"
         self.last: int | None = None       # the last frame's time, in TIME_BASE
         self.delays = Delays()             # arrival -> written, per frame
+        self.lags: deque[float] = deque(maxlen=30)  # handed in -> written, the last frames'
         self.audio_packets = 0
-        self.adts = None                   # AAC's ADTS headers taken off, where the output wants raw AAC
+        self.raw_aac = False               # AAC's ADTS headers taken off, where the output wants raw AAC
         self.to_aac: ToAac | None = None   # audio the output cannot hold, converted
+        self.black: av.VideoFrame | None = None  # a covered frame, in the encoder's format
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-live-write")
-        self.pending: Future | None = None  # the frame being encoded
+        self.pending: Future | None = None  # the last real frame handed in
         self.error: BaseException | None = None
 
     def open(self, width: int, height: int, audio=None) -> str | None:
@@ -316,6 +353,8 @@ class LiveSink:
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
             self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
+            self.black = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24") \
+                .reformat(format=self.stream.pix_fmt)
             return self._add_audio(audio) if audio is not None else None
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self.close(flush=False)
@@ -332,31 +371,50 @@ class LiveSink:
                 return f"audio ({cc.name}) left out: {self.format} cannot hold it and it cannot be converted ({exc})"
             self.audio_stream = self.to_aac.stream
             return f"audio ({cc.name}) converted to AAC: {self.format} cannot hold {cc.name}"
-        if cc.name == "aac" and not cc.extradata and self.format not in ("mpegts", "hls"):
-            # AAC as MPEG-TS carries it (ADTS) into a container that wants its config up front (MP4, RTSP,
-            # FLV): the config made from the stream's parameters, the ADTS headers taken off each packet
-            config = aac_config(cc)
-            if config is None:
+        config = None
+        if cc.name == "aac" and self.format not in ("mpegts", "hls"):
+            # MP4, Matroska, RTSP and FLV carry raw AAC frames, their config up front; AAC from MPEG-TS comes with
+            # an ADTS header on every frame and no config: the config made from the stream's parameters
+            self.raw_aac = True
+            if not cc.extradata and (config := aac_config(cc)) is None:
                 return f"audio (aac, {cc.sample_rate} Hz) left out: no AAC config for that rate"
-            self.adts = av.bitstream.BitStreamFilterContext("aac_adtstoasc", "aac")
         self.audio_stream = self.out.add_stream_from_template(audio)
-        if self.adts is not None:
+        if config is not None:
             self.audio_stream.codec_context.extradata = config
         return None
 
     def write(self, frame: np.ndarray, a: Arrival) -> None:
         """Hand a frame to the writer thread, once the one before it is written (one in flight: memory)."""
+        handed = time.monotonic()
         if self.out is None:  # a source that did not say its size up front
             self.open(frame.shape[1], frame.shape[0])
         if self.pending is not None:
             self.pending.result()
         self._raise()
-        self.pending = self.worker.submit(self._job, self._encode, frame, a)
+        self.pending = self.worker.submit(self._job, self._encode, frame, a, handed)
+
+    def cover(self, a: Arrival, shape: tuple) -> None:
+        """Hand the writer a covered frame (black, ``shape`` (H, W, 3)): nothing to wait for, nothing to convert."""
+        if self.out is None:
+            self.open(shape[1], shape[0])
+        self._raise()
+        self.worker.submit(self._job, self._encode, None, a, time.monotonic())
 
     def audio(self, a: Arrival) -> None:
+        """Hand the writer an audio packet: a copy of its own (a muxer takes the packet it writes, and several
+        sinks write the same packet), made here, before any writer thread has it."""
         if self.audio_stream is not None:
             self._raise()
-            self.worker.submit(self._job, self._mux_audio, a.packet)
+            data = bytes(a.packet)
+            packet = av.Packet(_raw_aac(data) if self.raw_aac else data)
+            packet.time_base = a.packet.time_base
+            packet.pts, packet.dts, packet.duration = a.packet.pts, a.packet.dts, a.packet.duration
+            packet.is_keyframe = True  # every audio frame stands alone
+            self.worker.submit(self._job, self._mux_audio, packet)
+
+    def lag(self) -> float:
+        """The longest recent time from handing a frame in to its being written (s); 0 before any."""
+        return max(self.lags, default=0.0)
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -371,24 +429,27 @@ class LiveSink:
             except BaseException as exc:
                 self.error = exc
 
-    def _encode(self, frame: np.ndarray, a: Arrival) -> None:
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=self.stream.pix_fmt)
+    def _encode(self, frame: np.ndarray | None, a: Arrival, handed: float) -> None:
+        """One frame encoded and muxed (None: a covered frame, the black picture)."""
+        if frame is None:
+            vf = self.black
+        else:
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=self.stream.pix_fmt)
         t = round(a.time / TIME_BASE)
         self.last = t if self.last is None or t > self.last else self.last + 1  # the encoder's times increase
         vf.pts, vf.time_base = self.last, TIME_BASE
         self._mux(self.stream.encode(vf))
-        self.delays.add(time.monotonic() - a.at)
+        now = time.monotonic()
+        self.delays.add(now - a.at)
+        self.lags.append(now - handed)
 
     def _mux_audio(self, packet: av.Packet) -> None:
         if self.to_aac is not None:
             self._mux(self.to_aac.convert(packet))
-            self.audio_packets += 1
-            return
-        time_base = packet.time_base
-        for p in self.adts.filter(packet) if self.adts is not None else [packet]:
-            p.stream, p.time_base = self.audio_stream, time_base
-            self._mux([p])
-            self.audio_packets += 1
+        else:
+            packet.stream = self.audio_stream
+            self._mux([packet])
+        self.audio_packets += 1
 
     def _mux(self, packets) -> None:
         try:
@@ -416,6 +477,15 @@ class LiveSink:
             except (av.error.FFmpegError, OSError) as exc:
                 if flush:
                     raise OutputError(f"finishing {self.output} failed: {exc}") from None
+
+
+def _raw_aac(data: bytes) -> bytes:
+    """An AAC frame without its ADTS header (7 bytes, 9 with a CRC), as MP4, Matroska, RTP and FLV carry it.
+    (FFmpeg's aac_adtstoasc filter does this too, but also announces the config in the first packet, which a
+    Matroska muxer that was given it up front then writes a second time over its header.)"""
+    if len(data) > 7 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
+        return data[7 if data[1] & 1 else 9:]
+    return data
 
 
 class ToAac:
@@ -495,16 +565,14 @@ class Delays:
 
 
 def budget(latency: float, rate: Fraction, config: Config) -> tuple[int, float, int]:
-    """For a delay of ``latency`` seconds: the back-fill window in frames (about half of it; faces are
-    back-filled that far before their first detection; at least ``ttl``), the longest a frame may wait in the
-    queue (the rest, less a tenth for the work on it, and with ``detect_every="auto"`` less the frames gathered
-    before a look), and the queue's length in frames (twice the delay's: memory stays bounded however late the
-    frames are)."""
+    """For a delay of ``latency`` seconds: the back-fill window in frames (every frame the delay holds, at most
+    ``lookback``, at least ``ttl``: a frame leaves by its deadline, so the back-fill takes whatever the budget
+    leaves after the work on it); the look-ahead kept for every frame (s, half the budget): a frame that waited
+    in the queue so long that less is left is late, dropped or covered before it is worked on (written at once,
+    it would have no back-fill); and the queue's length in frames (twice the delay's: memory stays bounded
+    however late the frames are)."""
     frames = max(2, int(latency * float(rate)))
-    lookback = min(config.lookback, max(config.ttl, frames // 2 - 1))
-    gathered = AUTO_MAX_EVERY - 1 if config.detect_every == "auto" else 0
-    max_wait = max(1 / float(rate), latency * 0.9 - (lookback + 1 + gathered) / float(rate))
-    return lookback, max_wait, 2 * frames
+    return min(config.lookback, max(config.ttl, frames)), latency / 2, 2 * frames
 
 
 def stream(source: str, output: str, config: Config | None = None, *, latency: float = 0.5,
@@ -512,36 +580,59 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
            paced: bool = False, progress: bool = True, log=print, retries: int = RETRIES,
            record: str | None = None) -> Report:
     """Anonymize a live ``source`` into ``output`` until the stream ends or Ctrl-C; a Report back, with
-    ``report.live``: the delay each frame had (p50, p99, max, in seconds), frames dropped or covered, reconnects.
-    ``paced``: read a file at its own frame rate, as a live source. ``retries``: times a source that drops is
-    reopened (backing off 1, 2, 4, 8 s) before the stream ends. ``record``: a recording (.mkv, .mp4, .ts) written
-    beside ``output`` (a stream to a server, say), the same frames, encoded a second time."""
+    ``report.live``: the delay each frame had (p50, p99, max, in seconds), frames dropped or covered, reconnects,
+    and ``stopped`` ("SIGINT", "SIGTERM") where a signal ended it. ``paced``: read a file at its own frame rate,
+    as a live source. ``retries``: times a source that fails is reopened (backing off 1, 2, 4, 8 s) before the
+    stream ends. ``record``: a recording (.mkv, .mp4, .ts) written beside ``output`` (a stream to a server, say),
+    the same frames, encoded a second time. ``config.json_path``: every written frame's boxes, the report and an
+    audit record (the SHA-256 of the files written), as for a file; written whole at the end, or not at all."""
     config = config or Config()
     outputs = [output] + ([record] if record is not None else [])
     _check(source, outputs, config, latency, on_overload)
     gpu = use_gpu(config, image=False)  # backend "gpu" without a usable GPU: refused before the source is opened
+    # the model loaded and run before the source is opened: a camera sends from the moment it is opened, and
+    # what it sent meanwhile would arrive at once, already late
+    detector, gpu, notes = _detector(config, gpu)
+    look = _look(detector, gpu, WARM_SIZE)
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
     try:
-        run = _Run(src, outputs, config, latency, gpu, progress, log)
-    except BaseException:
+        with contextlib.ExitStack() as files:
+            boxes = None
+            if config.json_path:
+                tmp = files.enter_context(atomic_output(Path(config.json_path), config.overwrite))
+                boxes = BoxLog(files.enter_context(open(tmp, "w", encoding="utf-8")))
+            report = _Run(src, outputs, config, latency, (detector, gpu, look), notes, progress, log, boxes).go()
+            if boxes is not None:
+                boxes.close(report, audit.live_record(source, outputs, config, report))
+    finally:
         src.stop()
-        raise
-    return run.go()
+    return report
 
 
-def _detector(config: Config, gpu: bool, frame_hw: tuple[int, int] | None) -> tuple[object, bool, list[str]]:
+def _detector(config: Config, gpu: bool) -> tuple[object, bool, list[str]]:
     """The detector, whether it runs on the GPU, and notes. On a GPU (TensorRT, else PyTorch CUDA) each frame is
     uploaded for it; the frames stay on the host for redaction (~2 ms a frame) and x264. A GPU detector that
     cannot be made falls back to ONNX Runtime on the CPU, said in a note (backend "gpu": an error)."""
     notes: list[str] = []
     if gpu:
         try:
-            return select_detector(config, gpu=True, notes=notes, frame_hw=frame_hw), True, notes
+            return select_detector(config, gpu=True, notes=notes), True, notes
         except Exception as exc:
             if config.backend == "gpu":
                 raise BackendError(f"backend 'gpu' cannot run here: {first_line(exc)}") from None
             notes.append(f"CPU path: {first_line(exc)}")
     return select_detector(config, gpu=False), False, notes
+
+
+def _look(detector, gpu: bool, hw: tuple[int, int]) -> float:
+    """The detector run once on a black frame of ``hw`` (its first run at a size sets it up); the seconds it took."""
+    frames = np.zeros((1, *hw, 3), np.uint8)
+    if gpu:
+        import cupy
+        frames = cupy.asarray(frames)
+    started = time.monotonic()
+    detector(frames)  # its boxes come back to the host: the GPU's work is done
+    return time.monotonic() - started
 
 
 def _check(source: str, outputs: list[str], config: Config, latency: float, on_overload: str) -> None:
@@ -552,29 +643,37 @@ def _check(source: str, outputs: list[str], config: Config, latency: float, on_o
         raise ConfigError(f"latency must be between 0.1 and 30 seconds, not {latency}")
     for output in outputs:
         output_format(output)
-        if "://" not in output and Path(output).exists() and not config.overwrite:
-            raise OutputError(f"output {output} exists; pass --overwrite to replace it")
     for record in outputs[1:]:
         if "://" in record or output_format(record)[0] == "hls":
             raise ConfigError(f"--record {record}: a recording is a .mkv, .mp4 or .ts file")
+    for path in [o for o in outputs if "://" not in o] + ([config.json_path] if config.json_path else []):
+        if Path(path).exists() and not config.overwrite:
+            raise OutputError(f"output {path} exists; pass --overwrite to replace it")
     if not is_live(source) and not Path(source).exists():
         raise InputError(f"input {source} not found")
 
 
 class _Run:
     """One live run: the loop on the ``Anonymizer``'s steps, from the source's queue to the sinks (the output and,
-    if asked, a recording: each its own encoder and writer thread; the delays are the output's)."""
+    if asked, a recording: each its own encoder and writer thread; the delays are the output's).
 
-    def __init__(self, src: LiveSource, outputs: list[str], config: Config, latency: float, gpu: bool,
-                 progress: bool, log) -> None:
-        self.src, self.latency, self.log = src, latency, log
+    Every frame has a deadline: its arrival plus the budget (``latency``), less the time the work after it takes
+    (``_margin``, measured as the run goes). A frame leaves when its boxes are final (``lookback`` frames later)
+    or when its deadline comes, whichever is first: then with the boxes it has, as at the end of a stream (the
+    frames held are tracked and the last frame looked at). So a source that stalls or bursts does not hold frames
+    back past the budget, and the back-fill gets whatever time the budget leaves after the work."""
+
+    def __init__(self, src: LiveSource, outputs: list[str], config: Config, latency: float, detector: tuple,
+                 notes: list[str], progress: bool, log, boxes: BoxLog | None = None) -> None:
+        """``detector``: (the detector, on the GPU or not, the seconds its warm-up look took)."""
+        self.src, self.latency, self.log, self.boxes = src, latency, log, boxes
+        self.detector, self.gpu, self.look = detector
         video = src.container.streams.video[0]
         size = (video.height, video.width) if video.width and video.height else None
-        # the model loaded and run once, for this size, before the reader thread starts taking frames
-        self.detector, self.gpu, notes = _detector(config, gpu, size)
+        if size is not None and size != WARM_SIZE:
+            self.look = _look(self.detector, self.gpu, size)
         self.redactor = select_redactor(config, gpu=False)
-        self.detector(self._device(np.zeros((1, *(size or (64, 64)), 3), np.uint8)))
-        self.lookback, self.max_wait, src.capacity = budget(latency, src.rate, config)
+        self.lookback, self.reserve, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
         self.anon = self._anonymizer()
         self.report = Report(src.url, outputs[0])
@@ -582,10 +681,10 @@ class _Run:
             self._note(note)
         self.sinks = [LiveSink(o, src.rate, self.config) for o in outputs]
         self.sink = self.sinks[0]
-        if video.width and video.height:
+        if size is not None:
             for sink in self.sinks:
                 try:
-                    note = sink.open(video.width, video.height, src.audio)
+                    note = sink.open(size[1], size[0], src.audio)
                 except BaseException:
                     self._close(flush=False)
                     raise
@@ -593,10 +692,11 @@ class _Run:
                     self._note(note)
             src.copy_audio = any(sink.audio_stream is not None for sink in self.sinks)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
+        self.steps: deque[float] = deque(maxlen=30)  # the last steps' times (s): the loop is busy that long
         self.detector_errors = 0
-        self.work = 0.0  # the time a frame takes in this loop (a running mean): a frame that waited in the queue
-                         # so long that this would make it late is dropped (or covered) before it is worked on
+        self.stopped: str | None = None
         self.shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
+        self.status_at = 0.0
         self.bar = tqdm(unit="frame", disable=not progress, dynamic_ncols=True, desc="live", delay=0.5)
 
     def _note(self, text: str) -> None:
@@ -609,25 +709,31 @@ class _Run:
 
     def go(self) -> Report:
         """Until the stream ends, Ctrl-C or SIGTERM; the output finalised either way."""
-        interrupted, started = None, time.perf_counter()
+        started = time.perf_counter()
         self.src.start()
         try:
-            while (a := self.src.take(max(self.max_wait - self.work, 0.5 / float(self.src.rate)))) is not None:
-                self._step(a)
-            self._final(self.anon.end())
-        except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
-            interrupted = exc
+            try:
+                while True:
+                    a = self.src.take(self._max_wait(), self._due())
+                    if a is not None:
+                        self._step(a)
+                    elif self.src.ended:
+                        break
+                    self._release()
+                    self._status()
+                self._track(self.anon.end)
+            except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
+                self._interrupted(exc)
+            self.src.stop()
+            self._close()
         except BaseException:
             self.src.stop()
             self._close(flush=False)
-            raise
-        finally:
             self.bar.close()
-        self.src.stop()
-        if interrupted is not None:
-            self._interrupted(interrupted)
-        self._close()
-        if not self.report.frames and interrupted is None:
+            raise
+        self._status(force=True)
+        self.bar.close()
+        if not self.report.frames and self.stopped is None:
             raise InputError(f"{self.src.url}: no frame arrived")
         self.report.wall = time.perf_counter() - started
         return self._finish()
@@ -639,24 +745,56 @@ class _Run:
                 sink.audio(a)
             return
         if a.kind == "gap":  # the source stopped: what waits goes out, and the tracker starts afresh
-            self._final(self.anon.end())
+            self._track(self.anon.end)
             self.anon = self._anonymizer()
             return
         self.waiting.append(a)
         if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
-            self._final(self.anon.skip())
+            self._track(self.anon.skip)
             return
-        t0 = time.monotonic()
+        started = time.monotonic()
         if isinstance(a.frame, av.VideoFrame):
             a.frame = a.frame.to_ndarray(format="rgb24")
         self.shape = a.frame.shape
-        try:  # with detect_every="auto" the Anonymizer holds frames up to its next look, then tracks them together
-            self._final(self.anon.track(self._device(a.frame[None])))
-        except DetectorError as exc:  # fail closed: what the detector could not see is covered
+        frames = self._device(a.frame[None])
+        # with detect_every="auto" the Anonymizer holds frames up to its next look, then tracks them together
+        self._track(lambda: self.anon.track(frames))
+        self.steps.append(time.monotonic() - started)
+
+    def _margin(self) -> float:
+        """The time to leave before a frame's deadline: the longest recent step of this loop (it may be in one
+        when the deadline comes) and the longest recent time a sink took to write a frame handed to it."""
+        return max(self.steps, default=self.look) + max(sink.lag() for sink in self.sinks)
+
+    def _due(self) -> float | None:
+        """When the oldest frame waiting must leave (``time.monotonic()``); None while none waits."""
+        return self.waiting[0].at + self.latency - self._margin() if self.waiting else None
+
+    def _max_wait(self) -> float:
+        """How long a frame may wait in the queue and still have its look-ahead and the work on it in time."""
+        return max(0.5 / float(self.src.rate), self.latency - self.reserve - self._margin())
+
+    def _release(self) -> None:
+        """The frames whose deadline came leave now, with the boxes they have (as at the end of a stream); frames
+        without pixels (covered, dropped) need no look for that."""
+        due = time.monotonic() + self._margin() - self.latency
+        n, look = 0, False
+        for i, a in enumerate(self.waiting):
+            if a.at > due:
+                break
+            n, look = i + 1, look or a.kind == "frame"
+        if n:
+            self._track(lambda: self.anon.end(n, look))
+
+    def _track(self, step) -> None:
+        """One of the Anonymizer's steps, which may run the detector; the frames it made final written. A detector
+        error covers every frame waiting (fail closed) and the tracker starts afresh."""
+        try:
+            final = step()
+        except DetectorError as exc:
             self._detector_failed(exc)
-        self.work += (time.monotonic() - t0 - self.work) / 8
-        if self.report.frames % 15 == 0:
-            self._status()
+            return
+        self._final(final)
 
     def _device(self, frames: np.ndarray):
         """The frames where the detector takes them: uploaded for a GPU detector."""
@@ -671,14 +809,25 @@ class _Run:
             a = self.waiting.popleft()
             if a.kind == "frame":
                 frames, boxes = self.anon.redact(a.frame[None], [d])
-                self._write(frames[0], a, int((d.kind == HIT).sum()), len(boxes[0]))
+                for sink in self.sinks:
+                    sink.write(frames[0], a)
+                self._written(a, d, boxes[0])
             elif a.kind == "covered":
-                self._write(np.zeros(a.shape or self.shape, np.uint8), a)
+                self._cover(a)
 
-    def _write(self, frame: np.ndarray, a: Arrival, faces: int = 0, boxes: int = 0) -> None:
+    def _cover(self, a: Arrival) -> None:
+        shape = a.shape or (a.frame.shape if isinstance(a.frame, np.ndarray) else self.shape)
+        a.frame = None
         for sink in self.sinks:
-            sink.write(frame, a)
-        self.report.count(faces, boxes)
+            sink.cover(a, shape)
+        self._written(a, None, np.array([[0, 0, shape[1], shape[0]]], np.float32))
+
+    def _written(self, a: Arrival, d, boxes: np.ndarray) -> None:
+        """A frame handed to the sinks: counted, and its boxes in the --json file (a covered frame: the whole
+        frame, ``d`` None)."""
+        self.report.count(0 if d is None else int((d.kind == HIT).sum()), len(boxes) if d is not None else 0)
+        if self.boxes is not None:
+            self.boxes.add(a.index, round(a.time / TIME_BASE), [] if d is None else d.to_json(), boxes)
         self.bar.update(1)
 
     def _detector_failed(self, exc: DetectorError) -> None:
@@ -688,7 +837,7 @@ class _Run:
         self.anon = self._anonymizer()
         for a in self.waiting:
             if a.kind != "dropped":
-                self._write(np.zeros(a.shape or self.shape, np.uint8), a)
+                self._cover(a)
         self.waiting.clear()
 
     def _close(self, flush: bool = True) -> None:
@@ -702,21 +851,27 @@ class _Run:
         if errors:
             raise errors[0]
 
-    def _status(self) -> None:
+    def _status(self, force: bool = False) -> None:
+        """The status line, twice a second (and at the end): the recent delays, frames dropped and covered."""
+        now = time.monotonic()
+        if not force and now - self.status_at < 0.5:
+            return
+        self.status_at = now
+        delays = ""
         if self.sink.delays.recent:
             recent = np.asarray(self.sink.delays.recent)
-            self.bar.set_postfix_str(f"delay p50 {np.percentile(recent, 50):.2f}s p99 "
-                                     f"{np.percentile(recent, 99):.2f}s | dropped {self.src.dropped} | covered "
-                                     f"{self.src.covered}", refresh=False)
+            delays = f"delay p50 {np.percentile(recent, 50):.2f}s p99 {np.percentile(recent, 99):.2f}s | "
+        self.bar.set_postfix_str(f"{delays}dropped {self.src.dropped} | covered {self.src.covered}", refresh=force)
 
     def _interrupted(self, why: BaseException) -> None:
         """Stopped mid-stream: the frames waiting for their boxes get them as at the end of a stream."""
+        self.stopped = "SIGINT" if isinstance(why, KeyboardInterrupt) else "SIGTERM"
         try:
-            self._final(self.anon.end())
+            self._track(self.anon.end)
             note = "the recording is whole up to there"
         except Exception:  # stopped inside the tracker: its state is not whole, those frames are not written
             note = f"{len(self.waiting)} frame(s) waiting for their boxes not written"
-        self.report.warnings.append(f"stopped ({type(why).__name__}); {note}")
+        self.report.warnings.append(f"stopped ({self.stopped}); {note}")
 
     def _finish(self) -> Report:
         report, src, sink = self.report, self.src, self.sink
@@ -728,10 +883,14 @@ class _Run:
                        "latency": self.latency, "lookback": self.lookback, "dropped": src.dropped,
                        "covered": src.covered, "detector_errors": self.detector_errors,
                        "reconnects": src.reconnects, "audio_packets": sink.audio_packets,
-                       **({"record": self.sinks[1].output} if len(self.sinks) > 1 else {})}
+                       **({"record": self.sinks[1].output} if len(self.sinks) > 1 else {}),
+                       **({"stopped": self.stopped} if self.stopped else {})}
         if src.dropped or src.covered:
             report.warnings.append(f"the machine could not keep up within {self.latency} s: {src.dropped} frame(s) "
                                    f"dropped, {src.covered} covered (never written unredacted)")
+        if self.detector_errors:
+            report.warnings.append(f"the detector failed {self.detector_errors} time(s): the frames waiting for "
+                                   "their boxes then were covered")
         if src.audio_lost:
             report.warnings.append(f"{src.audio_lost} audio packet(s) left out: their time went back")
         return report

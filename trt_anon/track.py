@@ -149,16 +149,19 @@ class Tracker:
             self.next_frame += 1
         return self._pop(self.next_frame - self.lookback)
 
-    def flush(self, last: Detections | None = None) -> list[Regions]:
+    def flush(self, last: Detections | None = None, upto: int | None = None) -> list[Regions]:
         """End of stream: every remaining frame is final. ``last``: the detections of the last frame, pushed as
-        not looked at (a face that came in after the last look is covered, back-filled from there)."""
+        not looked at (a face that came in after the last look is covered, back-filled from there). ``upto``:
+        only the frames before it are made final, with what was seen so far, and the stream goes on (a live
+        frame due before the frames after it came: the tracks are kept, the frames after ``upto`` wait)."""
         f = self.next_frame - 1
         if last is not None and f in self.unseen:
             self.unseen.discard(f)
             self._step(f, last)
+        upto = self.next_frame if upto is None else min(upto, self.next_frame)
         for t in self.tracks:  # frames after the last look: held along the motion
-            self._hold_over(t, self.next_frame)
-        return self._pop(self.next_frame)
+            self._hold_over(t, upto)
+        return self._pop(upto)
 
     def motion(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """The faces being tracked: last box and its motion per frame (x1, y1, x2, y2; None while too few boxes
@@ -281,7 +284,7 @@ class Tracker:
         p, box0, eyes0 = last
         grow = BETWEEN_MARGIN * np.abs(box - box0).max(axis=None)
         pad = np.array([-grow, -grow, grow, grow], np.float32)
-        for g in range(p + 1, f):
+        for g in range(max(p + 1, self.next_final), f):  # (frames made final early are out already)
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                            ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
@@ -292,7 +295,7 @@ class Tracker:
         if t.out is None or t.out[0] != self.last_look:
             return
         p, box0, _ = t.out
-        for g in range(p + 1, end):
+        for g in range(max(p + 1, self.next_final), end):
             k = HOLD_GROWTH * min(g - t.last_hit, max(self.ttl, 1))
             held = _hull(_grown(box0, k), _grown(self._predict(t, g), k))
             self.pending.setdefault(g, []).append(t.region(held, _absolute(t.eyes_rel, held), HELD))
