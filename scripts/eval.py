@@ -276,9 +276,10 @@ def _counting_looks() -> list[int]:
     counts: list[int] = []
     flush = Tracker.flush
 
-    def counted(self, last=None):
-        out = flush(self, last)
-        counts.append(self.looks)
+    def counted(self, last=None, upto=None):
+        out = flush(self, last, upto)
+        if upto is None:  # the stream's end (not a live frame made final early)
+            counts.append(self.looks)
         return out
     Tracker.flush = counted
     return counts
@@ -287,7 +288,10 @@ def _counting_looks() -> list[int]:
 looks = _counting_looks()
 
 
-def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10) -> dict:
+def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10,
+             live: float | None = None) -> dict:
+    """One clip of the set through ``process()``, or (``live``: the delay budget in seconds) played at its own pace
+    as a live stream: the frames written are measured (a frame dropped as late is not written, so cannot leak)."""
     import hashlib
 
     import av
@@ -305,12 +309,16 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     from trt_anon.config import Config
     from trt_anon.redact import box_margin
     gt, full = zip(*((g, s) for _, g, s in render(width, height, faces, frames)))
-    out = folder / f"{name}.anon.mp4"
+    out = folder / f"{name}.anon.{'mkv' if live else 'mp4'}"
     js = folder / f"{name}.json"
     looks.clear()
-    report = trt_anon.process(clip_path, out, overwrite=True, json_path=js, **opts)
-    data = json.loads(js.read_text())["frames"]
     config = Config.from_options(**opts)
+    if live:
+        report = trt_anon.live.stream(str(clip_path), str(out), Config.from_options(config, overwrite=True,
+                                      json_path=str(js)), latency=live, paced=True, progress=False, log=lambda _: 0)
+    else:
+        report = trt_anon.process(clip_path, out, overwrite=True, json_path=js, **opts)
+    data = json.loads(js.read_text())["frames"]
     cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + n)
                 for n in ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")]
     counted = leaks = strays = 0
@@ -320,7 +328,11 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     detail: list[float] = []
     truth = [f for f in faces if not f.source.startswith("nonface:")]
     with av.open(str(clip_path)) as a, av.open(str(out)) as b:
-        for i, (fa, fb, rec) in enumerate(zip(a.decode(video=0), b.decode(video=0), data)):
+        inputs = enumerate(a.decode(video=0))
+        for fb, rec in zip(b.decode(video=0), data):
+            i, fa = next(inputs)
+            while i < rec["frame"]:  # live: the frames dropped as late were not written
+                i, fa = next(inputs)
             redacted = np.array(rec["redacted"], np.float32).reshape(-1, 4)
             mask = pixel_mask(redacted, cell_sizes(redacted, config.mosaic_cell, config.style, box_margin(config)),
                               height, width)
@@ -355,7 +367,9 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
             "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "leaks_by_size": size_buckets(leak_sizes),
             "over_pct": float(np.mean(over)), "strays": strays,
-            "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps, "looked": sum(looks) / max(report.frames, 1),
+            "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps,
+            "looked": sum(looks) / max(report.frames + report.live.get("dropped", 0), 1),
+            **({"dropped": report.live["dropped"], "delay_p99": report.live["delay_p99"]} if live else {}),
             "detail": float(np.mean(detail)) if detail else None, "detail_max": max(detail, default=None)}
 
 
@@ -508,7 +522,9 @@ def table(results: list[dict]) -> str:
                      f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['strays']:>6} {r['haar_in']:>5} -> "
                      f"{r['haar_out']:<4} "
                      f"{r['fps']:>6.1f} {detail:>6} {100 * r.get('looked', 1):>5.0f}%  {r['leak_sizes'] or ''}"
-                     + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else ""))
+                     + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else "")
+                     + (f"  live: {r['frames']} written, {r['dropped']} dropped, delay p99 {r['delay_p99']} s"
+                        if "dropped" in r else ""))
     target = [r for r in results if not r["clip"].startswith(("tiny", "stress", "no_faces"))]
     total = sum(r["face_frames"] for r in target)
     leaked = sum(r["leaks"] for r in target)
@@ -651,6 +667,9 @@ def main() -> int:
                     help="detail kept per face size and style, 24-800 px stills (no detector)")
     ap.add_argument("--eyes", action="store_true", help="eyes-target measure on eyes_set() instead of the table")
     ap.add_argument("--recall", action="store_true", help="recall of 16-32 px faces vs det-size per model, then exit")
+    ap.add_argument("--live", type=float, nargs="?", const=0.5, metavar="LATENCY",
+                    help="play each clip at its own pace as a live stream, with this delay budget (default 0.5 s): "
+                         "the frames written are measured")
     options = {"det-size": str, "threshold": float, "ttl": int, "lookback": int, "margin-rel": float, "margin-px": int,
                "mosaic-cell": str, "target": str, "backend": str, "cpu-precision": str, "style": str,
                "fill-color": str, "detect-every": str}
@@ -679,9 +698,9 @@ def main() -> int:
         grid = [{**base, "det_size": d, "threshold": t} for d in (640, 960, "auto") for t in (0.2, 0.3)]
     all_results = []
     for opts in grid:
-        results = [evaluate(n, s, folder, opts, args.min_face) for n, s in tqdm(specs.items(), desc=str(opts or
-                   "defaults"), leave=False)]
-        print(f"\n== {opts or 'defaults'}")
+        results = [evaluate(n, s, folder, opts, args.min_face, live=args.live)
+                   for n, s in tqdm(specs.items(), desc=str(opts or "defaults"), leave=False)]
+        print(f"\n== {opts or 'defaults'}{f', live, latency {args.live} s' if args.live else ''}")
         print(table(results))
         all_results.append({"options": opts, "results": results})
     if args.json:
