@@ -14,7 +14,7 @@ from . import audit, cuda, media, stages
 from .config import Config
 from .decode import PyAVDecoder
 from .detect import select_detector
-from .errors import AnonError, BackendError, OutputError
+from .errors import AnonError, BackendError, OutputError, Terminated
 from .pipeline import Stages, run
 from .plan import Plan, fallbacks, plan
 from .redact import select_redactor
@@ -184,4 +184,7 @@ def _write_review(report: Report, stats, job: Plan) -> None:
         report.review = str(page)
     except Exception as exc:  # the video is whole: say what went wrong, keep it
         report.warnings.append(f"review page not written ({type(exc).__name__}: {exc}); the video itself is complete")
+    except (KeyboardInterrupt, Terminated) as exc:  # stopped with the video (and JSON) whole and in place: the
+        exc.kept = [str(p) for p in (job.output, job.json) if p is not None]  # caller says they were kept
+        raise
 
