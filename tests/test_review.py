@@ -175,7 +175,7 @@ def test_choose_frames_covers_every_reason_and_keeps_them_apart():
     assert "low score 0.40" in why[150]                       # the lowest-scoring detection
     low = sorted(f for f, w in why.items() if "low score" in w)
     assert len(low) == PICKS["low"] and min(np.diff(low)) >= 5   # 1000 // 200: not six neighbours
-    assert "most faces (5)" in why[700] and "largest face (300 px)" in why[800]
+    assert "most faces (5)" in why[700] and "largest redacted box (300 px: face and margin)" in why[800]
 
 
 def test_choose_frames_short_and_empty():
