@@ -393,7 +393,8 @@ def test_cli_failed_page_warns_even_when_quiet_and_exits_0(clip, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr                           # the video is complete
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trt-anon: warning: review page not written"), r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"trt-anon: warning: {clip.path.name}: review page not written"), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
 
 

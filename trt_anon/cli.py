@@ -264,7 +264,7 @@ def _run_files(args, config: Config, inputs: list[Path], output, review, index: 
             report = process(src, output, config=config, json_path=args.json_path, progress=bar, review=review,
                              review_originals=args.review_originals)
         except AnonError as exc:
-            bar.close()
+            bar.close()  # before the line, not over it
             rows.append({"name": src.name, "report": None, "error": say(exc)})
             print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
             failed += 1
@@ -280,7 +280,8 @@ def _run_files(args, config: Config, inputs: list[Path], output, review, index: 
             rows.append({"name": src.name, "report": None, "error": f"internal error: {type(exc).__name__}"})
             failed += 1
             continue
-        bar.close()
+        finally:  # a signal too: the bar cleared before its last line, not after it
+            bar.close()
         finished.append(report.output)
         rows.append({"name": src.name, "report": report, "page": report.review})
         tell(report, args.quiet)
