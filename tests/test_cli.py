@@ -144,7 +144,7 @@ def _unwritable(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["existing file", "video name", "under /proc", "not writable", "json file",
-                                  "review file"])
+                                  "json name", "review file"])
 def test_several_inputs_with_an_impossible_output_folder(two_inputs, tmp_path, case):
     """With several inputs -o (and --json) name folders: one that cannot be one is a one-line error before any
     work, exit 1, and nothing is written or created (the file in the way is untouched)."""
@@ -157,6 +157,7 @@ def test_several_inputs_with_an_impossible_output_folder(two_inputs, tmp_path, c
         "under /proc": ("/proc/trt_anon_out/", [], "cannot create the folder"),
         "not writable": (str(_unwritable(tmp_path)), [], "cannot create the folder"),
         "json file": ("anon", ["--json", "notes.mp4"], "--json notes.mp4 is a file; with several inputs"),
+        "json name": ("anon", ["--json", "dets.json"], "--json dets.json: with several inputs --json names a folder"),
         "review file": ("anon", ["--review", "pages"], "--review pages is a file; with several inputs"),
     }[case]
     before = leftovers(d)
@@ -168,8 +169,12 @@ def test_several_inputs_with_an_impossible_output_folder(two_inputs, tmp_path, c
 
 
 def test_a_run_that_writes_nothing_leaves_no_folder(two_inputs):
-    """Folders made for a run's outputs go again when every file failed: nothing left."""
+    """Folders made for a run's outputs go again when every file failed: nothing left. A trailing / makes a
+    folder named like a file."""
     d = two_inputs
+    r = cli("in.mp4", "notes.mp4", "-o", "anon.mp4/", "-q", cwd=d)
+    assert r.returncode == 1 and (d / "anon.mp4" / "in.anon.mp4").is_file()
+    shutil.rmtree(d / "anon.mp4")
     (d / "in.mp4").write_text("not a video either")
     r = cli("in.mp4", "notes.mp4", "-o", "anon/new", "--json", "js", "-q", cwd=d)
     assert r.returncode == 1 and "Traceback" not in r.stderr

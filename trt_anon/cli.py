@@ -201,19 +201,19 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         review, index, review_folder = _review_plan(args, inputs, output, many)
         folders = []  # created before any work, or none of them; with several inputs (or Ray) -o is a folder
         if output is not None and (many or args.ray is not None or str(output).endswith(("/", os.sep))):
-            folders.append(("-o", Path(output), many))
+            folders.append(("-o", str(output)))
         if args.json_path and (many or args.ray is not None):  # process() writes NAME.anon.json into it
-            folders.append(("--json", Path(args.json_path), many))
+            folders.append(("--json", args.json_path))
         if review_folder is not None:
-            folders.append(("--review", review_folder, many))
-        made = make_folders(folders)
+            folders.append(("--review", review_folder))
+        made = make_folders(folders, many)
     except AnonError as exc:
         print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
         return exc.exit_code
 
     try:
         if args.ray is not None:
-            return _main_ray(args, config, inputs, output, review, finished)
+            return _main_ray(args, config, inputs, output, review)
         return _run_files(args, config, inputs, output, review, index, many, finished)
     finally:
         for folder in made:  # one this run created and nothing was written into (every file failed)
@@ -221,19 +221,24 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
                 folder.rmdir()
 
 
-def make_folders(folders: list[tuple[str, Path, bool]]) -> list[Path]:
-    """Create the folders a run writes into (flag, path, several inputs), or none: one line on failure.
-    Returns those created, innermost first."""
+FILE_NAMES = {"-o": VIDEO_EXTS | IMAGE_EXTS, "--json": {".json"}}   # what a folder of outputs is not called
+
+
+def make_folders(folders: list[tuple[str, str]], many: bool) -> list[Path]:
+    """Create the folders a run writes into (flag, path), or none: one line on failure. Refuses a file in the
+    way and, with several inputs, a new one named like a file (``-o out.mp4``: one output was meant). Returns
+    those created, innermost first."""
     made: list[Path] = []
     try:
-        for flag, path, many in folders:
+        for flag, name in folders:
+            path = Path(name)
             if path.exists() and not path.is_dir():
                 why = "with several inputs it names a folder" if many else "it names a folder here"
                 raise OutputError(f"{flag} {path} is a file; {why}")
-            if many and flag == "-o" and not path.exists() and path.suffix.lower() in VIDEO_EXTS | IMAGE_EXTS \
-                    and not str(path).endswith(("/", os.sep)):
-                raise OutputError(f"-o {path}: with several inputs -o names a folder, not a {path.suffix} file "
-                                  f"(end it with / for a folder of that name)")
+            if many and not path.exists() and path.suffix.lower() in FILE_NAMES.get(flag, ()) \
+                    and not name.endswith(("/", os.sep)):
+                raise OutputError(f"{flag} {path}: with several inputs {flag} names a folder, not a {path.suffix} "
+                                  "file (end it with / for a folder of that name)")
             new = [p for p in (path, *path.parents) if not p.exists()]
             made[:0] = new
             try:
@@ -328,8 +333,7 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], output, review,
-              finished: list[str]) -> int:
+def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], output, review) -> int:
     """Every input as Ray tasks (``trt_anon.scale``); one bar over all frames, then a summary. Exit 1 if any failed."""
     import dataclasses
 
@@ -351,13 +355,12 @@ def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], outp
         print(f"trt-anon: error: {r.error}", file=sys.stderr)
     for r in reports:
         if not r.error:
-            finished.append(r.output)
             tell(r, args.quiet)
     return 1 if failed else 0
 
 
 def _review_plan(args: argparse.Namespace, inputs: list[Path], output,
-                 many: bool) -> tuple[bool | str | None, Path | None, Path | None]:
+                 many: bool) -> tuple[bool | str | None, Path | None, str | None]:
     """What to pass as process(review=...), where the index goes (several inputs only) and the folder to create
     for it. Refuses, before any work, a missing matplotlib, an .html PATH for several files and an index.html
     that exists."""
@@ -372,7 +375,7 @@ def _review_plan(args: argparse.Namespace, inputs: list[Path], output,
     if isinstance(review, str):
         if review.lower().endswith((".html", ".htm")):
             raise ConfigError(f"--review {review}: with several inputs, name a folder (one page per file + index.html)")
-        folder = made = Path(review)
+        folder, made = Path(review), review
         review = f"{folder}{os.sep}"
     elif output is not None:
         folder = Path(output)
