@@ -188,6 +188,8 @@ def test_output_under_a_file_says_it_is_a_file(two_inputs):
         assert_one_line_error(cli("in.mp4", "-o", out, cwd=d), match="output " + out + ": notes.mp4 is a file, "
                               "not a folder")
     assert_one_line_error(cli("in.mp4", "-o", "missing/out.mp4", cwd=d), match="output folder missing does not exist")
+    assert_one_line_error(cli("in.mp4", "--review", "notes.mp4/pages/", cwd=d),
+                          match="review page folder notes.mp4/pages: cannot create it")
     assert leftovers(d) == ["in.mp4", "notes.mp4"]
 
 

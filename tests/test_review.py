@@ -404,7 +404,10 @@ def test_review_refusals_before_any_work(clip, tmp_path):
         trt_anon.process(clip.path, tmp_path / "a.mp4", review=True)
     with pytest.raises(OutputError, match="name an .html file or a folder"):
         trt_anon.process(clip.path, tmp_path / "b.mp4", review=tmp_path / "b.mp4")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.review.html"]
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(OutputError, match="review page folder .*notes.txt/pages: cannot create it"):
+        trt_anon.process(clip.path, tmp_path / "c.mp4", review=f"{tmp_path / 'notes.txt' / 'pages'}/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.review.html", "notes.txt"]
     assert (tmp_path / "a.review.html").read_text() == "mine"
 
 
