@@ -99,6 +99,159 @@ def test_bad_inputs_one_line_error_no_output(bad_inputs, name, match):
     assert leftovers(bad_inputs) == before
 
 
+@pytest.mark.parametrize("args,match", [
+    (["--target", "nose"], "argument --target: invalid choice: 'nose' (choose from"),
+    (["--style", "pixelate"], "argument --style: invalid choice: 'pixelate' (choose from"),
+    (["--codec", "h265"], "argument --codec: invalid choice: 'h265' (choose from"),
+    (["--preset", "quick"], "argument --preset: invalid choice: 'quick' (choose from"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--threshold", "high"], "argument --threshold: invalid float value: 'high'"),
+])
+def test_argparse_errors_are_one_line_with_the_choices(tmp_path, args, match):
+    """A bad choice or an unknown flag: one line with the accepted values (not argparse's whole usage block
+    first), exit 2, nothing written."""
+    r = cli("x.mp4", *args, cwd=tmp_path)
+    assert_one_line_error(r, code=2, match=match)
+    assert r.stderr.count("\n") == 1 and r.stdout == "" and "see trt-anon --help" in r.stderr
+    if "choose from" in match:
+        choices = {"--target": ("face", "eyes"), "--style": ("mosaic", "blur", "solid"),
+                   "--codec": ("h264", "hevc", "vp9", "av1"), "--preset": ("ultrafast", "veryfast", "veryslow")}
+        assert all(c in r.stderr for c in choices[args[0]]), r.stderr
+    assert leftovers(tmp_path) == []
+    r = cli("verify", "out.mp4", cwd=tmp_path)  # the verify command's parser too
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("trt-anon verify: error:")
+
+
+@pytest.fixture
+def two_inputs(clips, tmp_path):
+    """A folder holding one video and one text file named like a video (the issue's `in.mp4 notes.mp4`)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    shutil.copy(clips["two"].path, d / "in.mp4")
+    (d / "notes.mp4").write_text("not a video")
+    return d
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A folder this process cannot create anything in: a read-only folder, or for root (whom permissions do
+    not stop) sysfs, where mkdir is refused."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro / "out"
+    return Path("/sys/trt_anon_test_out")
+
+
+@pytest.mark.parametrize("case", ["existing file", "video name", "under /proc", "not writable", "json file",
+                                  "json name", "review file"])
+def test_several_inputs_with_an_impossible_output_folder(two_inputs, tmp_path, case):
+    """With several inputs -o (and --json) name folders: one that cannot be one is a one-line error before any
+    work, exit 1, and nothing is written or created (the file in the way is untouched)."""
+    d = two_inputs
+    (d / "in.anon.mp4").write_bytes(b"keep me")
+    (d / "pages").write_bytes(b"")
+    target, extra, match = {
+        "existing file": ("in.anon.mp4", [], "-o in.anon.mp4 is a file; with several inputs it names a folder"),
+        "video name": ("out.mp4", [], "-o out.mp4: with several inputs -o names a folder, not a .mp4 file"),
+        "under /proc": ("/proc/trt_anon_out/", [], "cannot create the folder"),
+        "not writable": (str(_unwritable(tmp_path)), [], "cannot create the folder"),
+        "json file": ("anon", ["--json", "notes.mp4"], "--json notes.mp4 is a file; with several inputs"),
+        "json name": ("anon", ["--json", "dets.json"], "--json dets.json: with several inputs --json names a folder"),
+        "review file": ("anon", ["--review", "pages"], "--review pages is a file; with several inputs"),
+    }[case]
+    before = leftovers(d)
+    r = cli("in.mp4", "notes.mp4", "-o", target, *extra, cwd=d)
+    assert_one_line_error(r, code=1, match=match)
+    assert r.stderr.count("\n") == 1 and r.stdout == ""
+    assert leftovers(d) == before and (d / "in.anon.mp4").read_bytes() == b"keep me"
+    assert not Path(target).exists() or target == "in.anon.mp4"
+
+
+def test_a_run_that_writes_nothing_leaves_no_folder(two_inputs):
+    """Folders made for a run's outputs go again when every file failed: nothing left. A trailing / makes a
+    folder named like a file."""
+    d = two_inputs
+    r = cli("in.mp4", "notes.mp4", "-o", "anon.mp4/", "-q", cwd=d)
+    assert r.returncode == 1 and (d / "anon.mp4" / "in.anon.mp4").is_file()
+    shutil.rmtree(d / "anon.mp4")
+    (d / "in.mp4").write_text("not a video either")
+    r = cli("in.mp4", "notes.mp4", "-o", "anon/new", "--json", "js", "-q", cwd=d)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert leftovers(d) == ["in.mp4", "notes.mp4"]
+
+
+def test_output_under_a_file_says_it_is_a_file(two_inputs):
+    """-o notes.mp4/out.mp4 where notes.mp4 is a file: that it is a file, not that a folder is missing."""
+    d = two_inputs
+    for out in ("notes.mp4/out.mp4", "notes.mp4/sub/out.mp4"):
+        assert_one_line_error(cli("in.mp4", "-o", out, cwd=d), match="output " + out + ": notes.mp4 is a file, "
+                              "not a folder")
+    assert_one_line_error(cli("in.mp4", "-o", "missing/out.mp4", cwd=d), match="output folder missing does not exist")
+    assert_one_line_error(cli("in.mp4", "--review", "notes.mp4/pages/", cwd=d),
+                          match="review page folder notes.mp4/pages: cannot create it")
+    assert leftovers(d) == ["in.mp4", "notes.mp4"]
+
+
+def test_quiet_hides_progress_and_summary_not_warnings(clips, tmp_path):
+    """-q: no bar, no summary; a warning (here: a file cut short after its header) still goes to stderr."""
+    import av
+    src = av.open(str(clips["moving"].path))
+    with av.open(str(tmp_path / "whole.mp4"), "w", options={"movflags": "faststart"}) as out:  # the frame
+        o = out.add_stream_from_template(src.streams.video[0])                                # count up front
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = o
+                out.mux(pkt)
+    src.close()
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
+    r = cli("cut.mp4", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trt-anon: warning: cut.mp4: the header lists 70 frames but "
+                                                   "only "), r.stderr
+    assert "(truncated file?)" in lines[0]
+    r = cli("cut.mp4", "-o", "cut2.mp4", cwd=tmp_path)   # without -q: the summary, the warning under it
+    assert "cut2.mp4: " in r.stdout and "  warning: the header lists 70 frames" in r.stdout
+    assert "trt-anon: warning" not in r.stderr
+    r = cli("--help")
+    assert "warnings (a truncated input, say) and errors still" in " ".join(r.stdout.split())
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_while_the_review_page_is_written_says_what_was_kept(clips, tmp_path, monkeypatch, capsys, sig,
+                                                                      code, word):
+    """The video and its JSON are renamed into place before the review page is drawn: a signal then leaves
+    them (whole), and the last line says so; the page, written to a temporary file, is not left."""
+    pytest.importorskip("matplotlib")
+    import trt_anon.review
+    from trt_anon import cli as trt_cli
+
+    src = tmp_path / "in.mp4"
+    shutil.copy(clips["two"].path, src)
+    seen = []
+
+    def stopped(report, *args, **kwargs):   # the signal arrives while the page is drawn
+        seen.append(Path(report.output).exists())
+        os.kill(os.getpid(), sig)
+        time.sleep(5)   # the handler raises first
+        raise AssertionError("the signal did not stop the run")
+
+    monkeypatch.setattr(trt_anon.review, "write_review", stopped)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        got = trt_cli.main([str(src), "--review", "--json", str(tmp_path / "in.anon.json"), "-q"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    err = capsys.readouterr().err
+    assert got == code and seen == [True]
+    assert err.splitlines() == [f"trt-anon: {word}; kept the finished {tmp_path / 'in.anon.mp4'}, "
+                                f"{tmp_path / 'in.anon.json'} (the review page of in.anon.mp4 was not written); "
+                                "no partial output left"], err
+    assert leftovers(tmp_path) == ["in.anon.json", "in.anon.mp4", "in.mp4"]
+
+
 def test_bad_option_exit_2(tmp_path):
     r = cli("x.mp4", "--det-size", "650")
     assert_one_line_error(r, code=2, match="multiple of 32")
@@ -151,7 +304,8 @@ def test_interrupt_leaves_nothing(tmp_path, sig, code):
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     assert p.returncode == code, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.splitlines()[-1].endswith("; no partial output left")
+    assert "kept" not in err
     assert leftovers(tmp_path) == ["long.mp4"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import html
 import json
 import re
 from pathlib import Path
@@ -94,6 +95,7 @@ def test_one_card_per_track_with_its_faces(first):
     out, src = decode_frames(d / "first.mp4"), decode_frames(clip.path)
     for (ident, _, body), t in zip(cards, data["tracks"]):
         assert f"frames {t['first']}–{t['last']} ({t['frames']} frames)" in body
+        assert f"detected face up to {t['largest']:.0f} px wide" in body   # the detector's box, not the margin's
         assert f"lowest score {t['lowest_score']:.2f}" in body and 'data-act="keep"' in body
         shots = re.findall(r'alt="track \d+ at frame (\d+) \(([\w, ]+)\)" src="([^"]+)"', body)
         frames = [int(s[0]) for s in shots]
@@ -127,7 +129,12 @@ def test_a_decisions_run_carries_its_decisions_forward(first, tmp_path):
     for got in (again, doc):
         assert got["added"] == data["added"]
         assert [t["action"] for t in got["tracks"]] == [t["action"] for t in data["tracks"]]
-    assert f'id="track-{keep}" data-track="{keep}" data-action="keep"' in Path(report.review).read_text()
+    text = Path(report.review).read_text()
+    assert f'id="track-{keep}" data-track="{keep}" data-action="keep"' in text
+    # nothing was detected: no threshold of this run on the page, the faces' source instead
+    settings = re.search(r'id="settings">([^<]*)<', text).group(1)
+    assert "threshold" not in settings and "faces from dec.json (nothing detected)" in settings, settings
+    assert "threshold" not in re.search(r'<h2>Report</h2>.*?</table>', text, re.S).group(0)
     trt_anon.process(clip.path, tmp_path / "b.mp4", decisions_path=str(tmp_path / "a.json"))
     a, b = decode_frames(tmp_path / "a.mp4"), decode_frames(tmp_path / "b.mp4")
     assert max(float(np.abs(x.astype(np.int16) - y).mean()) for x, y in zip(a, b)) < 1.0
@@ -180,6 +187,18 @@ def near(a, b, tol: float) -> bool:
     return max(abs(u - v) for u, v in zip(a, b)) <= tol
 
 
+def around(thumbs: list[int], frame: int, last: int) -> tuple[int, int]:
+    """The thumbnails on either side of ``frame`` (the video's ends where there is none)."""
+    return max((f for f in thumbs if f < frame), default=0), min((f for f in thumbs if f > frame), default=last)
+
+
+def regions_panel(page) -> list[tuple[int, int, list[int]]]:
+    """Each region's (start, end, key frames) as the panel shows them."""
+    return page.eval_on_selector_all("#regions li", """els => els.map(li => [
+        +li.querySelector('input.start').value, +li.querySelector('input.end').value,
+        [...li.querySelectorAll('button.key')].map(b => parseInt(b.textContent))])""")
+
+
 @needs_chromium
 def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_path):
     """The whole review-and-fix loop in Chromium: one face kept visible, a fixed region with a start and end frame
@@ -187,6 +206,10 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
     --decisions: the kept face is the input's, the regions are redacted in their spans only, the rest is the
     first output."""
     clip, d, report, html_text, data = first
+    # the command to run next: full paths (run from anywhere), the saved file where the browser put it
+    assert html.unescape(re.search(r'id="command">([^<]*)<', html_text).group(1)) == (
+        f"trt-anon {clip.path.resolve()} --decisions DOWNLOADS/first.decisions.json -o {d.resolve()}/first.fixed.mp4")
+    assert "DOWNLOADS</code>: the folder your browser saved the file in" in html_text
     page, errors = open_page(browser, Path(report.review))
     unedited = save(page, tmp_path)                                   # nothing edited: the run's document
     assert unedited == {**embedded(html_text), "added": []}
@@ -200,13 +223,15 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
     fixed_at = min(f for f in frames if f >= 4)                       # region 1: one box, frames fixed_at..+12
     fixed = [40, 260, 140, 340]
     draw(page, fixed_at, fixed, 640, 360)
-    page.fill("#regions li:nth-child(1) input.end", str(fixed_at + 12))
-    page.press("#regions li:nth-child(1) input.end", "Enter")
+    for end, value in (("end", fixed_at + 12), ("start", fixed_at)):   # typed: not the neighbours' span
+        page.fill(f"#regions li:nth-child(1) input.{end}", str(value))
+        page.press(f"#regions li:nth-child(1) input.{end}", "Enter")
     page.click("#new-region")                                         # region 2: two key frames, moving
     k0, k1 = fixed_at, min(f for f in frames if f >= fixed_at + 14)
     moving = ([470, 290, 550, 350], [560, 290, 640, 350])
     draw(page, k0, moving[0], 640, 360)
     draw(page, k1, moving[1], 640, 360)
+    page.click(f'.draw[data-frame="{k1}"] .ask button.key')          # asked: a key frame of region 2
     assert page.text_content("#region-count") == "2"
     saved = save(page, tmp_path)
     assert errors == []
@@ -218,14 +243,16 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
     assert [k["frame"] for k in r1["keys"]] == [fixed_at, fixed_at + 12]
     assert r1["keys"][0]["box"] == r1["keys"][1]["box"]
     assert near(r1["keys"][0]["box"], fixed, 3)                       # video pixels, from a 0.6x thumbnail
-    assert [k["frame"] for k in r2["keys"]] == [k0, k1]
-    assert near(r2["keys"][0]["box"], moving[0], 3) and near(r2["keys"][1]["box"], moving[1], 3)
+    lo, hi = around(frames, k0, 32)[0], around(frames, k1, 32)[1]      # to the thumbnails on either side
+    assert [k["frame"] for k in r2["keys"]] == [lo, k0, k1, hi]
+    assert r2["keys"][0]["box"] == r2["keys"][1]["box"] and r2["keys"][2]["box"] == r2["keys"][3]["box"]
+    assert near(r2["keys"][1]["box"], moving[0], 3) and near(r2["keys"][2]["box"], moving[1], 3)
 
     dec = tmp_path / "first.decisions.json"
     again = trt_anon.process(clip.path, tmp_path / "fixed.mp4", decisions_path=str(dec))
     src, out, before = decode_frames(clip.path), decode_frames(tmp_path / "fixed.mp4"), decode_frames(d / "first.mp4")
     assert len(out) == len(src) == again.frames == 33
-    one, two = r1["keys"][0]["box"], r2["keys"]
+    one, two = r1["keys"][0]["box"], r2["keys"][1:3]
     checked = 0
     for i, (s, o, b) in enumerate(zip(src, out, before)):
         face = next(f for f in data["frames"][i]["faces"] if f["track"] == kept)["box"]
@@ -234,8 +261,8 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
             assert mean_diff(o, s, other) > 10 and mean_diff(o, b, other) < 4, i   # redacted as before
         a = min(max((i - k0) / (k1 - k0), 0), 1)
         box2 = [(1 - a) * u + a * v for u, v in zip(two[0]["box"], two[1]["box"])]
-        for box, lo, hi in ((one, fixed_at, fixed_at + 12), (box2, k0, k1)):
-            if lo <= i <= hi:
+        for box, a0, a1 in ((one, fixed_at, fixed_at + 12), (box2, lo, hi)):
+            if a0 <= i <= a1:
                 assert mean_diff(o, s, box) > 5, (i, box)                # redacted in its span
                 checked += 1
             else:
@@ -247,7 +274,7 @@ def test_keep_a_person_draw_regions_save_and_render_again(first, browser, tmp_pa
         for (x1, y1, x2, y2), m in [(face, 100), (one, 50), (box2, 50), *others]:
             rest[max(0, int(y1) - m):int(y2) + m, max(0, int(x1) - m):int(x2) + m] = False
         assert float(np.abs(o.astype(np.int16) - b)[rest].mean()) < 1.5, i   # x264 noise: about 1
-    assert checked == 13 + (k1 - k0 + 1)
+    assert checked == 13 + (hi - lo + 1)
     page.close()
 
 
@@ -304,4 +331,88 @@ def test_review_page_screenshot_with_the_editor(first, browser, tmp_path):
     assert Page(page.content()).body.get("data-editor") == "ready"
     if os.environ.get("TRT_ANON_KEEP_SHOT"):
         Path(os.environ["TRT_ANON_KEEP_SHOT"]).with_suffix(".editor.png").write_bytes(shot.read_bytes())
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory):
+    """90 frames, one face: thumbnails a few frames apart in the middle of the video."""
+    d = tmp_path_factory.mktemp("sparse")
+    clip = make_clip(d / "walk.mp4", frames=90, faces=[Face(90, (60, 60), (2.0, 0))])
+    report = trt_anon.process(clip.path, d / "walk.anon.mp4", review=True)
+    return clip, d, report
+
+
+@needs_chromium
+def test_a_box_drawn_on_a_thumbnail_covers_the_frames_to_its_neighbours(sparse, browser, tmp_path):
+    """A box drawn over something missed covers its frame and every frame to the thumbnails on either side (none
+    of them shown), says so on its label and in the list, shows on those neighbours, and is rendered so."""
+    clip, d, report = sparse
+    page, errors = open_page(browser, Path(report.review))
+    frames = sorted({int(f) for f in page.eval_on_selector_all(".draw", "els => els.map(e => e.dataset.frame)")})
+    at = next(f for f in frames if f > 20 and around(frames, f, 89)[1] - f > 2 and f - around(frames, f, 89)[0] > 2)
+    lo, hi = around(frames, at, 89)
+    box = [40, 260, 140, 340]
+    draw(page, at, box, 640, 360)
+    assert regions_panel(page) == [[lo, hi, [at]]]
+    assert page.text_content(f'.draw[data-frame="{at}"] .box.key span') == f"region 1 · frames {lo}–{hi}"
+    for f in frames:   # shown wherever it applies: the neighbours included, nowhere else
+        shown = page.locator(f'.draw[data-frame="{f}"] .box:not(.face)').count()
+        assert shown == (lo <= f <= hi), f
+    saved = save(page, tmp_path)
+    (region,) = saved["added"]
+    assert [k["frame"] for k in region["keys"]] == [lo, at, hi]
+    assert all(k["box"] == region["keys"][0]["box"] for k in region["keys"]) and near(region["keys"][1]["box"], box, 3)
+    assert errors == []
+    page.close()
+
+    trt_anon.process(clip.path, tmp_path / "fixed.mp4", decisions_path=str(tmp_path / "walk.anon.decisions.json"))
+    src, out = decode_frames(clip.path), decode_frames(tmp_path / "fixed.mp4")
+    covered = [i for i, (s, o) in enumerate(zip(src, out)) if mean_diff(o, s, region["keys"][1]["box"]) > 5]
+    assert covered == list(range(lo, hi + 1))   # the frames between the thumbnails too, not one frame
+
+
+@needs_chromium
+def test_a_second_box_asks_and_a_save_or_a_done_region_starts_a_new_one(sparse, browser, tmp_path):
+    """While a region is selected, a box drawn asks: a key frame of it, or a new region (or nothing: x, Escape);
+    it never silently joins the region. After a save, or once a region's frames are typed, the next box starts a
+    new region without asking."""
+    clip, d, report = sparse
+    page, errors = open_page(browser, Path(report.review))
+    frames = sorted({int(f) for f in page.eval_on_selector_all(".draw", "els => els.map(e => e.dataset.frame)")})
+    a, b, c, e, g, h = (frames[len(frames) * k // 8] for k in (1, 2, 3, 5, 6, 7))
+    box = [40, 260, 140, 340]
+    asking = ".ask"
+
+    draw(page, a, box, 640, 360)                                      # nothing selected: a new region
+    assert page.locator(asking).count() == 0 and page.text_content("#region-count") == "1"
+    assert "asks" in page.text_content("#draw-hint")
+    draw(page, b, [60, 260, 160, 340], 640, 360)                      # region 1 selected: asked
+    assert page.locator(f'.draw[data-frame="{b}"] {asking}').count() == 1
+    assert page.text_content(f'.draw[data-frame="{b}"] {asking} button.key') == "key frame of region 1"
+    assert page.text_content("#region-count") == "1"                 # nothing added before the answer
+    page.click(f'.draw[data-frame="{b}"] {asking} button.new')
+    assert page.locator(asking).count() == 0 and [r[2] for r in regions_panel(page)] == [[a], [b]]
+    draw(page, c, [80, 260, 180, 340], 640, 360)                      # region 2 selected: asked again
+    page.click(f'.draw[data-frame="{c}"] {asking} button.key')
+    assert [r[2] for r in regions_panel(page)] == [[a], [b, c]]
+    draw(page, c, [90, 260, 190, 340], 640, 360)                      # on its own key frame: replace? no (x)
+    assert "replaces region 2" in page.text_content(f'.draw[data-frame="{c}"] {asking} button.key')
+    page.click(f'.draw[data-frame="{c}"] {asking} button.cancel')
+    draw(page, e, box, 640, 360)                                      # no again, with Escape
+    page.keyboard.press("Escape")
+    assert page.locator(asking).count() == 0 and [r[2] for r in regions_panel(page)] == [[a], [b, c]]
+    first_save = save(page, tmp_path)
+    assert [[k["frame"] for k in r["keys"]][1:-1] for r in first_save["added"]] == [[a], [b, c]]
+    assert near(first_save["added"][1]["keys"][2]["box"], [80, 260, 180, 340], 3)   # the x kept the first box
+
+    assert "starts a new region" in page.text_content("#draw-hint")   # saved: the next box is a new region
+    draw(page, e, box, 640, 360)
+    assert page.locator(asking).count() == 0 and [r[2] for r in regions_panel(page)] == [[a], [b, c], [e]]
+    page.fill("#regions li:nth-child(3) input.end", str(g))            # its frames typed: that region is done
+    page.press("#regions li:nth-child(3) input.end", "Enter")
+    draw(page, h, box, 640, 360)
+    assert page.locator(asking).count() == 0
+    assert [r[2] for r in regions_panel(page)] == [[a], [b, c], [e], [h]] and regions_panel(page)[2][1] == g
+    assert errors == []
     page.close()

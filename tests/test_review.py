@@ -175,7 +175,7 @@ def test_choose_frames_covers_every_reason_and_keeps_them_apart():
     assert "low score 0.40" in why[150]                       # the lowest-scoring detection
     low = sorted(f for f, w in why.items() if "low score" in w)
     assert len(low) == PICKS["low"] and min(np.diff(low)) >= 5   # 1000 // 200: not six neighbours
-    assert "most faces (5)" in why[700] and "largest face (300 px)" in why[800]
+    assert "most faces (5)" in why[700] and "largest redacted box (300 px: face and margin)" in why[800]
 
 
 def test_choose_frames_short_and_empty():
@@ -393,7 +393,8 @@ def test_cli_failed_page_warns_even_when_quiet_and_exits_0(clip, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr                           # the video is complete
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trt-anon: warning: review page not written"), r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"trt-anon: warning: {clip.path.name}: review page not written"), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
 
 
@@ -403,7 +404,10 @@ def test_review_refusals_before_any_work(clip, tmp_path):
         trt_anon.process(clip.path, tmp_path / "a.mp4", review=True)
     with pytest.raises(OutputError, match="name an .html file or a folder"):
         trt_anon.process(clip.path, tmp_path / "b.mp4", review=tmp_path / "b.mp4")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.review.html"]
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(OutputError, match="review page folder .*notes.txt/pages: cannot create it"):
+        trt_anon.process(clip.path, tmp_path / "c.mp4", review=f"{tmp_path / 'notes.txt' / 'pages'}/")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.review.html", "notes.txt"]
     assert (tmp_path / "a.review.html").read_text() == "mine"
 
 

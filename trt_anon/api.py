@@ -14,7 +14,7 @@ from . import audit, cuda, media, stages
 from .config import Config
 from .decode import PyAVDecoder
 from .detect import select_detector
-from .errors import AnonError, BackendError, OutputError
+from .errors import AnonError, BackendError, OutputError, Terminated
 from .pipeline import Stages, run
 from .plan import Plan, fallbacks, plan
 from .redact import select_redactor
@@ -175,13 +175,21 @@ def _write_review(report: Report, stats, job: Plan) -> None:
     temporary file and renamed) and becomes a warning: the video is complete and correct either way."""
     from .review import write_review
     cfg, page = job.config, job.review
-    threshold = cfg.threshold_for("int8" if "int8" in report.backends.get("detect", "") else "fp32")
-    settings = {"target": cfg.target, "threshold": f"{threshold:g}", "ttl": cfg.ttl, "style": cfg.style,
-                "mosaic cell": cfg.mosaic_cell, "det size": cfg.det_size, "codec": cfg.codec, "crf": cfg.crf}
+    if job.decisions is None:
+        threshold = cfg.threshold_for("int8" if "int8" in report.backends.get("detect", "") else "fp32")
+        found = {"threshold": f"{threshold:g}", "ttl": cfg.ttl, "det size": cfg.det_size}
+    else:  # nothing detected or tracked here: no threshold, ttl or detection size of this run applies
+        threshold = None
+        found = {"faces": f"from {job.decisions.path.name} (nothing detected)"}
+    settings = {"target": cfg.target, **found, "style": cfg.style, "mosaic cell": cfg.mosaic_cell, "codec": cfg.codec,
+                "crf": cfg.crf}
     try:
         write_review(report, stats, page, originals=job.originals, overwrite=cfg.overwrite, threshold=threshold,
                      settings={k: str(v) for k, v in settings.items()})
         report.review = str(page)
     except Exception as exc:  # the video is whole: say what went wrong, keep it
         report.warnings.append(f"review page not written ({type(exc).__name__}: {exc}); the video itself is complete")
+    except (KeyboardInterrupt, Terminated) as exc:  # stopped with the video (and JSON) whole and in place: the
+        exc.kept = [str(p) for p in (job.output, job.json) if p is not None]  # caller says they were kept
+        raise
 

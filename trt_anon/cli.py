@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -18,8 +19,16 @@ VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", 
               ".flv", ".3gp", ".ogv"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of the rest of the CLI: a bad choice or an unknown flag says what was
+    wrong (the choices included) and where to look, not the whole usage block first."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="trt-anon", description="Anonymize faces (or eyes) in videos and images with a 25:1 mosaic. "
         "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input. "
         "trt-anon verify OUTPUT RECORD checks a file against the audit record in a run's --json file.")
@@ -68,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-frames", type=int, metavar="N",
                    help="with --ray: split long videos about every N frames at keyframes (0: never; "
                         "default: every worker busy, segments of at least 300 frames)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary; warnings (a truncated input, say) and errors still go to "
+                        "stderr")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"trt-anon {__version__}")
     return p
@@ -111,7 +122,7 @@ def verify(argv: list[str]) -> int:
     Exit 0: they are the files it describes; 1: one differs; 2: nothing could be checked (no record, no file)."""
     from .audit import verify as check
 
-    p = argparse.ArgumentParser(prog="trt-anon verify", description="Check a published file (and its source) "
+    p = Parser(prog="trt-anon verify", description="Check a published file (and its source) "
                                 "against the audit record in the --json file of the run that made it.")
     p.add_argument("output", help="the anonymized file")
     p.add_argument("record", help="the run's --json file")
@@ -137,21 +148,28 @@ def main(argv: list[str] | None = None) -> int:
         return verify(argv[1:])
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    finished: list[str] = []  # outputs complete before a signal: they stay, and the last line says so
     try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("trt-anon: interrupted; no partial output left", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("trt-anon: terminated; no partial output left", file=sys.stderr)
-        return 143
+        return _main(args, finished)
+    except (KeyboardInterrupt, Terminated) as exc:
+        what, code = ("interrupted", 130) if isinstance(exc, KeyboardInterrupt) else ("terminated", 143)
+        print(f"trt-anon: {what}; {_left(finished, exc)}", file=sys.stderr)
+        return code
 
 
-def _main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _left(finished: list[str], exc: BaseException) -> str:
+    """What a signal leaves: the files finished before it, whole (``kept``: the video of a run stopped while its
+    review page was written, api._write_review), and never a partial one."""
+    page = [str(p) for p in getattr(exc, "kept", ())]
+    whole = finished + page
+    if not whole:
+        return "no partial output left"
+    names = ", ".join(whole[:4]) + (f" and {len(whole) - 4} more" if len(whole) > 4 else "")
+    unwritten = f" (the review page of {Path(page[0]).name} was not written)" if page else ""
+    return f"kept the finished {names}{unwritten}; no partial output left"
 
-    from .api import process
 
+def _main(args: argparse.Namespace, finished: list[str]) -> int:
     try:
         # every option named after a Config field is that field (--json is per file: set for each below)
         options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
@@ -177,21 +195,71 @@ def _main(args: argparse.Namespace) -> int:
                 raise ConfigError("--record is for live streams (a URL, /dev/video*, or --live)")
             inputs = expand(args.inputs)
             output = args.output
-        review, index = _review_plan(args, inputs, output)
+        if args.ray is None and (args.workers is not None or args.skip_existing or args.segment_frames is not None):
+            raise ConfigError("--workers, --skip-existing and --segment-frames need --ray")
+        many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
+        review, index, review_folder = _review_plan(args, inputs, output, many)
+        folders = []  # created before any work, or none of them; with several inputs (or Ray) -o is a folder
+        if output is not None and (many or args.ray is not None or str(output).endswith(("/", os.sep))):
+            folders.append(("-o", str(output)))
+        if args.json_path and (many or args.ray is not None):  # process() writes NAME.anon.json into it
+            folders.append(("--json", args.json_path))
+        if review_folder is not None:
+            folders.append(("--review", review_folder))
+        made = make_folders(folders, many)
     except AnonError as exc:
         print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
         return exc.exit_code
 
-    if args.ray is not None:
-        return _main_ray(args, config, inputs, output, review)
-    if args.workers is not None or args.skip_existing or args.segment_frames is not None:
-        print("trt-anon: error: --workers, --skip-existing and --segment-frames need --ray", file=sys.stderr)
-        return ConfigError.exit_code
-    many = len(inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
-    if output is not None and (many or str(output).endswith(("/", "\\"))):
-        Path(output).mkdir(parents=True, exist_ok=True)  # a folder of outputs
-    if many and args.json_path:
-        Path(args.json_path).mkdir(parents=True, exist_ok=True)  # process() writes NAME.anon.json into a folder
+    try:
+        if args.ray is not None:
+            return _main_ray(args, config, inputs, output, review)
+        return _run_files(args, config, inputs, output, review, index, many, finished)
+    finally:
+        for folder in made:  # one this run created and nothing was written into (every file failed)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+FILE_NAMES = {"-o": VIDEO_EXTS | IMAGE_EXTS, "--json": {".json"}}   # what a folder of outputs is not called
+
+
+def make_folders(folders: list[tuple[str, str]], many: bool) -> list[Path]:
+    """Create the folders a run writes into (flag, path), or none: one line on failure. Refuses a file in the
+    way and, with several inputs, a new one named like a file (``-o out.mp4``: one output was meant). Returns
+    those created, innermost first."""
+    made: list[Path] = []
+    try:
+        for flag, name in folders:
+            path = Path(name)
+            if path.exists() and not path.is_dir():
+                why = "with several inputs it names a folder" if many else "it names a folder here"
+                raise OutputError(f"{flag} {path} is a file; {why}")
+            if many and not path.exists() and path.suffix.lower() in FILE_NAMES.get(flag, ()) \
+                    and not name.endswith(("/", os.sep)):
+                raise OutputError(f"{flag} {path}: with several inputs {flag} names a folder, not a {path.suffix} "
+                                  "file (end it with / for a folder of that name)")
+            new = [p for p in (path, *path.parents) if not p.exists()]
+            made[:0] = new
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"{flag} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    except AnonError:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return made
+
+
+def _run_files(args, config: Config, inputs: list[Path], output, review, index: Path | None, many: bool,
+               finished: list[str]) -> int:
+    """Each input in turn, a progress bar for each; one bad file does not stop the others (exit 1 at the end)."""
+    from tqdm import tqdm
+
+    from .api import process
+
     failed = 0
     rows: list[dict] = []
     for src in inputs:
@@ -201,7 +269,7 @@ def _main(args: argparse.Namespace) -> int:
             report = process(src, output, config=config, json_path=args.json_path, progress=bar, review=review,
                              review_originals=args.review_originals)
         except AnonError as exc:
-            bar.close()
+            bar.close()  # before the line, not over it
             rows.append({"name": src.name, "report": None, "error": say(exc)})
             print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
             failed += 1
@@ -217,21 +285,30 @@ def _main(args: argparse.Namespace) -> int:
             rows.append({"name": src.name, "report": None, "error": f"internal error: {type(exc).__name__}"})
             failed += 1
             continue
-        bar.close()
+        finally:  # a signal too: the bar cleared before its last line, not after it
+            bar.close()
+        finished.append(report.output)
         rows.append({"name": src.name, "report": report, "page": report.review})
-        if not args.quiet:
-            print(report.summary())
-            for w in report.warnings:
-                print(f"  warning: {w}")
-            if report.review:
-                print(f"  review: {report.review}")
-        elif review and not report.review:  # asked for, not written: say so even when quiet
-            print(f"trt-anon: warning: {report.warnings[-1]}", file=sys.stderr)
+        tell(report, args.quiet)
     if index is not None:
         _write_index(rows, index, args)
     if many and not args.quiet:
         print(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
     return 1 if failed else 0
+
+
+def tell(report, quiet: bool) -> None:
+    """A finished file: its summary, warnings and review page; with -q its warnings alone, on stderr (-q hides
+    the progress and the summary, never what went wrong: a truncated input, a page not written)."""
+    if quiet:
+        for w in report.warnings:
+            print(f"trt-anon: warning: {Path(report.input).name}: {w}", file=sys.stderr)
+        return
+    print(report.summary())
+    for w in report.warnings:
+        print(f"  warning: {w}")
+    if report.review:
+        print(f"  review: {report.review}")
 
 
 def _main_live(args: argparse.Namespace, config: Config) -> int:
@@ -285,30 +362,29 @@ def _main_ray(args: argparse.Namespace, config: Config, inputs: list[Path], outp
     failed = [r for r in reports if r.error]
     for r in failed:
         print(f"trt-anon: error: {r.error}", file=sys.stderr)
-    if not args.quiet:
-        for r in reports:
-            if not r.error:
-                print(r.summary())
-                for w in r.warnings:
-                    print(f"  warning: {w}")
+    for r in reports:
+        if not r.error:
+            tell(r, args.quiet)
     return 1 if failed else 0
 
 
-def _review_plan(args: argparse.Namespace, inputs: list[Path], output) -> tuple[bool | str | None, Path | None]:
-    """What to pass as process(review=...), and where the index goes (several inputs only). Refuses, before
-    any work, a missing matplotlib, an .html PATH for several files and an index.html that exists."""
+def _review_plan(args: argparse.Namespace, inputs: list[Path], output,
+                 many: bool) -> tuple[bool | str | None, Path | None, str | None]:
+    """What to pass as process(review=...), where the index goes (several inputs only) and the folder to create
+    for it. Refuses, before any work, a missing matplotlib, an .html PATH for several files and an index.html
+    that exists."""
     review = args.review or (True if args.review_originals else None)
     if not review:
-        return None, None
+        return None, None, None
     from .review import require
     require()
-    if len(inputs) < 2 and not any(Path(i).is_dir() for i in args.inputs):
-        return review, None
+    if not many:
+        return review, None, None
+    made = None
     if isinstance(review, str):
         if review.lower().endswith((".html", ".htm")):
             raise ConfigError(f"--review {review}: with several inputs, name a folder (one page per file + index.html)")
-        folder = Path(review)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, made = Path(review), review
         review = f"{folder}{os.sep}"
     elif output is not None:
         folder = Path(output)
@@ -317,7 +393,7 @@ def _review_plan(args: argparse.Namespace, inputs: list[Path], output) -> tuple[
     index = folder / "index.html"
     if index.exists() and not args.overwrite:
         raise OutputError(f"{index} exists; pass --overwrite to replace it")
-    return review, index
+    return review, index, made
 
 
 def _write_index(rows: list[dict], index: Path, args: argparse.Namespace) -> None:

@@ -84,6 +84,9 @@ def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool,
             raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
+        blocking = next((p for p in (parent, *parent.parents) if p.exists() or p.is_symlink()), None)
+        if blocking is not None and not blocking.is_dir():  # notes.mp4/out.mp4, notes.mp4 a file
+            raise OutputError(f"output {dst}: {blocking} is a file, not a folder")
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable")

@@ -46,7 +46,10 @@ def review_path(review: bool | str | os.PathLike, output: Path) -> Path:
         return path
     if path.suffix and not str(review).endswith(("/", os.sep)):
         raise OutputError(f"review page {path}: name an .html file or a folder")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, /proc
+        raise OutputError(f"review page folder {path}: cannot create it ({exc.strerror or exc})") from None
     return path / default
 
 

@@ -70,7 +70,7 @@ def render_cards(cards: list[Card], originals: bool) -> list[str]:
             out.append('<p class="note">no pictures: only the longest tracks have them</p>')
         score = f"lowest score {t['lowest_score']:.2f}" if t["lowest_score"] < 1 else "no detection score"
         out.append(f'<p><b>track {t["id"]}</b> · frames {t["first"]}–{t["last"]} ({t["frames"]} frames) · {score}'
-                   f' · up to {t["largest"]:.0f} px</p><div class="switch">'
+                   f' · detected face up to {t["largest"]:.0f} px wide</p><div class="switch">'
                    f'<button type="button" data-act="redact" aria-pressed="{str(action == "redact").lower()}">'
                    'redact</button><button type="button" data-act="keep" '
                    f'aria-pressed="{str(action == "keep").lower()}">keep visible</button></div></div>')
@@ -82,20 +82,24 @@ def render_regions() -> list[str]:
     """The added regions' panel (filled by the script)."""
     return ['<h2>Added regions (<span id="region-count">0</span>)</h2>',
             '<p class="note">For what the detector missed (a face, a name badge, a plate): <b>drag on a frame '
-            "below</b> to draw a box, then set the frames it covers. Drawing the selected region on another frame "
-            "adds a key frame: the box moves in a straight line between key frames and stays still before the first "
-            "and after the last (<b>New region</b>, in the bar below, starts another one). Coordinates are saved "
-            "in the video's own pixels.</p>",
+            "below</b> to draw a box. It covers that frame and every frame to the thumbnails on either side (its "
+            "label says which; set other frames in the list). A second box, while a region is selected, asks "
+            "whether it is a key frame of that region or a new one: the box moves in a straight line between key "
+            "frames and stays still before the first and after the last. After a save, or once a region's frames "
+            "are set, the next box starts a new region (so does <b>New region</b>, in the bar below). Coordinates "
+            "are saved in the video's own pixels.</p>",
             '<ol id="regions"></ol>']
 
 
-def render_savebar(document: bytes, save_name: str, command: str) -> list[str]:
-    """The save button, what it will save, the command that uses it, and the embedded document."""
+def render_savebar(document: bytes, save_name: str, command: str, saved_in: str) -> list[str]:
+    """The save button, what it will save, the command that uses it (``saved_in``: the placeholder it has for
+    the browser's download folder, which a page cannot know), and the embedded document."""
     e = html.escape
     return [f'<div id="savebar"><button type="button" id="save" data-name="{e(save_name)}">Save decisions</button> '
             '<button type="button" id="new-region">New region</button> <span id="summary"></span> · '
             '<span id="draw-hint">the next box drawn starts a new region</span> <b id="save-status"></b><br>'
-            f'<small>then: <code id="command">{e(command)}</code></small></div>',
+            f'<small>then: <code id="command">{e(command)}</code> (<code>{e(saved_in)}</code>: the folder your '
+            "browser saved the file in, often ~/Downloads)</small></div>",
             '<script type="application/octet-stream" id="document">'
             + base64.b64encode(document).decode("ascii") + "</script>"]
 
@@ -113,6 +117,8 @@ CSS = """
 .draw .box{position:absolute;box-sizing:border-box;border:2px dashed #d00;pointer-events:none}
 .draw .box.key{border-style:solid}.draw .box.current{border-color:#f0f;box-shadow:0 0 0 1px #fff}
 .draw .box.rubber{border:2px solid #f0f}.draw .box.face{border:0}
+.draw .ask{position:absolute;left:4px;top:4px;z-index:2;background:#222e;color:#fff;padding:4px 6px;font-size:12px;
+cursor:default}.draw .ask button{font:inherit;margin:2px}
 .draw .box span{position:absolute;left:0;top:-17px;font-size:11px;background:#d00;color:#fff;padding:0 3px;
 white-space:nowrap}.draw .box.face span{background:#333a;top:0}.draw .box.face.kept span{background:#1a7f37}
 #regions li{background:#fff;margin:4px 0;padding:6px;box-shadow:0 1px 2px #0002;cursor:pointer}
@@ -132,7 +138,9 @@ SCRIPT = r"""
   const turns = +body.dataset.turns, last = +body.dataset.frames - 1;
   const SW = turns % 2 ? H : W, SH = turns % 2 ? W : H;   // the frame as shown
   const regions = [];   // {keys: [{frame, box}] sorted by frame, start, end}
-  let current = null, dirty = false, doc = null;
+  let current = null, dirty = false, doc = null, pending = null;
+  const thumbs = [...new Set([...document.querySelectorAll('.draw')].map((p) => +p.dataset.frame))]
+    .sort((a, b) => a - b);
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -182,7 +190,7 @@ SCRIPT = r"""
   function redraw() {
     const act = actions();
     for (const pad of document.querySelectorAll('.draw')) {
-      for (const b of pad.querySelectorAll('.box')) b.remove();
+      for (const b of pad.querySelectorAll('.box:not(.pending)')) b.remove();
       const f = +pad.dataset.frame;
       for (const face of (doc && doc.frames[f] ? doc.frames[f].faces : [])) {
         if (face.track === undefined) continue;
@@ -193,15 +201,16 @@ SCRIPT = r"""
         const box = boxAt(r, f);
         if (!box) return;
         const key = r.keys.some((k) => k.frame === f);
-        placed(pad, box, (key ? 'key' : '') + (r === current ? ' current' : ''), 'region ' + (i + 1));
+        placed(pad, box, (key ? 'key' : '') + (r === current ? ' current' : ''),
+               'region ' + (i + 1) + (key ? ' · frames ' + r.start + '–' + r.end : ''));
       });
     }
     const kept = Object.values(act).filter((a) => a === 'keep').length;
     $('summary').textContent = kept + ' of ' + Object.keys(act).length + ' tracks kept visible · ' +
       regions.length + ' region' + (regions.length === 1 ? '' : 's') + ' added' + (dirty ? ' (not saved)' : '');
     $('region-count').textContent = regions.length;
-    $('draw-hint').textContent = current ? 'the next box drawn is a key frame of region ' +
-      (regions.indexOf(current) + 1) : 'the next box drawn starts a new region';
+    $('draw-hint').textContent = current ? 'the next box drawn asks: a key frame of region ' +
+      (regions.indexOf(current) + 1) + ', or a new region' : 'the next box drawn starts a new region';
   }
 
   function list() {   // the regions' panel
@@ -218,6 +227,7 @@ SCRIPT = r"""
         input.onchange = () => {
           const v = Math.round(+input.value);
           r[end] = Math.min(+input.max, Math.max(+input.min, isNaN(v) ? r[end] : v));
+          current = null;   // its frames set: the region is done, the next box starts another
           changed();
         };
         li.appendChild(input);
@@ -250,19 +260,50 @@ SCRIPT = r"""
   }
   function changed() { dirty = true; list(); redraw(); }
 
-  function addKey(frame, box) {   // a box drawn: a key frame of the selected region, or a new region
-    if (!current) {
-      current = {keys: [], start: frame, end: frame};
-      regions.push(current);
+  function around(frame) {   // the thumbnails on either side (the video's ends where there is none)
+    const before = thumbs.filter((f) => f < frame), after = thumbs.filter((f) => f > frame);
+    return [before.length ? before[before.length - 1] : 0, after.length ? after[0] : last];
+  }
+  function addKey(region, frame, box) {   // a box drawn: a key frame of ``region``, or (null) a new region
+    if (!region) {
+      region = {keys: [], start: frame, end: frame};
+      regions.push(region);
     }
-    const k = current.keys;
+    current = region;
+    const k = region.keys;
     const same = k.findIndex((x) => x.frame === frame);
     if (same >= 0) k.splice(same, 1);
     k.push({frame, box});
     k.sort((a, b) => a.frame - b.frame);
-    current.start = Math.min(current.start, k[0].frame);
-    current.end = Math.max(current.end, k[k.length - 1].frame);
+    // what the thumbnails do not show is covered: from the one before to the one after (each visible there)
+    const [from, to] = around(frame);
+    region.start = Math.min(region.start, from, k[0].frame);
+    region.end = Math.max(region.end, to, k[k.length - 1].frame);
     changed();
+  }
+  function cancel() {   // the box waiting for an answer, and its question
+    for (const e of pending || []) e.remove();
+    pending = null;
+  }
+  function ask(pad, frame, box) {   // a region is selected: a key frame of it, or a new region? (never silently)
+    cancel();
+    const n = regions.indexOf(current) + 1, region = current;
+    const again = region.keys.some((x) => x.frame === frame);
+    const q = el('div', 'ask', 'this box: ');
+    pending = [q, placed(pad, box, 'rubber pending')];
+    const choices = [[again ? 'replaces region ' + n + "'s box here" : 'key frame of region ' + n, 'key', region],
+                     ['new region', 'new', null], ['×', 'cancel', undefined]];
+    for (const [text, cls, target] of choices) {
+      const b = el('button', cls, text);
+      b.type = 'button';
+      b.onclick = (ev) => {
+        ev.stopPropagation();
+        cancel();
+        if (target !== undefined) addKey(target, frame, box); else redraw();
+      };
+      q.appendChild(b);
+    }
+    pad.appendChild(q);
   }
 
   for (const pad of document.querySelectorAll('.draw')) {
@@ -275,7 +316,8 @@ SCRIPT = r"""
     };
     const shown = (p, q) => [Math.min(p[0], q[0]), Math.min(p[1], q[1]), Math.max(p[0], q[0]), Math.max(p[1], q[1])];
     pad.addEventListener('pointerdown', (ev) => {
-      if (!W || ev.button !== 0) return;
+      if (!W || ev.button !== 0 || ev.target.closest('.ask')) return;
+      cancel();
       ev.preventDefault();
       pad.setPointerCapture(ev.pointerId);
       from = at(ev);
@@ -293,10 +335,12 @@ SCRIPT = r"""
       from = null;
       rubber.remove();
       if ((box[2] - box[0]) * r.width / SW < 4 || (box[3] - box[1]) * r.height / SH < 4) return;   // a click
-      addKey(+pad.dataset.frame, convert(box, toStored));
+      const frame = +pad.dataset.frame, stored = convert(box, toStored);
+      if (current) ask(pad, frame, stored); else addKey(null, frame, stored);
     });
   }
-  $('new-region').onclick = () => { current = null; list(); redraw(); };
+  $('new-region').onclick = () => { cancel(); current = null; list(); redraw(); };
+  document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && pending) { cancel(); redraw(); } });
   for (const card of document.querySelectorAll('.track')) {
     for (const b of card.querySelectorAll('.switch button')) {
       b.onclick = () => {
@@ -339,7 +383,9 @@ SCRIPT = r"""
     a.click();
     a.remove();
     dirty = false;
-    $('save-status').textContent = 'saved as ' + a.download;
+    current = null;   // saved: the next box starts a new region
+    $('save-status').textContent = 'saved as ' + a.download + ' in your browser\'s download folder';
+    list();
     redraw();
   };
   window.addEventListener('beforeunload', (ev) => { if (dirty) { ev.preventDefault(); ev.returnValue = ''; } });

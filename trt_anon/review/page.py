@@ -29,7 +29,7 @@ KIND_COLOURS = {HIT: (30, 200, 30), HELD: (255, 150, 0), FILLED: (40, 130, 255)}
 KIND_NAMES = {HIT: "detected", HELD: "held / between looks", FILLED: "back-filled"}
 PICK_TEXT = {"even": "evenly spaced", "start": "track starts (a box appears)", "end": "track ends (a box's last frame)",
              "low": "with the lowest detection scores", "most": "with the most faces",
-             "large": "with the largest faces"}
+             "large": "with the largest redacted boxes"}
 
 
 @dataclass
@@ -193,12 +193,17 @@ class Edit:
     turns: int = 0
 
 
+SAVED_IN = "DOWNLOADS"   # the page cannot know where the browser saves a file: the command names it so
+
+
 def _command(report: Report, save_name: str) -> str:
-    """The command line that renders the input again with the saved file (shell-quoted)."""
+    """The command line that renders the input again with the saved file (shell-quoted): the input and output by
+    their full paths (it may be run from anywhere), the saved file in the browser's download folder, SAVED_IN."""
     import shlex
-    out = Path(report.output)
-    return (f"trt-anon {shlex.quote(report.input)} --decisions {shlex.quote(save_name)} "
-            f"-o {shlex.quote(str(out.with_name(out.stem + '.fixed' + out.suffix)))}")
+    out = Path(report.output).resolve()
+    fixed = out.with_name(out.stem + ".fixed" + out.suffix)
+    return (f"trt-anon {shlex.quote(str(Path(report.input).resolve()))} --decisions "
+            f"{SAVED_IN}/{shlex.quote(save_name)} -o {shlex.quote(str(fixed))}")
 
 
 def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, settings: dict[str, str],
@@ -234,7 +239,7 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
         out.append('<ul class="warnings" id="warnings">' + "".join(f"<li>{e(w)}</li>" for w in warnings) + "</ul>")
     else:
         out.append('<p class="ok" id="warnings">None.</p>')
-    out += editor.render_savebar(edit.document, save_name, _command(report, save_name))
+    out += editor.render_savebar(edit.document, save_name, _command(report, save_name), SAVED_IN)
     out.append("<h2>Timeline</h2>")
     out.append('<img id="chart" alt="faces per frame and lowest detection score per frame" '
                f'src="{_uri(chart, "image/png")}">')

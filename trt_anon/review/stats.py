@@ -219,5 +219,6 @@ def choose_frames(stats: FrameStats, picks: dict[str, int] = PICKS) -> list[Pick
     most = with_faces[np.argsort(-total[with_faces], kind="stable")]
     add(_spaced(most, picks["most"], gap), "most", lambda f: f"most faces ({total[f]})")
     large = with_faces[np.argsort(-s["largest"][with_faces], kind="stable")]
-    add(_spaced(large, picks["large"], gap), "large", lambda f: f"largest face ({s['largest'][f]:.0f} px)")
+    add(_spaced(large, picks["large"], gap), "large",   # the redacted box: the face grown by its margin
+        lambda f: f"largest redacted box ({s['largest'][f]:.0f} px: face and margin)")
     return [chosen[f] for f in sorted(chosen)]
