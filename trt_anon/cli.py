@@ -322,11 +322,17 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError("--review is for files (a live stream is not kept to be read again); --json records "
                           "the boxes of every frame written, and --record keeps the anonymized stream")
     config = Config.from_options(config, json_path=args.json_path)
+    said: list[str] = []  # what the run said as it went (on stderr): not said again with -q
+
+    def log(line: str) -> None:
+        said.append(line)
+        print(f"trt-anon: {line}", file=sys.stderr)
+
     report = stream(args.inputs[0], args.output, config, latency=args.latency, on_overload=args.on_overload,
                     input_format=args.input_format, input_options=parse_options(args.input_option),
-                    paced=args.live and not is_live(args.inputs[0]), progress=not args.quiet,
-                    log=lambda line: print(f"trt-anon: {line}", file=sys.stderr), retries=args.reconnect,
-                    record=args.record)
+                    paced=args.live and not is_live(args.inputs[0]), progress=not args.quiet, log=log,
+                    retries=args.reconnect, record=args.record)
+    stopped = report.live.get("stopped")
     if not args.quiet:
         live = report.live
         print(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "
@@ -334,8 +340,11 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
               f"{live['reconnects']}")
         for w in report.warnings:
             print(f"  warning: {w}")
+    else:  # -q hides the status line and the summary, not what went wrong
+        for w in report.warnings:
+            if w not in said and not w.startswith("stopped ("):
+                print(f"trt-anon: warning: {w}", file=sys.stderr)
     # stopped by a signal: the output is whole up to there, and the exit code says how it ended, as for files
-    stopped = report.live.get("stopped")
     if stopped:
         print(f"trt-anon: {'interrupted' if stopped == 'SIGINT' else 'terminated'}; {args.output} is whole up to "
               "there", file=sys.stderr)
