@@ -321,6 +321,28 @@ def test_the_model_is_ready_before_the_source_is_opened(clip, monkeypatch, tmp_p
     assert events.index("open") > 0 and set(events[:events.index("open")]) == {"look"}
 
 
+def test_the_first_frames_come_at_the_cameras_pace_not_at_once(camera):
+    """Opening a stream reads no frames ahead to measure its frame rate (FFmpeg's default reads 20: 0.7 s of a
+    30 fps camera, then handed over at once, already late): the rate is the stream's own, from its parameters."""
+    url = camera()
+    for _ in range(100):
+        try:
+            src = live.LiveSource(url, capacity=100)
+            break
+        except live.InputError:
+            time.sleep(0.1)
+    try:
+        assert src.rate == 30
+        src.start()
+        frames = []
+        while len(frames) < 15:
+            a = src.take(max_wait=10)
+            frames += [a] if a is not None and a.kind == "frame" else []
+        assert frames[-1].at - frames[0].at > 0.25  # 14 frame periods are 0.47 s; a burst comes within ms
+    finally:
+        src.stop()
+
+
 def test_a_small_face_there_from_the_first_frame_is_covered_live(tmp_path):
     """A 26 px face in view from the first frame of a stream: the detector may be sure of it only some frames in;
     the back-fill, which takes what the delay budget leaves, covers the frames before (at the default latency)."""

@@ -113,7 +113,9 @@ class LiveSource:
 
     def _open(self):
         try:
-            container = av.open(self.url, format=self.format, options=self.options,
+            # not 20 frames read ahead to measure the frame rate (0.7 s at 30 fps, then handed over at once, late):
+            # the rate is in the stream's parameters
+            container = av.open(self.url, format=self.format, options={"fpsprobesize": "0", **self.options},
                                 timeout=(READ_TIMEOUT, READ_TIMEOUT))
         except (av.error.FFmpegError, OSError) as exc:
             raise InputError(f"cannot open {self.url}: {_why(exc)}") from None
@@ -122,7 +124,8 @@ class LiveSource:
             raise InputError(f"{self.url} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # frame threads would hold a frame per thread back: that much more delay
-        self.rate = self.rate or stream.average_rate or stream.guessed_rate or Fraction(30)
+        self.rate = self.rate or stream.average_rate or stream.codec_context.framerate or stream.guessed_rate \
+            or Fraction(30)
         return container
 
     def start(self) -> None:
@@ -692,7 +695,7 @@ class _Run:
                     self._note(note)
             src.copy_audio = any(sink.audio_stream is not None for sink in self.sinks)
         self.waiting: deque[Arrival] = deque()  # in the tracker, not yet written
-        self.steps: deque[float] = deque(maxlen=30)  # the last steps' times (s): the loop is busy that long
+        self.steps: deque[float] = deque(maxlen=60)  # the last steps' times (s): the loop is busy that long
         self.detector_errors = 0
         self.stopped: str | None = None
         self.shape: tuple[int, ...] = ()        # the frames' (H, W, 3): a covered frame's size
@@ -715,11 +718,14 @@ class _Run:
             try:
                 while True:
                     a = self.src.take(self._max_wait(), self._due())
+                    started = time.monotonic()
                     if a is not None:
                         self._step(a)
                     elif self.src.ended:
                         break
                     self._release()
+                    if a is None or a.kind != "audio":  # how long the loop was busy, unable to see a deadline
+                        self.steps.append(time.monotonic() - started)
                     self._status()
                 self._track(self.anon.end)
             except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
@@ -752,18 +758,17 @@ class _Run:
         if a.frame is None:  # too late to be written: a frame not looked at, for the tracker
             self._track(self.anon.skip)
             return
-        started = time.monotonic()
         if isinstance(a.frame, av.VideoFrame):
             a.frame = a.frame.to_ndarray(format="rgb24")
         self.shape = a.frame.shape
         frames = self._device(a.frame[None])
         # with detect_every="auto" the Anonymizer holds frames up to its next look, then tracks them together
         self._track(lambda: self.anon.track(frames))
-        self.steps.append(time.monotonic() - started)
 
     def _margin(self) -> float:
-        """The time to leave before a frame's deadline: the longest recent step of this loop (it may be in one
-        when the deadline comes) and the longest recent time a sink took to write a frame handed to it."""
+        """The time to leave before a frame's deadline: the longest of the loop's last steps (a frame or a
+        release: it may be in one when the deadline comes) and the longest recent time a sink took to write a
+        frame handed to it."""
         return max(self.steps, default=self.look) + max(sink.lag() for sink in self.sinks)
 
     def _due(self) -> float | None:
