@@ -254,8 +254,7 @@ class LiveSource:
     def take(self, max_wait: float, until: float | None = None) -> Arrival | None:
         """The next arrival, waiting for it until ``until`` (``time.monotonic()``; None: until one comes); None
         if none came by then, or at the end of the stream (``ended``). Frames that waited in the queue longer
-        than ``max_wait`` seconds would be written too late: dropped or covered first (``on_overload``). (A burst
-        that arrives at once, as the frames FFmpeg read while opening the source, is not late.)"""
+        than ``max_wait`` seconds would be written too late: dropped or covered first (``on_overload``)."""
         with self.ready:
             while not self.queue and not self.done:
                 left = 0.5 if until is None else until - time.monotonic()
