@@ -717,14 +717,14 @@ class _Run:
             try:
                 while True:
                     a = self.src.take(self._max_wait(), self._due())
-                    started = time.monotonic()
+                    busy = time.monotonic()
                     if a is not None:
                         self._step(a)
                     elif self.src.ended:
                         break
                     self._release()
                     if a is None or a.kind != "audio":  # how long the loop was busy, unable to see a deadline
-                        self.steps.append(time.monotonic() - started)
+                        self.steps.append(time.monotonic() - busy)
                     self._status()
                 self._track(self.anon.end)
             except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C, SIGTERM: the stream ends here, cleanly
