@@ -55,13 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--live", action="store_true",
                       help="treat the input as a live stream (a file is read at its own frame rate, as a camera)")
     live.add_argument("--latency", type=float, default=0.5, metavar="SECONDS",
-                      help="the most delay a frame may have (default 0.5): the back-fill window and the queue are "
-                           "sized to it; frames that would be later are dropped or covered, never written raw")
+                      help="the most delay a frame may have (default 0.5): each frame is written by then, with the "
+                           "back-fill the time left allows; frames that would be later are dropped or covered, never "
+                           "written raw")
     live.add_argument("--on-overload", choices=("drop", "cover"), default="drop",
-                      help="frames the machine cannot process in time: drop them (default) or write them covered")
+                      help="frames the machine cannot process in time: drop them (default) or write them black (every "
+                           "frame kept in place)")
     live.add_argument("--reconnect", type=int, default=5, metavar="N",
-                      help="times a network source that drops is reopened, backing off 1, 2, 4, 8 s (default 5; "
-                           "0: the stream ends with it)")
+                      help="times a network source that fails (an error, or no data for 10 s) is reopened, backing "
+                           "off 1, 2, 4, 8 s (default 5; 0: the run ends with it); a stream its sender ends is over")
     live.add_argument("--record", metavar="PATH", help="also write a recording (.mkv, .mp4, .ts) beside -o (a stream "
                       "to a server, say): the same frames, encoded a second time")
     live.add_argument("--input-format", metavar="FMT", help="FFmpeg input format, e.g. v4l2, mpegts")
