@@ -20,6 +20,27 @@ def test_eval_runs_and_counts(tmp_path):
     assert nofaces["over_pct"] == 0.0  # LFW's non-face crops: no false alarms
 
 
+def test_eval_live_measures_the_frames_written(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval.py"), "--clips", "border_720p", "--live",
+                        "--cache", str(tmp_path), "--json", str(tmp_path / "e.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode in (0, 1), r.stderr[-2000:]  # 1: a leak, which a loaded machine may cause
+    assert "live, latency 0.5 s" in r.stdout and "written" in r.stdout
+    (border,) = json.loads((tmp_path / "e.json").read_text())[0]["results"]
+    assert border["frames"] + border["dropped"] == 90 and border["face_frames"] > 0 and border["delay_p99"] > 0
+
+
+def test_bench_live_checks_every_frame_written(tmp_path):
+    """A tiny camera, normal and with a detector error: the table, and the JSON with no face written raw."""
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_live.py"), "--size", "320x180", "--seconds",
+                        "2", "--scenarios", "normal", "error", "--cache", str(tmp_path), "--out",
+                        str(tmp_path / "live.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    normal, error = json.loads((tmp_path / "live.json").read_text())["results"]
+    assert normal["sent"] == 60 and 0 < normal["written"] <= 60 and normal["raw_faces"] == normal["probe_errors"] == 0
+    assert error["detector_errors"] == 1 and error["raw_faces"] == 0 and error["written"] > error["real"]
+
+
 def test_bench_prints_the_table(tmp_path):
     from synth import Face, make_clip
 
