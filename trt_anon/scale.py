@@ -282,8 +282,11 @@ def join(job: Plan, *parts: dict) -> Report:
             report.warnings.extend(remuxer.warnings())
             report.duration = float(last * tb) if last is not None else 0.0
             report.wall = time.perf_counter() - started  # the driver makes it the file's time in the job
+            out.close()  # complete: for its Content Credentials and the audit record's hash
+            if job.config.sign:  # the joined file is signed once, as a whole (its pieces never are)
+                from . import provenance
+                provenance.sign(tmp, job.source, job.config, report)
             if log is not None:
-                out.close()  # complete, for the audit record's hash
                 log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
     except av.error.FFmpegError as exc:
         raise AnonError(f"joining the segments of {src} failed: {exc}") from None
