@@ -53,6 +53,7 @@ E2E = "tests/test_end_to_end.py::"
 ROB = "tests/test_robustness.py::"
 TRACK = "tests/test_track.py::"
 KERN = "tests/test_kernels_on_cpu.py::"
+PROV = "tests/test_provenance.py::"
 
 MUTANTS = [
     # --- frames and timestamps
@@ -189,6 +190,16 @@ MUTANTS = [
     m("decisions for another input accepted", "review and fix", "trt_anon/decisions.py",
       "        if sha256(source) != made_from:\n", "        if False:\n",
       "tests/test_decisions.py::test_decisions_that_do_not_fit_are_refused_in_one_line[other input-another input]"),
+    m("the input's thumbnails kept in the signed manifest", "Content Credentials: no picture of the input",
+      "trt_anon/provenance.py", 'PICTURES = ("c2pa.thumbnail", "c2pa.depthmap")', "PICTURES = ()",
+      PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]",
+      more=(("        _check_signed(store)\n", ""),)),
+    m("the capture's GPS and serial kept in the signed manifest", "Content Credentials: no location or device",
+      "trt_anon/provenance.py", "drop = PICTURES if keep_metadata else PICTURES + METADATA", "drop = PICTURES",
+      PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]"),
+    m("verify passes Content Credentials that do not validate", "Content Credentials: verifiable",
+      "trt_anon/provenance.py", 'if trust is not None or f.get("code") != UNTRUSTED]', "if False]",
+      PROV + "test_one_changed_byte_fails_validation"),
     m("verify passes a changed file", "audit record", "trt_anon/audit.py",
       '        if digest != want["sha256"]:\n', "        if False:\n",
       "tests/test_audit.py::test_verify_fails_on_any_changed_byte"),

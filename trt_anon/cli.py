@@ -223,6 +223,9 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         # the demo replaces its own output (and what it was asked to write beside it)
         options["overwrite"] = args.overwrite or (args.demo and args.output is None)
         config = Config(**options)
+        if config.sign:  # the credentials once, before any file (each file's container is checked in its plan)
+            from .provenance import accept
+            accept(config.sign)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True

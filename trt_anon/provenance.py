@@ -159,11 +159,18 @@ def _refused(exc: Exception) -> str:
 
 def check(sign, output: Path) -> None:
     """Before any work: the library is installed, it can sign ``output``'s container, and it accepts these
-    credentials (it signs a tiny picture in memory with them). One-line ConfigError/OutputError otherwise."""
+    credentials (``accept``). One-line ConfigError/OutputError otherwise."""
     ext = output.suffix.lower()
     if ext not in formats():  # (and the library is installed)
         raise OutputError(f"cannot sign {output.name}: the C2PA library writes Content Credentials into "
                           f"{', '.join(sorted(formats()))}; name one of those with -o")
+    accept(sign)
+
+
+def accept(sign) -> None:
+    """The library accepts these credentials: it signs a tiny picture in memory with them (once while the files
+    stay as they are). ConfigError with its reason otherwise: a wrong key, an expired certificate, a bad chain."""
+    _c2pa()
     names = (sign,) if isinstance(sign, str) else sign
     try:
         stamp = tuple(os.stat(n).st_mtime_ns for n in names)
@@ -174,7 +181,7 @@ def check(sign, output: Path) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _accepted(sign, stamp: tuple) -> None:
-    """The test signature of ``check``, once per credentials as they are on disk (``stamp``: their mtimes)."""
+    """The test signature of ``accept``, once per credentials as they are on disk (``stamp``: their mtimes)."""
     from PIL import Image
     c2pa = _c2pa()
     signing = _signing(sign)
