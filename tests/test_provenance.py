@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import pytest
+from helpers import copied_packets
 from PIL import Image
 from skimage import data
 from synth import Face, make_clip
@@ -199,10 +200,12 @@ def test_signed_video_validates_and_says_what_was_done(clip, pki, tmp_path, caps
     assert ingredient["relationship"] == "parentOf" and "title" not in ingredient and "thumbnail" not in ingredient
     from trt_anon.audit import sha256
     assert ingredient["metadata"] == {"sha256": sha256(clip.path), "bytes": clip.path.stat().st_size}
-    # a manifest, and nothing else changed: the same frames and timestamps as the unsigned output
+    # a manifest, and nothing else changed: the frames, times, audio and metadata of the unsigned output
     with av.open(str(out)) as a, av.open(plain.output) as b:
         assert [(f.pts, f.to_ndarray().tobytes()) for f in a.decode(video=0)] == \
             [(f.pts, f.to_ndarray().tobytes()) for f in b.decode(video=0)]
+        assert a.metadata == b.metadata and [s.metadata for s in a.streams] == [s.metadata for s in b.streams]
+    assert copied_packets(out) == copied_packets(Path(plain.output)) and copied_packets(out)[0]
     box = mp4_manifest_bytes(out)
     assert not any(magic in box for magic in PICTURE_MAGIC), "a picture in the manifest"
 
