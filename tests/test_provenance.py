@@ -324,7 +324,7 @@ def test_a_signature_that_fails_leaves_nothing(clip, pki, tmp_path, monkeypatch)
 
     monkeypatch.setattr(provenance, "_accepted", lambda *a: None)  # the credentials were accepted before the run
     monkeypatch.setattr(c2pa.Builder, "sign", refuse)
-    with pytest.raises(OutputError, match="signing .* failed: the certificate was not valid at time of signing"):
+    with pytest.raises(OutputError, match=r"signing \S+out.mp4 failed: the certificate was not valid at time"):
         trt_anon.process(clip.path, tmp_path / "out.mp4", sign=sign_of(pki), json_path=tmp_path / "out.json")
     assert not list(tmp_path.iterdir())
 
@@ -413,14 +413,28 @@ def test_a_reviewed_render_is_signed_once_with_the_input_as_parent(clip, pki, tm
     edited = next(a for x in m["assertions"] if x["label"].startswith("c2pa.actions") for a in x["data"]["actions"]
                   if a["action"] == "c2pa.edited")
     assert edited["parameters"]["faces_kept_visible"] == 1 and track is not None
+    assert edited["parameters"]["faces_from"] == "a reviewed decisions file" and "model_sha256" not in \
+        edited["parameters"], "nothing was detected in this run"
     # the record's hash is the signed file's: verify checks both, the record and the credentials
     assert report.signed and main(["verify", str(out), str(tmp_path / "again.json"), "--input", str(clip.path)]) == 0
     said = capsys.readouterr().out
     assert "Content Credentials of" in said and "match the record" in said
 
 
-def test_verify_needs_credentials_or_a_record(clip, tmp_path, capsys):
+def test_verify_needs_credentials_or_a_record(clip, pki, tmp_path, capsys):
     plain = trt_anon.process(clip.path, tmp_path / "plain.mp4", backend="cpu")
     assert main(["verify", plain.output]) == 2
     assert "holds no Content Credentials" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "missing.mp4")]) == 2
+    photo = astronaut(tmp_path / "cam.jpg")
+    foreign = tmp_path / "foreign.jpg"  # Content Credentials that name no input by its hash (a camera's)
+    with open(photo, "rb") as src, open(foreign, "w+b") as dst:
+        builder = c2pa.Builder({}, c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+        builder.set_intent(c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.DIGITAL_CAPTURE)
+        builder.sign(c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", pki["chain"].read_bytes(),
+                                                               pki["key"].read_bytes(), None)), "jpg", src, dst)
+    capsys.readouterr()
+    assert main(["verify", str(foreign)]) == 0
+    assert "created: digitalCapture" in capsys.readouterr().out
+    assert main(["verify", str(foreign), "--input", str(photo)]) == 2
+    assert "name no input by its SHA-256" in capsys.readouterr().err

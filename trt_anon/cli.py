@@ -144,6 +144,9 @@ def verify(argv: list[str]) -> int:
         elif reading is None:
             raise InputError(f"{out} holds no Content Credentials; give the --json file of the run that made it "
                              "to check it against its audit record")
+        elif src is not None and not reading.input_checked:
+            raise InputError(f"the Content Credentials of {out} name no input by its SHA-256 to check {src} "
+                             "against; give the --json file of the run that made it")
     except AnonError as exc:  # nothing could be checked: not a mismatch
         print(f"trt-anon verify: error: {exc}", file=sys.stderr)
         return 2

@@ -196,15 +196,15 @@ def _accepted(sign, stamp: tuple) -> None:
         raise ConfigError(f"--sign: the C2PA library refuses these credentials: {_refused(exc)}") from None
 
 
-def sign(written: Path, source: Path, config, report, decisions=None) -> None:
-    """Put the manifest into ``written`` (the output under its temporary name, whole): signed into a second
-    temporary file beside it, which then takes its place. Any failure is an OutputError and leaves ``written``
-    as it was (the caller's fail-closed rename then removes it). Says who signed in ``report.signed``."""
+def sign(written: Path, job, report) -> None:
+    """Put the manifest for ``job`` (a Plan) into ``written``, its output under its temporary name, whole: signed
+    into a second temporary file beside it, which then takes its place. Any failure is an OutputError and leaves
+    ``written`` as it was (the caller's fail-closed rename then removes it). Who signed: ``report.signed``."""
     c2pa = _c2pa()
-    ext = written.suffix.lower()
+    source, config, ext = job.source, job.config, written.suffix.lower()
     ctx = _context(c2pa)
     redact, parent = _parent(c2pa, ctx, source, config.keep_metadata, report)
-    builder = c2pa.Builder(_manifest(source, config, report, decisions, redact, parent is None), ctx)
+    builder = c2pa.Builder(_manifest(source, config, report, job.decisions, redact, parent is None), ctx)
     builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
     fd, tmp = tempfile.mkstemp(prefix=f".{written.stem}.", suffix=f".sign{ext}", dir=written.parent)
     os.close(fd)
@@ -218,8 +218,8 @@ def sign(written: Path, source: Path, config, report, decisions=None) -> None:
             with open(tmp, "rb") as signed:
                 store = json.loads(c2pa.Reader(ext[1:], signed, context=ctx).json())
         except c2pa.C2paError as exc:
-            raise OutputError(f"signing {written.name[1:].split('.part')[0]} failed: {_refused(exc)}") from None
-        _check_signed(store)
+            raise OutputError(f"signing {job.output} failed: {_refused(exc)}") from None
+        _check_signed(store, job.output)
         os.replace(tmp, written)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -229,17 +229,17 @@ def sign(written: Path, source: Path, config, report, decisions=None) -> None:
     report.signed = {"signer": _who(info), "parent": parent, "redacted": len(redact)}
 
 
-def _check_signed(store: dict) -> None:
+def _check_signed(store: dict, output: Path) -> None:
     """The signed file holds no picture in any manifest and its own manifest validates: else nothing is kept."""
     for label, manifest in store["manifests"].items():
         held = [x for x in (manifest, *manifest.get("ingredients", ())) if x.get("thumbnail") or x.get("data")]
         if held:
-            raise OutputError(f"not signed: the manifest {label} would hold a picture or data that cannot be "
-                              "removed from it (it could show the faces)")
+            raise OutputError(f"{output} not written: the Content Credentials of its input hold a picture or data "
+                              f"that cannot be removed (in {label}; it could show the faces)")
     failed = [f for f in store.get("validation_results", {}).get("activeManifest", {}).get("failure", [])
               if f.get("code") != UNTRUSTED]
     if failed:
-        raise OutputError(f"not signed: the signed file does not validate ({failed[0].get('explanation')})")
+        raise OutputError(f"{output} not written: signed, it does not validate ({failed[0].get('explanation')})")
 
 
 def _parent(c2pa, ctx, source: Path, keep_metadata: bool, report) -> tuple[list[str], str | None]:
@@ -276,12 +276,14 @@ def _manifest(source: Path, config, report, decisions, redact: list[str], named:
     ingredient written here, not read from the input by the library."""
     from . import __version__
     from .detect import load_model
-    precision = config.cpu_precision if report.backends.get("detect", "").startswith("onnxruntime") else "fp32"
-    params = {"model": config.model, "model_precision": precision,
-              "model_sha256": load_model(config.model).sha256(precision), "target": config.target,
-              "style": config.style}
-    if decisions is not None:  # faces from a reviewed decisions file: how many the reviewer left visible
-        params.update(faces_kept_visible=len(decisions.keep), regions_added=len(decisions.added))
+    params = {"target": config.target, "style": config.style}
+    if decisions is None:
+        precision = config.cpu_precision if report.backends.get("detect", "").startswith("onnxruntime") else "fp32"
+        params.update(model=config.model, model_precision=precision,
+                      model_sha256=load_model(config.model).sha256(precision))
+    else:  # faces found by a first run, as a reviewer decided: how many left visible, how many regions added
+        params.update(faces_from="a reviewed decisions file", model=decisions.options.get("model", config.model),
+                      faces_kept_visible=len(decisions.keep), regions_added=len(decisions.added))
     edited = {"action": "c2pa.edited", "description": f"{'eyes' if config.target == 'eyes' else 'faces'} obscured",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "softwareAgent": {"name": "trt_anon", "version": __version__}, "parameters": params}
@@ -314,6 +316,7 @@ class Reading:
     state: str                   # the library's: "Trusted", "Valid" or "Invalid"
     claims: list[str]
     problems: list[str]
+    input_checked: bool = False  # an input was given and compared with the parent's SHA-256
 
 
 def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Reading | None:
@@ -346,7 +349,7 @@ def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Re
     failures = store.get("validation_results", {}).get("activeManifest", {}).get("failure", [])
     problems = [f"{f.get('explanation')} ({f.get('code')})" for f in failures
                 if trust is not None or f.get("code") != UNTRUSTED]
-    claims = _claims(active, manifests)
+    claims, checked = _claims(active, manifests), False
     for ingredient in active.get("ingredients", ()):
         want = (ingredient.get("metadata") or {}).get("sha256")
         if input is not None and ingredient.get("relationship") == "parentOf" and want:
@@ -357,7 +360,8 @@ def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Re
                 raise InputError(f"cannot read {input}: {exc.strerror or exc}") from None
             if got != want:
                 problems.append(f"input {input}: SHA-256 {got[:16]}... is not the parent's {want[:16]}...")
-    return Reading(store.get("validation_state", "Invalid"), claims, problems)
+            checked = True
+    return Reading(store.get("validation_state", "Invalid"), claims, problems, checked)
 
 
 def _claims(manifest: dict, manifests: dict, indent: str = "") -> list[str]:

@@ -285,7 +285,7 @@ def join(job: Plan, *parts: dict) -> Report:
             out.close()  # complete: for its Content Credentials and the audit record's hash
             if job.config.sign:  # the joined file is signed once, as a whole (its pieces never are)
                 from . import provenance
-                provenance.sign(tmp, job.source, job.config, report)
+                provenance.sign(tmp, job, report)
             if log is not None:
                 log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
     except av.error.FFmpegError as exc:
