@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 import pytest
-from helpers import copied_packets
+from helpers import NoRayCounter, copied_packets
 from PIL import Image
 from skimage import data
 from synth import Face, make_clip
@@ -372,14 +372,8 @@ def test_segments_joined_are_signed_once(pki, tmp_path, monkeypatch):
     segs = scale.plan_segments(job, 40)
     assert len(segs) == 3
 
-    class Counter:
-        class add:
-            @staticmethod
-            def remote(n):
-                pass
-
     monkeypatch.setattr(scale, "_where", lambda: {})
-    parts = [scale.run_segment(job, s, str(tmp_path / f"{s.number}.mp4"), Counter()) for s in segs]
+    parts = [scale.run_segment(job, s, str(tmp_path / f"{s.number}.mp4"), NoRayCounter()) for s in segs]
     for p in parts:
         with open(p["piece"], "rb") as f:
             assert c2pa.Reader.try_create("mp4", f) is None, "a piece was signed"
