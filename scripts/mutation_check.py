@@ -193,7 +193,7 @@ MUTANTS = [
     m("the input's thumbnails kept in the signed manifest", "Content Credentials: no picture of the input",
       "trt_anon/provenance.py", 'PICTURES = ("c2pa.thumbnail", "c2pa.depthmap")', "PICTURES = ()",
       PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]",
-      more=(("        _check_signed(store)\n", ""),)),
+      more=(("        _check_signed(store, job.output)\n", ""),)),
     m("the capture's GPS and serial kept in the signed manifest", "Content Credentials: no location or device",
       "trt_anon/provenance.py", "drop = PICTURES if keep_metadata else PICTURES + METADATA", "drop = PICTURES",
       PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]"),
