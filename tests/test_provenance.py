@@ -385,6 +385,8 @@ def test_segments_joined_are_signed_once(pki, tmp_path, monkeypatch):
     assert report.signed["signer"] == "Anonymizing Desk (Test Newsroom)"
     with av.open(str(job.output)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 130
+    stamp = json.dumps(scale._stamp(src, job.config))  # --skip-existing's sidecar: which certificate, no key path
+    assert str(pki["key"]) not in stamp and json.loads(stamp)["options"]["sign"] == sha256(pki["chain"])
 
 
 def test_a_reviewed_render_is_signed_once_with_the_input_as_parent(clip, pki, tmp_path, capsys):

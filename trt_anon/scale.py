@@ -306,7 +306,10 @@ def _sidecar(dst: Path) -> Path:
 def _stamp(src: Path, config: Config) -> dict:
     """What makes an output finished for ``skip_existing``: the input as it was, and the options."""
     st = src.stat()
-    opts = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path")}
+    opts = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path", "sign")}
+    if config.sign:  # signed with which certificate (its hash), never where the key is kept
+        from .audit import sha256
+        opts["sign"] = sha256(Path(config.sign if isinstance(config.sign, str) else config.sign[0]))
     return {"input": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "options": opts}
 
 
