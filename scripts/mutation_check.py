@@ -53,6 +53,7 @@ E2E = "tests/test_end_to_end.py::"
 ROB = "tests/test_robustness.py::"
 TRACK = "tests/test_track.py::"
 KERN = "tests/test_kernels_on_cpu.py::"
+PROV = "tests/test_provenance.py::"
 
 MUTANTS = [
     # --- frames and timestamps
@@ -170,6 +171,17 @@ MUTANTS = [
     m("temporary file left behind on error", "fail-closed", "trt_anon/media/files.py",
       "            tmp_path.unlink()\n", "            pass\n",
       ROB + "test_detector_failure_mid_file_writes_nothing"),
+    # --- Content Credentials (--sign)
+    m("the input's thumbnails kept in the signed manifest", "Content Credentials: no picture of the input",
+      "trt_anon/provenance.py", 'PICTURES = ("c2pa.thumbnail", "c2pa.depthmap")', "PICTURES = ()",
+      PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]",
+      more=(("        _check_signed(store, job.output)\n", ""),)),
+    m("the capture's GPS and serial kept in the signed manifest", "Content Credentials: no location or device",
+      "trt_anon/provenance.py", "drop = PICTURES if keep_metadata else PICTURES + METADATA", "drop = PICTURES",
+      PROV + "test_a_photo_keeps_its_credentials_as_parent_without_any_picture_of_the_input[False]"),
+    m("verify passes Content Credentials that do not validate", "Content Credentials: verifiable",
+      "trt_anon/provenance.py", 'if trust is not None or f.get("code") != UNTRUSTED]', "if False]",
+      PROV + "test_one_changed_byte_fails_validation"),
     # --- host copies on the GPU path
     m("GPU redactor takes the batch through the host", "GPU path: frames stay on the device",
       "trt_anon/redact/gpu.py",

@@ -195,3 +195,12 @@ def style_difference(src: Path, out: Path, frames_json: list[dict], style: str, 
             best.append(float(np.abs(ref.astype(np.int16) - fb)[mask].mean()) if mask.any() else 0.0)
         diffs.append(min(best))
     return diffs
+
+
+class NoRayCounter:
+    """Stands in for the Ray actor that counts the frames done (``counter.add.remote(n)``): Ray's tasks run here."""
+
+    class add:
+        @staticmethod
+        def remote(n):
+            pass

@@ -82,6 +82,9 @@ def _execute(job: Plan, progress, started: float, retried: list[str]):
                 json_tmp = stack.enter_context(media.atomic_output(job.json, job.config.overwrite))
                 log = BoxLog(stack.enter_context(open(json_tmp, "w", encoding="utf-8")), keep=kept, added=added)
             (_photo if job.photo else _video)(job, tmp, report, log, progress, stats, notes)
+            if job.config.sign:  # the file is whole: its Content Credentials go in before it is hashed and renamed
+                from . import provenance
+                provenance.sign(tmp, job, report)
             # the report is complete here, so the JSON holds what the caller gets
             report.warnings[:0] = [*job.notes, *notes]
             report.wall = time.perf_counter() - started

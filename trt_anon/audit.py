@@ -56,7 +56,8 @@ def _record(input: dict, output: dict, config, report: Report, decisions) -> dic
     from .detect import load_model
 
     precision = config.cpu_precision if report.backends.get("detect", "").startswith("onnxruntime") else "fp32"
-    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path")}
+    # where the signing key is kept is no one's business: the output's Content Credentials say who signed
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path", "sign")}
     return {
         "format": FORMAT,
         "tool": f"trt_anon {__version__}",

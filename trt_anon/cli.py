@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="trt-anon", description="Anonymize faces (or eyes) in videos and images with a 25:1 mosaic. "
         "Writes NAME.anon.EXT beside each input unless -o says otherwise; never touches the input. "
-        "trt-anon verify OUTPUT RECORD checks a file against the audit record in a run's --json file.")
+        "trt-anon verify OUTPUT [RECORD] checks a file's Content Credentials (--sign) and/or the audit record in a "
+        "run's --json file.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="video/image files or folders of them")
     p.add_argument("-o", "--output", metavar="PATH", help="output file (one input) or folder (created if needed)")
     p.add_argument("--demo", action="store_true",
@@ -120,28 +121,73 @@ def say(exc: AnonError) -> str:
 
 
 def verify(argv: list[str]) -> int:
-    """``trt-anon verify OUTPUT RECORD [--input INPUT]``: the files against a run's audit record (in its --json).
-    Exit 0: they are the files it describes; 1: one differs; 2: nothing could be checked (no record, no file)."""
+    """``trt-anon verify OUTPUT [RECORD] [--input INPUT] [--trust ROOTS]``: the file's Content Credentials,
+    validated and told, and the files against a run's audit record (in its --json). Exit 0: they check out;
+    1: something differs or does not validate; 2: nothing could be checked (no record, no credentials, no file)."""
     from .audit import verify as check
 
-    p = Parser(prog="trt-anon verify", description="Check a published file (and its source) "
-                                "against the audit record in the --json file of the run that made it.")
+    p = Parser(prog="trt-anon verify", description="Check a published file: its Content Credentials (written "
+                                "with --sign; needs trt_anon[c2pa]) and, given the --json file of the run that "
+                                "made it, the file (and its source) against that run's audit record.")
     p.add_argument("output", help="the anonymized file")
-    p.add_argument("record", help="the run's --json file")
-    p.add_argument("--input", help="the original too (its SHA-256 is in the record)")
+    p.add_argument("record", nargs="?", help="the run's --json file")
+    p.add_argument("--input", help="the original too (its SHA-256 is in the record and the Content Credentials)")
+    p.add_argument("--trust", metavar="ROOTS", help="PEM file of the root certificates to trust: the signer must "
+                   "chain to one of them (without it, a valid signature is reported with its signer, untrusted)")
     args = p.parse_args(argv)
+    out, src = Path(args.output), Path(args.input) if args.input else None
+    problems: list[str] = []
     try:
-        problems = check(Path(args.output), Path(args.record), Path(args.input) if args.input else None)
+        if not out.is_file():
+            raise InputError(f"{out} is not a file")
+        reading = _read_credentials(out, args, problems)
+        if args.record:
+            problems += [f"MISMATCH: {p}" for p in check(out, Path(args.record), src)]
+        elif reading is None:
+            raise InputError(f"{out} holds no Content Credentials; give the --json file of the run that made it "
+                             "to check it against its audit record")
+        elif src is not None and not reading.input_checked:
+            raise InputError(f"the Content Credentials of {out} name no input by its SHA-256 to check {src} "
+                             "against; give the --json file of the run that made it")
     except AnonError as exc:  # nothing could be checked: not a mismatch
         print(f"trt-anon verify: error: {exc}", file=sys.stderr)
         return 2
     for problem in problems:
-        print(f"trt-anon verify: MISMATCH: {problem}", file=sys.stderr)
+        print(f"trt-anon verify: {problem}", file=sys.stderr)
     if problems:
         return 1
-    files = f"{args.output} and {args.input} match" if args.input else f"{args.output} matches"
-    print(f"OK: {files} the record in {args.record}")
+    if args.record:
+        files = f"{args.output} and {args.input} match" if args.input else f"{args.output} matches"
+        print(f"OK: {files} the record in {args.record}")
     return 0
+
+
+def _read_credentials(out: Path, args, problems: list[str]):
+    """The file's Content Credentials, told on stdout (their problems added to ``problems``); None when it has
+    none, or when the C2PA library is not installed and a record is there to check instead."""
+    try:
+        from . import provenance
+        reading = provenance.read(out, Path(args.trust) if args.trust else None,
+                                  Path(args.input) if args.input else None)
+    except ConfigError:  # the library is missing
+        if args.record and not args.trust:
+            return None
+        raise
+    if reading is None:
+        if args.trust:
+            raise InputError(f"{out} holds no Content Credentials to check against {args.trust}")
+        return None
+    if reading.problems:
+        problems += [f"INVALID Content Credentials: {p}" for p in reading.problems]
+        state = "do NOT validate"
+    elif reading.state == "Trusted":
+        state = f"valid and trusted (the signer chains to a root in {args.trust})"
+    else:
+        state = "valid: signature and hash binding check out; the signer is on no trust list given (--trust ROOTS)"
+    print(f"Content Credentials of {out}: {state}")
+    for line in reading.claims:
+        print(f"  {line}")
+    return reading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +218,9 @@ def _left(finished: list[str], exc: BaseException) -> str:
 
 
 def _main(args: argparse.Namespace, finished: list[str]) -> int:
+    if args.sign:  # --sign takes CERT KEY, or one settings .json: argparse gave it the inputs after them too
+        n = 1 if args.sign[0].lower().endswith(".json") else 2
+        args.inputs, args.sign = args.inputs + args.sign[n:], args.sign[:n]
     try:
         # every option named after a Config field is that field (--json is per file: set for each below)
         options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
@@ -179,6 +228,9 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         # the demo replaces its own output (and what it was asked to write beside it)
         options["overwrite"] = args.overwrite or (args.demo and args.output is None)
         config = Config(**options)
+        if config.sign:  # the credentials once, before any file (each file's container is checked in its plan)
+            from .provenance import accept
+            accept(config.sign)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True
@@ -192,6 +244,8 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
                 raise ConfigError("no input given; try: trt-anon VIDEO.mp4  (or trt-anon --demo)")
             from .live import is_live
             if args.live or any(is_live(i) for i in args.inputs):
+                if config.sign:
+                    raise ConfigError("--sign is for files: a live stream's output is never whole to be signed")
                 return _main_live(args, config)
             if args.record:
                 raise ConfigError("--record is for live streams (a URL, /dev/video*, or --live)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -106,6 +107,11 @@ class Config:
     decisions_path: str | None = option(
         None, "render again with a first run's --json file as edited (tracks marked keep stay visible, regions "
         "added are redacted), detecting nothing; refused for another input", flag="--decisions", metavar="PATH")
+    sign: tuple[str, str] | str | None = option(  # paths only: the key is read when signing, never kept or written
+        None, "write Content Credentials (a signed C2PA manifest: faces obscured, by what, from which input) into "
+        "the output: CERT KEY, a PEM certificate chain and its private key, or one c2pa settings .json with a "
+        "signer; into MP4, MOV, M4V, AVI and photos but BMP (not MKV or WebM); needs pip install 'trt_anon[c2pa]'",
+        nargs="+", metavar=("CERT", "KEY"))
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -158,6 +164,14 @@ class Config:
         if self.detect_every != "auto" and (isinstance(self.detect_every, bool) or not isinstance(
                 self.detect_every, int) or not 1 <= self.detect_every <= MAX_DETECT_EVERY):
             bad(f"detect_every must be 'auto' or between 1 and {MAX_DETECT_EVERY}, not {self.detect_every!r}")
+        if self.sign is not None:
+            try:
+                sign = tuple(map(os.fspath, [self.sign] if isinstance(self.sign, (str, os.PathLike)) else self.sign))
+            except TypeError:
+                sign = ()
+            if len(sign) not in (1, 2):
+                bad(f"sign must be (CERT, KEY), PEM files, or one c2pa settings file, not {self.sign!r}")
+            object.__setattr__(self, "sign", sign[0] if len(sign) == 1 else sign)
 
     def det_size_for(self, gpu: bool) -> int | str:
         """The detection size for a backend: "auto" is full resolution on a GPU (up to 1440p), 2/3 on a CPU."""

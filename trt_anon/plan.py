@@ -84,6 +84,9 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, con
             frames = info.frames
         finally:
             container.close()
+    if cfg.sign:  # a container the library signs, credentials it accepts: refused here, before any work
+        from . import provenance
+        provenance.check(cfg.sign, dst)
     page = None
     if review:
         from .review import require, review_path

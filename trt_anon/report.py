@@ -29,6 +29,7 @@ class Report:
     error: str | None = None        # process_many: the one-line error of a file that failed (frames stay 0)
     placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
     live: dict = field(default_factory=dict)  # live streams: the delay each frame had, frames dropped or covered
+    signed: dict = field(default_factory=dict)  # --sign: who signed the output's Content Credentials, its parent
 
     def count(self, faces: int = 0, boxes: int = 0) -> None:
         """One frame written: ``faces`` detections in it, ``boxes`` rectangles redacted."""
@@ -46,12 +47,13 @@ class Report:
 
     def summary(self) -> str:
         stages = ", ".join(f"{k}={v}" for k, v in self.backends.items())
+        signed = f", Content Credentials signed by {self.signed['signer']}" if self.signed else ""
         return (f"{self.output}: {self.frames} frames in {self.wall:.1f}s ({self.fps:.1f} fps), "
-                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes) [{stages}]")
+                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes){signed} [{stages}]")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("error", "placement", "live"):  # process_many's and live's fields: absent from a file's JSON
+        for k in ("error", "placement", "live", "signed"):  # absent from the JSON of a file they do not concern
             if not d[k]:
                 del d[k]
         d["fps"] = round(self.fps, 2)

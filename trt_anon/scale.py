@@ -282,8 +282,11 @@ def join(job: Plan, *parts: dict) -> Report:
             report.warnings.extend(remuxer.warnings())
             report.duration = float(last * tb) if last is not None else 0.0
             report.wall = time.perf_counter() - started  # the driver makes it the file's time in the job
+            out.close()  # complete: for its Content Credentials and the audit record's hash
+            if job.config.sign:  # the joined file is signed once, as a whole (its pieces never are)
+                from . import provenance
+                provenance.sign(tmp, job, report)
             if log is not None:
-                out.close()  # complete, for the audit record's hash
                 log.close(report, audit.record(job.source, job.output, tmp, job.config, report))
     except av.error.FFmpegError as exc:
         raise AnonError(f"joining the segments of {src} failed: {exc}") from None
@@ -303,7 +306,10 @@ def _sidecar(dst: Path) -> Path:
 def _stamp(src: Path, config: Config) -> dict:
     """What makes an output finished for ``skip_existing``: the input as it was, and the options."""
     st = src.stat()
-    opts = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path")}
+    opts = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("overwrite", "json_path", "sign")}
+    if config.sign:  # signed with which certificate (its hash), never where the key is kept
+        from .audit import sha256
+        opts["sign"] = sha256(Path(config.sign if isinstance(config.sign, str) else config.sign[0]))
     return {"input": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "options": opts}
 
 
