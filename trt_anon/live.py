@@ -643,6 +643,8 @@ def _check(source: str, outputs: list[str], config: Config, latency: float, on_o
         raise ConfigError(f"on_overload must be one of {', '.join(OVERLOAD)}, not {on_overload!r}")
     if not 0.1 <= latency <= 30:
         raise ConfigError(f"latency must be between 0.1 and 30 seconds, not {latency}")
+    if config.sign:
+        raise ConfigError("--sign is for files: a live stream's output is never whole to be signed")
     for output in outputs:
         output_format(output)
     for record in outputs[1:]:
