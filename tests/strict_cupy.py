@@ -551,6 +551,7 @@ cuda = types.SimpleNamespace(
         getDeviceProperties=lambda i: {"name": b"Strict CuPy stand-in (CPU)", "major": 9, "minor": 0,
                                        "totalGlobalMem": 80 << 30},
         deviceSynchronize=lambda: None,
+        memGetInfo=lambda: (80 << 30, 80 << 30),
     ),
 )
 _NULL_STREAM = _Stream(null=True)

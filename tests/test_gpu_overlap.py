@@ -8,6 +8,7 @@ import threading
 import time
 import types
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -194,3 +195,103 @@ def test_a_gpu_run_decodes_ahead_in_its_own_thread(strict_gpu, monkeypatch, tmp_
     assert nvc.log.past_end == [] and nvc.log.ended and decode_threads() == []
     assert video_times(out) == video_times(clip.path)
     check_redacted(clip, clip.path, out, max_bg=4.0)
+
+
+# --- several files at once on one GPU ----------------------------------------------------------------------
+def test_several_files_at_once_on_one_gpu_give_each_file_as_alone(strict_gpu, monkeypatch, tmp_path):  # noqa: F811
+    """trt-anon a b c --backend gpu: the three files at once on one GPU (each its own PyNvVideoCodec session,
+    detector, redactor and encoder thread; the stand-in GPU's memory fits them): every file's frames, as handed
+    to its encoder, and its JSON's boxes exactly as the file alone gives them; every face covered in every frame
+    written. (The encoded bytes are not compared: on this machine libx264's packets are not the same from run to
+    run even for a file alone; the frames it is given are.)"""
+    import hashlib
+    import json
+
+    from helpers import check_redacted
+    from synth import Face, make_clip
+
+    from trt_anon import stages
+    from trt_anon.cli import main
+    from trt_anon.decode import Primed
+    from trt_anon.decode.nvdec import NvDecoder
+    from trt_anon.encode.gpu import GpuYuvEncoder
+
+    nvc = pynvvideocodec_module()
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
+    monkeypatch.setattr(stages, "select_gpu_decoder",
+                        lambda path, n, tb, cs: Primed(NvDecoder(path, n, tb, colorspace=cs)))
+    handed: dict[str, list] = {}
+    encode = GpuYuvEncoder.encode
+
+    def noted(self, frames, pts):
+        stem = Path(self.output.name).name.split(".")[1]  # the temporary output, .NAME.XXXX.part.mp4
+        handed.setdefault(stem, []).extend((t, hashlib.sha1(strict_gpu.asnumpy(f).tobytes()).hexdigest())
+                                           for f, t in zip(frames, pts))
+        return encode(self, frames, pts)
+    monkeypatch.setattr(GpuYuvEncoder, "encode", noted)
+    clips = [make_clip(tmp_path / f"{name}.mp4", 320, 180, frames=24, audio=0, faces=faces) for name, faces in (
+        ("a", [Face(64, (40, 40), (3.0, 0.5))]), ("b", [Face(56, (200, 60), (-2.0, 0.3), flip=True)]),
+        ("c", [Face(48, (120, 20), (1.0, 1.0)), Face(40, (20, 120), (2.0, -0.5), enter=8)]))]
+    (tmp_path / "alone").mkdir()
+    for clip in clips:  # alone: one input, one at a time
+        assert main([str(clip.path), "-o", str(tmp_path / "alone" / f"{clip.path.stem}.mp4"), "--backend", "gpu",
+                     "--batch-size", "16", "--json", str(tmp_path / "alone" / f"{clip.path.stem}.json"), "-q"]) == 0
+    alone, handed = handed, {}
+    nvc.log.threads.clear()
+    assert main([*(str(c.path) for c in clips), "-o", str(tmp_path / "together"), "--backend", "gpu",
+                 "--batch-size", "16", "--json", str(tmp_path / "together"), "-q"]) == 0
+    assert len({t for t in nvc.log.threads if t.startswith("trt_anon-file")}) == 3  # each file its own thread
+    assert set(handed) == {"a", "b", "c"} and handed == alone
+    for clip in clips:
+        name = clip.path.stem
+        boxes = [json.loads(p.read_text())["frames"] for p in (tmp_path / "alone" / f"{name}.json",
+                                                                tmp_path / "together" / f"{name}.anon.json")]
+        assert boxes[0] == boxes[1] and any(f["faces"] for f in boxes[0])
+        check_redacted(clip, clip.path, tmp_path / "together" / f"{name}.anon.mp4", max_bg=4.0)
+
+
+def test_an_interrupted_run_of_several_files_stops_them_all():
+    """Ctrl-C (here: raised in one file's run) stops the files running beside it at their next batch, and the
+    call returns only once they have ended (each removes its partial output on the way out)."""
+    from trt_anon.cli import _at_once, _Stoppable
+
+    stop, ended = threading.Event(), []
+
+    def one(src, slot):
+        if src.name == "a":
+            time.sleep(0.2)
+            raise KeyboardInterrupt
+        bar = _Stoppable(types.SimpleNamespace(update=lambda n: None), stop)
+        try:
+            while True:  # a run, batch after batch
+                bar.update(1)
+                time.sleep(0.01)
+        finally:
+            ended.append(src.name)
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _at_once(one, [Path("a"), Path("b"), Path("c")], 3, stop)
+    assert sorted(ended) == ["b", "c"] and time.perf_counter() - t0 < 5
+    assert not [t for t in threading.enumerate() if t.name.startswith("trt_anon-file")]
+
+
+def test_files_at_once_follow_the_gpus_free_memory(monkeypatch, tmp_path):
+    """One at a time on the CPU path or for one video; on a GPU as many videos as its free memory holds at the
+    measured 12 GiB per 1080p file in batches of 32, scaled to the largest frame, at most 7."""
+    from synth import make_clip
+
+    from trt_anon import Config, cuda
+    from trt_anon.plan import files_at_once
+
+    clips = [make_clip(tmp_path / f"{i}.mp4", 1920, 1080, frames=2, audio=0, faces=[]).path for i in range(8)]
+    monkeypatch.setattr(cuda, "available", lambda: True)
+    monkeypatch.setattr(cuda, "free_bytes", lambda: 80 << 30)
+    assert files_at_once(Config(), clips) == 6                       # 80 GiB * 0.9 / 12 GiB
+    assert files_at_once(Config(), clips[:2]) == 2
+    assert files_at_once(Config(batch_size=64), clips) == 3
+    assert files_at_once(Config(backend="cpu"), clips) == 1 and files_at_once(Config(), clips[:1]) == 1
+    monkeypatch.setattr(cuda, "free_bytes", lambda: 140 << 30)
+    assert files_at_once(Config(), clips) == 7
+    monkeypatch.setattr(cuda, "available", lambda: False)
+    assert files_at_once(Config(), clips) == 1
