@@ -191,7 +191,7 @@ def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, s
     assert nightly.main(["--make-clips", str(clips), "--frames", "40", "--size", "640x360"]) == 0
     code = nightly.main(["--parts", "throughput,agreement,tests", "--budget-s", "360", "--frames", "40",
                          "--agreement-frames", "20", "--size", "640x360", "--out", str(out), "--clips", str(clips),
-                         "--profile", "--x264-frames", "20"])
+                         "--profile", "--x264-frames", "20", "--at-once", "2"])
     data = json.loads(next(out.glob("*.json")).read_text())
     parts = data["parts"]
     assert set(parts) == {"throughput", "agreement", "tests"} and code == 1
@@ -208,6 +208,7 @@ def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, s
     # each stage alone, and the trace
     assert t["x264_alone"]["frames"] == 20 and t["x264_alone"]["fps"] > 0
     assert isinstance(t["decoders_alone"]["pyav (uploaded)"], float)
+    assert t["at_once"]["files"] == 2 and t["at_once"]["frames"] == 80 and t["at_once"]["fps"] > 0
     assert t["decoders_alone"]["pynvvideocodec"].startswith("not run")
     assert set(t["detector_alone"]["eager"]) == {"1", "4", "8", "16", "24", "32"}
     assert t["profile"]["trace"] == "profile-trace.json.gz" and (out / "profile-trace.json.gz").stat().st_size > 0
