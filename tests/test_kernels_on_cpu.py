@@ -81,7 +81,7 @@ def cupy_on_cpu(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(gpu_color, "_kernel", None)
     monkeypatch.setattr(gpu_color, "_ycc_kernel", None)
     monkeypatch.setattr(gpu_color, "_nv12_kernel", None)
-    monkeypatch.setattr(gpu_pre, "_kernels", {})
+    monkeypatch.setattr(gpu_pre, "_kernel", None)
     return cp
 
 

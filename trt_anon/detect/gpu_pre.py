@@ -50,51 +50,42 @@ __device__ unsigned short half_bits(float f) {
     return (unsigned short)(sign | h);
 }
 
-extern "C" __global__ void resize_area_chw(const unsigned char* src, float* dst, int H, int W,
-                                           int rh, int rw, int ih, int iw, float sy, float sx) {
+// one thread per output pixel; nhwc_half: dst is FP16 NHWC (the PyTorch detector's input), else float NCHW
+extern "C" __global__ void resize_area(const unsigned char* src, void* dst, int H, int W, int rh, int rw,
+                                       int ih, int iw, float sy, float sx, int nhwc_half) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     int b = blockIdx.z;
     if (x >= iw || y >= ih) return;
     float rgb[3];
     area_rgb(src, b, x, y, H, W, rh, rw, sy, sx, rgb);
-    size_t plane = (size_t)ih * iw;
-    float* out = dst + (size_t)b * 3 * plane + (size_t)y * iw + x;
-    out[0] = rgb[0]; out[plane] = rgb[1]; out[2 * plane] = rgb[2];
-}
-
-extern "C" __global__ void resize_area_hwc_half(const unsigned char* src, unsigned short* dst, int H, int W,
-                                                int rh, int rw, int ih, int iw, float sy, float sx) {
-    int x = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y * blockDim.y + threadIdx.y;
-    int b = blockIdx.z;
-    if (x >= iw || y >= ih) return;
-    float rgb[3];
-    area_rgb(src, b, x, y, H, W, rh, rw, sy, sx, rgb);
-    unsigned short* out = dst + (((size_t)b * ih + y) * iw + x) * 3;
-    out[0] = half_bits(rgb[0]); out[1] = half_bits(rgb[1]); out[2] = half_bits(rgb[2]);
+    if (nhwc_half) {
+        unsigned short* out = (unsigned short*)dst + (((size_t)b * ih + y) * iw + x) * 3;
+        out[0] = half_bits(rgb[0]); out[1] = half_bits(rgb[1]); out[2] = half_bits(rgb[2]);
+    } else {
+        size_t plane = (size_t)ih * iw;
+        float* out = (float*)dst + (size_t)b * 3 * plane + (size_t)y * iw + x;
+        out[0] = rgb[0]; out[plane] = rgb[1]; out[2 * plane] = rgb[2];
+    }
 }
 """
-_NAMES = {"nchw": "resize_area_chw", "nhwc-fp16": "resize_area_hwc_half"}
-_kernels: dict = {}
-
-
-def _kernel(layout: str):
-    import cupy as cp
-
-    if layout not in _kernels:
-        _kernels[layout] = cp.RawKernel(_SRC, _NAMES[layout])
-    return _kernels[layout]
+LAYOUTS = ("nchw", "nhwc-fp16")
+_kernel = None
 
 
 def preprocess(frames, geom: cf.Geometry, out=None, layout: str = "nchw"):
     """(N, H, W, 3) uint8 CuPy -> the network input, 0..255 as CenterFace expects: ``"nchw"`` float32
     (N, 3, in_h, in_w), or ``"nhwc-fp16"`` float16 (N, in_h, in_w, 3). ``out``: a C-contiguous array of
     that shape and type to write into (a detector's fixed input buffer), else a new one."""
+    global _kernel
     import cupy as cp
 
     from ..cuda import device_frames
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"preprocess: layout is one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if _kernel is None:
+        _kernel = cp.RawKernel(_SRC, "resize_area")
     frames = device_frames(frames)
     n = len(frames)
     shape, dtype = ((n, 3, geom.in_h, geom.in_w), cp.float32) if layout == "nchw" else \
@@ -106,14 +97,17 @@ def preprocess(frames, geom: cf.Geometry, out=None, layout: str = "nchw"):
                          f"{tuple(out.shape)}")
     block = (32, 8, 1)
     grid = ((geom.in_w + 31) // 32, (geom.in_h + 7) // 8, n)
-    _kernel(layout)(grid, block, (frames, out, cp.int32(geom.frame_h), cp.int32(geom.frame_w),
-                                  cp.int32(geom.resized_h), cp.int32(geom.resized_w), cp.int32(geom.in_h),
-                                  cp.int32(geom.in_w), cp.float32(geom.frame_h / geom.resized_h),
-                                  cp.float32(geom.frame_w / geom.resized_w)))
+    _kernel(grid, block, (frames, out, cp.int32(geom.frame_h), cp.int32(geom.frame_w), cp.int32(geom.resized_h),
+                          cp.int32(geom.resized_w), cp.int32(geom.in_h), cp.int32(geom.in_w),
+                          cp.float32(geom.frame_h / geom.resized_h), cp.float32(geom.frame_w / geom.resized_w),
+                          cp.int32(layout == "nhwc-fp16")))
     return out
 
 
 def compile_kernels() -> None:
-    """Compile the kernels now (NVRTC), so that a failure falls back when the stages are chosen."""
-    for layout in _NAMES:
-        _kernel(layout).compile()
+    """Compile the kernel now (NVRTC), so that a failure falls back when the stages are chosen."""
+    global _kernel
+    import cupy as cp
+
+    _kernel = _kernel or cp.RawKernel(_SRC, "resize_area")
+    _kernel.compile()
