@@ -568,7 +568,12 @@ def profile_run(path: Path, job, chosen, out_dir: Path, batches: int = 3) -> dic
         shutil.copyfileobj(src, dst)
     key = "self_device_time_total" if cuda_on else "self_cpu_time_total"
     averages = prof.key_averages()
-    (out_dir / "profile.txt").write_text(averages.table(sort_by=key, row_limit=30))
+    try:
+        table = averages.table(sort_by=key, row_limit=30)
+    except Exception:  # PyTorch before 2.4 names the device column after CUDA
+        key = "self_cuda_time_total"
+        table = averages.table(sort_by=key, row_limit=30)
+    (out_dir / "profile.txt").write_text(table)
     top = sorted((e for e in averages if not e.key.startswith("ProfilerStep")), key=lambda e: getattr(e, key, 0),
                  reverse=True)[:10]
     return {"trace": trace.name, "table": "profile.txt", "batches": batches,

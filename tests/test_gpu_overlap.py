@@ -295,3 +295,19 @@ def test_files_at_once_follow_the_gpus_free_memory(monkeypatch, tmp_path):
     assert files_at_once(Config(), clips) == 7
     monkeypatch.setattr(cuda, "available", lambda: False)
     assert files_at_once(Config(), clips) == 1
+
+
+def test_nvdec_falls_back_to_the_simple_decoder_when_the_threaded_one_cannot_open(strict_gpu, monkeypatch,  # noqa: F811
+                                                                                   tmp_path):
+    from synth import make_clip
+
+    from trt_anon.decode.nvdec import NvDecoder
+
+    nvc = pynvvideocodec_module()
+
+    def refuses(*a, **k):
+        raise RuntimeError("ThreadedDecoder: cannot open (test)")
+    monkeypatch.setattr(nvc, "ThreadedDecoder", refuses)
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
+    clip = make_clip(tmp_path / "c.mp4", 96, 64, frames=5, audio=0, faces=[])
+    assert sum(len(b) for b in NvDecoder(clip.path, 32, Fraction(1, 30))) == 5 and nvc.log.kind == "SimpleDecoder"

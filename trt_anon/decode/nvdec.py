@@ -1,10 +1,10 @@
 """GPU decoder: PyNvVideoCodec on NVDEC (the alternative when DALI is absent).
 
 ``ThreadedDecoder`` (PyNvVideoCodec 2.x) decodes in a thread of its own, a buffer ahead of us; where a
-version lacks it, ``SimpleDecoder``. Each batch asks for exactly as many frames as the container still
-lists (its timestamps, read ahead by one batch): asking past the end is what made the decoder log
-``INVALID INDEX`` for every missing frame. A returned frame lives in the decoder's own surfaces until the
-next request, so it is copied out (and converted) before we ask again.
+version lacks it (or it cannot open the file), ``SimpleDecoder``. Each batch asks for exactly as many frames
+as the container still lists (its timestamps, read ahead by one batch): asking past the end is what made the
+decoder log ``INVALID INDEX`` for every missing frame. A returned frame lives in the decoder's own surfaces
+until the next request, so it is copied out (and converted) before we ask again.
 
 Frames come in NVDEC's native NV12 and are converted to RGB here (``gpu_color.nv12_to_rgb``) with
 the stream's own matrix and range: PyNvVideoCodec's RGB output takes untagged video as BT.709 and
@@ -44,13 +44,17 @@ class NvDecoder:
         self.stream = cupy.cuda.Stream(non_blocking=True)
         opts = dict(gpu_id=0, cuda_stream=self.stream.ptr, use_device_memory=True,
                     output_color_type=nvc.OutputColorType.NATIVE)
-        try:  # its errors are untyped
-            if hasattr(nvc, "ThreadedDecoder"):
-                self.decoder = nvc.ThreadedDecoder(str(self.path), buffer_size=2 * batch_size, **opts)
-            else:
-                self.decoder = nvc.SimpleDecoder(str(self.path), **opts)
-        except Exception as exc:
-            raise BackendError(f"PyNvVideoCodec cannot decode {self.path.name}: {first_line(exc)}") from None
+        makers = [lambda: nvc.SimpleDecoder(str(self.path), **opts)]
+        if hasattr(nvc, "ThreadedDecoder"):
+            makers.insert(0, lambda: nvc.ThreadedDecoder(str(self.path), buffer_size=2 * batch_size, **opts))
+        for make in makers:
+            try:  # its errors are untyped; the next maker is tried
+                self.decoder = make()
+                break
+            except Exception as exc:
+                why = first_line(exc)
+        else:
+            raise BackendError(f"PyNvVideoCodec cannot decode {self.path.name}: {why}") from None
 
     def __iter__(self) -> Iterator[Batch]:
         cp = self.cp
