@@ -31,7 +31,7 @@ SHIM = r"""
 struct dim3_ { unsigned x, y, z; };
 static thread_local dim3_ threadIdx, blockIdx, blockDim, gridDim;  // two host threads may launch at once
 #define __global__
-#define __shared__ static
+#define __shared__ static thread_local  // one block at a time per host thread; host threads may launch at once
 #define __device__ static inline
 using std::min; using std::max;
 // fibers: one per CUDA thread of a block; __syncthreads hands control back to the scheduler

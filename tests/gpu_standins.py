@@ -17,6 +17,9 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
+import queue
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -226,33 +229,93 @@ class _NvFrame:
         return (CUDA, 0)
 
 
-def pynvvideocodec_module() -> types.ModuleType:
-    """``PyNvVideoCodec`` with a ``SimpleDecoder`` that decodes with PyAV (playing NVDEC) into native
-    NV12 frames offered only as CUDA DLPack tensors. Its RGB output is refused here: the real one
-    converts untagged video as BT.709 and ignores full range (the Video Codec SDK's ColorSpace.cu),
-    which the encoder would not invert. ``cuda_stream`` must be a stream handle (an int), as
-    SimpleDecoder passes it to ``CreateSimpleDecoder``."""
+class NvLog:
+    """What the PyNvVideoCodec stand-in saw: which decoder was made, the frames asked past the end of the file
+    (the real one logs ``INVALID INDEX n`` for each), the thread of each request, and whether ``end()`` ran."""
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.past_end: list[int] = []
+        self.threads: list[str] = []
+        self.ended = False
+
+
+def pynvvideocodec_module(threaded: bool = True) -> types.ModuleType:
+    """``PyNvVideoCodec`` whose decoders decode with PyAV (playing NVDEC) into native NV12 frames offered only
+    as CUDA DLPack tensors; ``threaded``: with ``ThreadedDecoder`` (2.x), else ``SimpleDecoder`` only. As the
+    real ones, a frame returned is the decoder's own surface, valid until the next request: the next request
+    scribbles over it here, so a frame read late shows. Asking past the end returns fewer frames and is noted
+    in ``module.log``. Their RGB output is refused here: the real one converts untagged video as BT.709 and
+    ignores full range (the Video Codec SDK's ColorSpace.cu), which the encoder would not invert.
+    ``cuda_stream`` must be a stream handle (an int), as the decoders pass it to their C++ side."""
     nvc = types.ModuleType("PyNvVideoCodec")
     nvc.OutputColorType = types.SimpleNamespace(RGB="rgb", NATIVE="native")
+    log = nvc.log = NvLog()
 
     class SimpleDecoder:
         def __init__(self, path: str, gpu_id: int = 0, cuda_context: int = 0, cuda_stream: int = 0,
                      use_device_memory: bool = True, output_color_type="native", **kwargs) -> None:
             assert use_device_memory and output_color_type == "native", "the GPU path wants NV12 in device memory"
             assert isinstance(cuda_stream, int), "cuda_stream is a CUDA stream handle"
+            log.kind = type(self).__name__
             self.cuda_stream = cuda_stream
+            with av.open(path) as c:
+                self._count = sum(1 for p in c.demux(video=0) if p.size)
             self._container = av.open(path)
-            self._frames = self._container.decode(video=0)
+            self._frames = (f.reformat(format="nv12").to_ndarray() for f in self._container.decode(video=0))
+            self._next, self._lent = 0, []
 
         def get_batch_frames(self, n: int) -> list[_NvFrame]:
+            log.threads.append(threading.current_thread().name)
+            for mem in self._lent:
+                mem[...] = 0xAB          # the surfaces lent last time are the decoder's again
+            log.past_end += list(range(max(self._next, self._count), self._next + n))
+            due = max(0, min(n, self._count - self._next))
+            out = [np.ascontiguousarray(f) for f in itertools.islice(self._frames, due)]
+            self._next += n
+            self._lent = out
+            return [_NvFrame(f) for f in out]
+
+    class ThreadedDecoder(SimpleDecoder):
+        """Decodes ``buffer_size`` frames ahead in a thread of its own; ``end()`` stops it."""
+
+        def __init__(self, path: str, buffer_size: int, **kwargs) -> None:
+            super().__init__(path, **kwargs)
+            self._ready: queue.Queue = queue.Queue(maxsize=buffer_size)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._decode, daemon=True)
+            self._thread.start()
+
+        def _decode(self) -> None:
+            for f in self._frames:
+                while not self._stop.is_set():
+                    try:
+                        self._ready.put(f, timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+                if self._stop.is_set():
+                    return
+
+        def get_batch_frames(self, n: int) -> list[_NvFrame]:
+            log.threads.append(threading.current_thread().name)
+            for mem in self._lent:
+                mem[...] = 0xAB
+            log.past_end += list(range(max(self._next, self._count), self._next + n))
             out = []
-            for frame in self._frames:
-                out.append(_NvFrame(frame.reformat(format="nv12").to_ndarray()))
-                if len(out) == n:
-                    break
-            return out
+            while len(out) < min(n, self._count - self._next):
+                out.append(np.ascontiguousarray(self._ready.get()))
+            self._next += n
+            self._lent = out
+            return [_NvFrame(f) for f in out]
+
+        def end(self) -> None:
+            log.ended = True
+            self._stop.set()
 
     nvc.SimpleDecoder = SimpleDecoder
+    if threaded:
+        nvc.ThreadedDecoder = ThreadedDecoder
     return nvc
 
 

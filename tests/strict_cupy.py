@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import time
 import traceback
 import types
 import warnings
@@ -404,6 +405,10 @@ def empty(shape, dtype=float) -> ndarray:
     return ndarray(np.empty(shape, dtype))
 
 
+def zeros(shape, dtype=float) -> ndarray:
+    return ndarray(np.zeros(shape, dtype))
+
+
 def full(shape, fill_value, dtype=None) -> ndarray:
     return ndarray(np.full(shape, fill_value, dtype))
 
@@ -483,6 +488,26 @@ class _Stream:
 _current = threading.local()
 
 
+class _Event:
+    """``cupy.cuda.Event``: ``record`` notes the host's clock (the stand-in runs everything at once on the host),
+    so ``get_elapsed_time`` gives the host time between two records, in ms, as CuPy gives the GPU's."""
+
+    def __init__(self, block: bool = False, disable_timing: bool = False, interprocess: bool = False) -> None:
+        self.at: float | None = None
+
+    def record(self, stream=None) -> None:
+        self.at = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _elapsed_ms(start: _Event, end: _Event) -> float:
+    if start.at is None or end.at is None:
+        raise RuntimeError("cudaErrorInvalidResourceHandle: an event was not recorded")
+    return (end.at - start.at) * 1000.0
+
+
 class _Device:
     def __init__(self, i: int = 0) -> None:
         self.id = i
@@ -516,6 +541,8 @@ get_default_pinned_memory_pool = lambda: _POOL  # noqa: E731
 
 cuda = types.SimpleNamespace(
     Stream=_Stream,
+    Event=_Event,
+    get_elapsed_time=_elapsed_ms,
     ExternalStream=lambda ptr, *a, **k: _Stream(ptr=ptr),
     get_current_stream=lambda: getattr(_current, "stream", None) or _NULL_STREAM,
     Device=lambda i=0: _Device(i),
@@ -524,6 +551,7 @@ cuda = types.SimpleNamespace(
         getDeviceProperties=lambda i: {"name": b"Strict CuPy stand-in (CPU)", "major": 9, "minor": 0,
                                        "totalGlobalMem": 80 << 30},
         deviceSynchronize=lambda: None,
+        memGetInfo=lambda: (80 << 30, 80 << 30),
     ),
 )
 _NULL_STREAM = _Stream(null=True)

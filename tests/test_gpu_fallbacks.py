@@ -231,7 +231,8 @@ def strict_cupy_module(monkeypatch, tmp_path_factory):
 def test_the_encoder_thread_waits_for_the_redaction_on_the_gpu(strict_cupy_module, monkeypatch):
     """Each thread has a default stream of its own (CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1, or an
     encoder's own stream): the encoder thread must not read a batch before the redaction queued on
-    the decoding thread's stream is done. Its stream waits for an event recorded after the redaction."""
+    the decoding thread's stream is done. Its stream waits for an event recorded after the redaction, and
+    the decoded frames the redaction read are let go only once the host has seen that event pass."""
     from trt_anon import pipeline
     from trt_anon.config import Config
     from trt_anon.decode.batch import Batch
@@ -242,13 +243,17 @@ def test_the_encoder_thread_waits_for_the_redaction_on_the_gpu(strict_cupy_modul
     log: list[tuple] = []
     local = threading.local()
 
+    class Event(tuple):
+        def synchronize(self):
+            log.append(("synchronize", self, threading.current_thread().name))
+
     class Stream:
         def __init__(self, name):
             self.name, self.ptr = name, 2
 
         def record(self, event=None):
             log.append(("record", self.name, threading.current_thread().name))
-            return ("event", self.name, len(log))
+            return Event(("event", self.name, len(log)))
 
         def wait_event(self, event):
             log.append(("wait", self.name, event))
@@ -286,6 +291,7 @@ def test_the_encoder_thread_waits_for_the_redaction_on_the_gpu(strict_cupy_modul
     encoder_thread = log[encoded][1]
     assert encoder_thread != main
     assert ("wait", encoder_thread, event) in log[recorded:encoded], log
+    assert ("synchronize", event, encoder_thread) in log[encoded:], log
 
 
 def test_nvenc_keeps_its_input_until_its_stream_is_past_it(strict_cupy_module, monkeypatch, tmp_path):

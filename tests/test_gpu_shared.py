@@ -156,6 +156,45 @@ def test_torch_module_keeps_few_maps_alive():
     assert alive == set(net.outputs) and len(net.nodes) > 100 and most <= 8, most
 
 
+@pytest.mark.parametrize("fold_bn, channels_last", [(True, False), (False, True), (True, True)],
+                         ids=["folded", "channels_last", "both"])
+def test_folded_batch_norm_and_channels_last_give_the_same_faces(fold_bn, channels_last):
+    """The network as the CUDA detector runs it (BatchNorm folded into the ConvTransposes before it, NHWC memory
+    order) against the network as exported: the same output maps to float rounding, the same boxes."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not in the CPU test extras; runs in tests/gpu")
+    pytest.importorskip("onnx")
+    from skimage import data
+
+    from trt_anon.detect.graph import TorchGraph
+
+    img = data.astronaut().astype(np.float32).transpose(2, 0, 1)
+    x = torch.from_numpy(np.stack([img, img[:, :, ::-1].copy()]))
+    ref = TorchGraph("cpu", torch.float32, fold_bn=False, channels_last=False)
+    net = TorchGraph("cpu", torch.float32, fold_bn=fold_bn, channels_last=channels_last)
+    bn = [op for op, *_ in net.nodes if op == "BatchNormalization"]
+    assert len(bn) == (0 if fold_bn else 3) and len(net.nodes) == len(ref.nodes) - 3 * fold_bn
+    want, got = ref(x), net(x)
+    assert got[-1].is_contiguous(memory_format=torch.channels_last) == channels_last  # landmarks: 10 channels
+    for a, b in zip(want, got):
+        assert np.abs(a.numpy() - b.numpy()).max() < 1e-3 * max(1.0, float(a.abs().max()))
+    g = cf.Geometry.fit(512, 512, 512)
+    a = cf.detections([m.numpy() for m in want], 0.3, g)
+    b = cf.detections([m.contiguous().numpy() for m in got], 0.3, g)
+    assert [len(d) for d in a] == [len(d) for d in b] == [1, 1]
+    for da, db in zip(a, b):
+        assert np.abs(da.xyxy - db.xyxy).max() < 0.05 and np.abs(da.landmarks - db.landmarks).max() < 0.05
+
+
+def test_the_cuda_detector_runs_a_few_fixed_batch_sizes():
+    """Every call runs at one of a few batch sizes, each warmed up when the detector is made: 1 (a live stream's
+    frame), 4, 8, then steps of 8 up to the largest."""
+    from trt_anon.detect.torch_cuda import buckets
+
+    assert buckets(32) == [1, 4, 8, 16, 24, 32]
+    assert buckets(8) == [1, 4, 8] and buckets(6) == [1, 4, 6] and buckets(1) == [1]
+    assert buckets(40) == [1, 4, 8, 16, 24, 32, 40]
+
+
 def test_presentation_pts_match_decoded_frames(tmp_path):
     import av
     from synth import make_clip

@@ -102,7 +102,8 @@ def test_strict_cupy_refuses_implicit_host_copies(strict_gpu, tmp_path):
         gpu_pre.preprocess(host[None, ..., None].repeat(3, axis=3), _geom())  # CuPy: "incorrect type"
     with pytest.raises(TypeError, match="host array passed to kernel"):
         gpu_pre.preprocess(cp.asarray(host[None, ..., None].repeat(3, axis=3)), _geom())  # builds the kernel
-        gpu_pre._kernel((1, 1, 1), (1, 1, 1), (host, dev, *[np.int32(1)] * 6, np.float32(1), np.float32(1)))
+        gpu_pre._kernel((1, 1, 1), (1, 1, 1), (host, dev, *[np.int32(1)] * 6, np.float32(1), np.float32(1),
+                                               np.int32(0)))
     out = (dev * 2 + 1)[dev > 3]                      # device arithmetic and masks stay on the device
     assert type(out) is cp.ndarray and type(cp.nonzero(dev > 3)[0]) is cp.ndarray
     assert cp.asnumpy(out).tolist() == [9, 11, 13, 15, 17, 19, 21, 23]

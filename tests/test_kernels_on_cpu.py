@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -37,14 +38,19 @@ class Event(tuple):
 
 class FakeStream:
     """``cupy.cuda.Stream`` as the detectors and the NVENC encoder use it: a pointer, events, and the
-    stream a ``with`` block enters becomes the current one, as in CuPy. Events are recorded, not
-    timed: the tests check which stream waited for which."""
+    stream a ``with`` block enters becomes the current one of that thread, as in CuPy (the decode runs in a
+    thread of its own). Events are recorded, not timed: the tests check which stream waited for which."""
 
-    current: "FakeStream"
+    legacy: "FakeStream"       # the legacy default stream: every thread's current stream until it enters one
+    local = threading.local()
 
     def __init__(self, non_blocking: bool = False, ptr: int | None = None) -> None:
         self.ptr = id(self) if ptr is None else ptr
         self.waited: list = []
+
+    @classmethod
+    def current(cls) -> "FakeStream":
+        return getattr(cls.local, "stream", None) or cls.legacy
 
     def record(self):
         return Event(("event", self.ptr))
@@ -52,12 +58,15 @@ class FakeStream:
     def wait_event(self, event) -> None:
         self.waited.append(event)
 
+    def synchronize(self) -> None:
+        pass
+
     def __enter__(self):
-        self.outer, FakeStream.current = FakeStream.current, self
+        self.outer, FakeStream.local.stream = FakeStream.local.__dict__.get("stream"), self
         return self
 
     def __exit__(self, *exc) -> None:
-        FakeStream.current = self.outer
+        FakeStream.local.stream = self.outer
 
 
 @pytest.fixture
@@ -65,8 +74,8 @@ def cupy_on_cpu(monkeypatch, tmp_path_factory):
     build = tmp_path_factory.getbasetemp() / "kernels"
     build.mkdir(exist_ok=True)
     cp = fake_cupy(build)
-    FakeStream.current = FakeStream(ptr=0)  # the legacy default stream
-    cp.cuda = types.SimpleNamespace(Stream=FakeStream, get_current_stream=lambda: FakeStream.current,
+    FakeStream.legacy, FakeStream.local = FakeStream(ptr=0), threading.local()
+    cp.cuda = types.SimpleNamespace(Stream=FakeStream, get_current_stream=FakeStream.current,
                                     Device=lambda *a: types.SimpleNamespace(id=0))
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setattr(gpu_color, "_kernel", None)
@@ -200,6 +209,111 @@ def test_resize_kernel_matches_opencv_area(cupy_on_cpu):
         assert got.shape == ref.shape == (2, 3, g.in_h, g.in_w)
         assert (got[:, :, g.resized_h:] == 0).all() and (got[:, :, :, g.resized_w:] == 0).all()
         assert np.abs(ref - got).mean() < 0.5 and np.abs(ref - got).max() < 8
+
+
+def test_fp16_nhwc_input_is_the_float_input_rounded_to_half(cupy_on_cpu):
+    """The kernel that feeds the PyTorch detector writes FP16 NHWC itself: the float NCHW input rounded to
+    half, bit for bit, downscaled (fractional averages) and at full size (whole levels), padding zero."""
+    frames = faces(2, 720, 1280)
+    for det_size in ("auto", 1280):
+        g = cf.Geometry.fit(720, 1280, det_size)
+        ref = gpu_pre.preprocess(frames, g)
+        half = gpu_pre.preprocess(frames, g, layout="nhwc-fp16")
+        assert half.dtype == np.float16 and half.shape == (2, g.in_h, g.in_w, 3)
+        want = ref.transpose(0, 2, 3, 1).astype(np.float16)
+        np.testing.assert_array_equal(half.view(np.uint16), want.view(np.uint16))
+        assert (half[:, g.resized_h:] == 0).all() and (half[:, :, g.resized_w:] == 0).all()
+    out = np.zeros((4, g.in_h, g.in_w, 3), np.float16)
+    assert gpu_pre.preprocess(frames, g, out=out[:2], layout="nhwc-fp16") is not None and out[:2].any()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gpu_pre.preprocess(frames, g, out=out[:, :-1], layout="nhwc-fp16")
+
+
+def test_half_rounding_in_the_kernel_is_round_to_nearest_even(cupy_on_cpu):
+    """The kernel's float -> FP16 bits against NumPy's, on values the area average never makes: ties, the
+    subnormal range, the largest half, overflow."""
+    src = gpu_pre._SRC + r"""
+extern "C" __global__ void to_half(const float* values, unsigned short* bits, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) bits[i] = half_bits(values[i]);
+}
+"""
+    rng = np.random.default_rng(0)
+    ulp = np.float32(2.0 ** -10)
+    x = np.concatenate([rng.uniform(0, 255, 4000), rng.uniform(0, 1e-4, 500), -rng.uniform(0, 300, 500),
+                        (np.arange(1, 200) + 0.5) * ulp * 4, [0.0, -0.0, 1.0, 65504.0, 65519.0, 65520.0, 1e9,
+                                                              2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -26, 6e-8]])
+    x = x.astype(np.float32)
+    y = np.zeros(len(x), np.uint16)
+    cupy_on_cpu.RawKernel(src, "to_half")(((len(x) + 127) // 128,), (128,), (x, y, np.int32(len(x))))
+    with np.errstate(over="ignore"):  # 1e9 and 65520 become infinity, as they should
+        want = x.astype(np.float16)
+    np.testing.assert_array_equal(y, want.view(np.uint16))
+
+
+class ShapeLog:
+    """A network that notes the shape of each batch it runs (the detector's buckets)."""
+
+    def __init__(self, net, device: str) -> None:
+        self.net, self.device, self.shapes = net, device, []
+
+    def __call__(self, x):
+        self.shapes.append(tuple(x.shape))
+        return self.net(x)
+
+
+def test_padded_buckets_give_the_same_detections(torch_on_cpu):
+    """A call of 5 frames runs as a batch of 8 (3 rows of padding), each frame alone as a batch of 1: the same
+    faces in every frame, to float rounding."""
+    from trt_anon.detect.torch_cuda import TorchCudaDetector
+
+    det = TorchCudaDetector("auto", 0.15, max_batch=8)
+    det.net = log = ShapeLog(det.net, "cpu")
+    frames = faces(5, 180, 320)
+    together = det(frames)
+    alone = [det(f[None])[0] for f in frames]
+    assert [s[0] for s in log.shapes] == [8, 1, 1, 1, 1, 1]
+    assert all(len(d) for d in together)
+    for a, b in zip(together, alone):
+        assert len(a) == len(b) and np.abs(a.xyxy - b.xyxy).max() < 0.01 and np.abs(a.score - b.score).max() < 1e-4
+
+
+def test_every_bucket_is_warmed_up_for_the_frame_size(torch_on_cpu, monkeypatch):
+    """On CUDA, making the detector for a frame size runs the network once at every bucket, with cuDNN's
+    autotuner on; then a call of 11 frames runs at 16, a shape met already."""
+    import torch
+
+    from trt_anon.detect.torch_cuda import TorchCudaDetector
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    det = TorchCudaDetector("auto", 0.15)
+    assert torch.backends.cudnn.benchmark
+    det.net = log = ShapeLog(det.net, "cuda:0")
+    g = cf.Geometry.fit(180, 320, "auto")
+    det.warm_up(g)
+    assert [s[0] for s in log.shapes] == [1, 4, 8, 16, 24, 32] and {s[1:] for s in log.shapes} == {(3, g.in_h, g.in_w)}
+    log.shapes.clear()
+    det(faces(11, 180, 320))
+    assert log.shapes == [(16, 3, g.in_h, g.in_w)]
+    log.device = "cpu"
+    log.shapes.clear()
+    det.warm_up(g)
+    assert log.shapes == []  # nothing to tune off CUDA
+
+
+def test_redaction_runs_on_its_own_stream_joined_both_ways(cupy_on_cpu):
+    """The redactor's kernels run on its own stream, after a GPU-side wait for the caller's (the frames'
+    decoding); the caller's stream then waits for the redaction (what it queues next, the encoder, comes after)."""
+    red = cupy_redact.CupyRedactor(25)
+    seen, style = [], red.style
+    red.style = types.SimpleNamespace(name=style.name, launch=lambda *a: (
+        seen.append(cupy_on_cpu.cuda.get_current_stream()), style.launch(*a))[1])
+    caller = cupy_on_cpu.cuda.get_current_stream()
+    frames = faces(2, 90, 160)
+    red(frames.copy(), [np.array([[20, 10, 80, 70]], np.float32)] * 2)
+    assert seen and all(s is red.stream for s in seen) and red.stream is not caller
+    assert red.stream.waited == [caller.record()] and caller.waited == [red.stream.record()]
+    assert cupy_on_cpu.cuda.get_current_stream() is caller
 
 
 def test_torch_detector_glue_on_cpu(torch_on_cpu):

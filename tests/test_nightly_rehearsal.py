@@ -52,12 +52,57 @@ def test_box_agreement_pairs_boxes_one_to_one(nightly):
     assert missing["frames_disagreeing"] == 1 and "2 CPU boxes, 1 GPU boxes" in missing["problems"][0]
 
 
-def test_throughput_figures_separate_ddr_from_end_to_end(nightly):
+def test_end_to_end_figures_leave_set_up_out(nightly):
     report = types.SimpleNamespace(frames=2000, fps=250.0, wall=8.0, backends={"decode": "dali"}, warnings=[],
                                    seconds={"decode": 0.5, "detect": 1.0, "redact": 0.5, "encode": 7.0, "setup": 3})
-    f = nightly.throughput_figures(report, 2000)
-    assert f["ddr_fps"] == 1000.0 and f["e2e_fps"] == 400.0  # 2000 frames in 8 s less 3 s of set-up
-    assert f["stage_fps"]["encode"] == pytest.approx(285.7) and "setup" not in f["stage_fps"]
+    f = nightly.e2e_figures(report)
+    assert f["e2e_fps"] == 400.0 and f["stage_seconds"]["setup"] == 3  # 2000 frames in 8 s less 3 s of set-up
+
+
+def test_looks_count_frames_calls_and_gpu_time(nightly, strict_gpu):  # noqa: F811
+    """The detector wrapper the throughput part measures with: frames looked at, call sizes, and GPU time per
+    call from two events on the detector's stream (the stand-in's events time the host)."""
+    cp = strict_gpu
+    stream = cp.cuda.Stream(non_blocking=True)
+
+    class Detector:
+        name = "torch-cuda-fp16"
+
+        def __init__(self):
+            self.stream = stream
+
+        def __call__(self, frames):
+            return [None] * len(frames)
+
+    looks = nightly.Looks(Detector())
+    for n in (8, 8, 24, 32):
+        assert looks(np.zeros((n, 4, 4, 3), np.uint8)) == [None] * n
+    f = looks.figures(100)
+    assert f["frames_looked"] == 72 and f["look_share"] == 0.72 and f["calls"] == 4
+    assert f["call_sizes"] == {"8": 2, "24": 1, "32": 1} and set(f["gpu_ms_by_call_size"]) == {"8", "24", "32"}
+    assert f["gpu_ms_per_call"]["max"] >= f["gpu_ms_per_call"]["median"] >= 0
+
+
+def test_targets_are_reported_met_or_not(nightly):
+    t = nightly.targets({"ddr_fps": 612.0, "e2e_fps": 180.0, "x264_alone": {"fps": 190.0},
+                         "gpu_ms_per_looked_frame": 2.1, "gpu_memory_peak_gib": 9.5})
+    assert t["ddr_fps"]["met"] and t["gpu_memory_peak_gib"]["met"]
+    assert t["e2e_over_x264"] == {"goal": ">= 0.9", "got": 0.95, "met": True}
+    assert not t["gpu_ms_per_looked_frame"]["met"]
+
+
+def test_the_clip_is_made_here_and_only_read_on_the_gpu(nightly, tmp_path, capsys):
+    """--make-clips writes the clip and its ground truth (no GPU needed); --clips only reads them: a missing clip
+    is an error that says how to make it, never made on the lent machine."""
+    clips = tmp_path / "clips"
+    with pytest.raises(FileNotFoundError, match="--make-clips"):
+        nightly.workload(clips, 12, (320, 180), make=False)
+    assert nightly.main(["--make-clips", str(clips), "--frames", "12", "--size", "320x180"]) == 0
+    assert "carry" in capsys.readouterr().out
+    made = nightly.workload(clips, 12, (320, 180), make=False)
+    again = nightly.workload(clips, 12, (320, 180), make=False)
+    assert len(made.boxes) == 12 and made.boxes == again.boxes and made.faces == again.faces
+    assert all(len(b) >= 2 for b in made.boxes)  # two faces from the start, the third enters later
 
 
 def test_backend_check_names_what_ran(nightly, monkeypatch):
@@ -129,21 +174,24 @@ def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
 
 def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, strict_gpu, monkeypatch, tmp_path):  # noqa: F811
     """The one command a lent GPU runs first, end to end on the CPU: CuPy (strict stand-in, kernels
-    emulated), CPU PyTorch as CUDA, PyAV's batches uploaded, libx264 from GPU YUV; three parts, a
-    360 s budget, the summary written part by part. tests/gpu cannot run here (a child process has no
-    stand-ins), so that part must say that no GPU test ran, as a FAIL."""
+    emulated), CPU PyTorch as CUDA, PyAV's batches uploaded and decoded ahead in their thread, libx264 from GPU
+    YUV; three parts, a 360 s budget, the summary written part by part, the clip made beforehand and carried.
+    tests/gpu cannot run here (a child process has no stand-ins), so that part must say that no GPU test ran,
+    as a FAIL."""
     monkeypatch.setattr(nightly, "gpu_decoder_installed", lambda: False)
     monkeypatch.setattr(nightly.GpuMemoryPeak, "__enter__", lambda self: self)
     monkeypatch.setattr(nightly.GpuMemoryPeak, "__exit__", lambda self, *exc: None)
-    from trt_anon import stages
+    from trt_anon import decode, stages
 
     def no_gpu_decoder(*a):
         raise stages.BackendError("no GPU decoder on this machine")
     monkeypatch.setattr(stages, "select_gpu_decoder", no_gpu_decoder)
-    out = tmp_path / "summary"
+    monkeypatch.setattr(decode, "select_gpu_decoder", no_gpu_decoder)
+    out, clips = tmp_path / "summary", tmp_path / "clips"
+    assert nightly.main(["--make-clips", str(clips), "--frames", "40", "--size", "640x360"]) == 0
     code = nightly.main(["--parts", "throughput,agreement,tests", "--budget-s", "360", "--frames", "40",
-                         "--agreement-frames", "20", "--size", "640x360", "--out", str(out),
-                         "--cache", str(tmp_path / "cache")])
+                         "--agreement-frames", "20", "--size", "640x360", "--out", str(out), "--clips", str(clips),
+                         "--profile", "--x264-frames", "20", "--at-once", "2"])
     data = json.loads(next(out.glob("*.json")).read_text())
     parts = data["parts"]
     assert set(parts) == {"throughput", "agreement", "tests"} and code == 1
@@ -152,9 +200,26 @@ def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, s
     assert t["backends"] == {"decode": "pyav (uploaded)", "detect": "torch-cuda-fp16", "redact": "cupy",
                              "encode": "libx264 (gpu yuv)"} and t["frames"] == 40 and t["size"] == "640x360"
     assert "PyTorch CUDA FP16 (not TensorRT)" in t["headline"]
+    # decode+detect+redact by the wall clock, its looks and their GPU time
+    assert t["ddr_measure"] == "wall" and t["ddr_frames"] == 40 and t["ddr_fps"] > 0
+    assert t["ddr_backends"] == {"decode": "pyav (uploaded)", "detect": "torch-cuda-fp16", "redact": "cupy"}
+    assert 0 < t["frames_looked"] <= 40 and sum(int(k) * v for k, v in t["call_sizes"].items()) == t["frames_looked"]
+    assert t["gpu_ms_per_looked_frame"] > 0 and set(t["gpu_ms_by_call_size"]) == set(t["call_sizes"])
+    # each stage alone, and the trace
+    assert t["x264_alone"]["frames"] == 20 and t["x264_alone"]["fps"] > 0
+    assert isinstance(t["decoders_alone"]["pyav (uploaded)"], float)
+    assert t["at_once"]["files"] == 2 and t["at_once"]["frames"] == 80 and t["at_once"]["fps"] > 0
+    assert t["decoders_alone"]["pynvvideocodec"].startswith("not run")
+    assert set(t["detector_alone"]["eager"]) == {"1", "4", "8", "16", "24", "32"}
+    assert t["profile"]["trace"] == "profile-trace.json.gz" and (out / "profile-trace.json.gz").stat().st_size > 0
+    assert (out / "profile.txt").read_text().strip() and t["profile"]["top"]
+    assert t["targets"] == {}  # a quick look at 640x360: the 1080p targets do not apply
     a = parts["agreement"]
     assert a["passed"], a["problems"]
-    assert a["frames"] == 20 and a["mosaic_equal"] and a["det_size"] == 640
+    assert a["frames"] == 20 and a["mosaic_equal"] and a["det_size"] == 640 and a["boxes"] > 0
+    assert a["detectors"] == {"cpu": "onnxruntime", "gpu": "torch-cuda-fp16"}, a["detectors"]
+    assert a["colour"]["skipped"].startswith("no GPU decoder")
     assert not parts["tests"]["passed"] and parts["tests"]["headline"].startswith("0 ran")
     assert sum(p["part_seconds"] for p in parts.values()) < 360
-    assert "| throughput | PASS |" in next(out.glob("*.md")).read_text()
+    md = next(out.glob("*.md")).read_text()
+    assert "| throughput | PASS |" in md and "## Where the time goes" in md and "looks:" in md

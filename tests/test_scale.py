@@ -81,3 +81,14 @@ def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
     assert len(used) == 3
     assert [len(f) for f, _ in twice] == [s.end - s.start for s in segs]
     assert held == twice
+
+
+def test_ray_tasks_share_a_gpu_as_its_memory_allows():
+    """On GPUs each task asks for the share of a GPU that lets ``per_gpu`` files run on each at once (whole GPUs
+    where --workers asks for fewer tasks than GPUs); on the CPU one core each, as before."""
+    assert scale.task_resources({"CPU": 16, "GPU": 1}, True, None, 7) == (7, {"num_gpus": 0.1428, "num_cpus": 1})
+    assert scale.task_resources({"CPU": 16, "GPU": 2}, True, None, 3) == (6, {"num_gpus": 0.3333, "num_cpus": 1})
+    assert scale.task_resources({"CPU": 16, "GPU": 8}, True, 3, 7) == (3, {"num_gpus": 2, "num_cpus": 1})
+    assert scale.task_resources({"CPU": 16, "GPU": 1}, True, 1, 7) == (1, {"num_gpus": 1, "num_cpus": 1})
+    assert scale.task_resources({"CPU": 16}, False, None) == (16, {"num_cpus": 1.0})
+    assert scale.task_resources({"CPU": 16}, False, 4) == (4, {"num_cpus": 4.0})

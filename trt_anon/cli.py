@@ -5,8 +5,11 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import queue
 import signal
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -311,41 +314,44 @@ def make_folders(folders: list[tuple[str, str]], many: bool) -> list[Path]:
 
 def _run_files(args, config: Config, inputs: list[Path], output, review, index: Path | None, many: bool,
                finished: list[str]) -> int:
-    """Each input in turn, a progress bar for each; one bad file does not stop the others (exit 1 at the end)."""
+    """Each input with a progress bar; one bad file does not stop the others (exit 1 at the end). On a GPU with
+    room for several, several files at once (``plan.files_at_once``), each with its bar."""
     from tqdm import tqdm
 
     from .api import process
+    from .plan import files_at_once
 
-    failed = 0
-    rows: list[dict] = []
-    for src in inputs:
+    at_once = files_at_once(config, inputs)  # several at once on one GPU; one at a time on the CPU
+    stop = threading.Event()
+
+    def one(src: Path, slot: int | None) -> dict:
         bar = tqdm(desc=src.name[:40], unit="frame", disable=args.quiet, leave=False, dynamic_ncols=True,
-                   delay=0.5)  # no empty bar before a one-line error; the total is known by then
+                   delay=0.5, position=slot)  # no empty bar before a one-line error; the total is known by then
         try:
-            report = process(src, output, config=config, json_path=args.json_path, progress=bar, review=review,
+            report = process(src, output, config=config, json_path=args.json_path, review=review,
+                             progress=bar if slot is None else _Stoppable(bar, stop),
                              review_originals=args.review_originals)
         except AnonError as exc:
             bar.close()  # before the line, not over it
-            rows.append({"name": src.name, "report": None, "error": say(exc)})
             print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
-            failed += 1
             if args.debug:
                 raise
-            continue
+            return {"name": src.name, "report": None, "error": say(exc)}
         except Exception as exc:  # a bug: still one line, and fail closed (process() cleaned up)
             bar.close()
             if args.debug:
                 raise
             print(f"trt-anon: internal error on {src}: {type(exc).__name__}: {exc} (rerun with --debug)",
                   file=sys.stderr)
-            rows.append({"name": src.name, "report": None, "error": f"internal error: {type(exc).__name__}"})
-            failed += 1
-            continue
+            return {"name": src.name, "report": None, "error": f"internal error: {type(exc).__name__}"}
         finally:  # a signal too: the bar cleared before its last line, not after it
             bar.close()
         finished.append(report.output)
-        rows.append({"name": src.name, "report": report, "page": report.review})
         tell(report, args.quiet)
+        return {"name": src.name, "report": report, "page": report.review}
+
+    rows = [one(src, None) for src in inputs] if at_once == 1 else _at_once(one, inputs, at_once, stop)
+    failed = sum("error" in row for row in rows)
     if index is not None:
         _write_index(rows, index, args)
     if many and not args.quiet:
@@ -365,6 +371,51 @@ def tell(report, quiet: bool) -> None:
         print(f"  warning: {w}")
     if report.review:
         print(f"  review: {report.review}")
+
+
+class _Stoppable:
+    """A file's progress bar that ends its run (Terminated, its partial output removed) at the next batch once
+    ``stop`` is set: files run at once run in threads, which Ctrl-C and SIGTERM do not reach."""
+
+    def __init__(self, bar, stop: threading.Event) -> None:
+        object.__setattr__(self, "bar", bar)
+        object.__setattr__(self, "stop", stop)
+
+    def update(self, n: int = 1) -> None:
+        if self.stop.is_set():
+            raise Terminated()
+        self.bar.update(n)
+
+    def __getattr__(self, name: str):
+        return getattr(self.bar, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.bar, name, value)
+
+
+def _at_once(one, inputs: list[Path], n: int, stop: threading.Event) -> list[dict]:
+    """``one(src, slot)`` for every input, ``n`` at a time (each a progress-bar line of its own); the rows in input
+    order. An interruption here stops the others at their next batch, and waits for them."""
+    slots: queue.SimpleQueue = queue.SimpleQueue()
+    for k in range(n):
+        slots.put(k)
+
+    def run(src: Path) -> dict:
+        slot = slots.get()
+        try:
+            return one(src, slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(n, thread_name_prefix="trt_anon-file") as pool:
+        futures = [pool.submit(run, src) for src in inputs]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _main_live(args: argparse.Namespace, config: Config) -> int:

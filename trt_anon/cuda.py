@@ -77,6 +77,12 @@ def device() -> dict:
     return {"name": name, "cc": f"{props['major']}{props['minor']}", "memory": int(props["totalGlobalMem"])}
 
 
+def free_bytes() -> int:
+    """Device memory free on GPU 0 now (other processes' use counted out)."""
+    import cupy
+    return int(cupy.cuda.runtime.memGetInfo()[0])
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """CuPy, PyTorch and DALI each raise their own out-of-memory error; TensorRT's reaches us as a
     ``DetectorError`` that quotes its log ("out of memory")."""

@@ -94,11 +94,15 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-encode")
     pending: Future | None = None
 
-    def encode(frames, pts: list[int], ready) -> None:
+    def encode(frames, pts: list[int], ready, sources) -> None:
         t0 = time.perf_counter()
         if ready is not None:  # this thread's CUDA stream waits, on the GPU, for the redaction queued on ours
             array_module(frames).cuda.get_current_stream().wait_event(ready)
         stages.sink.encode(frames, pts)
+        if ready is not None:
+            # ``sources``, the decoded frames the redactor copied ``frames`` from, are released only once the GPU
+            # is past that copy: CuPy would hand their memory to the decoder (another stream) at once
+            ready.synchronize()
         secs["encode"] += time.perf_counter() - t0
 
     def write(final: list[Regions]) -> None:
@@ -137,7 +141,7 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         secs["redact"] += time.perf_counter() - t0
         if pending is not None:
             pending.result()  # one batch in flight at most; re-raises the encoder's error here
-        pending = worker.submit(encode, batch, list(pts), ready)
+        pending = worker.submit(encode, batch, list(pts), ready, frames)
         for i, (d, b) in enumerate(zip(final, boxes)):
             if log is not None:
                 log.add(report.frames + (keep[0] if keep else 0), int(pts[i]), d.to_json(), b)

@@ -56,6 +56,36 @@ def use_gpu(cfg: Config, image: bool) -> bool:
     return False
 
 
+# Several files at once on one GPU: each has its own NVDEC session, detector, redactor and encoder thread. What
+# one takes, measured: 11.2 GiB peak for 1080p in batches of 32 on an H200 (bench-results/gpu), less after the
+# detector dropped maps it had read; counted as 12 GiB, in proportion to frame size and batch. At most one a NVDEC
+# engine (H100 and H200 have 7): more would queue on the engines for nothing.
+GPU_BYTES_PER_FILE = 12 << 30        # for 1920x1080 frames in batches of 32
+MOST_FILES_PER_GPU = 7
+
+
+def files_at_once(cfg: Config, sources: list[Path]) -> int:
+    """How many of ``sources`` to run at once: one on the CPU path (the detector already uses every core), else
+    as many videos as fit in the GPU's free memory now, for the largest frame among them, at most
+    ``MOST_FILES_PER_GPU``. A file that cannot be read counts as 1080p (it fails on its own when its turn comes)."""
+    videos = [Path(s) for s in sources if not media.is_image(Path(s))]
+    try:
+        if len(videos) < 2 or not use_gpu(cfg, image=False):
+            return 1
+    except BackendError:  # backend "gpu" without one: each file's run says so
+        return 1
+    largest = 1920 * 1080
+    for src in videos:
+        try:
+            with media.open_input(src) as container:
+                stream = media.container.video_stream(container)
+                largest = max(largest, stream.codec_context.width * stream.codec_context.height)
+        except Exception:  # unreadable here: its own run says why
+            continue
+    per_file = GPU_BYTES_PER_FILE * largest / (1920 * 1080) * cfg.batch_for(gpu=True) / 32
+    return max(1, min(len(videos), MOST_FILES_PER_GPU, int(cuda.free_bytes() * 0.9 // per_file)))
+
+
 def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, config: Config | None = None, *,
          review: bool | str | os.PathLike | None = None, originals: bool = False, **changes) -> Plan:
     """Decide the run of ``source`` into ``output`` (default ``NAME.anon.EXT`` beside it; a folder: in it).

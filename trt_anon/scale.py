@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from .config import Config
 from .errors import AnonError, ConfigError
-from .plan import Plan, plan
+from .plan import Plan, files_at_once, plan
 from .report import BoxLog, Report
 
 MAX_RETRIES = 3                 # a worker (or node) lost mid-task: Ray runs the task again
@@ -402,10 +402,7 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
     gpu = config.backend != "cpu" and have.get("GPU", 0) > 0
     # one batch size for the whole job, the tasks' backend's (segments are cut at whole batches)
     batch_size = config.batch_for(gpu)
-    slots = workers or int(have.get("GPU" if gpu else "CPU", 1))
-    # a task's size makes at most ``slots`` run at once: one core (or GPU) each unless --workers asks for fewer
-    opts = {"num_gpus": max(1, int(have["GPU"]) // slots), "num_cpus": 1} if gpu else \
-        {"num_cpus": max(1.0, have.get("CPU", 1) / slots)}
+    slots, opts = task_resources(have, gpu, workers, files_at_once(config, inputs) if gpu else 1)
     file_task = ray.remote(max_retries=MAX_RETRIES, **opts)(run_file)
     seg_task = ray.remote(max_retries=MAX_RETRIES, **opts)(run_segment)
     join_task = ray.remote(max_retries=MAX_RETRIES, num_cpus=1)(join)
@@ -467,6 +464,20 @@ def _run_all(inputs: list[Path], output_dir, config: Config, workers, skip_exist
     if progress:
         print(summary(reports, time.perf_counter() - started))
     return reports
+
+
+def task_resources(have: dict, gpu: bool, workers: int | None, per_gpu: int = 1) -> tuple[int, dict]:
+    """How many tasks run at once and what each asks Ray for. A task's size makes at most ``slots`` run at once:
+    one core each on the CPU; on GPUs ``per_gpu`` each (``plan.files_at_once``: as many as fit one GPU's memory,
+    each with its own NVDEC session), a fraction of a GPU each; ``workers`` asks for fewer (or, on GPUs, more
+    GPUs a task where there are more GPUs than workers)."""
+    if not gpu:
+        slots = workers or int(have.get("CPU", 1))
+        return slots, {"num_cpus": max(1.0, have.get("CPU", 1) / slots)}
+    slots = workers or int(have["GPU"]) * per_gpu
+    share = have["GPU"] / slots
+    # Ray counts GPU shares to 1/10000: rounded down, so that ``per_gpu`` of them fit on one GPU
+    return slots, {"num_gpus": math.floor(share * 10000) / 10000 if share < 1 else max(1, int(share)), "num_cpus": 1}
 
 
 class _Counter:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from . import media
 from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
+from .decode.ahead import Ahead
 from .detect import select_detector
 from .encode import CODECS, PyAVEncoder
 from .encode.codecs import add_params
@@ -89,6 +90,7 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
                 raise
             notes.append(f"decode: PyAV, each batch uploaded to the GPU ({exc})")
             decoder = Uploaded(cpu_batches())
+        decoder = Ahead(decoder)  # the next batch decodes while the loop works on this one
     else:
         detector = select_detector(cfg, gpu=False)
         redactor = select_redactor(cfg, gpu=False)

@@ -111,6 +111,44 @@ def test_torch_detector_agrees_with_onnxruntime():
         assert len(x) == len(y) == 1 and iou(x.xyxy, y.xyxy)[0, 0] > 0.9
 
 
+def _faces_in_batches(n: int = 11):
+    """``n`` frames of a real face moving, 720p, on the device."""
+    import cupy as cp
+    from skimage import data, transform
+
+    img = (transform.resize(data.astronaut(), (720, 1280 + 8 * n)) * 255).round().astype(np.uint8)
+    return cp.asarray(np.stack([img[:, 8 * i:8 * i + 1280] for i in range(n)]))
+
+
+def test_padded_buckets_give_the_same_boxes_on_the_gpu():
+    """11 frames run as a batch of 16 (cuDNN's choice for that shape), each alone as a batch of 1: the same
+    faces, to FP16 rounding."""
+    from trt_anon.detect.detections import iou
+    from trt_anon.detect.torch_cuda import TorchCudaDetector
+
+    frames = _faces_in_batches()
+    det = TorchCudaDetector("auto", 0.15, frame_hw=frames.shape[1:3])
+    together = det(frames)
+    alone = [det(frames[i:i + 1])[0] for i in range(len(frames))]
+    for a, b in zip(together, alone):
+        assert len(a) == len(b) == 1 and iou(a.xyxy, b.xyxy)[0, 0] > 0.98
+
+
+def test_cuda_graphs_give_the_same_boxes_as_eager():
+    """TRT_ANON_CUDA_GRAPHS=1's detector: each batch size captured once at set-up and replayed; the same faces
+    as the eager network, call after call (a replay's outputs are copied before the next one)."""
+    from trt_anon.detect.detections import iou
+    from trt_anon.detect.torch_cuda import TorchCudaDetector
+
+    frames = _faces_in_batches(40)  # two chunks of 32 and 8: the second replay must not overwrite the first
+    eager = TorchCudaDetector("auto", 0.15, frame_hw=frames.shape[1:3])
+    graphs = TorchCudaDetector("auto", 0.15, frame_hw=frames.shape[1:3], graphs=True)
+    assert len(graphs.graphs) == len(graphs.buckets)
+    for _ in range(2):
+        for a, b in zip(eager(frames), graphs(frames)):
+            assert len(a) == len(b) == 1 and iou(a.xyxy, b.xyxy)[0, 0] > 0.98
+
+
 def test_yuv_conversion_matches_ffmpeg(tmp_path):
     import av
     import cupy as cp

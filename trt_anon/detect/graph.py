@@ -1,6 +1,7 @@
 """A model's graph read straight from its packaged ONNX file, for runtimes that are not ONNX Runtime: a
-PyTorch module (no onnx2torch needed: CenterFace has six op types, ``OPS``) and an FP16 copy of the
-model for TensorRT 11, which builds only strongly typed networks.
+PyTorch module (no onnx2torch needed: CenterFace has six op types, ``OPS``), BatchNorm folded into the
+convolutions and NHWC on CUDA, and an FP16 copy of the model for TensorRT 11, which builds only strongly
+typed networks.
 
 Needs the ``onnx`` package (in the [gpu] extra).
 """
@@ -52,9 +53,16 @@ def to_fp16(model):
 
 
 class TorchGraph:
-    """A model's network as plain PyTorch ops (those in ``OPS``), weights taken from the ONNX initializers."""
+    """A model's network as plain PyTorch ops (those in ``OPS``), weights taken from the ONNX initializers.
 
-    def __init__(self, device: str = "cuda", dtype=None, model: Model = cf.MODEL) -> None:
+    ``fold_bn``: each BatchNormalization that only follows a convolution is folded into that convolution's
+    weights and bias (one pass over the activations fewer; CenterFace has three, after its ConvTransposes).
+    ``channels_last``: weights, and inputs that are not already, in NHWC memory order, the layout cuDNN's FP16
+    tensor-core kernels read without a transpose (default: on CUDA).
+    """
+
+    def __init__(self, device: str = "cuda", dtype=None, model: Model = cf.MODEL, *, fold_bn: bool = True,
+                 channels_last: bool | None = None) -> None:
         import torch
         from onnx import numpy_helper
 
@@ -62,11 +70,8 @@ class TorchGraph:
         self.torch = torch
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
         self.device = device
-        self.weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()).to(device) for i in
-                        model.graph.initializer}
-        for k, v in self.weights.items():
-            if v.is_floating_point():
-                self.weights[k] = v.to(self.dtype)
+        self.channels_last = device.startswith("cuda") if channels_last is None else channels_last
+        weights = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer}
         self.nodes = []
         for node in model.graph.node:
             if node.op_type not in OPS:
@@ -75,6 +80,16 @@ class TorchGraph:
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self.input = model.graph.input[0].name
         self.outputs = [o.name for o in model.graph.output]
+        if fold_bn:
+            self.nodes = fold_batch_norms(self.nodes, weights, self.outputs)
+        self.weights = {}
+        for k, v in weights.items():
+            t = torch.from_numpy(v).to(device)
+            if t.is_floating_point():
+                t = t.to(self.dtype)
+            if self.channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            self.weights[k] = t
         # each intermediate map is dropped after the last node that reads it: kept all to the end, a
         # batch of 32 1080p frames held ~37 GiB of activations on an H200, a few GiB this way
         last = {name: i for i, (_, ins, _, _) in enumerate(self.nodes) for name in ins if name not in self.weights}
@@ -86,7 +101,10 @@ class TorchGraph:
     def __call__(self, x):
         """x: (N, 3, H, W) float tensor on the device -> the four output maps (float32)."""
         F = self.torch.nn.functional
-        env = {self.input: x.to(self.dtype)}
+        x = x.to(self.dtype)
+        if self.channels_last:  # a no-op for the FP16 NHWC buffer the detector fills (gpu_pre "nhwc-fp16")
+            x = x.contiguous(memory_format=self.torch.channels_last)
+        env = {self.input: x}
         w = self.weights
 
         def get(name):
@@ -118,6 +136,40 @@ class TorchGraph:
                 for name in done:
                     del env[name]
             return [env[o].float() for o in self.outputs]
+
+
+def fold_batch_norms(nodes: list, weights: dict, outputs: list[str]) -> list:
+    """The graph with each BatchNormalization whose input is a Conv or ConvTranspose output read by nothing
+    else folded into that convolution: y = (conv(x) - mean) * s + beta with s = gamma / sqrt(var + eps) is
+    conv'(x) with its output channels' weights scaled by s and bias (b - mean) * s + beta. Folded weights
+    are new entries of ``weights`` (computed in float64, stored as float32); others are left alone."""
+    readers: dict[str, int] = {}
+    for _, ins, _, _ in nodes:
+        for name in ins:
+            readers[name] = readers.get(name, 0) + 1
+    made = {outs[0]: i for i, (_, _, outs, _) in enumerate(nodes)}
+    out, dropped = list(nodes), set()
+    for i, (op, ins, outs, a) in enumerate(nodes):
+        j = made.get(ins[0])
+        if op != "BatchNormalization" or j is None or nodes[j][0] not in ("Conv", "ConvTranspose") \
+                or readers[ins[0]] != 1 or ins[0] in outputs:
+            continue
+        conv_op, conv_ins, _, conv_a = nodes[j]
+        gamma, beta, mean, var = (weights[n].astype(np.float64) for n in ins[1:5])
+        s = gamma / np.sqrt(var + a.get("epsilon", 1e-5))
+        w = weights[conv_ins[1]].astype(np.float64)
+        if conv_op == "Conv":  # (Cout, Cin / g, kh, kw)
+            w = w * s[:, None, None, None]
+        else:                  # ConvTranspose: (Cin, Cout / g, kh, kw), output channel = group * Cout / g + j
+            g = conv_a.get("group", 1)
+            w = (w.reshape(g, w.shape[0] // g, w.shape[1], *w.shape[2:])
+                 * s.reshape(g, 1, -1, 1, 1)).reshape(w.shape)
+        b = weights[conv_ins[2]].astype(np.float64) if len(conv_ins) > 2 else np.zeros_like(s)
+        wname, bname = f"{conv_ins[1]}/bn_folded", f"{outs[0]}/bn_folded_bias"
+        weights[wname], weights[bname] = w.astype(np.float32), ((b - mean) * s + beta).astype(np.float32)
+        out[j] = (conv_op, [conv_ins[0], wname, bname], list(outs), conv_a)
+        dropped.add(i)
+    return [n for i, n in enumerate(out) if i not in dropped]
 
 
 def _attr(a):
