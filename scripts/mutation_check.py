@@ -192,6 +192,22 @@ MUTANTS = [
     m("verify passes a changed file", "audit record", "trt_anon/audit.py",
       '        if digest != want["sha256"]:\n', "        if False:\n",
       "tests/test_audit.py::test_verify_fails_on_any_changed_byte"),
+    m("SHA-256 over the first read block only", "audit record", "trt_anon/audit.py",
+      '        for block in iter(lambda: f.read(1 << 20), b""):\n            h.update(block)\n',
+      "        h.update(f.read(1 << 20))\n",
+      "tests/test_audit.py::test_hashes_cover_files_larger_than_the_read_block"),
+    # --- what the first pass must also guard: converted audio, the GPU decoder's colours, the second decode
+    m("converted audio loses its dispositions", "dispositions (converted audio)", "trt_anon/media/container.py",
+      "            out.disposition = s.disposition\n",
+      "            if s.index not in self.converters:\n                out.disposition = s.disposition\n",
+      "tests/test_streams_kept.py::test_dispositions_and_tags_kept_on_audio_converted_for_webm"),
+    m("untagged SD video decoded on the GPU as BT.709", "colours (GPU decoder)", "trt_anon/encode/gpu_color.py",
+      "    kr, kb = matrix(colorspace)\n    _nv12_kernel(",
+      "    kr, kb = KR_KB[1] if colorspace == 2 and h < 720 else matrix(colorspace)\n    _nv12_kernel(",
+      "tests/test_gpu_fallbacks.py::test_nv12_from_a_gpu_decoder_converts_like_pyav[untagged-limited-480p]"),
+    m("second decode checked for an end only, not its times", "fail-closed (second decode)", "trt_anon/pipeline.py",
+      "                if t != waiting[i][1]:\n", "                if t is None:\n",
+      "tests/test_memory.py::test_second_decode_that_disagrees_fails_closed[time]"),
 ]
 
 
