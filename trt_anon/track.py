@@ -46,6 +46,7 @@ SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smalle
 BETWEEN_MARGIN = 0.25  # a box interpolated between two looks grows by this share of the motion between them, per side
 REAPPEAR_WIDTH = (0.3, 2.0)  # a face coming out from behind another continues its track at this share of its width
 REAPPEAR_NEAR = 0.5  # ... with its centre within this share of its size per side of where its motion says
+MEASURED = 20       # frames from a face's last box clear of other faces to its last detection, its motion still known
 WHOLE = 0.85        # a box this much of the width and height of a face's recent ones shows all of it
 REFILL_MARGIN = 0.1  # the box of a face behind another, between the frames it was seen in, grows by this per side
 
@@ -233,8 +234,6 @@ class Tracker:
         ``lookback`` frames after its last detection."""
         if t.occluded:
             fit, line = _fit(t.whole), _line(t.whole, min(f, t.last_hit + self.lookback))
-            if line is None:  # never seen clear of other faces: no motion to trust, held where it was last seen
-                return t.box
             centre, half = (line[:2] + line[2:]) / 2, t.size() / 2  # on the line, at the size it was seen whole
             box = np.concatenate([centre - half, centre + half])
             if t.last_hit > t.whole[-1][0]:  # found again, not yet whole: also where it was found, moving on
@@ -270,14 +269,12 @@ class Tracker:
                 if cand[j] < MATCH_IOU:
                     j = -1
             claim[i] = j
-            matched.add(j)
-        matched.discard(-1)
+            matched |= {j} - {-1}
         for i in order:
             if claim[i] < 0:
                 claim[i] = self._reappears(det.xyxy[i], int(det.class_id[i]), old, pred, matched,
                                            det.xyxy[[k for k in order if claim[k] >= 0]])
-                matched.add(claim[i])
-        matched.discard(-1)
+                matched |= {claim[i]} - {-1}
         for i in order:
             box, j = det.xyxy[i], claim[i]
             others = ~weak
@@ -329,7 +326,7 @@ class Tracker:
             if j in matched:
                 alive.append(t)
                 continue
-            if self.ttl and look - t.hit_look <= self.ttl and len(t.whole) >= MIN_FIT and \
+            if self.ttl and look - t.hit_look <= self.ttl and self._measured(t) and \
                     _covered(pred[j], heads[~weak]) >= HIDDEN_BY:
                 t.occluded = True  # it went where another face is, in front of it or behind it, on a measured way
             at = self._predict(t, f) if t.occluded else t.box
@@ -339,7 +336,7 @@ class Tracker:
                 # held where the motion says and where it was last seen (it may have stopped), growing; behind
                 # another face for longer than ttl: where its motion puts it (up to lookback frames), or where it
                 # was last seen if it was not moving (held while the face in front is there)
-                k = HOLD_GROWTH * (self.ttl if t.occluded else min(f - t.last_hit, self.ttl))
+                k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
                 held = _grown(at, k)
                 if look - t.hit_look <= self.ttl:
                     held = _hull(held, _hull(_grown(t.box, k), _grown(pred[j], k)))
@@ -365,6 +362,12 @@ class Tracker:
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                            ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
+
+    @staticmethod
+    def _measured(t: _Track) -> bool:
+        """Whether track t's motion is known: boxes of its full size, clear of other faces, up to shortly before
+        its last detection."""
+        return len(t.whole) >= MIN_FIT and t.last_hit - t.whole[-1][0] <= MEASURED
 
     def _reappears(self, box: np.ndarray, cls: int, old: list[_Track], pred: np.ndarray, matched: set[int],
                    taken: np.ndarray) -> int:
@@ -397,7 +400,7 @@ class Tracker:
         p, box0, eyes0 = t.hit_out
         pad = REFILL_MARGIN * max(box[2] - box[0], box0[2] - box0[0])
         pad = np.array([-pad, -pad, pad, pad], np.float32)
-        for g in range(max(p + 1, self.next_final), f):
+        for g in range(max(p + 1, f - self.lookback, self.next_final), f):  # any batch size: the same frames
             a = (g - p) / (f - p)
             items = [item for item in self.pending.get(g, []) if item[4] != t.id]
             items.append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
