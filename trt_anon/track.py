@@ -21,6 +21,15 @@ counts frames looked at. Their boxes come from the frames looked at on either si
 delay makes possible: a track with a box on both sides is interpolated (position, size and eye
 band), grown by a share of the motion between the two; a track that ends in between is held from
 its last box along its motion; a track that begins is back-filled over them from its first box.
+
+A face that walks behind another is not lost: a track that vanishes where another face (its head: the
+face box grown by ``HEAD``) is, with its motion measured on boxes of its full size clear of other faces
+(the ones it gives while going behind are cut), is occluded. It is held on the straight line through
+those boxes, at their size, for up to ``lookback`` frames after its last detection (not only ``ttl``),
+its eye band with it. A detection near where that line puts it (half the face's size either way, a third
+of its width or more: it may be coming out half hidden) continues the track, under its number; until
+the face is seen whole again its box also covers the hold, and the frames between the two sightings not
+yet handed out get the straight line between them instead of the hold (``lookback`` makes that possible).
 """
 from __future__ import annotations
 
