@@ -126,8 +126,8 @@ MUTANTS = [
       TRACK + "test_eyes_refreshed_every_4th_frame_and_carried_with_face"),
     # --- hold and back-fill
     m("no hold after a missed detection", "hold", "trt_anon/track.py",
-      "            if look - max(t.hit_look, t.hidden_look) <= self.ttl or t.occluded and f - t.last_hit <= self.lookback:",
-      "            if False:",
+      "            if look - max(t.hit_look, t.hidden_look) <= self.ttl or t.occluded and f",
+      "            if False and f",
       TRACK + "test_hold_and_back_fill_cover_missed_frames"),
     m("a face behind another held no longer than ttl", "hold (occlusion)", "trt_anon/track.py",
       " or t.occluded and f - t.last_hit <= self.lookback:", ":",
