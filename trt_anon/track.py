@@ -390,10 +390,9 @@ class Tracker:
         for j, t in enumerate(old):
             if j in matched or not t.occluded or t.cls != cls:
                 continue
-            p = pred[j]
-            pw = p[2] - p[0]
-            g = _grown(p, REAPPEAR_NEAR)
-            if not (g[0] <= cx <= g[2] and g[1] <= cy <= g[3]) or not REAPPEAR_WIDTH[0] <= w / pw <= REAPPEAR_WIDTH[1]:
+            p, g = pred[j], _grown(pred[j], REAPPEAR_NEAR)
+            if not (g[0] <= cx <= g[2] and g[1] <= cy <= g[3]) or \
+                    not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1]:
                 continue
             if _covered(box, taken) >= 0.5:
                 continue
