@@ -93,6 +93,11 @@ class _Track:
         """Whether ``box`` is as wide and tall as the face's recent boxes of full size (none cut by another face)."""
         return len(self.whole) < MIN_FIT or bool(((box[2:] - box[:2]) >= WHOLE * self.size()).all())
 
+    def measured(self) -> bool:
+        """Whether its motion is known: boxes of its full size, clear of other faces, until shortly before its last
+        detection."""
+        return len(self.whole) >= MIN_FIT and self.last_hit - self.whole[-1][0] <= MEASURED
+
     def see(self, f: int, box: np.ndarray) -> None:
         self.last.append((f, box))
         if len(self.first) < FIRST_N:
@@ -239,8 +244,8 @@ class Tracker:
 
     def _predict(self, t: _Track, f: int) -> np.ndarray:
         """Where the track's face is in frame f (after its last box), by its recent motion. Behind another face:
-        along the line through its last boxes of full size (the ones it gave while going behind were cut), up to
-        ``lookback`` frames after its last detection."""
+        on the line through its last boxes of full size clear of other faces (the ones it gave while going behind
+        were cut), up to ``lookback`` frames after its last detection."""
         if t.occluded:
             fit, line = _fit(t.whole), _line(t.whole, min(f, t.last_hit + self.lookback))
             centre, half = (line[:2] + line[2:]) / 2, t.size() / 2  # on the line, at the size it was seen whole
@@ -335,7 +340,7 @@ class Tracker:
             if j in matched:
                 alive.append(t)
                 continue
-            if self.ttl and look - t.hit_look <= self.ttl and self._measured(t) and \
+            if self.ttl and look - t.hit_look <= self.ttl and t.measured() and \
                     _covered(pred[j], heads[~weak]) >= HIDDEN_BY:
                 t.occluded = True  # it went where another face is, in front of it or behind it, on a measured way
             at = self._predict(t, f) if t.occluded else t.box
@@ -343,8 +348,9 @@ class Tracker:
                 t.hidden_look = look  # partly behind another face: the detector loses it, its eyes may show
             if look - max(t.hit_look, t.hidden_look) <= self.ttl or t.occluded and f - t.last_hit <= self.lookback:
                 # held where the motion says and where it was last seen (it may have stopped), growing; behind
-                # another face for longer than ttl: where its motion puts it (up to lookback frames), or where it
-                # was last seen if it was not moving (held while the face in front is there)
+                # another face for longer than ttl: where its measured motion puts it (up to lookback frames, and on
+                # while that stays under the face in front), or, its motion not known, where it was last seen while
+                # a face covers it
                 k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
                 held = _grown(at, k)
                 if look - t.hit_look <= self.ttl:
@@ -371,12 +377,6 @@ class Tracker:
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                            ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
-
-    @staticmethod
-    def _measured(t: _Track) -> bool:
-        """Whether track t's motion is known: boxes of its full size, clear of other faces, up to shortly before
-        its last detection."""
-        return len(t.whole) >= MIN_FIT and t.last_hit - t.whole[-1][0] <= MEASURED
 
     def _reappears(self, box: np.ndarray, cls: int, old: list[_Track], pred: np.ndarray, matched: set[int],
                    taken: np.ndarray) -> int:
