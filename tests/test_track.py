@@ -276,6 +276,21 @@ def test_a_face_that_comes_out_ahead_of_its_way_keeps_its_number():
     assert {n for n, _, _ in rows} == {rows[0][0]}, "the face behind came out as another person"
 
 
+def test_a_face_found_again_after_its_hold_ended_gets_no_stale_box():
+    """With a short ``lookback`` (a live stream's), its hold along its motion ends while it is behind (it is held
+    on where it stopped while the face in front covers it); found again 22 frames on, where its motion puts it,
+    it is the same person, and its box there and in the frames refilled before it is its own, not stretched back
+    to where the hold stopped."""
+    lost = range(20, 42)
+    dets, truth = crossing(lost)
+    out = run(dets, lookback=6)
+    rows = walker(out, truth)
+    numbers = {n for i, (n, _, _) in enumerate(rows) if i not in lost}
+    assert len(numbers) == 1, "the face behind came out as another person"
+    widths = [float(b[2] - b[0]) for o in out[lost.stop - 6:] for b, n in zip(o.xyxy, o.track) if n in numbers]
+    assert max(widths) <= 1.3 * 60, [round(w) for w in widths]  # the frames refilled, then detected
+
+
 def test_a_face_behind_another_that_does_not_come_out_is_let_go():
     """Held along its way up to ``lookback`` frames after it was last seen, then no longer: a face that stays
     behind (or turned back) does not leave a box wandering off."""

@@ -26,10 +26,12 @@ A face that walks behind another is not lost: a track that vanishes where anothe
 face box grown by ``HEAD``) is, with its motion measured on boxes of its full size clear of other faces
 (the ones it gives while going behind are cut), is occluded. It is held on the straight line through
 those boxes, at their size, for up to ``lookback`` frames after its last detection (not only ``ttl``),
-its eye band with it. A detection near where that line puts it (half the face's size either way, a third
-of its width or more: it may be coming out half hidden) continues the track, under its number; until
-the face is seen whole again its box also covers the hold, and the frames between the two sightings not
-yet handed out get the straight line between them instead of the hold (``lookback`` makes that possible).
+its eye band with it (past that, held on where it stopped while the face in front covers it). A detection
+near where it is held or where that line puts it (half the face's size either way, a third of its width or
+more: it may be coming out half hidden) continues the track, under its number; until the face is seen
+whole again its box also covers the hold (while the hold still follows the line), and the frames between
+the two sightings not yet handed out get the straight line between them instead of the hold (``lookback``
+makes that possible), each end the whole face around its detection and where the line puts it.
 """
 from __future__ import annotations
 
@@ -74,7 +76,6 @@ class _Track:
     out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
     sure: bool = True      # its last detection was sure and of its full size (not weak, not partly hidden)
     occluded: bool = False  # it vanished behind another face: held along its motion up to lookback frames
-    hit_out: tuple | None = None  # (frame, box, eye band) it gave its last detection, where a refill starts
     id: int = -1           # the face's number in the stream: every box it gets carries it (Regions.track)
     cls: int = 0           # what it follows (detections.CLASSES): only a detection of that class continues it
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
@@ -88,6 +89,11 @@ class _Track:
     def size(self) -> np.ndarray:
         """(width, height) of the face as its recent boxes of full size show it (the median)."""
         return np.median(np.stack([b[2:] - b[:2] for _, b in self.whole]), axis=0).astype(np.float32)
+
+    def around(self, box: np.ndarray) -> np.ndarray:
+        """A box of the face's full size (``size``) centred on ``box``, and holding it."""
+        centre, half = (box[:2] + box[2:]) / 2, np.maximum(self.size(), box[2:] - box[:2]) / 2
+        return np.concatenate([centre - half, centre + half]).astype(np.float32)
 
     def whole_size(self, box: np.ndarray) -> bool:
         """Whether ``box`` is as wide and tall as the face's recent boxes of full size (none cut by another face)."""
@@ -247,11 +253,10 @@ class Tracker:
         on the line through its last boxes of full size clear of other faces (the ones it gave while going behind
         were cut), up to ``lookback`` frames after its last detection."""
         if t.occluded:
-            fit, line = _fit(t.whole), _line(t.whole, min(f, t.last_hit + self.lookback))
-            centre, half = (line[:2] + line[2:]) / 2, t.size() / 2  # on the line, at the size it was seen whole
-            box = np.concatenate([centre - half, centre + half])
+            g = min(f, t.last_hit + self.lookback)
+            box = t.around(_line(t.whole, g))  # on the line, at the size it was seen whole
             if t.last_hit > t.whole[-1][0]:  # found again, not yet whole: also where it was found, moving on
-                box = _hull(box, t.box + fit[0] * (min(f, t.last_hit + self.lookback) - t.last_hit))
+                box = _hull(box, t.box + _fit(t.whole)[0] * (g - t.last_hit))
             return box
         fit = _fit(t.last)
         return t.box if fit is None else t.box + fit[0] * (f - t.last_hit)
@@ -286,7 +291,7 @@ class Tracker:
             matched |= {j} - {-1}
         for i in order:
             if claim[i] < 0:
-                claim[i] = self._reappears(det.xyxy[i], int(det.class_id[i]), old, pred, matched,
+                claim[i] = self._reappears(f, det.xyxy[i], int(det.class_id[i]), old, pred, matched,
                                            det.xyxy[[k for k in order if claim[k] >= 0]])
                 matched |= {claim[i]} - {-1}
         for i in order:
@@ -309,7 +314,9 @@ class Tracker:
                 self.young.append(t)
             else:
                 t = old[j]
+                seen = t.last[-1]  # (frame, box) of its detection before this one
                 back = t.occluded and f - t.last_hit > 1  # found again after it went behind another face
+                fresh = f - t.last_hit <= self.lookback    # ... while it was held along its motion
                 t.box, t.score, t.last_hit, t.hit_look = box, float(det.score[i]), f, look
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
@@ -321,7 +328,7 @@ class Tracker:
                 # part of the face hidden: the rest kept covered where its motion says (coming out from behind
                 # another face: as it was held, until it is seen whole); its eyes both where the detector saw them
                 # and where the motion says
-                other = _grown(pred[j], HOLD_GROWTH * self.ttl) if t.occluded and not whole else \
+                other = _grown(pred[j], HOLD_GROWTH * self.ttl) if t.occluded and fresh and not whole else \
                     pred[j] if _area(box) < PARTIAL * _area(pred[j]) else None
                 t.occluded &= not whole
                 if other is not None:
@@ -332,8 +339,7 @@ class Tracker:
                 eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
             if back:  # the frames it was behind the other face are filled along its way
-                self._refill(t, f, box, eyes)
-            t.hit_out = (f, box, eyes)
+                self._refill(t, seen, f)
             boxes.append(t.region(box, eyes, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
@@ -378,42 +384,43 @@ class Tracker:
             self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                            ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
 
-    def _reappears(self, box: np.ndarray, cls: int, old: list[_Track], pred: np.ndarray, matched: set[int],
+    def _reappears(self, f: int, box: np.ndarray, cls: int, old: list[_Track], pred: np.ndarray, matched: set[int],
                    taken: np.ndarray) -> int:
-        """The track behind another face that a detection matched to no track continues, or -1: one of its class,
-        unmatched, with the detection's centre near where its motion says, of a like width (the face may still be
-        half out of view), the detection not mostly inside one that continues another track (a second box on a
-        face found here)."""
+        """The track behind another face that a detection in frame f matched to no track continues, or -1: one of
+        its class, unmatched, with the detection's centre near where it is held or where its motion puts it, of a
+        like width (the face may still be half out of view), the detection not mostly inside one that continues
+        another track (a second box on a face found here)."""
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         w = box[2] - box[0]
         best, near = -1, np.inf
         for j, t in enumerate(old):
             if j in matched or not t.occluded or t.cls != cls:
                 continue
-            p, g = pred[j], _grown(pred[j], REAPPEAR_NEAR)
-            if not (g[0] <= cx <= g[2] and g[1] <= cy <= g[3]) or \
-                    not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1]:
+            if not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1] or _covered(box, taken) >= 0.5:
                 continue
-            if _covered(box, taken) >= 0.5:
-                continue
-            d = np.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2)
-            if d < near:
-                best, near = j, d
+            # where it is held, and where its motion puts it now (its hold stops lookback frames on)
+            for p in (pred[j], t.around(_line(t.whole, f))):
+                g = _grown(p, REAPPEAR_NEAR)
+                d = np.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2)
+                if g[0] <= cx <= g[2] and g[1] <= cy <= g[3] and d < near:
+                    best, near = j, d
         return best
 
-    def _refill(self, t: _Track, f: int, box: np.ndarray, eyes: np.ndarray) -> None:
-        """Track t, behind another face since its detection in frame p, is found again in frame f: the frames
-        between that are not yet handed out get their box on the straight line between the two (grown by a
-        share of the face's size), not the hold along its motion before it went behind."""
-        p, box0, eyes0 = t.hit_out
-        pad = REFILL_MARGIN * max(box[2] - box[0], box0[2] - box0[0])
+    def _refill(self, t: _Track, seen: tuple[int, np.ndarray], f: int) -> None:
+        """Track t, behind another face since its detection ``seen`` (frame p, box), is found again in frame f: the
+        frames between that are not yet handed out get their box on the straight line between the two (grown by a
+        share of the face's size), not the hold along its motion before it went behind. A detection of a face half
+        hidden is cut and may sit off its centre: each end is the whole face around the detection and where the
+        face's measured motion puts it."""
+        p, box0 = seen
+        ends = [_hull(t.around(b), t.around(_line(t.whole, g))) for g, b in ((p, box0), (f, t.box))]
+        pad = REFILL_MARGIN * float(t.size().max())
         pad = np.array([-pad, -pad, pad, pad], np.float32)
         for g in range(max(p + 1, f - self.lookback, self.next_final), f):  # any batch size: the same frames
             a = (g - p) / (f - p)
-            items = [item for item in self.pending.get(g, []) if item[4] != t.id]
-            items.append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
-                                  ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
-            self.pending[g] = items
+            box = ((1 - a) * ends[0] + a * ends[1] + pad).astype(np.float32)
+            self.pending[g] = [item for item in self.pending.get(g, []) if item[4] != t.id] + \
+                [t.region(box, _absolute(t.eyes_rel, box), HELD)]
 
     def _hold_over(self, t: _Track, end: int) -> None:
         """Track t had a box at the last look and has none from the next look (or the end of the stream) at
