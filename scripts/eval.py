@@ -26,6 +26,9 @@ Per clip it prints:
              it still finds in the output (must be 0)
   fps        end to end, this machine
   looked     share of the frames the detector looked at (below 100% with --detect-every)
+  splits     faces followed under more than one track number (the boxes the detector found on a face, IoU >= 0.3,
+             carry the tracker's number of the person; each number beyond the first counts): a face that went
+             behind another and came out as a new person, shown as two people in the review page
 Needs the [eval] extra (scikit-image, matplotlib, opencv-python-headless < 5).
 """
 from __future__ import annotations
@@ -94,6 +97,7 @@ def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
             Face(w, (100 + 250 * k, 300), (1, 0), source=src[k % 2]) for k, w in enumerate([12, 16, 20])]),
         **temporal_cases(),
         **hidden_cases(),
+        **crossing_cases(),
     }
 
 
@@ -208,6 +212,22 @@ def hidden_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
         "hidden_1080p": (1920, 1080, 140, [
             Face(160, (100 + v0[0] * t0, 200 + v0[1] * t0), v0),
             Face(90, (1500 + v1[0] * t0, 300 + v1[1] * t0), v1, flip=True)]),
+    }
+
+
+def crossing_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
+    """A face walking behind a larger one and out the other side: the detector loses it for 20-30 frames (from
+    ~40% hidden until ~40% out again) and finds the half that comes out late, if at all.
+
+    crossing_720p:       a 110 px head (oval) at 10 px/frame behind a 180 px head standing
+    crossing_rect_720p:  a 100 px face at 8 px/frame the other way behind a 190 px one (head and shoulders with
+                         their background, which hide more than a head)
+    """
+    return {
+        "crossing_720p": (1280, 720, 90, [Face(110, (150, 260), (10.0, 0.0), oval=True),
+                                          Face(180, (560, 250), source="hopper", oval=True)]),
+        "crossing_rect_720p": (1280, 720, 90, [Face(100, (1050, 220), (-8.0, 0.8)),
+                                               Face(190, (480, 240), (1.0, 0.0), source="hopper", flip=True)]),
     }
 
 
@@ -327,6 +347,17 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     haar_in = haar_out = 0
     detail: list[float] = []
     truth = [f for f in faces if not f.source.startswith("nonface:")]
+    numbers: dict[int, set[int]] = {}  # per face of the truth: the track numbers of the boxes found on it
+
+    def follow(found: list[dict], i: int) -> None:
+        hits = [d for d in found if d["kind"] in ("hit", "weak")]
+        shown = [(k, face_box(f, i)) for k, f in enumerate(truth) if face_box(f, i) is not None]
+        if hits and shown:
+            m = iou(np.array([d["box"] for d in hits], np.float32), np.array([b for _, b in shown], np.float32))
+            for d, row in zip(hits, m):
+                if row.max() >= 0.3:
+                    numbers.setdefault(shown[int(row.argmax())][0], set()).add(d["track"])
+
     with av.open(str(clip_path)) as a, av.open(str(out)) as b:
         inputs = enumerate(a.decode(video=0))
         for fb, rec in zip(b.decode(video=0), data):
@@ -337,6 +368,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             mask = pixel_mask(redacted, cell_sizes(redacted, config.mosaic_cell, config.style, box_margin(config)),
                               height, width)
             strays += duplicates_and_strays(rec["faces"], [b for f in truth if (b := face_box(f, i)) is not None])[1]
+            follow(rec["faces"], i)
             face_px = np.zeros((height, width), bool)
             shown = in_view(faces, i, width, height)
             for box, (w_full, h_full), (seen, share) in zip(gt[i], full[i], shown):
@@ -366,7 +398,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     return {"clip": name, "size": f"{width}x{height}", "frames": report.frames, "face_frames": counted,
             "leaks": leaks, "leak_rate": leaks / counted if counted else 0.0,
             "leak_sizes": sorted(set(round(s) for s in leak_sizes)), "leaks_by_size": size_buckets(leak_sizes),
-            "over_pct": float(np.mean(over)), "strays": strays,
+            "over_pct": float(np.mean(over)), "strays": strays, "splits": sum(len(n) - 1 for n in numbers.values()),
             "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps,
             "looked": sum(looks) / max(report.frames + report.live.get("dropped", 0), 1),
             **({"dropped": report.live["dropped"], "delay_p99": report.live["delay_p99"]} if live else {}),
@@ -381,7 +413,7 @@ def eyes_set() -> dict[str, tuple[int, int, int, list[Face]]]:
     frames), one eye of the face behind still in view."""
     base = eval_set()
     return {"crowd_720p": base["crowd_720p"], "no_faces_720p": base["no_faces_720p"],
-            **{name: spec for name, spec in base.items() if name.startswith("hidden_")},
+            **{name: spec for name, spec in base.items() if name.startswith(("hidden_", "crossing"))},
             "overlap_720p": (1280, 720, 90, [
                 Face(155, (560, 215), oval=True), Face(110, (440, 320), (2.0, 0.0), source="hopper", oval=True)])}
 
@@ -479,10 +511,10 @@ def duplicates_and_strays(found: list[dict], truth: list) -> tuple[int, int]:
 
 
 def eyes_table(results: list[dict]) -> str:
-    lines = [f"{'clip':<16} {'face-frames':>11} {'eyes uncovered':>14} {'mouth covered':>15} {'duplicates':>10} "
+    lines = [f"{'clip':<18} {'face-frames':>11} {'eyes uncovered':>14} {'mouth covered':>15} {'duplicates':>10} "
              f"{'strays':>6} {'fps':>6}"]
     for r in results:
-        lines.append(f"{r['clip']:<16} {r['face_frames']:>11} {r['eyes_uncovered']:>14} "
+        lines.append(f"{r['clip']:<18} {r['face_frames']:>11} {r['eyes_uncovered']:>14} "
                      f"{r['mouth_covered']:>6} of {r['mouths']:<6} {r['duplicates']:>10} {r['strays']:>6} "
                      f"{r['fps']:>6.1f}")
     return "\n".join(lines)
@@ -514,12 +546,13 @@ def size_buckets(sizes: list[float]) -> dict[str, int]:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'clip':<17} {'size':>9} {'face-frames':>11} {'leaks':>6} {'leak %':>7} {'over %':>7} {'strays':>6} "
-             f"{'haar in->out':>12} {'fps':>6} {'detail':>6} {'looked':>6}  leaked sizes (px)"]
+    lines = [f"{'clip':<18} {'size':>9} {'face-frames':>11} {'leaks':>6} {'leak %':>7} {'over %':>7} {'strays':>6} "
+             f"{'splits':>6} {'haar in->out':>12} {'fps':>6} {'detail':>6} {'looked':>6}  leaked sizes (px)"]
     for r in results:
         detail = "" if r.get("detail") is None else f"{r['detail']:.2f}"
-        lines.append(f"{r['clip']:<17} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
-                     f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['strays']:>6} {r['haar_in']:>5} -> "
+        lines.append(f"{r['clip']:<18} {r['size']:>9} {r['face_frames']:>11} {r['leaks']:>6} "
+                     f"{100 * r['leak_rate']:>7.2f} {r['over_pct']:>7.2f} {r['strays']:>6} {r['splits']:>6} "
+                     f"{r['haar_in']:>5} -> "
                      f"{r['haar_out']:<4} "
                      f"{r['fps']:>6.1f} {detail:>6} {100 * r.get('looked', 1):>5.0f}%  {r['leak_sizes'] or ''}"
                      + (f"  by size: {r['leaks_by_size']}" if r.get("leaks_by_size") else "")

@@ -65,3 +65,28 @@ def test_verify_refuses_a_file_without_a_record_in_one_line(run, tmp_path, capsy
         assert main(["verify", str(out), str(tmp_path / record)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_hashes_cover_files_larger_than_the_read_block(tmp_path, capsys):
+    """Input and output both larger than the 1 MiB the hash reads at a time (lossless): the record's hashes are
+    those of the whole files, and a byte changed past the first block fails ``verify``."""
+    from synth import Face, make_clip
+
+    clip = make_clip(tmp_path / "big.mp4", 1280, 720, frames=16, audio=0, crf=0, keyint=1,
+                     faces=[Face(120, (60, 60), (3.0, 0))])
+    out, record = tmp_path / "out.mp4", tmp_path / "out.json"
+    trt_anon.process(clip.path, out, json_path=str(record), crf=0)
+    block = 1 << 20
+    assert clip.path.stat().st_size > 2 * block and out.stat().st_size > block + 1000
+    audit = json.loads(record.read_text())["audit"]
+    assert audit["input"]["sha256"] == _sha(clip.path) and audit["output"]["sha256"] == _sha(out)
+    assert main(["verify", str(out), str(record), "--input", str(clip.path)]) == 0
+    for name, path in (("output", out), ("input", clip.path)):
+        changed = tmp_path / f"changed-{name}.mp4"
+        data = bytearray(path.read_bytes())
+        data[block + (len(data) - block) // 2] ^= 1  # past the first block, same size
+        changed.write_bytes(bytes(data))
+        args = [str(changed), str(record)] if name == "output" else [str(out), str(record), "--input", str(changed)]
+        assert main(["verify", *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "output" in err[0] and "input" in err[1] and all("MISMATCH" in e for e in err)

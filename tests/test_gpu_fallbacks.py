@@ -359,22 +359,39 @@ def test_untagged_hd_round_trips_through_the_gpu_encoder(cupy_on_cpu):  # noqa: 
     assert np.abs(back[:100, :200].astype(int) - decoded[:100, :200]).mean() < 2.0
 
 
-def test_nv12_from_a_gpu_decoder_converts_like_libswscale(cupy_on_cpu):  # noqa: F811
-    """PyNvVideoCodec's native NV12, converted with the stream's matrix and range, gives PyAV's RGB."""
+# (AVColorSpace, AVColorRange, height, width): untagged SD and HD (BT.601 at every size, as libswscale), tagged
+# BT.601 and BT.709 (the tag wins at any size), limited and full range
+NV12_CASES = [(2, 0, 360, 640), (2, 0, 480, 640), (2, 0, 576, 720), (2, 0, 720, 1280), (5, 1, 480, 720),
+              (5, 1, 576, 720), (1, 1, 480, 640), (1, 2, 360, 640), (5, 2, 720, 1280)]
+
+
+@pytest.mark.parametrize("colorspace, color_range, height, width", NV12_CASES,
+                         ids=[f"{'untagged' if c == 2 else f'tag{c}'}-{'full' if r == 2 else 'limited'}-{h}p"
+                              for c, r, h, _ in NV12_CASES])
+def test_nv12_from_a_gpu_decoder_converts_like_pyav(cupy_on_cpu, colorspace, color_range, height, width):  # noqa: F811
+    """A GPU decoder's NV12 (PyNvVideoCodec's native output: the stream's own codes), converted with the stream's
+    matrix and range, gives the RGB that PyAV's decoder gives for the same codes (``PyAVDecoder``: the YUV 4:2:0
+    frame through libswscale with its own tags), on a real face with saturated patches: a wrong matrix moves
+    saturated colours by ~10 levels."""
     import av
 
     from trt_anon.encode import gpu_color
 
-    yuv, decoded = _untagged_hd()
-    nv12 = yuv.reformat(format="nv12").to_ndarray()  # (H * 3 / 2, W): luma, then Cb Cr interleaved
-    got = gpu_color.nv12_to_rgb(cupy_on_cpu.asarray(np.stack([nv12, nv12])), 2, 0)
-    assert got.shape == (2, 720, 1280, 3)
-    assert np.abs(np.asarray(got[1]).astype(int) - decoded).mean() < 1.5
-    tagged = av.VideoFrame.from_ndarray(faces(1, 360, 640)[0], format="rgb24").reformat(
-        format="nv12", dst_colorspace=1, dst_color_range=2)
-    ref = tagged.reformat(format="rgb24", src_colorspace=1, src_color_range=2).to_ndarray()
-    got = gpu_color.nv12_to_rgb(cupy_on_cpu.asarray(tagged.to_ndarray()[None]), 1, 2)[0]
-    assert np.abs(np.asarray(got).astype(int) - ref).mean() < 1.5
+    rgb = faces(1, height, width)[0].copy()
+    rgb[:64, :128] = (230, 40, 40)
+    rgb[64:128, :128] = (40, 60, 220)
+    tags = {} if colorspace == 2 else {"dst_colorspace": colorspace, "dst_color_range": color_range}
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", **tags)
+    assert (yuv.colorspace == 2) == (colorspace == 2)  # untagged: AVCOL_SPC_UNSPECIFIED, as the stream says
+    ref = yuv.to_ndarray(format="rgb24", src_colorspace=yuv.colorspace, src_color_range=yuv.color_range)
+    planes = yuv.to_ndarray()  # (H * 3 / 2, W): Y, then U and V at half size one after the other
+    u = planes[height:height + height // 4].reshape(height // 2, width // 2)
+    v = planes[height + height // 4:].reshape(height // 2, width // 2)
+    nv12 = np.concatenate([planes[:height], np.stack([u, v], axis=2).reshape(height // 2, width)])
+    got = gpu_color.nv12_to_rgb(cupy_on_cpu.asarray(np.stack([nv12, nv12])), yuv.colorspace, yuv.color_range)
+    assert got.shape == (2, height, width, 3)
+    diff = np.abs(np.asarray(got[1]).astype(int) - ref)
+    assert diff.mean() < 1.5 and diff[:128, :128].mean() < 2.0, (diff.mean(), diff[:128, :128].mean())
 
 
 # --- segments (Ray): joined by packet copy ----------------------------------------------------------

@@ -74,20 +74,26 @@ def test_second_decode_writes_the_same_output(tmp_path, monkeypatch):
     assert (held.frames, held.faces, held.redacted_boxes) == (twice.frames, twice.faces, twice.redacted_boxes)
 
 
-def test_second_decode_that_disagrees_fails_closed(tmp_path, monkeypatch):
-    """A file that decodes differently the second time (changed while read) ends the run; nothing is written."""
+@pytest.mark.parametrize("change", ["time", "missing"])
+def test_second_decode_that_disagrees_fails_closed(tmp_path, monkeypatch, change):
+    """A file that decodes differently the second time (changed while read) ends the run; nothing is written.
+    ``time``: every frame comes again, one with another time; ``missing``: one frame does not come again."""
     clip = make_clip(tmp_path / "in.mp4", 320, 180, frames=30, faces=FACES[:1])
     monkeypatch.setattr(stages, "HOLD_BYTES", 0)
     frames = stages.Replay.frames
+    seen = []
 
-    def skipping(self):
-        it = frames(self)
-        for i, item in enumerate(it):
+    def changed(self):
+        for i, (frame, t) in enumerate(frames(self)):
+            seen.append(i)
             if i != 17:
-                yield item
+                yield frame, t
+            elif change == "time":
+                yield frame, t + 1
 
-    monkeypatch.setattr(stages.Replay, "frames", skipping)
+    monkeypatch.setattr(stages.Replay, "frames", changed)
     out = tmp_path / "out.mp4"
-    with pytest.raises(InputError, match="second decode"):
+    with pytest.raises(InputError, match=r"second decode of the input disagrees .* at time \d+ \(got \d+\)"):
         trt_anon.process(clip.path, out)
+    assert 17 in seen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

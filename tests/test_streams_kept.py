@@ -195,3 +195,22 @@ def test_chapters_kept_into_another_container_or_their_loss_said(tmp_path):
     assert [s[1] for s in streams] == [D.default, D.default] and streams[0][3] == "Kamera 1"
     report = trt_anon.process(src, tmp_path / "out.avi")  # AVI has no chapters
     assert report.warnings == ["2 chapter(s) dropped: AVI cannot hold chapters (.mkv and .mp4 can)"]
+
+
+def test_dispositions_and_tags_kept_on_audio_converted_for_webm(tmp_path):
+    """AAC named into a WebM is converted to Opus: the new streams keep what copied ones would, the dispositions
+    WebM holds (the English track's ``default``, the other's ``forced``), language and title: players pick the
+    track by them."""
+    clip = make_clip(tmp_path / "plain.mkv", 160, 96, frames=30, fps=30, audio=2, faces=FACE)
+    tags = {0: {"language": "eng", "title": "Camera"}, 1: {"language": "eng", "title": "English"},
+            2: {"language": "fra", "title": "Commentaire"}}
+    dispositions = {0: D.default, 1: D.default, 2: D.forced}
+    src = restream(clip.path, tmp_path / "in.mkv", tags, dispositions)
+    _, streams = described(src)
+    report = trt_anon.process(src, tmp_path / "out.webm")
+    assert sum("converted" in w for w in report.warnings) == 2, report.warnings
+    with av.open(report.output) as c:
+        assert [s.codec_context.name for s in c.streams.audio] == ["opus", "opus"]
+    _, got = described(report.output)
+    assert [s[:4] for s in got] == [s[:4] for s in streams]
+    assert [s[1] for s in got] == [D.default, D.default, D.forced]

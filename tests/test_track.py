@@ -221,3 +221,80 @@ def test_back_fill_has_no_gap_before_the_first_box(chunk):
     assert filled and filled[-1] == 44
     assert filled == list(range(filled[0], 45)), filled
     assert filled[0] < 45 - 5  # past ttl: the motion says the face was at the edge before
+
+
+def faces(*dets: Detections) -> Detections:
+    """Several faces in one frame."""
+    return Detections(np.concatenate([d.xyxy for d in dets]), np.concatenate([d.score for d in dets]),
+                      np.concatenate([d.landmarks for d in dets]))
+
+
+def crossing(lost: range, speed: float = 8.0, n: int = 50, faster: float = 0.0) -> tuple[list, list]:
+    """A 60 px face walking at ``speed`` px/frame (``faster`` more once lost) behind a 120 px one standing (its
+    box 300-420), missed in the frames ``lost``; (detections, its true boxes)."""
+    x = [100 + speed * i + faster * max(0, i - lost.start) for i in range(n)]
+    truth = [(x[i], 60.0, x[i] + 60, 120.0) for i in range(n)]
+    dets = [faces(face(300, 40, 120), *([] if i in lost else [face(truth[i][0], 60, 60)])) for i in range(n)]
+    return dets, truth
+
+
+def walker(out, truth) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per frame: the walker's track number, box and eye band (the box nearest its true box)."""
+    rows = []
+    for o, b in zip(out, truth):
+        k = int(np.argmin([np.abs(x - np.asarray(b)).sum() for x in o.xyxy]))
+        rows.append((int(o.track[k]), o.xyxy[k], o.eyes[k]))
+    return rows
+
+
+@pytest.mark.parametrize("chunk", [1, 8, 32])
+def test_a_face_behind_another_is_held_along_its_way_and_keeps_its_number(chunk):
+    """Lost for 26 frames (more than ttl) from a third behind the face in front until 6 frames after it is out
+    on the other side, and found again there: every frame between has a box where its motion puts it, under
+    its number, with its eye band moving with it; the face in front keeps its own number."""
+    dets, truth = crossing(range(20, 46))
+    out = run(dets, chunk=chunk, lookback=30)
+    for a, b in zip(run(dets, chunk=1, lookback=30), out):  # the same for any batch size
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        np.testing.assert_array_equal(a.track, b.track)
+    rows = walker(out, truth)
+    assert {n for n, _, _ in rows} == {rows[0][0]}, "the face behind came out as another person"
+    assert len({int(t) for o in out for t in o.track}) == 2
+    for i, ((n, box, eyes), true) in enumerate(zip(rows, truth)):
+        assert covers(Detections(box[None], np.ones(1, np.float32), np.zeros((1, 5, 2), np.float32)), true), i
+        centre = (np.asarray(true[:2]) + true[2:]) / 2
+        assert np.abs((box[:2] + box[2:]) / 2 - centre).max() < 8, f"frame {i}: not where its motion puts it"
+        eye_y = true[1] + 0.4 * 60
+        assert eyes[0] <= true[0] + 0.3 * 60 and eyes[2] >= true[0] + 0.7 * 60 and eyes[1] <= eye_y <= eyes[3], i
+
+
+def test_a_face_that_comes_out_ahead_of_its_way_keeps_its_number():
+    """It walked faster behind the other face: found again 54 px ahead of where its motion says (too far for
+    the boxes to overlap as a track's next box does), within half its size, it is the same person."""
+    dets, truth = crossing(range(20, 46), faster=2.0)
+    rows = walker(run(dets, lookback=30), truth)
+    assert {n for n, _, _ in rows} == {rows[0][0]}, "the face behind came out as another person"
+
+
+def test_a_face_found_again_after_its_hold_ended_gets_no_stale_box():
+    """With a short ``lookback`` (a live stream's), its hold along its motion ends while it is behind (it is held
+    on where it stopped while the face in front covers it); found again 22 frames on, where its motion puts it,
+    it is the same person, and its box there and in the frames refilled before it is its own, not stretched back
+    to where the hold stopped."""
+    lost = range(20, 42)
+    dets, truth = crossing(lost)
+    out = run(dets, lookback=6)
+    rows = walker(out, truth)
+    numbers = {n for i, (n, _, _) in enumerate(rows) if i not in lost}
+    assert len(numbers) == 1, "the face behind came out as another person"
+    widths = [float(b[2] - b[0]) for o in out[lost.stop - 6:] for b, n in zip(o.xyxy, o.track) if n in numbers]
+    assert max(widths) <= 1.3 * 60, [round(w) for w in widths]  # the frames refilled, then detected
+
+
+def test_a_face_behind_another_that_does_not_come_out_is_let_go():
+    """Held along its way up to ``lookback`` frames after it was last seen, then no longer: a face that stays
+    behind (or turned back) does not leave a box wandering off."""
+    dets, truth = crossing(range(20, 80), n=80)
+    out = run(dets, lookback=30)
+    held = [i for i, o in enumerate(out) if len(o) == 2]
+    assert held == list(range(0, 20 + 30)), held

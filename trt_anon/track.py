@@ -21,6 +21,17 @@ counts frames looked at. Their boxes come from the frames looked at on either si
 delay makes possible: a track with a box on both sides is interpolated (position, size and eye
 band), grown by a share of the motion between the two; a track that ends in between is held from
 its last box along its motion; a track that begins is back-filled over them from its first box.
+
+A face that walks behind another is not lost: a track that vanishes where another face (its head: the
+face box grown by ``HEAD``) is, with its motion measured on boxes of its full size clear of other faces
+(the ones it gives while going behind are cut), is occluded. It is held on the straight line through
+those boxes, at their size, for up to ``lookback`` frames after its last detection (not only ``ttl``),
+its eye band with it (past that, held on where it stopped while the face in front covers it). A detection
+near where it is held or where that line puts it (half the face's size either way, a third of its width or
+more: it may be coming out half hidden) continues the track, under its number; until the face is seen
+whole again its box also covers the hold (while the hold still follows the line), and the frames between
+the two sightings not yet handed out get the straight line between them instead of the hold (``lookback``
+makes that possible), each end the whole face around its detection and where the line puts it.
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ from .detect.detections import FILLED, HELD, HIT, WEAK, Detections, Regions, eye
 MATCH_IOU = 0.2
 HOLD_GROWTH = 0.05  # a held box grows by this fraction of its size per side per missed frame
 HIDDEN_BY = 0.25    # a missed face this much under a detected one may be behind it: held while so
+HEAD = 0.3          # a face box grown by this share of its size per side: the head around it, which hides faces too
 FILL_GROWTH = 0.02  # an extrapolated back-fill box grows by this per side per frame back (fit error)
 FIRST_N = 20        # a track's first boxes, which the back-fill fit uses (reaching back up to twice their span)
 LAST_N = 10         # its last boxes, which the velocity for holds and matching uses
@@ -43,6 +55,11 @@ LINK_GAP = 2        # frames without a weak candidate that backward linking brid
 PARTIAL = 0.75      # a detection below this fraction of its track's predicted area: the face is partly hidden
 SMALLER = 0.95      # back-fill past ttl only while the face extrapolates smaller than this fraction of its first width
 BETWEEN_MARGIN = 0.25  # a box interpolated between two looks grows by this share of the motion between them, per side
+REAPPEAR_WIDTH = (0.3, 2.0)  # a face coming out from behind another continues its track at this share of its width
+REAPPEAR_NEAR = 0.5  # ... with its centre within this share of its size per side of where its motion says
+MEASURED = 20       # frames from a face's last box clear of other faces to its last detection, its motion still known
+WHOLE = 0.85        # a box this much of the width and height of a face's recent ones shows all of it
+REFILL_MARGIN = 0.1  # the box of a face behind another, between the frames it was seen in, grows by this per side
 
 
 @dataclass(eq=False)  # a track is itself only (``in`` compares by identity)
@@ -58,14 +75,34 @@ class _Track:
     hidden_look: int = -1  # the last look in which a detected face covered this missed one
     out: tuple | None = None  # (frame, box, eye band) it gave the last frame looked at
     sure: bool = True      # its last detection was sure and of its full size (not weak, not partly hidden)
+    occluded: bool = False  # it vanished behind another face: held along its motion up to lookback frames
     id: int = -1           # the face's number in the stream: every box it gets carries it (Regions.track)
     cls: int = 0           # what it follows (detections.CLASSES): only a detection of that class continues it
     first: list = field(default_factory=list)                        # the first FIRST_N (frame, box)
     last: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # the last LAST_N (frame, box)
+    whole: deque = field(default_factory=lambda: deque(maxlen=LAST_N))  # ... of those sure and of full size
 
     def region(self, box: np.ndarray, eyes: np.ndarray, kind: int, score: float | None = None) -> tuple:
         """One box of this track for a frame's ``Regions``: (box, eyes, score, kind, track, class)."""
         return box, eyes, self.score if score is None else score, kind, self.id, self.cls
+
+    def size(self) -> np.ndarray:
+        """(width, height) of the face as its recent boxes of full size show it (the median)."""
+        return np.median(np.stack([b[2:] - b[:2] for _, b in self.whole]), axis=0).astype(np.float32)
+
+    def around(self, box: np.ndarray) -> np.ndarray:
+        """A box of the face's full size (``size``) centred on ``box``, and holding it."""
+        centre, half = (box[:2] + box[2:]) / 2, np.maximum(self.size(), box[2:] - box[:2]) / 2
+        return np.concatenate([centre - half, centre + half]).astype(np.float32)
+
+    def whole_size(self, box: np.ndarray) -> bool:
+        """Whether ``box`` is as wide and tall as the face's recent boxes of full size (none cut by another face)."""
+        return len(self.whole) < MIN_FIT or bool(((box[2:] - box[:2]) >= WHOLE * self.size()).all())
+
+    def measured(self) -> bool:
+        """Whether its motion is known: boxes of its full size, clear of other faces, until shortly before its last
+        detection."""
+        return len(self.whole) >= MIN_FIT and self.last_hit - self.whole[-1][0] <= MEASURED
 
     def see(self, f: int, box: np.ndarray) -> None:
         self.last.append((f, box))
@@ -86,6 +123,15 @@ def _fit(obs) -> tuple[np.ndarray, float] | None:
     return (tc @ (b - b.mean(axis=0)) / (tc @ tc)).astype(np.float32), float(span)
 
 
+def _line(obs, f: int) -> np.ndarray | None:
+    """The box in frame f on the least-squares line through (frame, box) pairs; None while too few to tell."""
+    fit = _fit(obs)
+    if fit is None:
+        return None
+    t = np.array([g for g, _ in obs], np.float64)
+    return (np.stack([box for _, box in obs]).mean(axis=0) + fit[0] * (f - t.mean())).astype(np.float32)
+
+
 def _grown(box: np.ndarray, k: float) -> np.ndarray:
     w, h = box[2] - box[0], box[3] - box[1]
     return box + np.array([-k * w, -k * h, k * w, k * h], np.float32)
@@ -93,6 +139,12 @@ def _grown(box: np.ndarray, k: float) -> np.ndarray:
 
 def _area(b: np.ndarray) -> float:
     return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
+
+
+def _heads(boxes: np.ndarray) -> np.ndarray:
+    """Face boxes grown to the heads around them (``HEAD`` per side): what hides a face behind one."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    return boxes + np.concatenate([-HEAD * size, HEAD * size], axis=1)
 
 
 def _hull(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,7 +252,15 @@ class Tracker:
         return True
 
     def _predict(self, t: _Track, f: int) -> np.ndarray:
-        """Where the track's face is in frame f (after its last box), by its recent motion."""
+        """Where the track's face is in frame f (after its last box), by its recent motion. Behind another face:
+        on the line through its last boxes of full size clear of other faces (the ones it gave while going behind
+        were cut), up to ``lookback`` frames after its last detection."""
+        if t.occluded:
+            g = min(f, t.last_hit + self.lookback)
+            box = t.around(_line(t.whole, g))  # on the line, at the size it was seen whole
+            if t.last_hit > t.whole[-1][0]:  # found again, not yet whole: also where it was found, moving on
+                box = _hull(box, t.box + _fit(t.whole)[0] * (g - t.last_hit))
+            return box
         fit = _fit(t.last)
         return t.box if fit is None else t.box + fit[0] * (f - t.last_hit)
 
@@ -217,9 +277,12 @@ class Tracker:
         if overlap is not None:  # a track continues only with a detection of its own class
             overlap[det.class_id[:, None] != np.array([t.cls for t in old])[None]] = 0
         weak = det.kind == WEAK
-        # sure detections claim tracks first, then weak ones take what is left
-        for i in [*np.flatnonzero(~weak), *np.flatnonzero(weak)]:
-            box = det.xyxy[i]
+        heads = _heads(det.xyxy)
+        # sure detections claim tracks first, then weak ones take what is left; then a face that was behind
+        # another, coming out where its motion says, takes its track back
+        order = [*np.flatnonzero(~weak), *np.flatnonzero(weak)]
+        claim = {}
+        for i in order:
             j = -1
             if overlap is not None:
                 cand = overlap[i].copy()
@@ -227,45 +290,80 @@ class Tracker:
                 j = int(cand.argmax())
                 if cand[j] < MATCH_IOU:
                     j = -1
+            claim[i] = j
+            matched |= {j} - {-1}
+        for i in order:
+            if claim[i] < 0:
+                claim[i] = self._reappears(f, det.xyxy[i], int(det.class_id[i]), old, pred, matched,
+                                           det.xyxy[[k for k in order if claim[k] >= 0]])
+                matched |= {claim[i]} - {-1}
+        for i in order:
+            box, j = det.xyxy[i], claim[i]
+            others = ~weak
+            others[i] = False  # the other faces detected surely here
             if j < 0 and weak[i]:  # never a box on its own; a track born later may link it
                 self.weak.setdefault(f, []).append((box, bands[i], float(det.score[i]), int(det.class_id[i])))
                 continue
+            back, other = False, None
             if j < 0:  # a new face
                 t = _Track(box, _relative(bands[i], box), float(det.score[i]), f, f, hit_look=look, id=self.next_id,
                            cls=int(det.class_id[i]))
                 self.next_id += 1
                 self._link_back(t, f)
                 t.see(f, box)
+                if _covered(box, heads[others]) == 0:
+                    t.whole.append((f, box))
                 born.append(t)
                 self.young.append(t)
             else:
                 t = old[j]
-                matched.add(j)
+                seen = t.last[-1]  # (frame, box) of its detection before this one
+                back = t.occluded and f - t.last_hit > 1  # found again after it went behind another face
+                fresh = f - t.last_hit <= self.lookback    # ... while it was held along its motion
                 t.box, t.score, t.last_hit, t.hit_look = box, float(det.score[i]), f, look
                 t.see(f, box)
                 if refresh or f - t.eyes_at >= self.eyes_every:
                     t.eyes_rel, t.eyes_at = _relative(bands[i], box), f
                 t.sure = not weak[i]
-                if _area(box) < PARTIAL * _area(pred[j]):  # part of the face hidden: keep the rest covered
-                    box = _hull(box, pred[j])
+                whole = t.sure and t.whole_size(box)
+                if whole and _covered(box, heads[others]) == 0:  # its motion, from faces no other head may cut
+                    t.whole.append((f, box))
+                # part of the face hidden: the rest kept covered where its motion says (coming out from behind
+                # another face: as it was held, until it is seen whole); its eyes both where the detector saw them
+                # and where the motion says
+                other = _grown(pred[j], HOLD_GROWTH * self.ttl) if t.occluded and fresh and not whole else \
+                    pred[j] if _area(box) < PARTIAL * _area(pred[j]) else None
+                t.occluded &= not whole
+                if other is not None:
+                    eyes = _hull(_absolute(t.eyes_rel, box), _absolute(t.eyes_rel, other))
+                    box = _hull(box, other)
                     t.sure = False
-            eyes = _absolute(t.eyes_rel, box)
+            if other is None:
+                eyes = _absolute(t.eyes_rel, box)
             self._between(t, f, box, eyes)
+            if back:  # the frames it was behind the other face are filled along its way
+                self._refill(t, seen, f)
             boxes.append(t.region(box, eyes, WEAK if weak[i] else HIT))
         alive = born
         for j, t in enumerate(old):
             if j in matched:
                 alive.append(t)
                 continue
-            if self.ttl and _covered(t.box, det.xyxy[~weak]) >= HIDDEN_BY:
+            if self.ttl and look - t.hit_look <= self.ttl and t.measured() and \
+                    _covered(pred[j], heads[~weak]) >= HIDDEN_BY:
+                t.occluded = True  # it went where another face is, in front of it or behind it, on a measured way
+            at = self._predict(t, f) if t.occluded else t.box
+            if self.ttl and _covered(at, det.xyxy[~weak]) >= HIDDEN_BY:
                 t.hidden_look = look  # partly behind another face: the detector loses it, its eyes may show
-            if look - max(t.hit_look, t.hidden_look) <= self.ttl:
-                # held where the motion says and where it was last seen (it may have stopped), growing;
-                # hidden behind another face for longer than ttl: held where it was last seen
+            if look - max(t.hit_look, t.hidden_look) <= self.ttl or t.occluded and f - t.last_hit <= self.lookback:
+                # held where the motion says and where it was last seen (it may have stopped), growing; behind
+                # another face for longer than ttl: where its measured motion puts it (up to lookback frames, and on
+                # while that stays under the face in front), or, its motion not known, where it was last seen while
+                # a face covers it
                 k = HOLD_GROWTH * min(f - t.last_hit, self.ttl)
-                held = _grown(t.box, k)
+                held = _grown(at, k)
                 if look - t.hit_look <= self.ttl:
-                    held = _hull(held, _grown(pred[j], k))
+                    held = _hull(held, _hull(_grown(t.box, k), _grown(pred[j], k)))
                 eyes = _absolute(t.eyes_rel, held)
                 self._between(t, f, held, eyes)
                 boxes.append(t.region(held, eyes, HELD))
@@ -288,6 +386,44 @@ class Tracker:
             a = (g - p) / (f - p)
             self.pending.setdefault(g, []).append(t.region(((1 - a) * box0 + a * box + pad).astype(np.float32),
                                                            ((1 - a) * eyes0 + a * eyes + pad).astype(np.float32), HELD))
+
+    def _reappears(self, f: int, box: np.ndarray, cls: int, old: list[_Track], pred: np.ndarray, matched: set[int],
+                   taken: np.ndarray) -> int:
+        """The track behind another face that a detection in frame f matched to no track continues, or -1: one of
+        its class, unmatched, with the detection's centre near where it is held or where its motion puts it, of a
+        like width (the face may still be half out of view), the detection not mostly inside one that continues
+        another track (a second box on a face found here)."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        w = box[2] - box[0]
+        best, near = -1, np.inf
+        for j, t in enumerate(old):
+            if j in matched or not t.occluded or t.cls != cls:
+                continue
+            if not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1] or _covered(box, taken) >= 0.5:
+                continue
+            # where it is held, and where its motion puts it now (its hold stops lookback frames on)
+            for p in (pred[j], t.around(_line(t.whole, f))):
+                g = _grown(p, REAPPEAR_NEAR)
+                d = np.hypot(cx - (p[0] + p[2]) / 2, cy - (p[1] + p[3]) / 2)
+                if g[0] <= cx <= g[2] and g[1] <= cy <= g[3] and d < near:
+                    best, near = j, d
+        return best
+
+    def _refill(self, t: _Track, seen: tuple[int, np.ndarray], f: int) -> None:
+        """Track t, behind another face since its detection ``seen`` (frame p, box), is found again in frame f: the
+        frames between that are not yet handed out get their box on the straight line between the two (grown by a
+        share of the face's size), not the hold along its motion before it went behind. A detection of a face half
+        hidden is cut and may sit off its centre: each end is the whole face around the detection and where the
+        face's measured motion puts it."""
+        p, box0 = seen
+        ends = [_hull(t.around(b), t.around(_line(t.whole, g))) for g, b in ((p, box0), (f, t.box))]
+        pad = REFILL_MARGIN * float(t.size().max())
+        pad = np.array([-pad, -pad, pad, pad], np.float32)
+        for g in range(max(p + 1, f - self.lookback, self.next_final), f):  # any batch size: the same frames
+            a = (g - p) / (f - p)
+            box = ((1 - a) * ends[0] + a * ends[1] + pad).astype(np.float32)
+            self.pending[g] = [item for item in self.pending.get(g, []) if item[4] != t.id] + \
+                [t.region(box, _absolute(t.eyes_rel, box), HELD)]
 
     def _hold_over(self, t: _Track, end: int) -> None:
         """Track t had a box at the last look and has none from the next look (or the end of the stream) at
