@@ -26,6 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 TS = 188  # bytes in an MPEG-TS packet
 
@@ -56,17 +57,48 @@ def make_ts(clip: str | Path, ts: str | Path, keyint: int = 30) -> list[int]:
     return ends
 
 
+def damaged(ts: Path, fraction: float) -> bytes:
+    """The stream's bytes with one byte flipped in ``fraction`` of its TS packets after its first second (the
+    payload, not the sync byte or the header), the same every time: what ``--damage`` sends."""
+    data = bytearray(Path(ts).read_bytes())
+    info = json.loads(Path(ts).with_suffix(".json").read_text())
+    rng, first = random.Random(0), info["ends"][min(len(info["ends"]) - 1, round(float(Fraction(info["rate"]))))] // TS
+    for k in range(first, len(data) // TS):
+        if rng.random() < fraction:
+            data[k * TS + rng.randrange(4, TS)] ^= 0xFF
+    return bytes(data)
+
+
+def intact(clip, stream: bytes, tmp: Path, fps: float = 30) -> dict[int, bool]:
+    """For each frame of a (damaged) MPEG-TS stream, as it decodes: whether every face in it came through whole
+    (each face's pixels within codec noise of the clean clip's), not filled in from other pixels by the decoder.
+    Only the faces' pixels are kept while the clean clip is read (a long clip's frames are not all held)."""
+    tmp.write_bytes(stream)
+
+    def faces(i: int, frame) -> list[np.ndarray]:
+        a = frame.to_ndarray(format="rgb24").astype(np.int16)
+        return [a[max(0, int(y1)):max(0, int(y2)), max(0, int(x1)):max(0, int(x2))] for x1, y1, x2, y2 in clip.boxes[i]]
+
+    got: dict[int, list[np.ndarray]] = {}
+    with av.open(str(tmp)) as c:
+        c.streams.video[0].thread_type = "NONE"  # as the live reader decodes
+        start = None
+        for f in c.decode(video=0):
+            start = f.time if start is None else start  # MPEG-TS's clock starts where it will: from the first frame
+            i = round((f.time - start) * fps)
+            if 0 <= i < len(clip.boxes):  # (not a time the damage changed)
+                got[i] = faces(i, f)
+    with av.open(str(clip.path)) as c:
+        return {i: all(np.abs(a - b).mean() < 10 for a, b in zip(got[i], faces(i, f)) if a.size)
+                for i, f in enumerate(c.decode(video=0)) if i in got}
+
+
 def serve(port: int, ts: Path, stop_after: int | None = None, end_after: int | None = None,
           stalls: dict[int, float] | None = None, constant_rate: bool = False, damage: float = 0.0) -> None:
     """One connection: the stream sent as its frames fall due (see the module's docstring)."""
-    data = bytearray(ts.read_bytes())
     info = json.loads(ts.with_suffix(".json").read_text())
     ends, period = info["ends"], 1 / float(Fraction(info["rate"]))
-    if damage:
-        rng, first = random.Random(0), ends[min(len(ends) - 1, round(1 / period))] // TS
-        for k in range(first, len(data) // TS):
-            if rng.random() < damage:
-                data[k * TS + rng.randrange(4, TS)] ^= 0xFF  # the payload, not the sync byte or header
+    data = damaged(ts, damage) if damage else ts.read_bytes()
     with socket.create_server(("127.0.0.1", port)) as server:
         server.settimeout(30)
         conn, _ = server.accept()

@@ -97,6 +97,8 @@ class LiveSource:
         self.done = False
         self.stopping = threading.Event()
         self.dropped = self.covered = self.reconnects = self.audio_lost = 0
+        self.damaged = 0                 # frames not trusted: repaired by the decoder, or drawn on one since a keyframe
+        self.repairing = False           # the last frame was not trusted: nor are the next ones until a keyframe
         self.frames = 0                  # frames arrived (all connections): the next one's number
         self.rate: Fraction | None = None
         self.shift: float | None = None  # output time - source time, for this connection (None: not known yet)
@@ -123,7 +125,9 @@ class LiveSource:
             container.close()
             raise InputError(f"{self.url} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE"  # frame threads would hold a frame per thread back: that much more delay
+        # one thread: frame threads would hold a frame per thread back (that much more delay), and only a decoder
+        # without threads says which frames it had to repair
+        stream.thread_type = "NONE"
         self.rate = self.rate or stream.average_rate or stream.codec_context.framerate or stream.guessed_rate \
             or Fraction(30)
         return container
@@ -189,14 +193,25 @@ class LiveSource:
             if audio is not None and packet.stream.index == audio.index:
                 self._audio(packet)
                 continue
-            for frame in video.decode(packet):
+            try:
+                frames = video.decode(packet)
+            except av.error.InvalidDataError:  # a packet the decoder refuses: the frames after it are not whole
+                self.repairing = True
+                continue
+            for frame in frames:
+                # a frame the decoder had to repair (data lost or corrupt) may show pixels out of place, faces among
+                # them where the tracker does not look, and the frames after it draw on it until a keyframe
+                self.repairing = frame.is_corrupt or (self.repairing and not frame.key_frame)
                 t = float(frame.pts * frame.time_base) if frame.pts is not None else None
                 if self.paced and t is not None:  # a file played as a camera: each frame when its time comes
                     first = t if first is None else first
                     time.sleep(max(0.0, start + (t - first) - time.monotonic()))
                 at = time.monotonic()
                 out = self._place(t if t is not None else at, at)
-                self._put(Arrival(frame, out, at, index=self.frames))  # made RGB when taken: never if dropped
+                arrival = Arrival(frame, out, at, index=self.frames)  # made RGB when taken: never if dropped
+                if self.repairing:  # not trusted: dropped or covered, as a frame too late
+                    self._late(arrival, damaged=True)
+                self._put(arrival)
                 self.frames += 1
                 for held in self.held:  # this connection's shift is known now
                     self._audio(held)
@@ -239,16 +254,18 @@ class LiveSource:
             self.queue.append(arrival)
             self.ready.notify()
 
-    def _late(self, arrival: Arrival) -> None:
-        """A frame that cannot be written in time: dropped, or kept only as its place, to be written covered."""
+    def _late(self, arrival: Arrival, damaged: bool = False) -> None:
+        """A frame that cannot be written in time (or, ``damaged``, not trusted): dropped, or kept only as its
+        place, to be written covered."""
         frame = arrival.frame
         arrival.shape = (frame.height, frame.width, 3) if isinstance(frame, av.VideoFrame) else frame.shape
         arrival.frame = None
-        if self.on_overload == "cover":
-            arrival.kind = "covered"
+        arrival.kind = "covered" if self.on_overload == "cover" else "dropped"
+        if damaged:
+            self.damaged += 1
+        elif self.on_overload == "cover":
             self.covered += 1
         else:
-            arrival.kind = "dropped"
             self.dropped += 1
 
     def take(self, max_wait: float, until: float | None = None) -> Arrival | None:
@@ -887,13 +904,17 @@ class _Run:
         d = sink.delays
         report.live = {"delay_p50": d.percentile(50), "delay_p99": d.percentile(99), "delay_max": round(d.most, 3),
                        "latency": self.latency, "lookback": self.lookback, "dropped": src.dropped,
-                       "covered": src.covered, "detector_errors": self.detector_errors,
+                       "covered": src.covered, "damaged": src.damaged, "detector_errors": self.detector_errors,
                        "reconnects": src.reconnects, "audio_packets": sink.audio_packets,
                        **({"record": self.sinks[1].output} if len(self.sinks) > 1 else {}),
                        **({"stopped": self.stopped} if self.stopped else {})}
         if src.dropped or src.covered:
             report.warnings.append(f"the machine could not keep up within {self.latency} s: {src.dropped} frame(s) "
                                    f"dropped, {src.covered} covered (never written unredacted)")
+        if src.damaged:
+            done = "covered" if src.on_overload == "cover" else "dropped"
+            report.warnings.append(f"the stream was damaged: {src.damaged} frame(s) the decoder repaired, or that drew "
+                                   f"on one before a keyframe, were {done} (their pixels may be out of place)")
         if self.detector_errors:
             report.warnings.append(f"the detector failed {self.detector_errors} time(s): the frames waiting for "
                                    "their boxes then were covered")
