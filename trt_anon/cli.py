@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
             flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
             if f.default is False:
                 p.add_argument(flag, dest=f.name, action="store_true", **cli)
+            elif cli.get("action") == "append":  # repeated: a list from None (argparse appends to its default)
+                p.add_argument(flag, dest=f.name, default=None, **cli)
             else:
                 p.add_argument(flag, dest=f.name, default=f.default, **cli)
     p.add_argument("--review", nargs="?", const=True, metavar="PATH",

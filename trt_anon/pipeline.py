@@ -173,5 +173,7 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         raise InputError(f"the input has {report.frames} frames, the decisions file {len(decisions.frames)}: "
                          "is it the same file?")
     report.seconds.update(secs)
+    if decisions is None:
+        report.kept.extend(anon.kept())
     if time_base is not None and stages.sink.last_pts is not None:
         report.duration = float(stages.sink.last_pts * time_base)
