@@ -181,6 +181,9 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         # the demo replaces its own output (and what it was asked to write beside it)
         options["overwrite"] = args.overwrite or (args.demo and args.output is None)
         config = Config(**options)
+        if config.keep_faces:  # the reference photos read, and refused, once for every input
+            from .consent import people
+            people(config.keep_faces)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True

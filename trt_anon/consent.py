@@ -10,14 +10,17 @@ Fail safe, because a person wrongly kept is a leak:
   ``MIN_FACE`` px, looking at the camera, the largest and sharpest of each few frames.
 - A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
   weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
-  stretch; the next one starts unconfirmed. A stretch is shown only once ``SAMPLES`` of its faces matched the
-  same person, and then only between its first and last sure detection (so the frames of a swap, a miss or a
-  face coming in are never shown); a confirmed stretch is checked again every ``RECHECK`` frames.
+  stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
+  person, and then only from its first sure detection to its last matching face: a frame is shown only with a
+  match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
+  are never shown. A shown stretch is compared again every half ``lookback`` frames, so that its frames get
+  that match before they are written.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
 The decision is made on frames as they are tracked, and a frame's boxes are final ``lookback`` frames later:
-a stretch confirmed within that delay shows from its start. Live, a person is therefore redacted until matched.
+a stretch confirmed within that delay shows from its start. Live, a person is therefore redacted until matched;
+a short ``--latency`` (a short ``lookback``) means more comparisons, or fewer frames shown.
 """
 from __future__ import annotations
 
@@ -43,7 +46,6 @@ MIN_FACE = 48       # px, the face box's shorter side: smaller faces are never c
 MIN_REFERENCE = 80  # px: a reference photo's face must be at least this large
 SAMPLES = 3         # faces of a stretch that must match the same person before it is shown
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
-RECHECK = 60        # frames between comparisons once a stretch is shown
 NEAR = 0.25         # two faces whose boxes, grown by this fraction of their width per side, meet: a tracker may
                     # swap them, so a stretch ends there
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
@@ -183,6 +185,7 @@ class _Stretch:
     start: int                   # its first sure detection
     end: int                     # its last one so far
     matches: list = field(default_factory=list)   # distances of the faces that matched
+    last_match: int = -1         # the frame of its last matching face: the last frame it may show
     last_look: int = -1          # the frame of its last comparison
     best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face since the last comparison
     since: int = 0               # the first frame of the window ``best`` is from
@@ -209,8 +212,12 @@ class Keeper:
     """Decides, per track, which of its frames stay visible (``Regions.kept``): ``look`` at every frame the
     detector looked at, after the tracker took it; ``mark`` the frames that became final."""
 
-    def __init__(self, persons: tuple[Person, ...], rotation: int = 0, embedder: Embedder | None = None) -> None:
+    def __init__(self, persons: tuple[Person, ...], lookback: int, rotation: int = 0,
+                 embedder: Embedder | None = None) -> None:
+        """``lookback``: how many frames after a frame its boxes are final (a shown stretch is compared again
+        every half of it)."""
         self.persons = persons
+        self.every = max(SPACING, lookback // 2)
         self.rotation = rotation
         self.embedder = embedder or Embedder()
         self.tracks: dict[int, _Followed] = {}
@@ -245,7 +252,7 @@ class Keeper:
                 state.open = True
             s = state.stretches[-1]
             s.end = f
-            if s.shown and f - s.last_look < RECHECK:
+            if s.shown and f - s.last_look < self.every:
                 continue
             self._consider(state, s, f, frame, t.box)
 
@@ -263,7 +270,7 @@ class Keeper:
         w, h = x2 - x1, y2 - y1
         shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
         if min(shown_w, shown_h) >= MIN_FACE:
-            crop, cbox = self._crop(frame, box)
+            crop, cbox = face_crop(frame, box, self.rotation)
             grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
             bx = [int(max(v, 0)) for v in cbox]
             quality = min(min(shown_w, shown_h), 160.0) * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
@@ -271,36 +278,6 @@ class Keeper:
                 s.best = (quality, f, crop, cbox)
         if s.best is not None and f - s.since >= SPACING - 1:
             self._compare(state, s)
-
-    def _crop(self, frame, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The face and its surroundings (twice its size), upright, 8-bit RGB on the host, the face at most
-        200 px; and the face box in it."""
-        xp = array_module(frame)
-        x1, y1, x2, y2 = (float(v) for v in box)
-        side = max(x2 - x1, y2 - y1) * 2
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        height, width = frame.shape[:2]
-        a, b = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
-        c, d = min(width, int(cx + side / 2) + 1), min(height, int(cy + side / 2) + 1)
-        crop = frame[b:d, a:c]
-        crop = crop.get() if xp is not np else np.asarray(crop)
-        if crop.dtype == np.uint16:
-            crop = (crop >> 8).astype(np.uint8)
-        cbox = np.array([x1 - a, y1 - b, x2 - a, y2 - b], np.float32)
-        k = (self.rotation // 90) % 4
-        if k:  # as a viewer sees it (np.rot90 by k, counter-clockwise), the box turned with it
-            hh, ww = crop.shape[:2]
-            crop = np.rot90(crop, k)
-            pts = np.array([[cbox[0], cbox[1]], [cbox[2], cbox[3]]])
-            turned = {1: lambda p: np.stack([p[:, 1], ww - p[:, 0]], 1),
-                      2: lambda p: np.stack([ww - p[:, 0], hh - p[:, 1]], 1),
-                      3: lambda p: np.stack([hh - p[:, 1], p[:, 0]], 1)}[k](pts)
-            cbox = np.concatenate([turned.min(0), turned.max(0)]).astype(np.float32)
-        scale = min(1.0, 200.0 / max(float(cbox[2] - cbox[0]), 1.0))
-        if scale < 1:
-            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            cbox = cbox * scale
-        return np.ascontiguousarray(crop), cbox
 
     def _compare(self, state: _Followed, s: _Stretch) -> None:
         """Compare the stretch's best face with every person: a match counts towards showing it; no match, or a
@@ -322,6 +299,7 @@ class Keeper:
             return
         state.person = who
         s.matches.append(dist[who])
+        s.last_match = f
         state.distances.append(dist[who])
 
     def mark(self, final: list[Regions], start: int) -> list[Regions]:
@@ -342,7 +320,7 @@ class Keeper:
         state = self.tracks.get(track)
         if state is None or state.rejected:
             return False
-        if any(s.shown and s.start <= g <= s.end for s in state.stretches):
+        if any(s.shown and s.start <= g <= s.last_match for s in state.stretches):
             state.kept_frames += 1
             return True
         return False
@@ -352,7 +330,8 @@ class Keeper:
         since before it, except those kept (the summary)."""
         for track in list(self.tracks):
             state = self.tracks[track]
-            state.stretches = [s for s in state.stretches if s.end >= upto or (state.open and s is state.stretches[-1])]
+            state.stretches = [s for s in state.stretches
+                               if s.end >= upto or (state.open and s is state.stretches[-1])]
             if track not in self.alive and state.seen < upto and not state.kept_frames:
                 del self.tracks[track]
 
@@ -361,6 +340,37 @@ class Keeper:
         return [{"track": t, "person": self.persons[s.person].name, "distance": round(max(s.distances), 3),
                  "compared": len(s.distances), "frames": s.kept_frames}
                 for t, s in sorted(self.tracks.items()) if s.kept_frames]
+
+
+def face_crop(frame, box: np.ndarray, rotation: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The face in ``box`` and its surroundings (twice its size), as a viewer sees it (``rotation``), 8-bit RGB on
+    the host, the face at most 200 px wide; and the face box in it."""
+    xp = array_module(frame)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1) * 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    height, width = frame.shape[:2]
+    a, b = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    c, d = min(width, int(cx + side / 2) + 1), min(height, int(cy + side / 2) + 1)
+    crop = frame[b:d, a:c]
+    crop = crop.get() if xp is not np else np.asarray(crop)
+    if crop.dtype == np.uint16:
+        crop = (crop >> 8).astype(np.uint8)
+    cbox = np.array([x1 - a, y1 - b, x2 - a, y2 - b], np.float32)
+    k = (rotation // 90) % 4
+    if k:  # np.rot90 by k (counter-clockwise), the box turned with it
+        hh, ww = crop.shape[:2]
+        crop = np.rot90(crop, k)
+        pts = np.array([[cbox[0], cbox[1]], [cbox[2], cbox[3]]])
+        turned = {1: lambda p: np.stack([p[:, 1], ww - p[:, 0]], 1),
+                  2: lambda p: np.stack([ww - p[:, 0], hh - p[:, 1]], 1),
+                  3: lambda p: np.stack([hh - p[:, 1], p[:, 0]], 1)}[k](pts)
+        cbox = np.concatenate([turned.min(0), turned.max(0)]).astype(np.float32)
+    scale = min(1.0, 200.0 / max(float(cbox[2] - cbox[0]), 1.0))
+    if scale < 1:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cbox = cbox * scale
+    return np.ascontiguousarray(crop), cbox
 
 
 def _near(boxes: np.ndarray) -> np.ndarray:

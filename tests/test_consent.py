@@ -1,0 +1,283 @@
+"""--keep-face: a consenting person stays visible where their track matches their photo, everyone else is redacted
+in every frame, on real faces from packaged photos (tests/synth.py). Tests marked ``consent`` need the
+``[consent]`` extra (dlib and its models): skipped without it, run by CI's consent pass (.ci/run)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers import cell_deviation, decode_frames, faces_to_check
+from PIL import Image
+from synth import Face, face_box, face_source, make_clip, render
+
+import trt_anon
+from trt_anon import consent
+from trt_anon.cli import main
+from trt_anon.detect.detections import HIT, Regions
+from trt_anon.errors import ConfigError
+
+
+def _extra() -> bool:
+    try:
+        consent._models()
+        import dlib  # noqa: F401
+    except (ConfigError, ImportError):
+        return False
+    return True
+
+
+def needs_extra(test):
+    """A test that runs the embedding network: skipped without the extra; CI's consent pass (-m consent) runs it."""
+    skip = pytest.mark.skipif(not _extra(), reason="needs the consent extra: pip install '.[consent]'")
+    return pytest.mark.consent(skip(test))
+
+
+def _photo(path, source: str, size: float = 160, width: int = 400, height: int = 400):
+    """A reference photo: ``source`` (synth's face sources) drawn at ``size`` px on the coffee background."""
+    frame, _, _ = next(render(width, height, [Face(size, ((width - size) / 2, height / 4), source=source)], 1))
+    Image.fromarray(frame).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crossing(tmp_path_factory):
+    """Eileen Collins (the reference) and two others (Grace Hopper and an LFW face), 640x360, 160 frames: she
+    walks right past the LFW face and meets Hopper coming the other way, leaves at frame 70 and comes back from the
+    right at frame 100; the LFW face leaves at 60 and comes back at 90."""
+    d = tmp_path_factory.mktemp("consent")
+    Image.fromarray(face_source("astronaut")[0]).save(d / "eileen.png")  # her portrait, as a user would give it
+    faces = [Face(90, (30, 120), (3, 0), enter=0, leave=70, source="astronaut"),
+             Face(80, (520, 110), (-3, 0), enter=0, leave=130, source="hopper"),
+             Face(80, (300, 20), enter=10, leave=60, source="lfw:3"),
+             Face(80, (300, 20), enter=90, source="lfw:3"),
+             Face(90, (500, 150), (-2, 0), enter=100, source="astronaut")]
+    return make_clip(d / "clip.mp4", 640, 360, 160, faces=faces, audio=0), d / "eileen.png"
+
+
+def _shown(frame: np.ndarray, box) -> bool:
+    """Whether the face in ``box`` is there unredacted (textured, not the flat cells of a mosaic)."""
+    return cell_deviation(frame, box) > 6
+
+
+@needs_extra
+def test_the_consenting_person_stays_visible_and_everyone_else_is_redacted(crossing, tmp_path):
+    clip, eileen = crossing
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4", keep_faces=[str(eileen)],
+                              json_path=str(tmp_path / "out.json"))
+    src, out = decode_frames(clip.path), decode_frames(tmp_path / "out.mp4")
+    doc = json.loads((tmp_path / "out.json").read_text())
+    kept_tracks = {k["track"] for k in report.kept}
+    assert kept_tracks and all(k["person"] == "eileen" and k["distance"] < consent.THRESHOLD for k in report.kept)
+    shown = 0
+    for i, (before, after) in enumerate(zip(src, out)):
+        others = [f for f in clip.faces if f.source != "astronaut"]
+        for f in others:  # the others: redacted in every frame they are in view
+            box = face_box(f, i)
+            if box is None:
+                continue
+            for b, mask in faces_to_check(clip, i):
+                if np.allclose(b, (max(0, box[0]), max(0, box[1]), min(640, box[2]), min(360, box[3]))):
+                    assert cell_deviation(after, b, shown=mask) < 4, f"frame {i}: {f.source} shown"
+        faces = doc["frames"][i]["faces"]
+        for face in faces:  # a face marked kept is hers, and there unredacted
+            if face.get("kept"):
+                assert face["track"] in kept_tracks
+                x1, y1, x2, y2 = face["box"]
+                assert any(f.source == "astronaut" and (b := face_box(f, i)) and abs(b[0] - x1) < 20
+                           for f in clip.faces), f"frame {i}: a kept face is not hers"
+                assert _shown(after, face["box"]), f"frame {i}: kept but redacted"
+                shown += 1
+    # she is shown in a good share of the frames she is in (not near another face, nor leaving)
+    assert shown >= 50 and sum(k["frames"] for k in report.kept) == shown
+    tracks = {t["id"]: t for t in doc["tracks"]}
+    for t in kept_tracks:
+        assert tracks[t]["action"] == "matched" and tracks[t]["person"] == "eileen" and tracks[t]["distance"] < 0.34
+    assert all(t["action"] == "redact" for t in doc["tracks"] if t["id"] not in kept_tracks)
+    assert doc["report"]["kept"] == report.kept
+
+
+@needs_extra
+def test_without_a_match_the_output_is_that_of_a_run_without_keep_face(crossing, tmp_path):
+    """Hopper as the reference, in a clip without her: nothing kept, and the same boxes as a plain run (the keeper
+    reads the tracker a frame at a time and changes nothing it does)."""
+    clip, _ = crossing
+    hopper = _photo(tmp_path / "grace.png", "hopper")
+    other = make_clip(tmp_path / "two.mp4", 640, 360, 60, audio=0, faces=[
+        Face(90, (30, 120), (3, 0), source="astronaut"), Face(80, (400, 60), (-1, 0.5), source="lfw:7")])
+    a = trt_anon.process(other.path, tmp_path / "a.mp4", keep_faces=[str(hopper)], json_path=str(tmp_path / "a.json"))
+    b = trt_anon.process(other.path, tmp_path / "b.mp4", json_path=str(tmp_path / "b.json"))
+    assert a.kept == [] and a.redacted_boxes == b.redacted_boxes > 0
+    fa, fb = (json.loads((tmp_path / n).read_text())["frames"] for n in ("a.json", "b.json"))
+    assert fa == fb
+
+
+@needs_extra
+def test_a_look_alike_from_lfw_is_not_kept(tmp_path):
+    """The two different people of scikit-image's LFW subset whose faces embed closest (scripts/
+    consent_threshold.py: faces 21 and 61): one's photo as the reference, a clip of the other stays redacted; a
+    clip of the reference's own face is kept (the test can fail)."""
+    ref = _photo(tmp_path / "lfw21.png", "lfw:21", size=200)
+    for source, kept in (("lfw:61", False), ("lfw:21", True)):
+        clip = make_clip(tmp_path / f"{source[4:]}.mp4", 480, 270, 50, audio=0,
+                         faces=[Face(110, (150, 60), (1, 0), source=source)])
+        report = trt_anon.process(clip.path, tmp_path / f"{source[4:]}.anon.mp4", keep_faces=[str(ref)])
+        assert bool(report.kept) == kept, (source, report.kept)
+
+
+class _Tracks:
+    """The tracker as the keeper reads it: its live tracks' number, box, last detection and whether it was sure."""
+
+    def __init__(self):
+        self.tracks = []
+
+
+class _T:
+    def __init__(self, id, box, last_hit, sure=True):
+        self.id, self.box, self.last_hit, self.sure = id, np.asarray(box, np.float32), last_hit, sure
+
+
+class _Fixed:
+    """An embedder whose faces are who the test says, frame by frame."""
+
+    def __init__(self, who):
+        self.who = who
+        self.frame = None
+
+    def landmarks(self, crop, box):
+        return np.array([[10, 10], [20, 10], [40, 10], [30, 10], [25, 20]], np.float32), None
+
+    def embed(self, crop, shape):
+        return self.who(self.frame)
+
+
+def _keeper(who, lookback=36):
+    person = consent.Person("me", ("me.jpg",), np.zeros((1, 128), np.float32))
+    emb = _Fixed(who)
+    return consent.Keeper((person,), lookback, embedder=emb), emb
+
+
+def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False):
+    """One face tracked through ``frames`` frames (textured, so that it is sharp); the frames it is shown in."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (360, 640, 3), np.uint8)
+    tracker = _Tracks()
+    for f in range(frames):
+        emb.frame = f
+        tracker.tracks = [_T(0, box, f if sure(f) else f - 1)]
+        if near(f):
+            tracker.tracks.append(_T(1, (box[2] + 2, box[1], box[2] + 80, box[3]), f))
+        keeper.look(f, frame, tracker)
+    regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
+                       np.zeros(1, np.int32), np.array([box], np.float32)) for _ in range(frames)]
+    return [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
+
+
+ME, SOMEONE = np.zeros(128, np.float32), np.full(128, 0.1, np.float32)   # distances 0 and ~1.13
+
+
+def test_a_track_is_shown_from_its_start_to_its_last_match_once_several_faces_matched():
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 80)
+    assert shown[0] == 0 and keeper.compared >= consent.SAMPLES
+    # a frame is shown only with a match at or after it: never past the last comparison
+    last = max(s.last_match for st in keeper.tracks.values() for s in st.stretches)
+    assert shown == list(range(0, last + 1)) and last >= 60
+
+
+def test_one_face_that_matches_nobody_redacts_the_track_from_then_on():
+    """A swap the geometry does not see (a cut between two people framed alike): her faces until frame 40,
+    someone else's after. Nothing after the last match before the cut is shown, nor anything after the mismatch,
+    the frames before it not yet written included."""
+    keeper, emb = _keeper(lambda f: ME if f < 40 else SOMEONE)
+    shown = _run(keeper, emb, 100)
+    assert shown == [] or max(shown) < 40
+    assert keeper.tracks[0].rejected
+    keeper, emb = _keeper(lambda f: ME if f < 40 else SOMEONE)   # frames handed out as they become final
+    assert all(not r.kept.any() for r in keeper.mark([], 0))
+
+
+def test_a_stretch_ends_where_the_face_is_missed_or_meets_another():
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, sure=lambda f: f != 50)
+    assert 50 not in shown and 49 not in shown  # the frames before the miss: after the stretch's last match
+    assert any(f > 50 for f in shown)            # a new stretch, matched again
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60)
+    assert not any(40 <= f < 60 for f in shown) and any(f >= 60 for f in shown)
+
+
+def test_too_few_matches_show_nothing():
+    keeper, emb = _keeper(lambda f: ME)
+    assert _run(keeper, emb, consent.SPACING * (consent.SAMPLES - 1)) == []
+
+
+@needs_extra
+@pytest.mark.parametrize("what, words", [
+    ("none", "no face found"), ("two", "2 faces"), ("small", "use one of at least"), ("missing", "no such file"),
+    ("empty", "the folder has no photos"), ("text", "not a photo")])
+def test_a_reference_photo_without_exactly_one_clear_face_is_a_one_line_error(what, words, tmp_path, capsys,
+                                                                                crossing):
+    clip, _ = crossing
+    ref = tmp_path / f"{what}.png"
+    if what == "none":
+        Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(ref)
+    elif what == "two":
+        frame, _, _ = next(render(640, 360, [Face(140, (40, 60), source="astronaut"),
+                                             Face(140, (400, 60), source="hopper")], 1))
+        Image.fromarray(frame).save(ref)
+    elif what == "small":
+        _photo(ref, "astronaut", size=50)
+    elif what == "empty":
+        ref = tmp_path / "nobody"
+        ref.mkdir()
+    elif what == "text":
+        ref = tmp_path / "text.jpg"
+        ref.write_text("not a photo")
+    assert main([str(clip.path), "-o", str(tmp_path / "out.mp4"), "--keep-face", str(ref)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and "--keep-face" in err, err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_without_the_extra_keep_face_is_a_one_line_error(tmp_path, monkeypatch, capsys, clips):
+    photo = _photo(tmp_path / "me.png", "astronaut")
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib fails, as where it is not installed
+    consent._people.cache_clear()
+    assert main([str(clips["two"].path), "-o", str(tmp_path / "out.mp4"), "--keep-face", str(photo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'trt_anon[consent]'" in err, err
+    assert not (tmp_path / "out.mp4").exists()
+    consent._people.cache_clear()
+
+
+def test_keep_face_and_a_decisions_file_are_refused_together():
+    with pytest.raises(ConfigError, match="decisions file says itself"):
+        trt_anon.Config(keep_faces=("me.jpg",), decisions_path="run.json")
+
+
+@needs_extra
+def test_a_folder_is_one_person_and_several_are_told_apart(crossing, tmp_path):
+    """Two references: Eileen (a folder with two photos of her) and Hopper: each kept face is the person its
+    track matched, and the frame-level Anonymizer keeps them as process() does."""
+    clip, eileen = crossing
+    folder = tmp_path / "eileen"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(eileen.read_bytes())
+    _photo(folder / "b.png", "astronaut", size=120)
+    grace = _photo(tmp_path / "grace.png", "hopper")
+    anon = trt_anon.Anonymizer(keep_faces=[str(folder), str(grace)], backend="cpu")
+    frames = decode_frames(clip.path)
+    shown = []   # (frame, box, track) of each face left visible
+    for ready in [*(anon.push(np.stack(frames[i:i + 8])) for i in range(0, len(frames), 8)), anon.flush()]:
+        for j, d in enumerate(ready.detections):
+            shown += [(ready.start + j, d.xyxy[k], int(d.track[k])) for k in np.flatnonzero(d.kept)]
+    person = {k["track"]: k["person"] for k in anon.kept()}
+    assert set(person.values()) == {"eileen", "grace"}, anon.kept()
+    source = {"eileen": "astronaut", "grace": "hopper"}
+    for i, box, track in shown:
+        near = min((f for f in clip.faces if face_box(f, i) is not None),
+                   key=lambda f: abs(face_box(f, i)[0] - box[0]) + abs(face_box(f, i)[1] - box[1]))
+        assert near.source == source[person[track]], (i, track, person[track])
+    assert len(shown) == sum(k["frames"] for k in anon.kept()) > 60
