@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +282,116 @@ def test_a_folder_is_one_person_and_several_are_told_apart(crossing, tmp_path):
                    key=lambda f: abs(face_box(f, i)[0] - box[0]) + abs(face_box(f, i)[1] - box[1]))
         assert near.source == source[person[track]], (i, track, person[track])
     assert len(shown) == sum(k["frames"] for k in anon.kept()) > 60
+
+
+@needs_extra
+def test_segments_keep_her_as_a_whole_run_does(tmp_path, monkeypatch):
+    """A long video cut into segments (what --ray runs, here without Ray): each segment keeps her, from its own
+    context, and Hopper stays redacted in every frame of the joined file."""
+    from trt_anon import scale
+    from trt_anon.config import Config
+    from trt_anon.plan import plan
+
+    eileen = tmp_path / "eileen.png"
+    Image.fromarray(face_source("astronaut")[0]).save(eileen)
+    clip = make_clip(tmp_path / "k.mp4", 480, 270, frames=150, audio=0, keyint=25, faces=[
+        Face(90, (20, 80), (1.0, 0), source="astronaut"), Face(80, (360, 90), (-0.3, 0), source="hopper")])
+    job = plan(clip.path, tmp_path / "k.anon.mp4", Config(backend="cpu", keep_faces=(str(eileen),), lookback=12))
+    segs = scale.plan_segments(job, 50)
+    assert len(segs) == 3
+
+    class Counter:
+        class add:
+            @staticmethod
+            def remote(n):
+                pass
+
+    monkeypatch.setattr(scale, "_where", lambda: {})
+    parts = []
+    for s in segs:
+        piece = str(tmp_path / f"piece{s.number}.mp4")
+        parts.append(scale.run_segment(job, s, piece, Counter()))
+    report = scale.join(job, *parts)
+    assert {k["person"] for k in report.kept} == {"eileen"} and len({k["track"] >> 20 for k in report.kept}) == 3
+    out = decode_frames(job.output)
+    assert len(out) == 150
+    hopper = clip.faces[1]
+    assert all(cell_deviation(out[i], face_box(hopper, i)) < 4 for i in range(150))
+    assert sum(cell_deviation(out[i], face_box(clip.faces[0], i)) > 6 for i in range(150)) >= 100
+
+
+@pytest.fixture(scope="module")
+def comes_back(tmp_path_factory):
+    """Eileen Collins leaves at frame 30 and comes back at 45 (two tracks); Grace Hopper throughout; two LFW
+    look-alikes (faces 21 and 61, the closest different pair of the subset) one after the other."""
+    d = tmp_path_factory.mktemp("people")
+    clip = make_clip(d / "back.mp4", 640, 360, 80, audio=0, faces=[
+        Face(90, (40, 100), (1, 0), leave=30, source="astronaut"),
+        Face(90, (60, 110), (0.5, 0), enter=45, flip=True, source="astronaut"),
+        Face(80, (480, 80), (-0.5, 0), source="hopper"),
+        Face(100, (250, 200), leave=38, source="lfw:21"),
+        Face(100, (400, 220), enter=42, source="lfw:61")])
+    report = trt_anon.process(clip.path, d / "back.anon.mp4", review=True, json_path=str(d / "back.json"))
+    return clip, d, report, json.loads((d / "back.json").read_text())
+
+
+def _cards(page: str) -> list[list[int]]:
+    import re
+    return [[int(t) for t in ids.split()] for ids in re.findall(r'<div class="track" id="track-\d+" '
+                                                                  r'data-track="([\d ]+)"', page)]
+
+
+def _track_of(data, clip, k: int) -> int:
+    """The track that follows face ``k`` of the clip (the nearest box in its first frame)."""
+    f = clip.faces[k]
+    i = f.enter + 2
+    b = face_box(f, i)
+    return min(data["frames"][i]["faces"], key=lambda x: abs(x["box"][0] - b[0]) + abs(x["box"][1] - b[1]))["track"]
+
+
+@needs_extra
+def test_the_review_page_has_a_card_per_person_and_look_alikes_apart(comes_back):
+    clip, d, report, data = comes_back
+    page = open(report.review, encoding="utf-8").read()
+    cards = _cards(page)
+    eileen = {_track_of(data, clip, 0), _track_of(data, clip, 1)}
+    assert len(eileen) == 2 and sorted(eileen) in [sorted(c) for c in cards], cards   # one card, both tracks
+    for k in (2, 3, 4):   # Hopper, and each look-alike, on a card of their own
+        assert [_track_of(data, clip, k)] in cards, (k, cards)
+    assert sum(len(c) for c in cards) == len(data["tracks"]) and "split out" in page
+
+
+@needs_extra
+def test_keep_a_person_split_a_track_out_save_and_render_again(comes_back, tmp_path):
+    from test_editor import open_page, save
+    from test_review import CHROMIUM
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright")
+    from test_editor import FLAGS
+    clip, d, report, data = comes_back
+    first, second = _track_of(data, clip, 0), _track_of(data, clip, 1)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page, errors = open_page(browser, Path(report.review))
+            card = f'.track[data-track~="{first}"]'
+            page.click(f"{card} .switch button[data-act=keep]")
+            both = save(page, tmp_path)
+            actions = {t["id"]: t["action"] for t in both["tracks"]}
+            assert actions[first] == actions[second] == "keep" and list(actions.values()).count("keep") == 2
+            assert {t["person_card"] for t in both["tracks"] if t["id"] in (first, second)} == {min(first, second)}
+            page.click(f'button.split[data-split="{second}"]')   # her second track: someone else after all
+            assert page.get_attribute(f"#track-{second}", "data-action") == "redact"
+            assert page.text_content("#person-count") == str(len(_cards(open(report.review).read())) + 1)
+            split = save(page, tmp_path)
+            assert not errors, errors
+        finally:
+            browser.close()
+    actions = {t["id"]: t["action"] for t in split["tracks"]}
+    assert actions[first] == "keep" and actions[second] == "redact"
+    (tmp_path / "dec.json").write_text(json.dumps(split))
+    trt_anon.process(clip.path, tmp_path / "fixed.mp4", decisions_path=str(tmp_path / "dec.json"))
+    out = decode_frames(tmp_path / "fixed.mp4")
+    assert all(_shown(out[i], face_box(clip.faces[0], i)) for i in range(5, 25))        # kept
+    assert not any(_shown(out[i], face_box(clip.faces[1], i)) for i in range(50, 80))   # split out: redacted
