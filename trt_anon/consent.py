@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,12 +224,20 @@ class Keeper:
         self.tracks: dict[int, _Followed] = {}
         self.alive: set[int] = set()   # the tracks at the last look
         self.compared = 0        # faces embedded
+        self.seconds = 0.0       # spent choosing, cropping and embedding faces
 
     def look(self, f: int, frame, tracker) -> None:
         """Frame ``f`` (as stored, NumPy or CuPy), which the detector looked at and the tracker has taken.
 
         Reads the tracker's live tracks: each one's number (``id``), last box, the frame of its last detection
         (``last_hit``) and whether that detection was sure and whole (``sure``)."""
+        started = time.perf_counter()
+        try:
+            self._look(f, frame, tracker)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _look(self, f: int, frame, tracker) -> None:
         alive = list(tracker.tracks)
         self.alive = {int(t.id) for t in alive}
         for track, state in self.tracks.items():

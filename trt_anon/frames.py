@@ -99,6 +99,7 @@ class Anonymizer:
         self.torch = False                          # frames came as PyTorch tensors: they go back as such
         self.first_track = first_track
         self.kept_before: list[dict] = []           # the tracks kept visible in the streams flushed before
+        self.consent_before = 0.0                   # and the seconds their keepers took
         self._reset(first)
 
     def _reset(self, first: int = 0) -> None:
@@ -118,6 +119,7 @@ class Anonymizer:
                                  old and old.embedder)
         if old is not None:
             self.kept_before.extend(old.summary())
+            self.consent_before += old.seconds
 
     # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
     def track(self, frames) -> list[Regions]:
@@ -197,6 +199,11 @@ class Anonymizer:
         """The tracks left visible as a consenting person's (``keep_faces``): track, person, the largest distance
         that matched, faces compared, frames shown."""
         return self.kept_before + (self.keeper.summary() if self.keeper is not None else [])
+
+    @property
+    def consent_seconds(self) -> float:
+        """Seconds spent on ``keep_faces`` (choosing, cropping and embedding faces), within the tracking time."""
+        return self.consent_before + (self.keeper.seconds if self.keeper is not None else 0.0)
 
     def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         """The rectangles to redact in each final frame: grown faces (not those left visible), or grown eye

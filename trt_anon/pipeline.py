@@ -178,5 +178,7 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
     report.seconds.update(secs)
     if decisions is None:  # a segment's context frames, tracked but not written, do not count
         report.kept.extend({**k, "frames": shown[k["track"]]} for k in anon.kept() if shown.get(k["track"]))
+        if config.keep_faces:  # part of "detect": the share --keep-face costs
+            report.seconds["consent"] = anon.consent_seconds
     if time_base is not None and stages.sink.last_pts is not None:
         report.duration = float(stages.sink.last_pts * time_base)
