@@ -366,7 +366,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                 if size < min_face or share < MIN_IN_VIEW:
                     continue
                 cov = mask[y1:y2, x1:x2][seen].mean() if seen.any() else 1.0
-                if source == keep:   # the consenting person: shown or not, never a leak
+                if keep and source == keep:   # the consenting person: shown or not, never a leak
                     if size >= 48:
                         designated += 1
                         shown_frames += cov < 0.5

@@ -7,7 +7,8 @@ Fail safe, because a person wrongly kept is a leak:
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers; the ``[consent]`` extra) with
   a threshold measured on real faces so that no two different people on the measured set come that close
   (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are compared: at least
-  ``MIN_FACE`` px, looking at the camera, the largest and sharpest of each few frames.
+  ``MIN_FACE`` px, whole (not cut by the frame's edge), looking at the camera, the largest and sharpest of each
+  few frames.
 - A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
   weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
   stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
@@ -49,6 +50,7 @@ SAMPLES = 3         # faces of a stretch that must match the same person before 
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
 NEAR = 0.25         # two faces whose boxes, grown by this fraction of their width per side, meet: a tracker may
                     # swap them, so a stretch ends there
+BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
 
@@ -92,14 +94,14 @@ class Embedder:
 
 
 def frontal(points: np.ndarray) -> bool:
-    """Whether dlib's 5 points say the face looks at the camera: the nose between the eyes (yaw), eyes level."""
+    """Whether dlib's 5 points say the face looks at the camera: the nose between the eyes (a face turned
+    sideways embeds far from its frontal photo; a tilted head does not: dlib aligns the eyes level first)."""
     right, left, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
     d = float(np.linalg.norm(left - right))
     if d < 1:
         return False
-    mid = (left + right) / 2
-    side = abs(float(np.dot(nose - mid, (left - right) / d)))
-    return side <= FRONTAL * d and abs(float(left[1] - right[1])) <= 0.35 * d
+    side = abs(float(np.dot(nose - (left + right) / 2, (left - right) / d)))
+    return side <= FRONTAL * d
 
 
 def sharpness(grey: np.ndarray) -> float:
@@ -278,7 +280,9 @@ class Keeper:
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
         shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
-        if min(shown_w, shown_h) >= MIN_FACE:
+        height, width = frame.shape[:2]
+        inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
+        if min(shown_w, shown_h) >= MIN_FACE and inside:  # (a face cut by the frame's edge embeds as someone else)
             crop, cbox = face_crop(frame, box, self.rotation)
             grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
             bx = [int(max(v, 0)) for v in cbox]
