@@ -96,6 +96,8 @@ def main() -> int:
     print(f"same-person pairs: {len(same)}")
     for d, what, front in sorted(same, reverse=True)[:8]:
         print(f"  {d:.3f}  {what}{'' if front else '  (not frontal)'}")
+    drawn = sorted(p for p in same if not p[1].startswith("LFW"))
+    print(f"  the portraits drawn into video: {drawn[0][0]:.3f} to {drawn[-1][0]:.3f} (farthest: {drawn[-1][1]})")
     t = consent.THRESHOLD
     kept = [p for p in same if p[0] < t]
     print(f"\nTHRESHOLD {t}: closest different pair {closest:.3f} (frontal only: {closest_frontal:.3f}); "

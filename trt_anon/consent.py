@@ -263,20 +263,29 @@ class Keeper:
                 state.open = True
             s = state.stretches[-1]
             s.end = f
-            if s.shown and f - s.last_look < self.every:
-                continue
             self._consider(state, s, f, frame, t.box)
 
     def _close(self, state: _Followed) -> None:
-        """The open stretch ends (a miss, a weak detection, a face near): kept only if it was shown."""
+        """The open stretch ends (a miss, a weak detection, a face near, the end): its best face since the last
+        comparison is compared now (its frames up to there may then show); kept only if it was shown."""
         if state.open:
+            s = state.stretches[-1]
+            if s.best is not None:
+                self._compare(state, s)
+            if state.rejected:
+                return
             state.open = False
-            if not state.stretches[-1].shown:
+            if not s.shown:
                 state.stretches.pop()
 
+    def finish(self) -> None:
+        """The end of the stream: every open stretch ends (its last good face compared)."""
+        for state in self.tracks.values():
+            self._close(state)
+
     def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray) -> None:
-        """A good face of the stretch (large, sharp, frontal) becomes a candidate; the best of each ``SPACING``
-        frames is compared."""
+        """A good face of the stretch (large, whole, sharp) becomes a candidate; the best of each ``SPACING``
+        frames is compared, once the stretch is shown the best of each half ``lookback``."""
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
         shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
@@ -289,7 +298,7 @@ class Keeper:
             quality = min(min(shown_w, shown_h), 160.0) * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
             if s.best is None or quality > s.best[0]:
                 s.best = (quality, f, crop, cbox)
-        if s.best is not None and f - s.since >= SPACING - 1:
+        if s.best is not None and f - s.since >= (self.every if s.shown else SPACING - 1):
             self._compare(state, s)
 
     def _compare(self, state: _Followed, s: _Stretch) -> None:

@@ -193,6 +193,8 @@ class Anonymizer:
             last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
             self.tail = None
         upto = None if n is None else self.tracker.next_final + max(0, n - len(final))
+        if n is None and self.keeper is not None:
+            self.keeper.finish()
         return self._kept(final + self.tracker.flush(last, upto))
 
     def kept(self) -> list[dict]:
