@@ -128,15 +128,16 @@ def test_a_look_alike_from_lfw_is_not_kept(tmp_path):
 
 
 class _Tracks:
-    """The tracker as the keeper reads it: its live tracks' number, box, last detection and whether it was sure."""
+    """The tracker as the keeper reads it: its live tracks' number, box, last detection, whether it was sure, and
+    its score."""
 
     def __init__(self):
         self.tracks = []
 
 
 class _T:
-    def __init__(self, id, box, last_hit, sure=True):
-        self.id, self.box, self.last_hit, self.sure = id, np.asarray(box, np.float32), last_hit, sure
+    def __init__(self, id, box, last_hit, sure=True, score=0.9):
+        self.id, self.box, self.last_hit, self.sure, self.score = id, np.asarray(box, np.float32), last_hit, sure, score
 
 
 class _Fixed:

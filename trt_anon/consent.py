@@ -15,7 +15,7 @@ Fail safe, because a person wrongly kept is a leak:
   person, and then only from its first sure detection to its last matching face: a frame is shown only with a
   match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
   are never shown. A shown stretch is compared again every half ``lookback`` frames, so that its frames get
-  that match before they are written.
+  that match before they are written, and its last good face when it ends.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -50,6 +50,7 @@ SAMPLES = 3         # faces of a stretch that must match the same person before 
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
 NEAR = 0.25         # two faces whose boxes, grown by this fraction of their width per side, meet: a tracker may
                     # swap them, so a stretch ends there
+MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
 BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
@@ -189,7 +190,6 @@ class _Stretch:
     end: int                     # its last one so far
     matches: list = field(default_factory=list)   # distances of the faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
-    last_look: int = -1          # the frame of its last comparison
     best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face since the last comparison
     since: int = 0               # the first frame of the window ``best`` is from
 
@@ -232,7 +232,7 @@ class Keeper:
         """Frame ``f`` (as stored, NumPy or CuPy), which the detector looked at and the tracker has taken.
 
         Reads the tracker's live tracks: each one's number (``id``), last box, the frame of its last detection
-        (``last_hit``) and whether that detection was sure and whole (``sure``)."""
+        (``last_hit``), whether that detection was sure and whole (``sure``) and its ``score``."""
         started = time.perf_counter()
         try:
             self._look(f, frame, tracker)
@@ -247,8 +247,7 @@ class Keeper:
                 self._close(state)
         if not alive:
             return
-        boxes = np.stack([t.box for t in alive]) if alive else np.zeros((0, 4), np.float32)
-        near = _near(boxes)
+        near = _near(np.stack([t.box for t in alive]))
         for t, close in zip(alive, near):
             state = self.tracks.setdefault(int(t.id), _Followed())
             state.seen = f
@@ -263,7 +262,7 @@ class Keeper:
                 state.open = True
             s = state.stretches[-1]
             s.end = f
-            self._consider(state, s, f, frame, t.box)
+            self._consider(state, s, f, frame, t.box, float(t.score))
 
     def _close(self, state: _Followed) -> None:
         """The open stretch ends (a miss, a weak detection, a face near, the end): its best face since the last
@@ -280,22 +279,26 @@ class Keeper:
 
     def finish(self) -> None:
         """The end of the stream: every open stretch ends (its last good face compared)."""
+        started = time.perf_counter()
         for state in self.tracks.values():
             self._close(state)
+        self.seconds += time.perf_counter() - started
 
-    def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray) -> None:
-        """A good face of the stretch (large, whole, sharp) becomes a candidate; the best of each ``SPACING``
-        frames is compared, once the stretch is shown the best of each half ``lookback``."""
+    def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> None:
+        """A good face of the stretch (large, whole, sure, sharp) becomes a candidate; the best of each
+        ``SPACING`` frames is compared, once the stretch is shown the best of each half ``lookback``."""
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
         shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
         height, width = frame.shape[:2]
         inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
-        if min(shown_w, shown_h) >= MIN_FACE and inside:  # (a face cut by the frame's edge embeds as someone else)
+        # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
+        if min(shown_w, shown_h) >= MIN_FACE and inside and score >= MIN_SCORE:
             crop, cbox = face_crop(frame, box, self.rotation)
             grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
             bx = [int(max(v, 0)) for v in cbox]
-            quality = min(min(shown_w, shown_h), 160.0) * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
+            quality = min(min(shown_w, shown_h), 160.0) * score * \
+                min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
             if s.best is None or quality > s.best[0]:
                 s.best = (quality, f, crop, cbox)
         if s.best is not None and f - s.since >= (self.every if s.shown else SPACING - 1):
@@ -311,7 +314,6 @@ class Keeper:
             return
         e = self.embedder.embed(crop, shape)
         self.compared += 1
-        s.last_look = f
         dist = [p.distance(e) for p in self.persons]
         who = int(np.argmin(dist))
         if dist[who] >= THRESHOLD or state.person not in (None, who):
