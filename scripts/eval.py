@@ -369,7 +369,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                 if keep and source == keep:   # the consenting person: shown or not, never a leak
                     if size >= 48:
                         designated += 1
-                        shown_frames += cov < 0.5
+                        shown_frames += int(cov < 0.5)
                     continue
                 counted += 1
                 if cov < 0.99:

@@ -160,17 +160,21 @@ def _keeper(who, lookback=36):
     return consent.Keeper((person,), lookback, embedder=emb), emb
 
 
-def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False):
-    """One face tracked through ``frames`` frames (textured, so that it is sharp); the frames it is shown in."""
+def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False,
+         small=lambda f: False):
+    """One face tracked through ``frames`` frames (textured, so that it is sharp; ``small``: too small to compare
+    there); the frames it is shown in."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (360, 640, 3), np.uint8)
     tracker = _Tracks()
     for f in range(frames):
         emb.frame = f
-        tracker.tracks = [_T(0, box, f if sure(f) else f - 1)]
+        shape = (box[0], box[1], box[0] + 40, box[1] + 45) if small(f) else box
+        tracker.tracks = [_T(0, shape, f if sure(f) else f - 1)]
         if near(f):
             tracker.tracks.append(_T(1, (box[2] + 2, box[1], box[2] + 80, box[3]), f))
         keeper.look(f, frame, tracker)
+    keeper.finish()   # the end of the stream: its last good face compared
     regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
                        np.zeros(1, np.int32), np.array([box], np.float32)) for _ in range(frames)]
     return [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
@@ -183,9 +187,13 @@ def test_a_track_is_shown_from_its_start_to_its_last_match_once_several_faces_ma
     keeper, emb = _keeper(lambda f: ME)
     shown = _run(keeper, emb, 80)
     assert shown[0] == 0 and keeper.compared >= consent.SAMPLES
-    # a frame is shown only with a match at or after it: never past the last comparison
-    last = max(s.last_match for st in keeper.tracks.values() for s in st.stretches)
-    assert shown == list(range(0, last + 1)) and last >= 60
+    # a frame is shown only with a match at or after it: to the last face, compared at the end of the stream
+    assert shown == list(range(80))
+    keeper, emb = _keeper(lambda f: ME)   # its last 20 frames too small to compare: not shown
+    shown = _run(keeper, emb, 80, small=lambda f: f >= 60)
+    assert shown == list(range(60))
+    # comparisons: 3 to show it, then one every lookback - 8 frames, and its last face
+    assert keeper.compared <= consent.SAMPLES + 80 // (36 - 2 * consent.SPACING) + 2
 
 
 def test_one_face_that_matches_nobody_redacts_the_track_from_then_on():

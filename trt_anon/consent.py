@@ -14,8 +14,8 @@ Fail safe, because a person wrongly kept is a leak:
   stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
   person, and then only from its first sure detection to its last matching face: a frame is shown only with a
   match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
-  are never shown. A shown stretch is compared again every half ``lookback`` frames, so that its frames get
-  that match before they are written, and its last good face when it ends.
+  are never shown. A shown stretch is compared again every ``lookback`` - 8 frames, on its best face of the last
+  few, so that its frames get that match before they are written, and on its last good face when it ends.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -190,8 +190,9 @@ class _Stretch:
     end: int                     # its last one so far
     matches: list = field(default_factory=list)   # distances of the faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
-    best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face since the last comparison
-    since: int = 0               # the first frame of the window ``best`` is from
+    best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face of the window's last frames
+    recent: tuple | None = None  # the same, of the last good face (compared when the stretch ends)
+    since: int = 0               # the first frame of the window: after the last comparison
 
     @property
     def shown(self) -> bool:
@@ -217,10 +218,12 @@ class Keeper:
 
     def __init__(self, persons: tuple[Person, ...], lookback: int, rotation: int = 0,
                  embedder: Embedder | None = None) -> None:
-        """``lookback``: how many frames after a frame its boxes are final (a shown stretch is compared again
-        every half of it)."""
+        """``lookback``: how many frames after a frame its boxes are final (a frame is shown only if a face
+        after it matched before then)."""
         self.persons = persons
-        self.every = max(SPACING, lookback // 2)
+        # a shown stretch's comparisons: one every ``every`` frames, on its best face of the last SPACING of them,
+        # so that each frame has a match after it before its boxes are final (lookback frames on)
+        self.every = max(SPACING, lookback - 2 * SPACING)
         self.rotation = rotation
         self.embedder = embedder or Embedder()
         self.tracks: dict[int, _Followed] = {}
@@ -269,8 +272,8 @@ class Keeper:
         comparison is compared now (its frames up to there may then show); kept only if it was shown."""
         if state.open:
             s = state.stretches[-1]
-            if s.best is not None:
-                self._compare(state, s)
+            if s.recent is not None:  # (a face since the last comparison)
+                self._compare(state, s, s.recent)
             if state.rejected:
                 return
             state.open = False
@@ -285,8 +288,10 @@ class Keeper:
         self.seconds += time.perf_counter() - started
 
     def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> None:
-        """A good face of the stretch (large, whole, sure, sharp) becomes a candidate; the best of each
-        ``SPACING`` frames is compared, once the stretch is shown the best of each half ``lookback``."""
+        """A good face of the stretch (large, whole, sure, sharp) is a candidate: until the stretch is shown, the
+        best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
+        ``every``."""
+        due = self.every if s.shown else SPACING
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
         shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
@@ -299,16 +304,19 @@ class Keeper:
             bx = [int(max(v, 0)) for v in cbox]
             quality = min(min(shown_w, shown_h), 160.0) * score * \
                 min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
-            if s.best is None or quality > s.best[0]:
-                s.best = (quality, f, crop, cbox)
-        if s.best is not None and f - s.since >= (self.every if s.shown else SPACING - 1):
-            self._compare(state, s)
+            s.recent = (quality, f, crop, cbox)
+            if f - s.since >= due - SPACING and (s.best is None or quality > s.best[0]):
+                s.best = s.recent
+        if s.best is not None and f - s.since >= due - 1:
+            self._compare(state, s, s.best)
+            s.since = f + 1
 
-    def _compare(self, state: _Followed, s: _Stretch) -> None:
-        """Compare the stretch's best face with every person: a match counts towards showing it; no match, or a
-        match with another person than before, and the track is redacted from then on."""
-        _, f, crop, cbox = s.best
-        s.best, s.since = None, f + 1
+    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> None:
+        """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
+        showing it; no match, or a match with another person than before, and the track is redacted from then
+        on."""
+        _, f, crop, cbox = face
+        s.best = s.recent = None
         points, shape = self.embedder.landmarks(crop, cbox)
         if not frontal(points):
             return
