@@ -195,3 +195,13 @@ def style_difference(src: Path, out: Path, frames_json: list[dict], style: str, 
             best.append(float(np.abs(ref.astype(np.int16) - fb)[mask].mean()) if mask.any() else 0.0)
         diffs.append(min(best))
     return diffs
+
+
+class NoRayCounter:
+    """The progress counter a Ray segment reports to (``scale.run_segment``'s ``counter.add.remote(n)``), for
+    running segments without Ray."""
+
+    class add:
+        @staticmethod
+        def remote(n):
+            pass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cell_deviation, decode_frames, faces_to_check
+from helpers import NoRayCounter, cell_deviation, decode_frames, faces_to_check
 from PIL import Image
 from synth import Face, face_box, face_source, make_clip, render
 
@@ -309,17 +309,11 @@ def test_segments_keep_her_as_a_whole_run_does(tmp_path, monkeypatch):
     segs = scale.plan_segments(job, 50)
     assert len(segs) == 3
 
-    class Counter:
-        class add:
-            @staticmethod
-            def remote(n):
-                pass
-
     monkeypatch.setattr(scale, "_where", lambda: {})
     parts = []
     for s in segs:
         piece = str(tmp_path / f"piece{s.number}.mp4")
-        parts.append(scale.run_segment(job, s, piece, Counter()))
+        parts.append(scale.run_segment(job, s, piece, NoRayCounter()))
     report = scale.join(job, *parts)
     assert {k["person"] for k in report.kept} == {"eileen"} and len({k["track"] >> 20 for k in report.kept}) == 3
     out = decode_frames(job.output)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from helpers import NoRayCounter
 from synth import make_clip
 
 from trt_anon import scale
@@ -59,12 +60,6 @@ def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
     segs = scale.plan_segments(job, 40)
     assert len(segs) == 3
 
-    class Counter:
-        class add:
-            @staticmethod
-            def remote(n):
-                pass
-
     monkeypatch.setattr(scale, "_where", lambda: {})  # where a Ray task ran: no Ray here
     used = []
     frames = stages.Replay.frames
@@ -75,7 +70,7 @@ def test_a_segment_decoded_twice_writes_what_it_holds(tmp_path, monkeypatch):
         out = []
         for s in segs:
             piece = str(tmp_path / f"{tag}{s.number}.mp4")
-            scale.run_segment(job, s, piece, Counter())
+            scale.run_segment(job, s, piece, NoRayCounter())
             with av.open(piece) as c:
                 out.append(([f.to_ndarray().tobytes() for f in c.decode(video=0)], open(piece + ".jsonl").read()))
         return out
