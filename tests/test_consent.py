@@ -58,8 +58,9 @@ def crossing(tmp_path_factory):
 
 
 def _shown(frame: np.ndarray, box) -> bool:
-    """Whether the face in ``box`` is there unredacted (textured, not the flat cells of a mosaic)."""
-    return cell_deviation(frame, box) > 6
+    """Whether the face in ``box`` (clipped to the frame) is there unredacted (textured, not a mosaic's flat cells)."""
+    h, w = frame.shape[:2]
+    return cell_deviation(frame, np.clip(box, 0, [w - 1, h - 1, w, h])) > 6
 
 
 @needs_extra
@@ -398,3 +399,28 @@ def test_keep_a_person_split_a_track_out_save_and_render_again(comes_back, tmp_p
     out = decode_frames(tmp_path / "fixed.mp4")
     assert all(_shown(out[i], face_box(clip.faces[0], i)) for i in range(5, 25))        # kept
     assert not any(_shown(out[i], face_box(clip.faces[1], i)) for i in range(50, 80))   # split out: redacted
+
+
+@needs_extra
+def test_the_review_page_of_a_keep_face_run_has_her_card_as_matched(crossing, tmp_path):
+    """Her tracks (she leaves and comes back) on one card named after her photo, kept where matched; rendered
+    again from the run's --json file, the same faces are shown and the others redacted."""
+    clip, eileen = crossing
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4", keep_faces=[str(eileen)], review=True,
+                              json_path=str(tmp_path / "out.json"))
+    page = open(report.review, encoding="utf-8").read()
+    kept = sorted(k["track"] for k in report.kept)
+    assert len(kept) == 2 and kept in [sorted(c) for c in _cards(page)]
+    import re
+    card = re.search(rf'<div class="track" id="track-{kept[0]}" data-track="[\d ]+" data-action="(\w+)">(.*?)'
+                     r'<div class="switch">(.*?)</div></div>', page, re.S)
+    assert card.group(1) == "matched" and "<b>eileen</b> · 2 tracks" in card.group(2)
+    assert 'data-act="matched" aria-pressed="true">kept where matched' in card.group(3)
+    trt_anon.process(clip.path, tmp_path / "again.mp4", decisions_path=str(tmp_path / "out.json"))
+    frames = json.loads((tmp_path / "out.json").read_text())["frames"]
+    shown = 0
+    for entry, frame in zip(frames, decode_frames(tmp_path / "again.mp4")):
+        for face in entry["faces"]:
+            assert _shown(frame, face["box"]) == bool(face.get("kept")), (entry["frame"], face)
+            shown += bool(face.get("kept"))
+    assert shown == sum(k["frames"] for k in report.kept) > 50

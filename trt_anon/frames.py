@@ -77,7 +77,8 @@ class Ready:
 class Anonymizer:
     """Loads the detector once (on the first batch, for its frame size and device) and keeps the tracker
     between calls. Options are those of ``process()`` that concern the pictures (``target``, ``threshold``,
-    ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ...).
+    ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ``keep_faces``:
+    the consenting people's faces left visible, ``Ready.detections[i].kept`` and ``kept()`` say which, ...).
 
     Pushed frames are copied: the caller may reuse its buffer for the next batch. A stream has one frame
     size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector). ``detect_every="auto"``
