@@ -86,7 +86,8 @@ class FrameStats:
         sides = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) if len(b) else np.zeros(0)
         self.largest.append(float(sides.max()) if len(b) else 0.0)
         self.boxes.extend(b.ravel().tolist())
-        self.kinds.extend((kind if len(kind) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
+        covered = kind[~np.asarray(det.kept, bool)]   # the faces left visible (--keep-face) have no rectangle
+        self.kinds.extend((covered if len(covered) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
         self.offsets.append(self.offsets[-1] + len(b))
         new, gone = _unmatched(b, self._prev)
         if new:
