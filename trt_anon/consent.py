@@ -7,8 +7,8 @@ Fail safe, because a person wrongly kept is a leak:
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers; the ``[consent]`` extra) with
   a threshold measured on real faces so that no two different people on the measured set come that close
   (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are compared: at least
-  ``MIN_FACE`` px, whole (not cut by the frame's edge), looking at the camera, the largest and sharpest of each
-  few frames.
+  ``MIN_FACE`` px, whole (not cut by the frame's edge), surely detected, looking at the camera, the best of each
+  few frames by size, score and sharpness.
 - A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
   weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
   stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
@@ -38,9 +38,9 @@ import numpy as np
 from .cuda import array_module
 from .detect.detections import HIT, Regions
 from .errors import ConfigError, InputError
+from .media.files import IMAGE_EXTS
 
 INSTALL_HINT = "pip install 'trt_anon[consent]'"
-PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 # The embedding distance under which two faces are the same person: under the closest pair of different people
 # on the measured set (docs/quality.md, "Keeping consenting people"), with a margin.
 THRESHOLD = 0.34
@@ -124,7 +124,7 @@ class Person:
 
 def _photos(path: Path) -> list[Path]:
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_EXTS)
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
         if not found:
             raise ConfigError(f"--keep-face {path}: the folder has no photos")
         return found
