@@ -447,6 +447,9 @@ def main() -> int:
             a = r["agreement"]
             print(f"{r['clip']}: {a['ours_found_by_deface']:.0%} of our faces found by deface, "
                   f"{a['deface_found_by_ours']:.0%} of deface's faces found by trt_anon")
+        if r.get("seconds", {}).get("consent") is not None:  # --set keep_faces=PHOTO: what matching cost
+            print(f"{r['clip']}, {r['run']}: --keep-face took {r['seconds']['consent']:.2f} s of {r['wall']:.1f} s "
+                  f"({r['seconds']['consent'] / r['wall']:.0%}); kept {len(r.get('kept', []))} track(s)")
     save(args.out, mach, results)
     return 0
 

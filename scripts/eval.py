@@ -308,10 +308,22 @@ def _counting_looks() -> list[int]:
 looks = _counting_looks()
 
 
+def _sources(faces: list[Face], i: int, boxes, width: int, height: int) -> list[str]:
+    """The source of each of frame ``i``'s ground-truth boxes (``render``'s, clipped): the face whose box it is."""
+    def clipped(f: Face) -> np.ndarray:
+        x1, y1, x2, y2 = face_box(f, i)
+        return np.array([max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)])
+
+    present = [f for f in faces if face_box(f, i) is not None and not f.source.startswith("nonface:")]
+    return [min(present, key=lambda f: float(np.abs(clipped(f) - np.asarray(box)).sum())).source for box in boxes]
+
+
 def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_every: int = 10,
-             live: float | None = None) -> dict:
+             live: float | None = None, keep: str | None = None) -> dict:
     """One clip of the set through ``process()``, or (``live``: the delay budget in seconds) played at its own pace
-    as a live stream: the frames written are measured (a frame dropped as late is not written, so cannot leak)."""
+    as a live stream: the frames written are measured (a frame dropped as late is not written, so cannot leak).
+    ``keep``: a face source (astronaut) designated as the consenting person, her portrait given as --keep-face:
+    her faces are no leaks; how often she is shown where her face is at least 48 px is measured."""
     import hashlib
 
     import av
@@ -332,6 +344,12 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     out = folder / f"{name}.anon.{'mkv' if live else 'mp4'}"
     js = folder / f"{name}.json"
     looks.clear()
+    if keep:
+        from PIL import Image
+        from synth import face_source
+        reference = folder / f"{keep}.png"
+        Image.fromarray(face_source(keep)[0]).save(reference)
+        opts = {**opts, "keep_faces": (str(reference),)}
     config = Config.from_options(**opts)
     if live:
         report = trt_anon.live.stream(str(clip_path), str(out), Config.from_options(config, overwrite=True,
@@ -342,6 +360,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
     cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + n)
                 for n in ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")]
     counted = leaks = strays = 0
+    designated = shown_frames = 0   # keep: her face-frames of at least 48 px in view, and those shown
     over = []
     leak_sizes: list[float] = []
     haar_in = haar_out = 0
@@ -371,14 +390,20 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             follow(rec["faces"], i)
             face_px = np.zeros((height, width), bool)
             shown = in_view(faces, i, width, height)
-            for box, (w_full, h_full), (seen, share) in zip(gt[i], full[i], shown):
+            sources = _sources(faces, i, gt[i], width, height) if keep else [None] * len(gt[i])
+            for box, (w_full, h_full), (seen, share), source in zip(gt[i], full[i], shown, sources):
                 x1, y1, x2, y2 = (int(round(v)) for v in box)
                 face_px[y1:y2, x1:x2] = True
                 size = round(w_full, 3)  # 24 px faces come out as 23.9999...
                 if size < min_face or share < MIN_IN_VIEW:
                     continue
-                counted += 1
                 cov = mask[y1:y2, x1:x2][seen].mean() if seen.any() else 1.0
+                if keep and source == keep:   # the consenting person: shown or not, never a leak
+                    if size >= 48:
+                        designated += 1
+                        shown_frames += int(cov < 0.5)
+                    continue
+                counted += 1
                 if cov < 0.99:
                     leaks += 1
                     leak_sizes.append(size)
@@ -402,7 +427,9 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             "haar_in": haar_in, "haar_out": haar_out, "fps": report.fps,
             "looked": sum(looks) / max(report.frames + report.live.get("dropped", 0), 1),
             **({"dropped": report.live["dropped"], "delay_p99": report.live["delay_p99"]} if live else {}),
-            "detail": float(np.mean(detail)) if detail else None, "detail_max": max(detail, default=None)}
+            "detail": float(np.mean(detail)) if detail else None, "detail_max": max(detail, default=None),
+            **({"designated": designated, "shown": shown_frames, "kept": report.kept,
+                "consent_s": report.seconds.get("consent", 0.0)} if keep else {})}
 
 
 # ---- eyes target: is every face's eye region covered, and its mouth left alone? ---------------
@@ -543,6 +570,19 @@ def size_buckets(sizes: list[float]) -> dict[str, int]:
         key = f"{k}-{nxt[0] - 1}" if nxt else f"{k}+"
         out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: int(kv[0].split("-")[0].rstrip("+"))))
+
+
+def keep_table(results: list[dict]) -> str:
+    """--keep-face: per clip with the designated person, how often she is shown where her face is >= 48 px."""
+    rows = [r for r in results if r["designated"]]
+    lines = ["clip                      her frames  shown     kept tracks (distance)          consent s"]
+    for r in rows:
+        kept = ", ".join(f"{k['track']} ({k['distance']})" for k in r["kept"])
+        lines.append(f"{r['clip']:<25} {r['designated']:>10}  {r['shown'] / r['designated']:>6.1%}   "
+                     f"{kept[:32]:<32} {r['consent_s']:>8.2f}")
+    total, shown = sum(r["designated"] for r in rows), sum(r["shown"] for r in rows)
+    lines.append(f"{'all':<25} {total:>10}  {shown / max(total, 1):>6.1%}")
+    return "\n".join(lines)
 
 
 def table(results: list[dict]) -> str:
@@ -700,6 +740,9 @@ def main() -> int:
                     help="detail kept per face size and style, 24-800 px stills (no detector)")
     ap.add_argument("--eyes", action="store_true", help="eyes-target measure on eyes_set() instead of the table")
     ap.add_argument("--recall", action="store_true", help="recall of 16-32 px faces vs det-size per model, then exit")
+    ap.add_argument("--keep-face", nargs="?", const="astronaut", metavar="SOURCE",
+                    help="designate one person (default astronaut: Eileen Collins) and give her portrait as "
+                         "--keep-face: leaks count the others only; how often she is shown (face >= 48 px) is added")
     ap.add_argument("--live", type=float, nargs="?", const=0.5, metavar="LATENCY",
                     help="play each clip at its own pace as a live stream, with this delay budget (default 0.5 s): "
                          "the frames written are measured")
@@ -731,10 +774,12 @@ def main() -> int:
         grid = [{**base, "det_size": d, "threshold": t} for d in (640, 960, "auto") for t in (0.2, 0.3)]
     all_results = []
     for opts in grid:
-        results = [evaluate(n, s, folder, opts, args.min_face, live=args.live)
+        results = [evaluate(n, s, folder, opts, args.min_face, live=args.live, keep=args.keep_face)
                    for n, s in tqdm(specs.items(), desc=str(opts or "defaults"), leave=False)]
         print(f"\n== {opts or 'defaults'}{f', live, latency {args.live} s' if args.live else ''}")
         print(table(results))
+        if args.keep_face:
+            print(keep_table(results))
         all_results.append({"options": opts, "results": results})
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=1, default=str))

@@ -88,7 +88,7 @@ def test_a_person_kept_visible_and_a_region_added(first, tmp_path):
 @pytest.mark.parametrize("edit, words", [
     ("other input", "another input"),
     ("unknown track", "on no frame"),
-    ("bad action", "redact or keep"),
+    ("bad action", "redact, keep or matched"),
     ("fewer frames", "frames"),
     ("bad region", "added region"),
     ("no audit", "not a decisions file"),

@@ -30,6 +30,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+class Repeated(argparse.Action):
+    """An option given once per value (``--keep-face A --keep-face B``), collected into a tuple: argparse's own
+    "append" appends to its default, which for a Config field is an immutable ``()``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest, ()), values))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="trt-anon", description="Anonymize faces (or eyes) in videos and images with a 25:1 mosaic. "
@@ -46,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
             flag = cli.pop("flag", "--" + f.name.replace("_", "-"))
             if f.default is False:
                 p.add_argument(flag, dest=f.name, action="store_true", **cli)
+            elif cli.get("action") == "append":  # repeated: a tuple, like the field's default
+                p.add_argument(flag, dest=f.name, default=f.default, **{**cli, "action": Repeated})
             else:
                 p.add_argument(flag, dest=f.name, default=f.default, **cli)
     p.add_argument("--review", nargs="?", const=True, metavar="PATH",
@@ -234,6 +244,9 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         if config.sign:  # the credentials once, before any file (each file's container is checked in its plan)
             from .provenance import accept
             accept(config.sign)
+        if config.keep_faces:  # the reference photos read, and refused, once for every input
+            from .consent import people
+            people(config.keep_faces)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True

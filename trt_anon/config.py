@@ -104,6 +104,10 @@ class Config:
     engine_path: str | None = option(
         None, "TensorRT engine to use instead of the engines/ cache (checked against its .json sidecar)",
         flag="--engine", metavar="PATH")
+    keep_faces: tuple[str, ...] = option(
+        (), "a photo (or a folder of photos) of a person who consented: their face stays visible where the tracker "
+        "follows it and it matches surely (several of its faces, closely); everyone else is redacted. Repeat for "
+        "each person. Needs pip install 'trt_anon[consent]'", flag="--keep-face", action="append", metavar="PATH")
     decisions_path: str | None = option(
         None, "render again with a first run's --json file as edited (tracks marked keep stay visible, regions "
         "added are redacted), detecting nothing; refused for another input", flag="--decisions", metavar="PATH")
@@ -159,6 +163,12 @@ class Config:
             check_crf(self.codec, self.crf)
         if self.preset not in PRESETS:
             bad(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        keep = self.keep_faces
+        keep = () if keep is None else (keep,) if isinstance(keep, (str, os.PathLike)) else keep
+        object.__setattr__(self, "keep_faces", tuple(os.fspath(p) for p in keep))
+        if self.keep_faces and self.decisions_path:
+            bad("keep_faces and decisions_path: a decisions file says itself who stays visible (its tracks' "
+                "actions); run --keep-face on the first run")
         if isinstance(self.detect_every, str) and self.detect_every.isdigit():
             object.__setattr__(self, "detect_every", int(self.detect_every))
         if self.detect_every != "auto" and (isinstance(self.detect_every, bool) or not isinstance(

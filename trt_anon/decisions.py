@@ -28,7 +28,7 @@ from .frames import Anonymizer
 from .redact import face_margins, grow, redaction_boxes
 
 KINDS = {name: kind for kind, name in KIND_NAMES.items()}
-ACTIONS = ("redact", "keep")
+ACTIONS = ("redact", "keep", "matched")   # matched: visible where a --keep-face run matched it (faces "kept")
 ROUNDING = 0.06   # pixels: the file's boxes are rounded to 0.1, so each is grown by this (covers what it covered)
 
 
@@ -38,6 +38,7 @@ class Decisions:
     sha256: str                             # of the decisions file itself, for the audit record
     frames: list[list[dict]]                # per frame, the first run's faces (box, score, kind, eyes, track)
     keep: frozenset[int]                    # tracks left visible
+    matched: frozenset[int]                 # tracks left visible where the first run matched them (--keep-face)
     added: list[list[tuple[int, list]]]     # per added region, its (frame, box) keys in frame order
     options: dict                           # the first run's options (its audit record)
 
@@ -61,16 +62,16 @@ class Decisions:
         if not classes <= set(CLASSES):
             raise ConfigError(f"{path}: unknown class {sorted(classes - set(CLASSES))[0]!r} (known: "
                               f"{', '.join(CLASSES)})")
-        keep = set()
+        keep, matched = set(), set()
         for t in tracks:
             if t.get("id") not in known:
                 raise ConfigError(f"{path}: track {t.get('id')!r} is on no frame of the first run")
             if t.get("action") not in ACTIONS:
-                raise ConfigError(f"{path}: track {t['id']}: action must be redact or keep, not {t.get('action')!r}")
-            if t["action"] == "keep":
-                keep.add(t["id"])
+                raise ConfigError(f"{path}: track {t['id']}: action must be redact, keep or matched, not "
+                                  f"{t.get('action')!r}")
+            {"keep": keep, "matched": matched}.get(t["action"], set()).add(t["id"])
         added = [cls._region(path, i, r, len(frames)) for i, r in enumerate(data.get("added", []))]
-        return cls(path, sha256(path), [f["faces"] for f in frames], frozenset(keep), added,
+        return cls(path, sha256(path), [f["faces"] for f in frames], frozenset(keep), frozenset(matched), added,
                    audit.get("options") or {})
 
     def check(self, config) -> None:
@@ -97,7 +98,8 @@ class Decisions:
         return keys
 
     def faces(self, index: int) -> tuple[Regions, np.ndarray]:
-        """Frame ``index``'s faces, and which of them are redacted (every one not on a track kept visible)."""
+        """Frame ``index``'s faces, and which of them are redacted: every one not on a track kept visible, nor
+        shown by the first run on a track left as it matched (``kept``: marked so in the next ``--json`` too)."""
         if index >= len(self.frames):
             raise InputError(f"the input has more frames than {self.path} describes ({len(self.frames)}): "
                              "is it the same file?")
@@ -110,7 +112,9 @@ class Decisions:
                       np.array([f.get("track", -1) for f in faces], np.int32),
                       np.array([f.get("eyes", f["box"]) for f in faces], np.float32).reshape(n, 4) + grown,
                       np.array([CLASSES.index(f.get("class", "face")) for f in faces], np.uint8))
-        return det, np.array([f.get("track") not in self.keep for f in faces], bool)
+        shown = np.array([f.get("track") in self.keep or (f.get("kept") is True and f.get("track") in self.matched)
+                          for f in faces], bool)
+        return dataclasses.replace(det, kept=shown), ~shown
 
     def added_boxes(self, index: int) -> np.ndarray:
         """The regions added by hand that cover frame ``index``."""
@@ -129,7 +133,8 @@ class Decisions:
 
     def summary(self) -> dict:
         """For the audit record: which file, and what it changed."""
-        return {"file": str(self.path), "sha256": self.sha256, "kept": sorted(self.keep), "added": len(self.added)}
+        return {"file": str(self.path), "sha256": self.sha256, "kept": sorted(self.keep), "added": len(self.added),
+                **({"matched": sorted(self.matched)} if self.matched else {})}
 
 
 class Replayed(Anonymizer):

@@ -77,7 +77,8 @@ class Ready:
 class Anonymizer:
     """Loads the detector once (on the first batch, for its frame size and device) and keeps the tracker
     between calls. Options are those of ``process()`` that concern the pictures (``target``, ``threshold``,
-    ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ...).
+    ``det_size``, ``style``, ``mosaic_cell``, ``margin_*``, ``ttl``, ``lookback``, ``backend``, ``keep_faces``:
+    the consenting people's faces left visible, ``Ready.detections[i].kept`` and ``kept()`` say which, ...).
 
     Pushed frames are copied: the caller may reuse its buffer for the next batch. A stream has one frame
     size; ``flush()`` ends it, and the next ``push`` starts a new one (same detector). ``detect_every="auto"``
@@ -98,6 +99,8 @@ class Anonymizer:
         self.gpu = False
         self.torch = False                          # frames came as PyTorch tensors: they go back as such
         self.first_track = first_track
+        self.kept_before: list[dict] = []           # the tracks kept visible in the streams flushed before
+        self.consent_before = 0.0                   # and the seconds their keepers took
         self._reset(first)
 
     def _reset(self, first: int = 0) -> None:
@@ -109,6 +112,15 @@ class Anonymizer:
         self.gathered: list = []                    # "auto": frames held until the cadence's next look
         self.waiting: deque = deque()               # frames not yet final (push/flush)
         self.next_out = first                       # index of the next frame handed back
+        old = getattr(self, "keeper", None)
+        self.keeper = None                          # keep_faces: which faces stay visible (consent.py)
+        if self.config.keep_faces:
+            from .consent import Keeper, people
+            self.keeper = Keeper(people(self.config.keep_faces), self.tracker.lookback, self.rotation,
+                                 old and old.embedder)
+        if old is not None:
+            self.kept_before.extend(old.summary())
+            self.consent_before += old.seconds
 
     # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
     def track(self, frames) -> list[Regions]:
@@ -117,11 +129,11 @@ class Anonymizer:
         the cadence's next gap are held and tracked with the ones that follow (one frame at a time, each frame
         would be a batch's last, always looked at); ``skip`` and ``end`` track what is held first."""
         if self.config.detect_every != "auto":
-            return self._track(frames)
+            return self._kept(self._track(frames))
         self.gathered.append(frames)
         if sum(len(f) for f in self.gathered) < self.cadence.gap(self.tracker):
             return []
-        return self._track_held()
+        return self._kept(self._track_held())
 
     def _track_held(self) -> list[Regions]:
         """The frames ``track`` holds, tracked now as one batch."""
@@ -134,7 +146,7 @@ class Anonymizer:
         """``n`` frames the caller has no pixels for (a live frame dropped as late): frames not looked at, so
         that holds and motion stay right across them; the detections of the frames that became final."""
         final = self._track_held()
-        return final + self.tracker.push([None] * n)
+        return self._kept(final + self.tracker.push([None] * n))
 
     def _track(self, frames) -> list[Regions]:
         xp = array_module(frames)
@@ -151,7 +163,20 @@ class Anonymizer:
         # the last frame, if not looked at: the detector looks at it if the stream ends there
         if dets:
             self.tail = None if dets[-1] is not None else view[-1:].copy()
-        return self.tracker.push(dets)
+        if self.keeper is None:
+            return self.tracker.push(dets)
+        final = []
+        for i, d in enumerate(dets):  # a frame at a time: the keeper reads the tracks as each frame left them
+            final += self.tracker.push([d])
+            if d is not None:
+                self.keeper.look(first + i, frames[i], self.tracker)
+        return final
+
+    def _kept(self, final: list[Regions]) -> list[Regions]:
+        """The final frames (the last ones the tracker handed out), the faces to leave visible marked."""
+        if self.keeper is None or not final:
+            return final
+        return self.keeper.mark(final, self.tracker.next_final - len(final))
 
     def end(self, n: int | None = None, look: bool = True) -> list[Regions]:
         """The end of the stream: the detections of every frame not yet final. ``n``: only the next ``n`` frames
@@ -161,7 +186,7 @@ class Anonymizer:
         detector looked at a frame after them (their boxes are whole but for back-fill from frames not yet come),
         or ``look`` is False (frames ``skip`` was given, without pixels)."""
         if n is not None and (not look or self.tracker.next_final + n <= self.tracker.last_look + 1):
-            return self.tracker.flush(None, self.tracker.next_final + n)
+            return self._kept(self.tracker.flush(None, self.tracker.next_final + n))
         final = self._track_held()
         last = None
         if self.tail is not None:
@@ -169,10 +194,23 @@ class Anonymizer:
             last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
             self.tail = None
         upto = None if n is None else self.tracker.next_final + max(0, n - len(final))
-        return final + self.tracker.flush(last, upto)
+        if n is None and self.keeper is not None:
+            self.keeper.finish()
+        return self._kept(final + self.tracker.flush(last, upto))
+
+    def kept(self) -> list[dict]:
+        """The tracks left visible as a consenting person's (``keep_faces``): track, person, the largest distance
+        that matched, faces compared, frames shown."""
+        return self.kept_before + (self.keeper.summary() if self.keeper is not None else [])
+
+    @property
+    def consent_seconds(self) -> float:
+        """Seconds spent on ``keep_faces`` (choosing, cropping and embedding faces), within the tracking time."""
+        return self.consent_before + (self.keeper.seconds if self.keeper is not None else 0.0)
 
     def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
-        """The rectangles to redact in each final frame: grown faces, or grown eye bands."""
+        """The rectangles to redact in each final frame: grown faces (not those left visible), or grown eye
+        bands."""
         c = self.config
         return [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height) for d in final]
 

@@ -672,6 +672,9 @@ def _check(source: str, outputs: list[str], config: Config, latency: float, on_o
             raise OutputError(f"output {path} exists; pass --overwrite to replace it")
     if not is_live(source) and not Path(source).exists():
         raise InputError(f"input {source} not found")
+    if config.keep_faces:
+        from .consent import people
+        people(config.keep_faces)
 
 
 class _Run:
@@ -696,6 +699,7 @@ class _Run:
         self.redactor = select_redactor(config, gpu=False)
         self.lookback, self.reserve, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
+        self.kept: list[dict] = []              # the tracks kept visible (--keep-face) by earlier trackers
         self.anon = self._anonymizer()
         self.report = Report(src.url, outputs[0])
         for note in notes:
@@ -726,6 +730,10 @@ class _Run:
         self.log(text)
 
     def _anonymizer(self) -> Anonymizer:
+        """A fresh tracker (the first, or after a gap or a detector error); the tracks the last one kept visible
+        go into the report."""
+        if hasattr(self, "anon"):
+            self.kept.extend(self.anon.kept())
         return Anonymizer(self.config, detector=self.detector, redactor=self.redactor)
 
     def go(self) -> Report:
@@ -899,6 +907,7 @@ class _Run:
     def _finish(self) -> Report:
         report, src, sink = self.report, self.src, self.sink
         report.duration = float((sink.last or 0) * TIME_BASE)
+        report.kept = self.kept + self.anon.kept()
         report.backends = {"decode": "pyav (live)", "detect": self.detector.name, "redact": self.redactor.name,
                            "encode": sink.name}
         d = sink.delays

@@ -93,6 +93,7 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
     time_base = None
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt_anon-encode")
     pending: Future | None = None
+    shown: dict[int, int] = {}   # track -> frames written with it left visible
 
     def encode(frames, pts: list[int], ready, sources) -> None:
         t0 = time.perf_counter()
@@ -143,6 +144,8 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
             pending.result()  # one batch in flight at most; re-raises the encoder's error here
         pending = worker.submit(encode, batch, list(pts), ready, frames)
         for i, (d, b) in enumerate(zip(final, boxes)):
+            for t in d.track[d.kept].tolist():  # --keep-face: the frames each kept track is shown in, as written
+                shown[t] = shown.get(t, 0) + 1
             if log is not None:
                 log.add(report.frames + (keep[0] if keep else 0), int(pts[i]), d.to_json(), b)
             if stats is not None:
@@ -177,5 +180,9 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
         raise InputError(f"the input has {report.frames} frames, the decisions file {len(decisions.frames)}: "
                          "is it the same file?")
     report.seconds.update(secs)
+    if decisions is None:  # a segment's context frames, tracked but not written, do not count
+        report.kept.extend({**k, "frames": shown[k["track"]]} for k in anon.kept() if shown.get(k["track"]))
+        if config.keep_faces:  # part of "detect": the share --keep-face costs
+            report.seconds["consent"] = anon.consent_seconds
     if time_base is not None and stages.sink.last_pts is not None:
         report.duration = float(stages.sink.last_pts * time_base)

@@ -128,6 +128,12 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, con
         if json.is_dir():
             json = json / f"{src.stem}.anon.json"
         json = media.resolve_output(src, json, cfg.overwrite)
+    if cfg.keep_faces:  # the photos read (once for many files) and refused now, not after the first frames
+        from .consent import people
+        people(cfg.keep_faces)
+        if media.is_image(src):
+            notes.append("--keep-face: a photo is one look at each face, not the several a match needs; every face "
+                         "in it is redacted")
     decisions = None
     if cfg.decisions_path:
         from .decisions import Decisions

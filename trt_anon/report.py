@@ -30,6 +30,8 @@ class Report:
     placement: list[dict] = field(default_factory=list)  # process_many: where each part ran (node, GPU, frames)
     live: dict = field(default_factory=dict)  # live streams: the delay each frame had, frames dropped or covered
     signed: dict = field(default_factory=dict)  # --sign: who signed the output's Content Credentials, its parent
+    kept: list[dict] = field(default_factory=list)  # --keep-face: the tracks left visible (track, person, distance,
+                                                    # faces compared, frames shown)
 
     def count(self, faces: int = 0, boxes: int = 0) -> None:
         """One frame written: ``faces`` detections in it, ``boxes`` rectangles redacted."""
@@ -48,12 +50,14 @@ class Report:
     def summary(self) -> str:
         stages = ", ".join(f"{k}={v}" for k, v in self.backends.items())
         signed = f", Content Credentials signed by {self.signed['signer']}" if self.signed else ""
+        kept = "".join(f"\n  kept visible: {k['person']} (track {k['track']}, {k['frames']} frames, distance "
+                       f"{k['distance']})" for k in self.kept)
         return (f"{self.output}: {self.frames} frames in {self.wall:.1f}s ({self.fps:.1f} fps), "
-                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes){signed} [{stages}]")
+                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes){signed} [{stages}]{kept}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("error", "placement", "live", "signed"):  # absent from the JSON of a file they do not concern
+        for k in ("error", "placement", "live", "signed", "kept"):  # absent from the JSON of a run without them
             if not d[k]:
                 del d[k]
         d["fps"] = round(self.fps, 2)
@@ -64,7 +68,9 @@ class Report:
 class BoxLog:
     """The ``--json`` file: ``{"frames": [...], "tracks": [...], "report": {...}, "audit": {...}}``, one line per
     frame as it is written. ``tracks`` sums up each face the tracker followed (``Regions.track``): its first
-    and last frame, frames, largest box width, lowest detection score, and ``"action": "redact"``.
+    and last frame, frames, largest box width, lowest detection score, and ``"action": "redact"`` (``"matched"``
+    for one left visible where it matched a consenting person, ``--keep-face``, with that ``person`` and the
+    ``distance``; its faces shown say ``"kept": true``).
 
     ``envelope=False`` writes the frame lines only (a segment's piece, joined into the file by ``add_line``).
     ``slim=True`` leaves out each frame's timestamp and redacted rectangles: what a decisions file needs, a
@@ -100,6 +106,8 @@ class BoxLog:
                                                        "last": entry["frame"], "frames": 0, "largest": 0.0,
                                                        "lowest_score": 1.0,
                                                        "action": "keep" if face["track"] in self.keep else "redact"})
+            if face.get("kept") and t["action"] == "redact":  # left visible where it matched a consenting person
+                t["action"] = "matched"
             t["last"] = entry["frame"]
             t["frames"] += 1
             t["largest"] = max(t["largest"], round(face["box"][2] - face["box"][0], 1))
@@ -109,6 +117,9 @@ class BoxLog:
     def close(self, report: Report, audit: dict | None = None) -> None:
         """The tracks and the report, once complete: the file then holds what the caller gets; and the run's
         audit record (``audit.record``), which ``trt-anon verify`` checks files against."""
+        for k in report.kept:  # --keep-face: who each track kept visible matched, and how closely
+            if k["track"] in self.tracks:
+                self.tracks[k["track"]].update(person=k["person"], distance=k["distance"])
         tracks = ",\n".join(json.dumps(t) for t in self.tracks.values())
         added = "" if self.added is None else ',\n"added": ' + json.dumps(self.added)
         self.file.write('],\n"tracks": [\n' + tracks + "\n]" + added + ',\n"report": ' + json.dumps(report.to_dict())

@@ -243,6 +243,7 @@ def join(job: Plan, *parts: dict) -> Report:
         for k, v in r.seconds.items():
             report.seconds[k] = report.seconds.get(k, 0.0) + v
         report.placement += r.placement
+        report.kept += r.kept   # each segment numbers its tracks apart
         report.warnings += [w for w in r.warnings if w not in report.warnings]
     report.backends = dict(parts[0]["report"].backends)
     container = media.open_input(src_path)

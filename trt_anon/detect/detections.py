@@ -56,7 +56,8 @@ class Detections:
 class Regions:
     """What is to be covered in one frame, as the tracker decided (or a review replays): a box per face followed,
     detected (``HIT``), ``WEAK`` but on a track, ``HELD`` after its last detection or ``FILLED`` before its
-    first, with its eye band and the number of the track it is on. Immutable and checked when made."""
+    first, with its eye band and the number of the track it is on, and whether it is left visible (a consenting
+    person's, ``consent.py``; every other face is covered). Immutable and checked when made."""
 
     xyxy: np.ndarray                                   # (N, 4) face boxes
     score: np.ndarray                                  # (N,) the track's last score
@@ -64,13 +65,17 @@ class Regions:
     track: np.ndarray                                  # (N,) the tracker's number for each face (int32)
     eyes: np.ndarray                                   # (N, 4) eye bands
     class_id: np.ndarray = field(default=None)         # (N,) index into CLASSES (default: all faces)
+    kept: np.ndarray = field(default=None)             # (N,) bool: left visible (default: none, all covered)
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
         if self.class_id is None:
             object.__setattr__(self, "class_id", np.zeros(n, np.uint8))
+        if self.kept is None:
+            object.__setattr__(self, "kept", np.zeros(n, bool))
         _check(self, {"xyxy": (self.xyxy, (n, 4)), "score": (self.score, (n,)), "kind": (self.kind, (n,)),
-                      "track": (self.track, (n,)), "eyes": (self.eyes, (n, 4)), "class_id": (self.class_id, (n,))})
+                      "track": (self.track, (n,)), "eyes": (self.eyes, (n, 4)), "class_id": (self.class_id, (n,)),
+                      "kept": (self.kept, (n,))})
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -82,7 +87,7 @@ class Regions:
 
     def subset(self, mask: np.ndarray) -> "Regions":
         return Regions(self.xyxy[mask], self.score[mask], self.kind[mask], self.track[mask], self.eyes[mask],
-                       self.class_id[mask])
+                       self.class_id[mask], self.kept[mask])
 
     def to_json(self) -> list[dict]:
         out = []
@@ -92,6 +97,8 @@ class Regions:
                     "track": int(self.track[i])}
             if self.class_id[i]:  # faces, the only class of the packaged model, are not named on every box
                 item["class"] = CLASSES[int(self.class_id[i])]
+            if self.kept[i]:
+                item["kept"] = True
             out.append(item)
         return out
 

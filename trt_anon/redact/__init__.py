@@ -24,7 +24,10 @@ OVERLAP_MARGIN = 0.15
 def redaction_boxes(det: Regions, target: str, margin_px: float, margin_rel: float,
                     width: int, height: int, only: np.ndarray | None = None) -> np.ndarray:
     """The boxes to redact for one frame: grown face boxes (more for the lower-scored where two meet), or the
-    (grown) eye bands. ``only`` (a mask of the faces): those faces' boxes, grown as among all of them."""
+    (grown) eye bands. ``only`` (a mask of the faces): those faces' boxes, grown as among all of them; by default
+    every face not left visible (``Regions.kept``)."""
+    if only is None and det.kept.any():
+        only = ~det.kept
     if only is not None and not np.all(only):  # the margins come from every face; the boxes from those asked
         mask = np.asarray(only, bool)
         if target == "eyes":

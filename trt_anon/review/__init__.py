@@ -84,6 +84,7 @@ def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: boo
                 thumbs[i].input_jpeg = thumbnail(rgb, turns, boxes, kinds)
             for shot in shots.get(i, ()):
                 shot.input_jpeg = crop(rgb, turns, shot.box)
+    edit.people = _people(report, stats, edit.cards)
     missing = [f for f, t in thumbs.items() if t.output_jpeg is None]
     extra = [f"review: {len(missing)} chosen frame(s) could not be decoded from the output: "
              f"{', '.join(map(str, missing[:10]))}"] if missing else []
@@ -92,6 +93,19 @@ def write_review(report: Report, stats: FrameStats, dst: Path, *, originals: boo
     report.seconds["review"] = time.perf_counter() - started
     page = render(report, [thumbs[f] for f in sorted(thumbs)], chart, originals, settings or {}, extra, edit)
     write_text(dst, page, overwrite)
+
+
+def _people(report: Report, stats: FrameStats, cards) -> list | None:
+    """The cards grouped into people (``people.group``), their faces read again from the input; None without
+    the ``[consent]`` extra (a card per track)."""
+    from . import people
+    embedder = people.embedder()
+    if embedder is None:
+        return None
+    wanted = sorted({frame for card in cards for frame, _ in card.faces})
+    by_pts = {stats.pts[f]: f for f in wanted}
+    frames = ((by_pts[p], *to_rgb(frame)) for p, frame in read_frames(Path(report.input), by_pts=list(by_pts)))
+    return people.group(cards, people.faces(cards, frames, embedder))
 
 
 def write_index(rows: list[dict], dst: Path, *, originals: bool = False, overwrite: bool = False) -> None:

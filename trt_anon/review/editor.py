@@ -1,5 +1,6 @@
-"""The review page's editor: one card per track (keep visible or redact), regions drawn on the frames, and a
-button that saves a decisions file for ``--decisions``.
+"""The review page's editor: one card per person (their tracks grouped by face, review/people.py; keep visible or
+redact, a track split out), regions drawn on the frames, and a button that saves a decisions file for
+``--decisions``.
 
 The run's document (``FrameStats.document``: frames with faces and tracks, the report, the audit record) is
 embedded gzip-compressed as base64, inert text that no markup can escape from; the script unpacks it with the
@@ -48,33 +49,62 @@ def _img(data: bytes, cls: str, alt: str) -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="{src}">'
 
 
-def render_cards(cards: list[Card], originals: bool) -> list[str]:
-    """The people section: a card per track with its shots and the keep visible / redact switch."""
-    out = [f'<h2>People followed (<span id="track-count">{len(cards)}</span>)</h2>',
+def render_cards(people: list[list[Card]], originals: bool, grouped: bool = False) -> list[str]:
+    """The people section: a card per person (``people``: the tracks of each, review/people.py) with each track's
+    shots, a switch for the person (redact / keep visible; kept where matched, for a --keep-face run's match)
+    and, on a card of several tracks, a button that splits a track out into a card of its own."""
+    n = sum(len(p) for p in people)
+    how = ("tracks grouped by their faces, only where they surely are one person (when unsure, two cards); "
+           "<b>split out</b> a track that is someone else" if grouped else "one card per track (install "
+           "<code>trt_anon[consent]</code> to group the tracks of one person)")
+    out = [f'<h2>People followed (<span id="track-count">{n}</span> tracks, <span id="person-count">'
+           f'{len(people)}</span> cards)</h2>',
            '<p class="note">Each face the tracker followed through the video, with its first, largest and last '
-           "frame" + (" (input above, unredacted; output below)" if originals else " as published") + ". "
+           "frame" + (" (input above, unredacted; output below)" if originals else " as published") + f"; {how}. "
            "<b>Keep visible</b> leaves that person unredacted in every frame; everyone else stays redacted.</p>",
            '<div class="tracks">']
-    for card in cards:
-        t = card.track
-        action = "keep" if t["action"] == "keep" else "redact"
-        out.append(f'<div class="track" id="track-{t["id"]}" data-track="{t["id"]}" data-action="{action}">')
-        rows = (("input_jpeg", "crop input"), ("output_jpeg", "crop output")) if originals else \
-            (("output_jpeg", "crop output"),)
-        for attr, cls in rows:
-            shots = [_img(getattr(s, attr), cls, f"track {t['id']} at frame {s.frame} ({s.label})")
-                     + f"<small>{s.label} · {s.frame}</small>" for s in card.shots if getattr(s, attr)]
-            if shots:
-                out.append('<div class="shots">' + "".join(f"<span>{s}</span>" for s in shots) + "</div>")
-        if not card.shots:
-            out.append('<p class="note">no pictures: only the longest tracks have them</p>')
-        score = f"lowest score {t['lowest_score']:.2f}" if t["lowest_score"] < 1 else "no detection score"
-        out.append(f'<p><b>track {t["id"]}</b> · frames {t["first"]}–{t["last"]} ({t["frames"]} frames) · {score}'
-                   f' · detected face up to {t["largest"]:.0f} px wide</p><div class="switch">'
-                   f'<button type="button" data-act="redact" aria-pressed="{str(action == "redact").lower()}">'
-                   'redact</button><button type="button" data-act="keep" '
-                   f'aria-pressed="{str(action == "keep").lower()}">keep visible</button></div></div>')
+    for group in people:
+        ids = [c.track["id"] for c in group]
+        actions = {c.track["action"] for c in group}
+        action = actions.pop() if len(actions) == 1 else "redact"   # (grouped with one action: people.group)
+        matched = action == "matched"
+        out.append(f'<div class="track" id="track-{ids[0]}" data-track="{" ".join(map(str, ids))}" '
+                   f'data-action="{action}">')
+        person = next((c.track["person"] for c in group if c.track.get("person")), None)
+        if len(group) > 1 or person:
+            out.append(f'<p class="who"><b>{html.escape(person or "one person")}</b> · {len(group)} track'
+                       f'{"s" if len(group) > 1 else ""}</p>')
+        for card in group:
+            out += _track(card, originals, len(group) > 1)
+        buttons = [("redact", "redact"), ("keep", "keep visible")] + ([("matched", "kept where matched")]
+                                                                      if matched else [])
+        out.append('<div class="switch">' + "".join(
+            f'<button type="button" data-act="{act}" aria-pressed="{str(action == act).lower()}">{label}</button>'
+            for act, label in buttons) + "</div></div>")
     out.append("</div>")
+    return out
+
+
+def _track(card: Card, originals: bool, member: bool) -> list[str]:
+    """One track's shots and numbers on its person's card (``member``: one of several, which can be split out)."""
+    t = card.track
+    out = [f'<div class="member" data-member="{t["id"]}">'] if member else []
+    rows = (("input_jpeg", "crop input"), ("output_jpeg", "crop output")) if originals else \
+        (("output_jpeg", "crop output"),)
+    for attr, cls in rows:
+        shots = [_img(getattr(s, attr), cls, f"track {t['id']} at frame {s.frame} ({s.label})")
+                 + f"<small>{s.label} · {s.frame}</small>" for s in card.shots if getattr(s, attr)]
+        if shots:
+            out.append('<div class="shots">' + "".join(f"<span>{s}</span>" for s in shots) + "</div>")
+    if not card.shots:
+        out.append('<p class="note">no pictures: only the longest tracks have them</p>')
+    score = f"lowest score {t['lowest_score']:.2f}" if t["lowest_score"] < 1 else "no detection score"
+    match = f" · matched {html.escape(t['person'])} ({t['distance']:.2f})" if t.get("action") == "matched" else ""
+    split = f' <button type="button" class="split" data-split="{t["id"]}">split out</button>' if member else ""
+    out.append(f'<p><b>track {t["id"]}</b> · frames {t["first"]}–{t["last"]} ({t["frames"]} frames) · {score}'
+               f' · detected face up to {t["largest"]:.0f} px wide{match}{split}</p>')
+    if member:
+        out.append("</div>")
     return out
 
 
@@ -107,7 +137,9 @@ def render_savebar(document: bytes, save_name: str, command: str, saved_in: str)
 CSS = """
 .tracks{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
 .track{background:#fff;box-shadow:0 1px 2px #0002;padding:6px;border-left:5px solid #888}
-.track[data-action=keep]{border-left-color:#1a7f37;background:#effaf1}
+.track[data-action=keep],.track[data-action=matched]{border-left-color:#1a7f37;background:#effaf1}
+.member{border-top:1px dashed #ccc;padding-top:4px}.member:first-of-type{border-top:0}.who{font-size:14px}
+button.split{font-size:11px;margin-left:6px}
 .track p{margin:4px 2px;font-size:13px}.shots{display:flex;gap:4px;overflow-x:auto}
 .shots span{display:flex;flex-direction:column;font-size:11px;color:#555}.shots img{height:84px;width:auto}
 .switch button{font:inherit;font-size:13px;padding:3px 10px;border:1px solid #888;background:#fff;cursor:pointer}
@@ -182,10 +214,20 @@ SCRIPT = r"""
     pad.appendChild(d);
     return d;
   }
-  function actions() {
+  function actions() {   // each track's action: its person's card's
     const a = {};
-    for (const c of document.querySelectorAll('.track')) a[c.dataset.track] = c.dataset.action;
+    for (const c of document.querySelectorAll('.track')) {
+      for (const t of c.dataset.track.split(' ')) a[t] = c.dataset.action;
+    }
     return a;
+  }
+  function persons() {   // the tracks on a card of several: their person, the card's first track
+    const p = {};
+    for (const c of document.querySelectorAll('.track')) {
+      const ids = c.dataset.track.split(' ');
+      if (ids.length > 1) for (const t of ids) p[t] = +ids[0];
+    }
+    return p;
   }
   function redraw() {
     const act = actions();
@@ -194,7 +236,7 @@ SCRIPT = r"""
       const f = +pad.dataset.frame;
       for (const face of (doc && doc.frames[f] ? doc.frames[f].faces : [])) {
         if (face.track === undefined) continue;
-        const kept = act[face.track] === 'keep';
+        const kept = act[face.track] === 'keep' || (act[face.track] === 'matched' && face.kept === true);
         placed(pad, face.box, 'face' + (kept ? ' kept' : ''), 'track ' + face.track + (kept ? ' kept' : ''));
       }
       regions.forEach((r, i) => {
@@ -205,7 +247,7 @@ SCRIPT = r"""
                'region ' + (i + 1) + (key ? ' · frames ' + r.start + '–' + r.end : ''));
       });
     }
-    const kept = Object.values(act).filter((a) => a === 'keep').length;
+    const kept = Object.values(act).filter((a) => a !== 'redact').length;
     $('summary').textContent = kept + ' of ' + Object.keys(act).length + ' tracks kept visible · ' +
       regions.length + ' region' + (regions.length === 1 ? '' : 's') + ' added' + (dirty ? ' (not saved)' : '');
     $('region-count').textContent = regions.length;
@@ -341,7 +383,7 @@ SCRIPT = r"""
   }
   $('new-region').onclick = () => { cancel(); current = null; list(); redraw(); };
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && pending) { cancel(); redraw(); } });
-  for (const card of document.querySelectorAll('.track')) {
+  function wire(card) {   // a card's switch: the action of every track on it
     for (const b of card.querySelectorAll('.switch button')) {
       b.onclick = () => {
         card.dataset.action = b.dataset.act;
@@ -350,7 +392,36 @@ SCRIPT = r"""
         redraw();
       };
     }
+    for (const b of card.querySelectorAll('button.split')) b.onclick = () => split(card, b.dataset.split);
   }
+  function split(card, track) {   // a track of a person's card is someone else: a card of its own, redacted
+    const member = card.querySelector('.member[data-member="' + track + '"]');
+    const ids = card.dataset.track.split(' ').filter((t) => t !== track);
+    const alone = el('div', 'track');
+    alone.id = 'track-' + track;
+    alone.dataset.track = track;
+    alone.dataset.action = 'redact';
+    member.querySelector('button.split').remove();
+    while (member.firstChild) alone.appendChild(member.firstChild);
+    member.remove();
+    const sw = card.querySelector('.switch').cloneNode(true);
+    for (const o of sw.querySelectorAll('button')) o.setAttribute('aria-pressed', o.dataset.act === 'redact');
+    alone.appendChild(sw);
+    card.dataset.track = ids.join(' ');
+    card.id = 'track-' + ids[0];
+    if (ids.length === 1) {   // the one track left: its card as any single track's
+      const last = card.querySelector('.member');
+      last.querySelector('button.split').remove();
+      while (last.firstChild) card.insertBefore(last.firstChild, last);
+      last.remove();
+    }
+    card.after(alone);
+    wire(alone);
+    $('person-count').textContent = document.querySelectorAll('.track').length;
+    dirty = true;
+    redraw();
+  }
+  for (const card of document.querySelectorAll('.track')) wire(card);
 
   async function load() {   // the run's document, embedded gzip-compressed
     const bytes = Uint8Array.from(atob($('document').textContent.trim()), (c) => c.charCodeAt(0));
@@ -372,9 +443,10 @@ SCRIPT = r"""
   });
 
   $('save').onclick = async () => {
-    const d = await ready, act = actions();
+    const d = await ready, act = actions(), who = persons();
     const out = Object.assign({}, d, {
-      tracks: d.tracks.map((t) => Object.assign({}, t, {action: act[t.id] || t.action})),
+      tracks: d.tracks.map((t) => Object.assign({}, t, {action: act[t.id] || t.action},
+                                                 who[t.id] === undefined ? {} : {person_card: who[t.id]})),
       added: regions.map(saved)});
     const a = el('a');
     a.href = URL.createObjectURL(new Blob([JSON.stringify(out)], {type: 'application/json'}));

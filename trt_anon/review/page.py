@@ -191,6 +191,7 @@ class Edit:
     width: int = 0
     height: int = 0
     turns: int = 0
+    people: list[list[Card]] | None = None   # the cards grouped into people (review/people.py); None: not grouped
 
 
 SAVED_IN = "DOWNLOADS"   # the page cannot know where the browser saves a file: the command names it so
@@ -243,7 +244,7 @@ def render(report: Report, thumbs: list[Thumb], chart: bytes, originals: bool, s
     out.append("<h2>Timeline</h2>")
     out.append('<img id="chart" alt="faces per frame and lowest detection score per frame" '
                f'src="{_uri(chart, "image/png")}">')
-    out += editor.render_cards(edit.cards, originals)
+    out += editor.render_cards(edit.people or [[c] for c in edit.cards], originals, edit.people is not None)
     out += editor.render_regions()
     out.append(f'<h2>Frames to check (<span id="thumb-count">{len(thumbs)}</span>)</h2>')
     got = {k: sum(k in t.pick.keys for t in thumbs) for k in PICKS}

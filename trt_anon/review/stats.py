@@ -44,6 +44,8 @@ class Card:
 
     track: dict
     shots: list[Shot] = field(default_factory=list)
+    faces: list[tuple[int, list[float]]] = field(default_factory=list)   # (frame, box) of its first, largest and
+                                                                         # last detected face: who it is
 
 
 class FrameStats:
@@ -62,6 +64,7 @@ class FrameStats:
         self.ends = array("I")         # last frames of a box that the next frame no longer has
         self._prev = np.zeros((0, 4), np.float32)
         self.shots: dict[int, dict[str, tuple[int, list[float]]]] = {}   # track -> label -> (frame, box)
+        self.hits: dict[int, dict[str, tuple[int, list[float]]]] = {}    # the same, of its detected faces only
         self._raw = tempfile.TemporaryFile()
         packed = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6, mtime=0)   # 9: as small, slower
         self._text = io.TextIOWrapper(packed, encoding="utf-8")
@@ -83,7 +86,8 @@ class FrameStats:
         sides = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) if len(b) else np.zeros(0)
         self.largest.append(float(sides.max()) if len(b) else 0.0)
         self.boxes.extend(b.ravel().tolist())
-        self.kinds.extend((kind if len(kind) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
+        covered = kind[~np.asarray(det.kept, bool)]   # the faces left visible (--keep-face) have no rectangle
+        self.kinds.extend((covered if len(covered) == len(b) else np.full(len(b), HIT, np.uint8)).tolist())
         self.offsets.append(self.offsets[-1] + len(b))
         new, gone = _unmatched(b, self._prev)
         if new:
@@ -92,14 +96,17 @@ class FrameStats:
             self.ends.append(i - 1)
         self._prev = b
         self.log.add(i, int(pts), det.to_json(), b)
-        for box, t in zip(np.asarray(det.xyxy).tolist(), np.asarray(det.track).tolist()):
-            self._shoot(int(t), i, box)
+        for box, t, k in zip(np.asarray(det.xyxy).tolist(), np.asarray(det.track).tolist(), kind.tolist()):
+            self._shoot(self.shots, int(t), i, box)
+            if k == HIT:
+                self._shoot(self.hits, int(t), i, box)
 
-    def _shoot(self, track: int, frame: int, box: list[float]) -> None:
+    @staticmethod
+    def _shoot(shots: dict, track: int, frame: int, box: list[float]) -> None:
         """Keep the track's first, largest (widest) and last face."""
         if track < 0:
             return
-        s = self.shots.setdefault(track, {"first": (frame, box), "largest": (frame, box)})
+        s = shots.setdefault(track, {"first": (frame, box), "largest": (frame, box)})
         s["last"] = (frame, box)
         if box[2] - box[0] > s["largest"][1][2] - s["largest"][1][0]:
             s["largest"] = (frame, box)
@@ -128,6 +135,7 @@ class FrameStats:
                     else:
                         at[frame] = Shot(label, frame, box)
                 card.shots = [at[f] for f in sorted(at)]
+                card.faces = sorted(set((f, tuple(b)) for f, b in self.hits.get(t, {}).values()))
             out.append(card)
         return out
 

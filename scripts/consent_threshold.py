@@ -1,0 +1,113 @@
+"""Measure ``consent.THRESHOLD``, the embedding distance under which --keep-face takes two faces for one person,
+on real faces that packages ship (docs/quality.md, "Keeping consenting people").
+
+Different people: the 100 faces of scikit-image's LFW subset (Labeled Faces in the Wild, 25 x 25 grey crops,
+drawn into frames at 96 px as references and at 56 px as faces in a video), every pair but the three of one
+person the subset holds three times (George W. Bush: faces 0, 36, 90); and Eileen Collins' and Grace Hopper's
+portraits (scikit-image, matplotlib) against each other and every LFW face. Pairs that may be one person
+but are not labelled so count as different, which only lowers the threshold. Same person: the Bush pairs, and
+both portraits against themselves drawn into a video frame at 48-160 px, mirrored, darker or tilted, JPEG'd.
+
+Every face goes through the path a video's face takes (CenterFace box, crop, dlib's landmarks and embedding).
+The threshold must be under the closest different pair; the run fails if ``consent.THRESHOLD`` is not.
+
+    python scripts/consent_threshold.py            # the table for docs/quality.md
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import synth  # noqa: E402  (tests/synth.py: faces drawn from the packaged photos)
+
+from trt_anon import consent  # noqa: E402
+from trt_anon.config import Config  # noqa: E402
+from trt_anon.detect import select_detector  # noqa: E402
+
+SAME_LFW = (0, 36, 90)   # one person (George W. Bush) three times in the subset: labelled by eye
+
+
+def video_face(source: str, size: float, embedder, detector, **face) -> tuple[np.ndarray | None, bool]:
+    """(embedding, frontal) of ``source`` drawn at ``size`` px into a 640 x 480 frame, JPEG'd as a video's
+    frame is compressed, found by the detector and embedded as consent.Keeper does; (None, False) if not found."""
+    frame, _, _ = next(synth.render(640, 480, [synth.Face(size, (220, 140), source=source, **face)], 1))
+    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
+    frame = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    found = detector(frame[None])[0]
+    if not len(found):
+        return None, False
+    crop, cbox = consent.face_crop(frame, found.xyxy[int(np.argmax(found.score))])
+    points, shape = embedder.landmarks(crop, cbox)
+    return embedder.embed(crop, shape), consent.frontal(points)
+
+
+def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    embedder = consent.Embedder()
+    detector = select_detector(Config(backend="cpu"), gpu=False)
+    lfw = {}
+    for size in (96, 56):
+        for k in range(100):
+            e, front = video_face(f"lfw:{k}", size, embedder, detector)
+            if e is not None:
+                lfw[k, size] = (e, front)
+    portraits = {}
+    for name in ("astronaut", "hopper"):
+        img, _, _ = synth.face_source(name)
+        found = detector(img[None])[0]
+        crop, cbox = consent.face_crop(img, found.xyxy[int(np.argmax(found.score))])
+        portraits[name] = embedder.embed(crop, embedder.landmarks(crop, cbox)[1])
+
+    def dist(a, b) -> float:
+        return float(np.linalg.norm(a - b))
+
+    different, same = [], []
+    for (i, si), (j, sj) in itertools.combinations(lfw, 2):
+        if i == j:
+            continue
+        pair = (dist(lfw[i, si][0], lfw[j, sj][0]), f"LFW {i}@{si} / {j}@{sj}", lfw[i, si][1] and lfw[j, sj][1])
+        (same if i in SAME_LFW and j in SAME_LFW else different).append(pair)
+    for name, e in portraits.items():
+        for (k, size), (v, front) in lfw.items():
+            different.append((dist(e, v), f"{name} / LFW {k}@{size}", front))
+    different.append((dist(portraits["astronaut"], portraits["hopper"]), "astronaut / hopper", True))
+    variants = {"": {}, "mirrored": {"flip": True}, "darker": {"gain": 0.6}, "tilted 10": {"angle": 10}}
+    for name, e in portraits.items():
+        for size in (48, 64, 96, 160):
+            for label, face in variants.items():
+                v, front = video_face(name, size, embedder, detector, **face)
+                if v is not None:
+                    same.append((dist(e, v), f"{name} @{size} {label}".strip(), front))
+
+    different.sort()
+    print(f"different-person pairs: {len(different)} ({sum(p[2] for p in different)} with both faces frontal)")
+    print("closest:")
+    for d, what, front in different[:8]:
+        print(f"  {d:.3f}  {what}{'' if front else '  (a face not frontal: never compared in a video)'}")
+    closest = different[0][0]
+    closest_frontal = min(d for d, _, front in different if front)
+    print(f"same-person pairs: {len(same)}")
+    for d, what, front in sorted(same, reverse=True)[:8]:
+        print(f"  {d:.3f}  {what}{'' if front else '  (not frontal)'}")
+    drawn = sorted(p for p in same if not p[1].startswith("LFW"))
+    print(f"  the portraits drawn into video: {drawn[0][0]:.3f} to {drawn[-1][0]:.3f} (farthest: {drawn[-1][1]})")
+    t = consent.THRESHOLD
+    kept = [p for p in same if p[0] < t]
+    print(f"\nTHRESHOLD {t}: closest different pair {closest:.3f} (frontal only: {closest_frontal:.3f}); "
+          f"same-person pairs under it: {len(kept)} of {len(same)} "
+          f"({', '.join(w for d, w, _ in same if d >= t) or 'all'} not)")
+    if t >= closest:
+        print(f"FAIL: THRESHOLD {t} keeps a different-person pair ({different[0][1]}, {closest:.3f})")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""--keep-face: a consenting person stays visible where their track matches their photo, everyone else is redacted
+in every frame, on real faces from packaged photos (tests/synth.py). Tests marked ``consent`` need the
+``[consent]`` extra (dlib and its models): skipped without it, run by CI's consent pass (.ci/run)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import NoRayCounter, cell_deviation, decode_frames, faces_to_check
+from PIL import Image
+from synth import Face, face_box, face_source, make_clip, render
+
+import trt_anon
+from trt_anon import consent
+from trt_anon.cli import main
+from trt_anon.detect.detections import HIT, Regions
+from trt_anon.errors import ConfigError
+
+
+def _extra() -> bool:
+    try:
+        consent._models()
+        import dlib  # noqa: F401
+    except (ConfigError, ImportError):
+        return False
+    return True
+
+
+def needs_extra(test):
+    """A test that runs the embedding network: skipped without the extra; CI's consent pass (-m consent) runs it."""
+    skip = pytest.mark.skipif(not _extra(), reason="needs the consent extra: pip install '.[consent]'")
+    return pytest.mark.consent(skip(test))
+
+
+def _photo(path, source: str, size: float = 160, width: int = 400, height: int = 400):
+    """A reference photo: ``source`` (synth's face sources) drawn at ``size`` px on the coffee background."""
+    frame, _, _ = next(render(width, height, [Face(size, ((width - size) / 2, height / 4), source=source)], 1))
+    Image.fromarray(frame).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crossing(tmp_path_factory):
+    """Eileen Collins (the reference) and two others (Grace Hopper and an LFW face), 640x360, 160 frames: she
+    walks right past the LFW face and meets Hopper coming the other way, leaves at frame 70 and comes back from the
+    right at frame 100; the LFW face leaves at 60 and comes back at 90."""
+    d = tmp_path_factory.mktemp("consent")
+    Image.fromarray(face_source("astronaut")[0]).save(d / "eileen.png")  # her portrait, as a user would give it
+    faces = [Face(90, (30, 120), (3, 0), enter=0, leave=70, source="astronaut"),
+             Face(80, (520, 110), (-3, 0), enter=0, leave=130, source="hopper"),
+             Face(80, (300, 20), enter=10, leave=60, source="lfw:3"),
+             Face(80, (300, 20), enter=90, source="lfw:3"),
+             Face(90, (500, 150), (-2, 0), enter=100, source="astronaut")]
+    return make_clip(d / "clip.mp4", 640, 360, 160, faces=faces, audio=0), d / "eileen.png"
+
+
+def _shown(frame: np.ndarray, box) -> bool:
+    """Whether the face in ``box`` (clipped to the frame) is there unredacted (textured, not a mosaic's flat cells)."""
+    h, w = frame.shape[:2]
+    return cell_deviation(frame, np.clip(box, 0, [w - 1, h - 1, w, h])) > 6
+
+
+@needs_extra
+def test_the_consenting_person_stays_visible_and_everyone_else_is_redacted(crossing, tmp_path):
+    clip, eileen = crossing
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4", keep_faces=[str(eileen)],
+                              json_path=str(tmp_path / "out.json"))
+    src, out = decode_frames(clip.path), decode_frames(tmp_path / "out.mp4")
+    doc = json.loads((tmp_path / "out.json").read_text())
+    kept_tracks = {k["track"] for k in report.kept}
+    assert kept_tracks and all(k["person"] == "eileen" and k["distance"] < consent.THRESHOLD for k in report.kept)
+    shown = 0
+    for i, (before, after) in enumerate(zip(src, out)):
+        others = [f for f in clip.faces if f.source != "astronaut"]
+        for f in others:  # the others: redacted in every frame they are in view
+            box = face_box(f, i)
+            if box is None:
+                continue
+            for b, mask in faces_to_check(clip, i):
+                if np.allclose(b, (max(0, box[0]), max(0, box[1]), min(640, box[2]), min(360, box[3]))):
+                    assert cell_deviation(after, b, shown=mask) < 4, f"frame {i}: {f.source} shown"
+        faces = doc["frames"][i]["faces"]
+        for face in faces:  # a face marked kept is hers, and there unredacted
+            if face.get("kept"):
+                assert face["track"] in kept_tracks
+                x1, y1, x2, y2 = face["box"]
+                assert any(f.source == "astronaut" and (b := face_box(f, i)) and abs(b[0] - x1) < 20
+                           for f in clip.faces), f"frame {i}: a kept face is not hers"
+                assert _shown(after, face["box"]), f"frame {i}: kept but redacted"
+                shown += 1
+    # she is shown in a good share of the frames she is in (not near another face, nor leaving)
+    assert shown >= 50 and sum(k["frames"] for k in report.kept) == shown
+    tracks = {t["id"]: t for t in doc["tracks"]}
+    for t in kept_tracks:
+        assert tracks[t]["action"] == "matched" and tracks[t]["person"] == "eileen" and tracks[t]["distance"] < 0.34
+    assert all(t["action"] == "redact" for t in doc["tracks"] if t["id"] not in kept_tracks)
+    assert doc["report"]["kept"] == report.kept
+
+
+@needs_extra
+def test_without_a_match_the_output_is_that_of_a_run_without_keep_face(crossing, tmp_path):
+    """Hopper as the reference, in a clip without her: nothing kept, and the same boxes as a plain run (the keeper
+    reads the tracker a frame at a time and changes nothing it does)."""
+    clip, _ = crossing
+    hopper = _photo(tmp_path / "grace.png", "hopper")
+    other = make_clip(tmp_path / "two.mp4", 640, 360, 60, audio=0, faces=[
+        Face(90, (30, 120), (3, 0), source="astronaut"), Face(80, (400, 60), (-1, 0.5), source="lfw:7")])
+    a = trt_anon.process(other.path, tmp_path / "a.mp4", keep_faces=[str(hopper)], json_path=str(tmp_path / "a.json"))
+    b = trt_anon.process(other.path, tmp_path / "b.mp4", json_path=str(tmp_path / "b.json"))
+    assert a.kept == [] and a.redacted_boxes == b.redacted_boxes > 0
+    fa, fb = (json.loads((tmp_path / n).read_text())["frames"] for n in ("a.json", "b.json"))
+    assert fa == fb
+
+
+@needs_extra
+def test_a_look_alike_from_lfw_is_not_kept(tmp_path):
+    """The two different people of scikit-image's LFW subset whose faces embed closest (scripts/
+    consent_threshold.py: faces 21 and 61): one's photo as the reference, a clip of the other stays redacted; a
+    clip of the reference's own face is kept (the test can fail)."""
+    ref = _photo(tmp_path / "lfw21.png", "lfw:21", size=200)
+    for source, kept in (("lfw:61", False), ("lfw:21", True)):
+        clip = make_clip(tmp_path / f"{source[4:]}.mp4", 480, 270, 50, audio=0,
+                         faces=[Face(110, (150, 60), (1, 0), source=source)])
+        report = trt_anon.process(clip.path, tmp_path / f"{source[4:]}.anon.mp4", keep_faces=[str(ref)])
+        assert bool(report.kept) == kept, (source, report.kept)
+
+
+class _Tracks:
+    """The tracker as the keeper reads it: its live tracks' number, box, last detection, whether it was sure, and
+    its score."""
+
+    def __init__(self):
+        self.tracks = []
+
+
+class _T:
+    def __init__(self, id, box, last_hit, sure=True, score=0.9):
+        self.id, self.box, self.last_hit, self.sure, self.score = id, np.asarray(box, np.float32), last_hit, sure, score
+
+
+class _Fixed:
+    """An embedder whose faces are who the test says, frame by frame."""
+
+    def __init__(self, who):
+        self.who = who
+        self.frame = None
+
+    def landmarks(self, crop, box):
+        return np.array([[10, 10], [20, 10], [40, 10], [30, 10], [25, 20]], np.float32), None
+
+    def embed(self, crop, shape):
+        return self.who(self.frame)
+
+
+def _keeper(who, lookback=36):
+    person = consent.Person("me", ("me.jpg",), np.zeros((1, 128), np.float32))
+    emb = _Fixed(who)
+    return consent.Keeper((person,), lookback, embedder=emb), emb
+
+
+def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False,
+         small=lambda f: False):
+    """One face tracked through ``frames`` frames (textured, so that it is sharp; ``small``: too small to compare
+    there); the frames it is shown in."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (360, 640, 3), np.uint8)
+    tracker = _Tracks()
+    for f in range(frames):
+        emb.frame = f
+        shape = (box[0], box[1], box[0] + 40, box[1] + 45) if small(f) else box
+        tracker.tracks = [_T(0, shape, f if sure(f) else f - 1)]
+        if near(f):
+            tracker.tracks.append(_T(1, (box[2] + 2, box[1], box[2] + 80, box[3]), f))
+        keeper.look(f, frame, tracker)
+    keeper.finish()   # the end of the stream: its last good face compared
+    regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
+                       np.zeros(1, np.int32), np.array([box], np.float32)) for _ in range(frames)]
+    return [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
+
+
+ME, SOMEONE = np.zeros(128, np.float32), np.full(128, 0.1, np.float32)   # distances 0 and ~1.13
+
+
+def test_a_track_is_shown_from_its_start_to_its_last_match_once_several_faces_matched():
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 80)
+    assert shown[0] == 0 and keeper.compared >= consent.SAMPLES
+    # a frame is shown only with a match at or after it: to the last face, compared at the end of the stream
+    assert shown == list(range(80))
+    keeper, emb = _keeper(lambda f: ME)   # its last 20 frames too small to compare: not shown
+    shown = _run(keeper, emb, 80, small=lambda f: f >= 60)
+    assert shown == list(range(60))
+    # comparisons: 3 to show it, then one every lookback - 8 frames, and its last face
+    assert keeper.compared <= consent.SAMPLES + 80 // (36 - 2 * consent.SPACING) + 2
+
+
+def test_one_face_that_matches_nobody_redacts_the_track_from_then_on():
+    """A swap the geometry does not see (a cut between two people framed alike): her faces until frame 40,
+    someone else's after. Nothing after the last match before the cut is shown, nor anything after the mismatch,
+    the frames before it not yet written included."""
+    keeper, emb = _keeper(lambda f: ME if f < 40 else SOMEONE)
+    shown = _run(keeper, emb, 100)
+    assert shown == [] or max(shown) < 40
+    assert keeper.tracks[0].rejected
+    keeper, emb = _keeper(lambda f: ME if f < 40 else SOMEONE)   # frames handed out as they become final
+    assert all(not r.kept.any() for r in keeper.mark([], 0))
+
+
+def test_a_stretch_ends_where_the_face_is_missed_or_meets_another():
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, sure=lambda f: f != 50)
+    assert 50 not in shown                # the miss: the stretch ends at 49 (its last face compared there)
+    assert 40 in shown and any(f > 50 for f in shown)   # and a new stretch, matched again
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60)
+    assert not any(40 <= f < 60 for f in shown) and any(f >= 60 for f in shown)
+
+
+def test_too_few_matches_show_nothing():
+    keeper, emb = _keeper(lambda f: ME)
+    assert _run(keeper, emb, consent.SPACING * (consent.SAMPLES - 1)) == []
+
+
+@needs_extra
+@pytest.mark.parametrize("what, words", [
+    ("none", "no face found"), ("two", "2 faces"), ("small", "use one of at least"), ("missing", "no such file"),
+    ("empty", "the folder has no photos"), ("text", "not a photo")])
+def test_a_reference_photo_without_exactly_one_clear_face_is_a_one_line_error(what, words, tmp_path, capsys,
+                                                                                crossing):
+    clip, _ = crossing
+    ref = tmp_path / f"{what}.png"
+    if what == "none":
+        Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(ref)
+    elif what == "two":
+        frame, _, _ = next(render(640, 360, [Face(140, (40, 60), source="astronaut"),
+                                             Face(140, (400, 60), source="hopper")], 1))
+        Image.fromarray(frame).save(ref)
+    elif what == "small":
+        _photo(ref, "astronaut", size=50)
+    elif what == "empty":
+        ref = tmp_path / "nobody"
+        ref.mkdir()
+    elif what == "text":
+        ref = tmp_path / "text.jpg"
+        ref.write_text("not a photo")
+    assert main([str(clip.path), "-o", str(tmp_path / "out.mp4"), "--keep-face", str(ref)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and "--keep-face" in err, err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_without_the_extra_keep_face_is_a_one_line_error(tmp_path, monkeypatch, capsys, clips):
+    photo = _photo(tmp_path / "me.png", "astronaut")
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib fails, as where it is not installed
+    consent._people.cache_clear()
+    assert main([str(clips["two"].path), "-o", str(tmp_path / "out.mp4"), "--keep-face", str(photo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'trt_anon[consent]'" in err, err
+    assert not (tmp_path / "out.mp4").exists()
+    consent._people.cache_clear()
+
+
+def test_keep_face_and_a_decisions_file_are_refused_together():
+    with pytest.raises(ConfigError, match="decisions file says itself"):
+        trt_anon.Config(keep_faces=("me.jpg",), decisions_path="run.json")
+
+
+@needs_extra
+def test_a_folder_is_one_person_and_several_are_told_apart(crossing, tmp_path):
+    """Two references: Eileen (a folder with two photos of her) and Hopper: each kept face is the person its
+    track matched, and the frame-level Anonymizer keeps them as process() does."""
+    clip, eileen = crossing
+    folder = tmp_path / "eileen"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(eileen.read_bytes())
+    _photo(folder / "b.png", "astronaut", size=120)
+    grace = _photo(tmp_path / "grace.png", "hopper")
+    anon = trt_anon.Anonymizer(keep_faces=[str(folder), str(grace)], backend="cpu")
+    frames = decode_frames(clip.path)
+    shown = []   # (frame, box, track) of each face left visible
+    for ready in [*(anon.push(np.stack(frames[i:i + 8])) for i in range(0, len(frames), 8)), anon.flush()]:
+        for j, d in enumerate(ready.detections):
+            shown += [(ready.start + j, d.xyxy[k], int(d.track[k])) for k in np.flatnonzero(d.kept)]
+    person = {k["track"]: k["person"] for k in anon.kept()}
+    assert set(person.values()) == {"eileen", "grace"}, anon.kept()
+    source = {"eileen": "astronaut", "grace": "hopper"}
+    for i, box, track in shown:
+        near = min((f for f in clip.faces if face_box(f, i) is not None),
+                   key=lambda f: abs(face_box(f, i)[0] - box[0]) + abs(face_box(f, i)[1] - box[1]))
+        assert near.source == source[person[track]], (i, track, person[track])
+    assert len(shown) == sum(k["frames"] for k in anon.kept()) > 60
+
+
+@needs_extra
+def test_segments_keep_her_as_a_whole_run_does(tmp_path, monkeypatch):
+    """A long video cut into segments (what --ray runs, here without Ray): each segment keeps her, from its own
+    context, and Hopper stays redacted in every frame of the joined file."""
+    from trt_anon import scale
+    from trt_anon.config import Config
+    from trt_anon.plan import plan
+
+    eileen = tmp_path / "eileen.png"
+    Image.fromarray(face_source("astronaut")[0]).save(eileen)
+    clip = make_clip(tmp_path / "k.mp4", 480, 270, frames=150, audio=0, keyint=25, faces=[
+        Face(90, (20, 80), (1.0, 0), source="astronaut"), Face(80, (360, 90), (-0.3, 0), source="hopper")])
+    job = plan(clip.path, tmp_path / "k.anon.mp4", Config(backend="cpu", keep_faces=(str(eileen),), lookback=12))
+    segs = scale.plan_segments(job, 50)
+    assert len(segs) == 3
+
+    monkeypatch.setattr(scale, "_where", lambda: {})
+    parts = []
+    for s in segs:
+        piece = str(tmp_path / f"piece{s.number}.mp4")
+        parts.append(scale.run_segment(job, s, piece, NoRayCounter()))
+    report = scale.join(job, *parts)
+    assert {k["person"] for k in report.kept} == {"eileen"} and len({k["track"] >> 20 for k in report.kept}) == 3
+    out = decode_frames(job.output)
+    assert len(out) == 150
+    hopper = clip.faces[1]
+    assert all(cell_deviation(out[i], face_box(hopper, i)) < 4 for i in range(150))
+    assert sum(cell_deviation(out[i], face_box(clip.faces[0], i)) > 6 for i in range(150)) >= 100
+
+
+@pytest.fixture(scope="module")
+def comes_back(tmp_path_factory):
+    """Eileen Collins leaves at frame 30 and comes back at 45 (two tracks); Grace Hopper throughout; two LFW
+    look-alikes (faces 21 and 61, the closest different pair of the subset) one after the other."""
+    d = tmp_path_factory.mktemp("people")
+    clip = make_clip(d / "back.mp4", 640, 360, 80, audio=0, faces=[
+        Face(90, (40, 100), (1, 0), leave=30, source="astronaut"),
+        Face(90, (60, 110), (0.5, 0), enter=45, flip=True, source="astronaut"),
+        Face(80, (480, 80), (-0.5, 0), source="hopper"),
+        Face(100, (250, 200), leave=38, source="lfw:21"),
+        Face(100, (400, 220), enter=42, source="lfw:61")])
+    report = trt_anon.process(clip.path, d / "back.anon.mp4", review=True, json_path=str(d / "back.json"))
+    return clip, d, report, json.loads((d / "back.json").read_text())
+
+
+def _cards(page: str) -> list[list[int]]:
+    import re
+    return [[int(t) for t in ids.split()] for ids in re.findall(r'<div class="track" id="track-\d+" '
+                                                                  r'data-track="([\d ]+)"', page)]
+
+
+def _track_of(data, clip, k: int) -> int:
+    """The track that follows face ``k`` of the clip (the nearest box in its first frame)."""
+    f = clip.faces[k]
+    i = f.enter + 2
+    b = face_box(f, i)
+    return min(data["frames"][i]["faces"], key=lambda x: abs(x["box"][0] - b[0]) + abs(x["box"][1] - b[1]))["track"]
+
+
+@needs_extra
+def test_the_review_page_has_a_card_per_person_and_look_alikes_apart(comes_back):
+    clip, d, report, data = comes_back
+    page = open(report.review, encoding="utf-8").read()
+    cards = _cards(page)
+    eileen = {_track_of(data, clip, 0), _track_of(data, clip, 1)}
+    assert len(eileen) == 2 and sorted(eileen) in [sorted(c) for c in cards], cards   # one card, both tracks
+    for k in (2, 3, 4):   # Hopper, and each look-alike, on a card of their own
+        assert [_track_of(data, clip, k)] in cards, (k, cards)
+    assert sum(len(c) for c in cards) == len(data["tracks"]) and "split out" in page
+
+
+@needs_extra
+def test_keep_a_person_split_a_track_out_save_and_render_again(comes_back, tmp_path):
+    from test_editor import open_page, save
+    from test_review import CHROMIUM
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright")
+    from test_editor import FLAGS
+    clip, d, report, data = comes_back
+    first, second = _track_of(data, clip, 0), _track_of(data, clip, 1)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page, errors = open_page(browser, Path(report.review))
+            card = f'.track[data-track~="{first}"]'
+            page.click(f"{card} .switch button[data-act=keep]")
+            both = save(page, tmp_path)
+            actions = {t["id"]: t["action"] for t in both["tracks"]}
+            assert actions[first] == actions[second] == "keep" and list(actions.values()).count("keep") == 2
+            assert {t["person_card"] for t in both["tracks"] if t["id"] in (first, second)} == {min(first, second)}
+            page.click(f'button.split[data-split="{second}"]')   # her second track: someone else after all
+            assert page.get_attribute(f"#track-{second}", "data-action") == "redact"
+            assert page.text_content("#person-count") == str(len(_cards(open(report.review).read())) + 1)
+            split = save(page, tmp_path)
+            assert not errors, errors
+        finally:
+            browser.close()
+    actions = {t["id"]: t["action"] for t in split["tracks"]}
+    assert actions[first] == "keep" and actions[second] == "redact"
+    (tmp_path / "dec.json").write_text(json.dumps(split))
+    trt_anon.process(clip.path, tmp_path / "fixed.mp4", decisions_path=str(tmp_path / "dec.json"))
+    out = decode_frames(tmp_path / "fixed.mp4")
+    assert all(_shown(out[i], face_box(clip.faces[0], i)) for i in range(5, 25))        # kept
+    assert not any(_shown(out[i], face_box(clip.faces[1], i)) for i in range(50, 80))   # split out: redacted
+
+
+@needs_extra
+def test_the_review_page_of_a_keep_face_run_has_her_card_as_matched(crossing, tmp_path):
+    """Her tracks (she leaves and comes back) on one card named after her photo, kept where matched; rendered
+    again from the run's --json file, the same faces are shown and the others redacted."""
+    clip, eileen = crossing
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4", keep_faces=[str(eileen)], review=True,
+                              json_path=str(tmp_path / "out.json"))
+    page = open(report.review, encoding="utf-8").read()
+    kept = sorted(k["track"] for k in report.kept)
+    assert len(kept) == 2 and kept in [sorted(c) for c in _cards(page)]
+    import re
+    card = re.search(rf'<div class="track" id="track-{kept[0]}" data-track="[\d ]+" data-action="(\w+)">(.*?)'
+                     r'<div class="switch">(.*?)</div></div>', page, re.S)
+    assert card.group(1) == "matched" and "<b>eileen</b> · 2 tracks" in card.group(2)
+    assert 'data-act="matched" aria-pressed="true">kept where matched' in card.group(3)
+    trt_anon.process(clip.path, tmp_path / "again.mp4", decisions_path=str(tmp_path / "out.json"))
+    frames = json.loads((tmp_path / "out.json").read_text())["frames"]
+    shown = 0
+    for entry, frame in zip(frames, decode_frames(tmp_path / "again.mp4")):
+        for face in entry["faces"]:
+            assert _shown(frame, face["box"]) == bool(face.get("kept")), (entry["frame"], face)
+            shown += bool(face.get("kept"))
+    assert shown == sum(k["frames"] for k in report.kept) > 50

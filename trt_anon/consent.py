@@ -1,0 +1,426 @@
+"""Keep the people who consented (``--keep-face PHOTO``): a face whose track matches a reference photo stays
+visible; every other face is redacted as always.
+
+Fail safe, because a person wrongly kept is a leak:
+
+- A reference is a photo (or a folder of photos) of one person, with exactly one face in each.
+- A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers; the ``[consent]`` extra) with
+  a threshold measured on real faces so that no two different people on the measured set come that close
+  (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are compared: at least
+  ``MIN_FACE`` px, whole (not cut by the frame's edge), surely detected, looking at the camera, the best of each
+  few frames by size, score and sharpness.
+- A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
+  weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
+  stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
+  person, and then only from its first sure detection to its last matching face: a frame is shown only with a
+  match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
+  are never shown. A shown stretch is compared again every ``lookback`` - 8 frames, on its best face of the last
+  few, so that its frames get that match before they are written, and on its last good face when it ends.
+- One face of a track that matches nobody, or another person than before, and the track is redacted from then
+  on, every frame not yet written included, whatever matched before.
+
+The decision is made on frames as they are tracked, and a frame's boxes are final ``lookback`` frames later:
+a stretch confirmed within that delay shows from its start. Live, a person is therefore redacted until matched;
+a short ``--latency`` (a short ``lookback``) means more comparisons, or fewer frames shown.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .cuda import array_module
+from .detect.detections import HIT, Regions
+from .errors import ConfigError, InputError
+from .media.files import IMAGE_EXTS
+
+INSTALL_HINT = "pip install 'trt_anon[consent]'"
+# The embedding distance under which two faces are the same person: under the closest pair of different people
+# on the measured set (docs/quality.md, "Keeping consenting people"), with a margin.
+THRESHOLD = 0.34
+MIN_FACE = 48       # px, the face box's shorter side: smaller faces are never compared (their embeddings drift)
+MIN_REFERENCE = 80  # px: a reference photo's face must be at least this large
+SAMPLES = 3         # faces of a stretch that must match the same person before it is shown
+SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
+NEAR = 0.25         # two faces whose boxes, grown by this fraction of their width per side, meet: a tracker may
+                    # swap them, so a stretch ends there
+MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
+BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
+FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
+                    # turned further embeds far from its frontal photo)
+
+
+def _models() -> tuple[str, str]:
+    """The paths of dlib's 5-point landmark and face recognition models (the ``face_recognition_models``
+    package, CC0), found without importing it (its ``__init__`` needs pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"--keep-face needs the face recognition model, which is not installed: {INSTALL_HINT}")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    return (str(folder / "shape_predictor_5_face_landmarks.dat"),
+            str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+
+
+class Embedder:
+    """dlib's face recognition network: a face (an RGB crop and its box) to 128 numbers; faces of one person are
+    close (Euclidean distance), different people far."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise ConfigError(f"--keep-face needs dlib, which is not installed: {INSTALL_HINT}") from None
+        shape, net = _models()
+        self.dlib = dlib
+        self.shape = dlib.shape_predictor(shape)
+        self.net = dlib.face_recognition_model_v1(net)
+
+    def landmarks(self, rgb: np.ndarray, box):
+        """dlib's 5 points (eye corners, nose) of the face in ``box``, given as dlib's detector draws a face (a
+        square of the face's width on its centre): (the points as an array, dlib's shape for ``embed``)."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        cx, cy, r = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2
+        shape = self.shape(rgb, self.dlib.rectangle(int(cx - r), int(cy - r), int(cx + r), int(cy + r)))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32), shape
+
+    def embed(self, rgb: np.ndarray, shape) -> np.ndarray:
+        """The embedding of the face whose ``landmarks`` gave ``shape`` (aligned on them by dlib)."""
+        return np.asarray(self.net.compute_face_descriptor(rgb, shape), np.float32)
+
+
+def frontal(points: np.ndarray) -> bool:
+    """Whether dlib's 5 points say the face looks at the camera: the nose between the eyes (a face turned
+    sideways embeds far from its frontal photo; a tilted head does not: dlib aligns the eyes level first)."""
+    right, left, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
+    d = float(np.linalg.norm(left - right))
+    if d < 1:
+        return False
+    side = abs(float(np.dot(nose - (left + right) / 2, (left - right) / d)))
+    return side <= FRONTAL * d
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """How sharp a face is: the variance of its Laplacian at 64 x 64 (a blurred or smeared face scores low)."""
+    return float(cv2.Laplacian(cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA), cv2.CV_32F).var())
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who consented: a name (the photo's or folder's) and an embedding per photo of them."""
+
+    name: str
+    photos: tuple[str, ...]
+    embeddings: np.ndarray      # (photos, 128)
+
+    def distance(self, e: np.ndarray) -> float:
+        return float(np.linalg.norm(self.embeddings - e[None], axis=1).min())
+
+
+def _photos(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not found:
+            raise ConfigError(f"--keep-face {path}: the folder has no photos")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"--keep-face {path}: no such file or folder")
+    return [path]
+
+
+def people(paths: tuple[str, ...]) -> tuple[Person, ...]:
+    """The consenting people, one per path (a photo, or a folder of photos of one person); one-line errors for a
+    photo that cannot be read, has no face, more than one, or one too small. Read once per set of files."""
+    stamp = []
+    for p in paths:
+        for photo in _photos(Path(p)):
+            st = photo.stat()
+            stamp.append((str(photo), st.st_mtime_ns, st.st_size))
+    return _people(tuple(paths), tuple(stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
+    """``people``, cached by the files' names, times and sizes (a run over many files reads the photos once)."""
+    from .config import Config
+    from .detect import select_detector
+    from .frames import rotate_for_display
+    from .media.stills import open_still
+
+    embedder = Embedder()
+    detector = select_detector(Config(backend="cpu"), gpu=False)
+    out = []
+    for p in paths:
+        path = Path(p)
+        vectors, names = [], []
+        for photo in _photos(path):
+            try:
+                still = open_still(photo)
+            except InputError as exc:
+                raise ConfigError(f"--keep-face {exc}") from None
+            rgb = rotate_for_display(still.rgb[None], still.rotation)[0]
+            found = detector(rgb[None])[0]
+            faces = found.xyxy[found.kind == HIT]
+            if len(faces) == 0:
+                raise ConfigError(f"--keep-face {photo}: no face found; use a photo where the face is clear")
+            if len(faces) > 1:
+                raise ConfigError(f"--keep-face {photo}: {len(faces)} faces; use a photo of the one person only "
+                                  "(crop it)")
+            box = faces[0]
+            side = float(min(box[2] - box[0], box[3] - box[1]))
+            if side < MIN_REFERENCE:
+                raise ConfigError(f"--keep-face {photo}: the face is {side:.0f} px; use one of at least "
+                                  f"{MIN_REFERENCE} px")
+            vectors.append(embedder.embed(rgb, embedder.landmarks(rgb, box)[1]))
+            names.append(str(photo))
+        out.append(Person(path.stem if path.is_file() else path.name, tuple(names), np.stack(vectors)))
+    return tuple(out)
+
+
+@dataclass
+class _Stretch:
+    """Frames where a track is detected surely and away from other faces: shown once confirmed."""
+
+    start: int                   # its first sure detection
+    end: int                     # its last one so far
+    matches: list = field(default_factory=list)   # distances of the faces that matched
+    last_match: int = -1         # the frame of its last matching face: the last frame it may show
+    best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face of the window's last frames
+    recent: tuple | None = None  # the same, of the last good face (compared when the stretch ends)
+    since: int = 0               # the first frame of the window: after the last comparison
+
+    @property
+    def shown(self) -> bool:
+        return len(self.matches) >= SAMPLES
+
+
+@dataclass
+class _Followed:
+    """What the keeper knows of one track."""
+
+    person: int | None = None    # the person its faces matched
+    rejected: bool = False       # a face matched nobody or someone else: redacted from then on
+    stretches: list[_Stretch] = field(default_factory=list)   # the open one last
+    open: bool = False
+    distances: list[float] = field(default_factory=list)
+    seen: int = 0                # the last frame it was tracked in
+    kept_frames: int = 0
+
+
+class Keeper:
+    """Decides, per track, which of its frames stay visible (``Regions.kept``): ``look`` at every frame the
+    detector looked at, after the tracker took it; ``mark`` the frames that became final."""
+
+    def __init__(self, persons: tuple[Person, ...], lookback: int, rotation: int = 0,
+                 embedder: Embedder | None = None) -> None:
+        """``lookback``: how many frames after a frame its boxes are final (a frame is shown only if a face
+        after it matched before then)."""
+        self.persons = persons
+        # a shown stretch's comparisons: one every ``every`` frames, on its best face of the last SPACING of them,
+        # so that each frame has a match after it before its boxes are final (lookback frames on)
+        self.every = max(SPACING, lookback - 2 * SPACING)
+        self.rotation = rotation
+        self.embedder = embedder or Embedder()
+        self.tracks: dict[int, _Followed] = {}
+        self.alive: set[int] = set()   # the tracks at the last look
+        self.compared = 0        # faces embedded
+        self.seconds = 0.0       # spent choosing, cropping and embedding faces
+
+    def look(self, f: int, frame, tracker) -> None:
+        """Frame ``f`` (as stored, NumPy or CuPy), which the detector looked at and the tracker has taken.
+
+        Reads the tracker's live tracks: each one's number (``id``), last box, the frame of its last detection
+        (``last_hit``), whether that detection was sure and whole (``sure``) and its ``score``."""
+        started = time.perf_counter()
+        try:
+            self._look(f, frame, tracker)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _look(self, f: int, frame, tracker) -> None:
+        alive = list(tracker.tracks)
+        self.alive = {int(t.id) for t in alive}
+        for track, state in self.tracks.items():
+            if track not in self.alive:  # gone: its stretch ends at its last sure detection
+                self._close(state)
+        if not alive:
+            return
+        near = _near(np.stack([t.box for t in alive]))
+        for t, close in zip(alive, near):
+            state = self.tracks.setdefault(int(t.id), _Followed())
+            state.seen = f
+            if state.rejected:
+                continue
+            sure = t.last_hit == f and t.sure and not close
+            if not sure:
+                self._close(state)
+                continue
+            if not state.open:
+                state.stretches.append(_Stretch(f, f, since=f))
+                state.open = True
+            s = state.stretches[-1]
+            s.end = f
+            self._consider(state, s, f, frame, t.box, float(t.score))
+
+    def _close(self, state: _Followed) -> None:
+        """The open stretch ends (a miss, a weak detection, a face near, the end): its best face since the last
+        comparison is compared now (its frames up to there may then show); kept only if it was shown."""
+        if state.open:
+            s = state.stretches[-1]
+            if s.recent is not None:  # (a face since the last comparison)
+                self._compare(state, s, s.recent)
+            if state.rejected:
+                return
+            state.open = False
+            if not s.shown:
+                state.stretches.pop()
+
+    def finish(self) -> None:
+        """The end of the stream: every open stretch ends (its last good face compared)."""
+        started = time.perf_counter()
+        for state in self.tracks.values():
+            self._close(state)
+        self.seconds += time.perf_counter() - started
+
+    def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> None:
+        """A good face of the stretch (large, whole, sure, sharp) is a candidate: until the stretch is shown, the
+        best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
+        ``every``."""
+        due = self.every if s.shown else SPACING
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = x2 - x1, y2 - y1
+        shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
+        height, width = frame.shape[:2]
+        inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
+        # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
+        if min(shown_w, shown_h) >= MIN_FACE and inside and score >= MIN_SCORE:
+            crop, cbox = face_crop(frame, box, self.rotation)
+            grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+            bx = [int(max(v, 0)) for v in cbox]
+            quality = min(min(shown_w, shown_h), 160.0) * score * \
+                min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
+            s.recent = (quality, f, crop, cbox)
+            if f - s.since >= due - SPACING and (s.best is None or quality > s.best[0]):
+                s.best = s.recent
+        if s.best is not None and f - s.since >= due - 1:
+            self._compare(state, s, s.best)
+            s.since = f + 1
+
+    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> None:
+        """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
+        showing it; no match, or a match with another person than before, and the track is redacted from then
+        on."""
+        _, f, crop, cbox = face
+        s.best = s.recent = None
+        points, shape = self.embedder.landmarks(crop, cbox)
+        if not frontal(points):
+            return
+        e = self.embedder.embed(crop, shape)
+        self.compared += 1
+        dist = [p.distance(e) for p in self.persons]
+        who = int(np.argmin(dist))
+        if dist[who] >= THRESHOLD or state.person not in (None, who):
+            state.rejected = True
+            state.open = False
+            state.stretches.clear()
+            return
+        state.person = who
+        s.matches.append(dist[who])
+        s.last_match = f
+        state.distances.append(dist[who])
+
+    def mark(self, final: list[Regions], start: int) -> list[Regions]:
+        """The final frames (from frame index ``start``) with the faces to leave visible marked ``kept``."""
+        out = []
+        for i, d in enumerate(final):
+            g = start + i
+            if not len(d) or not self.tracks:
+                out.append(d)
+                continue
+            kept = np.array([self._shows(int(t), g) for t in d.track], bool)
+            out.append(dataclasses.replace(d, kept=kept) if kept.any() else d)
+        if final:
+            self._forget(start + len(final))
+        return out
+
+    def _shows(self, track: int, g: int) -> bool:
+        state = self.tracks.get(track)
+        if state is None or state.rejected:
+            return False
+        if any(s.shown and s.start <= g <= s.last_match for s in state.stretches):
+            state.kept_frames += 1
+            return True
+        return False
+
+    def _forget(self, upto: int) -> None:
+        """Stretches whose frames are all out (``upto``: the next frame to become final), and the tracks gone
+        since before it, except those kept (the summary)."""
+        for track in list(self.tracks):
+            state = self.tracks[track]
+            state.stretches = [s for s in state.stretches
+                               if s.end >= upto or (state.open and s is state.stretches[-1])]
+            if track not in self.alive and state.seen < upto and not state.kept_frames:
+                del self.tracks[track]
+
+    def summary(self) -> list[dict]:
+        """The tracks kept visible: which person, the distances that matched (the largest), frames shown."""
+        return [{"track": t, "person": self.persons[s.person].name, "distance": round(max(s.distances), 3),
+                 "compared": len(s.distances), "frames": s.kept_frames}
+                for t, s in sorted(self.tracks.items()) if s.kept_frames]
+
+
+def face_crop(frame, box: np.ndarray, rotation: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The face in ``box`` and its surroundings (twice its size), as a viewer sees it (``rotation``), 8-bit RGB on
+    the host, the face at most 200 px wide; and the face box in it."""
+    xp = array_module(frame)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1) * 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    height, width = frame.shape[:2]
+    a, b = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
+    c, d = min(width, int(cx + side / 2) + 1), min(height, int(cy + side / 2) + 1)
+    crop = frame[b:d, a:c]
+    crop = crop.get() if xp is not np else np.asarray(crop)
+    if crop.dtype == np.uint16:
+        crop = (crop >> 8).astype(np.uint8)
+    cbox = np.array([x1 - a, y1 - b, x2 - a, y2 - b], np.float32)
+    k = (rotation // 90) % 4
+    if k:  # np.rot90 by k (counter-clockwise), the box turned with it
+        hh, ww = crop.shape[:2]
+        crop = np.rot90(crop, k)
+        pts = np.array([[cbox[0], cbox[1]], [cbox[2], cbox[3]]])
+        turned = {1: lambda p: np.stack([p[:, 1], ww - p[:, 0]], 1),
+                  2: lambda p: np.stack([ww - p[:, 0], hh - p[:, 1]], 1),
+                  3: lambda p: np.stack([hh - p[:, 1], p[:, 0]], 1)}[k](pts)
+        cbox = np.concatenate([turned.min(0), turned.max(0)]).astype(np.float32)
+    scale = min(1.0, 200.0 / max(float(cbox[2] - cbox[0]), 1.0))
+    if scale < 1:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cbox = cbox * scale
+    return np.ascontiguousarray(crop), cbox
+
+
+def _near(boxes: np.ndarray) -> np.ndarray:
+    """For each box, whether another one comes near it (both grown by ``NEAR`` of their width per side meet)."""
+    n = len(boxes)
+    if n < 2:
+        return np.zeros(n, bool)
+    b = boxes.astype(np.float32)
+    pad = NEAR * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    g = b + np.stack([-pad, -pad, pad, pad], axis=1)
+    meet = (np.minimum(g[:, None, 2], g[None, :, 2]) > np.maximum(g[:, None, 0], g[None, :, 0])) & \
+           (np.minimum(g[:, None, 3], g[None, :, 3]) > np.maximum(g[:, None, 1], g[None, :, 1]))
+    np.fill_diagonal(meet, False)
+    return meet.any(axis=1)
+
+
+def check(paths: tuple[str, ...]) -> None:
+    """Refuse, before any work, what cannot keep anyone: the extra missing, a photo without exactly one face."""
+    if paths:
+        people(paths)
+
