@@ -612,7 +612,7 @@ def stream(source: str, output: str, config: Config | None = None, *, latency: f
     # the model loaded and run before the source is opened: a camera sends from the moment it is opened, and
     # what it sent meanwhile would arrive at once, already late
     detector, gpu, notes = _detector(config, gpu)
-    look = _look(detector, gpu, WARM_SIZE)
+    look = _look(detector, gpu, WARM_SIZE, times=2)  # what a look costs once set up: the first deadlines' margin
     src = LiveSource(source, 1, on_overload, input_format, input_options, paced, log, retries)
     try:
         with contextlib.ExitStack() as files:
@@ -643,14 +643,16 @@ def _detector(config: Config, gpu: bool) -> tuple[object, bool, list[str]]:
     return select_detector(config, gpu=False), False, notes
 
 
-def _look(detector, gpu: bool, hw: tuple[int, int]) -> float:
-    """The detector run once on a black frame of ``hw`` (its first run at a size sets it up); the seconds it took."""
+def _look(detector, gpu: bool, hw: tuple[int, int], times: int = 1) -> float:
+    """The detector run ``times`` on a black frame of ``hw`` (its first run at a size sets it up); the seconds the
+    last run took."""
     frames = np.zeros((1, *hw, 3), np.uint8)
     if gpu:
         import cupy
         frames = cupy.asarray(frames)
-    started = time.monotonic()
-    detector(frames)  # its boxes come back to the host: the GPU's work is done
+    for _ in range(times):
+        started = time.monotonic()
+        detector(frames)  # its boxes come back to the host: the GPU's work is done
     return time.monotonic() - started
 
 
@@ -689,13 +691,13 @@ class _Run:
 
     def __init__(self, src: LiveSource, outputs: list[str], config: Config, latency: float, detector: tuple,
                  notes: list[str], progress: bool, log, boxes: BoxLog | None = None) -> None:
-        """``detector``: (the detector, on the GPU or not, the seconds its warm-up look took)."""
+        """``detector``: (the detector, on the GPU or not, the seconds a look took once it was set up)."""
         self.src, self.latency, self.log, self.boxes = src, latency, log, boxes
         self.detector, self.gpu, self.look = detector
         video = src.container.streams.video[0]
         size = (video.height, video.width) if video.width and video.height else None
-        if size is not None and size != WARM_SIZE:
-            self.look = _look(self.detector, self.gpu, size)
+        if size is not None and size != WARM_SIZE:  # set up for this size too (once: the camera is sending)
+            _look(self.detector, self.gpu, size)
         self.redactor = select_redactor(config, gpu=False)
         self.lookback, self.reserve, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
