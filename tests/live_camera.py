@@ -5,14 +5,14 @@ notes where each frame ends in the bytes; the camera sends the bytes as the fram
 they arrive:
 
     python live_camera.py PORT CAM.ts [--stop-after N [--again]] [--end-after N] [--stall FRAME:SECONDS ...]
-                          [--constant-rate] [--damage FRACTION]
+                          [--constant-rate] [--damage FRACTION [--seed N]]
 
 ``--stop-after N``: after N frames the connection is reset (a camera that fails; ``--again``: it listens again
 and plays the whole stream); ``--end-after N``: closed cleanly (its sender ended it); ``--stall``: nothing is sent
 for SECONDS before frame FRAME, then the frames that fell due meanwhile go at once, as FFmpeg's ``-re`` catches
 up; ``--constant-rate``: the bytes at a constant rate (as a constant-bitrate encoder or a shaped link sends
 them: a keyframe's frames arrive late, in bursts); ``--damage``: that fraction of the 188-byte TS packets after
-the first second get a byte flipped.
+the first second get a byte flipped (which packets and bytes: drawn from ``--seed``, the same every time).
 """
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def make_ts(clip: str | Path, ts: str | Path, keyint: int = 30) -> list[int]:
     return ends
 
 
-def damaged(ts: Path, fraction: float) -> bytes:
+def damaged(ts: Path, fraction: float, seed: int = 0) -> bytes:
     """The stream's bytes with one byte flipped in ``fraction`` of its TS packets after its first second (the
-    payload, not the sync byte or the header), the same every time: what ``--damage`` sends."""
+    payload, not the sync byte or the header), the same for the same ``seed``: what ``--damage`` sends."""
     data = bytearray(Path(ts).read_bytes())
     info = json.loads(Path(ts).with_suffix(".json").read_text())
-    rng, first = random.Random(0), info["ends"][min(len(info["ends"]) - 1, round(float(Fraction(info["rate"]))))] // TS
+    rng, first = random.Random(seed), info["ends"][min(len(info["ends"]) - 1, round(float(Fraction(info["rate"]))))] // TS
     for k in range(first, len(data) // TS):
         if rng.random() < fraction:
             data[k * TS + rng.randrange(4, TS)] ^= 0xFF
@@ -94,11 +94,12 @@ def intact(clip, stream: bytes, tmp: Path, fps: float = 30) -> dict[int, bool]:
 
 
 def serve(port: int, ts: Path, stop_after: int | None = None, end_after: int | None = None,
-          stalls: dict[int, float] | None = None, constant_rate: bool = False, damage: float = 0.0) -> None:
+          stalls: dict[int, float] | None = None, constant_rate: bool = False, damage: float = 0.0,
+          seed: int = 0) -> None:
     """One connection: the stream sent as its frames fall due (see the module's docstring)."""
     info = json.loads(ts.with_suffix(".json").read_text())
     ends, period = info["ends"], 1 / float(Fraction(info["rate"]))
-    data = damaged(ts, damage) if damage else ts.read_bytes()
+    data = damaged(ts, damage, seed) if damage else ts.read_bytes()
     with socket.create_server(("127.0.0.1", port)) as server:
         server.settimeout(30)
         conn, _ = server.accept()
@@ -131,9 +132,10 @@ def main() -> None:
     ap.add_argument("--stall", action="append", default=[], metavar="FRAME:SECONDS")
     ap.add_argument("--constant-rate", action="store_true")
     ap.add_argument("--damage", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     stalls = {int(f): float(s) for f, s in (x.split(":") for x in args.stall)}
-    serve(args.port, args.ts, args.stop_after, args.end_after, stalls, args.constant_rate, args.damage)
+    serve(args.port, args.ts, args.stop_after, args.end_after, stalls, args.constant_rate, args.damage, args.seed)
     if args.stop_after and args.again:
         serve(args.port, args.ts)
 

@@ -5,6 +5,7 @@ clip's known faces, the audio against the video's times, every file written as f
 running."""
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -106,7 +107,7 @@ def _check_written(clip, out: Path, max_bg: float = 8.0) -> list[int]:
     with av.open(str(out)) as c:
         frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
     times = [t for t, _ in frames]
-    assert all(b > a for a, b in zip(times, times[1:])), times
+    assert all(b > a for a, b in itertools.pairwise(times)), times
     indices = []
     for t, frame in frames:
         i = round(t * 30)  # the output keeps the source's times, from its first frame
@@ -252,20 +253,28 @@ def test_a_camera_that_stalls_does_not_hold_the_frames_before_it(clip, camera, t
 @pytest.mark.parametrize("options", [("--constant-rate",), ("--damage", "0.002")], ids=["bursts", "damaged"])
 def test_a_camera_in_bursts_or_damaged_never_shows_a_face(clip, ts, camera, options, tmp_path):
     """A constant-byte-rate sender (a keyframe's frames arrive late, then together) and a damaged stream (bytes
-    flipped in 0.2% of the TS packets): every frame written has its faces covered; the output plays clean."""
+    flipped in 0.2% of the TS packets, where they damage faces): every frame written has its faces covered; the
+    output plays clean."""
     out = tmp_path / "rec.mkv"
+    if "--damage" in options:
+        # which packets are hit is drawn; where a draw misses the faces (the encoder's bytes differ from machine
+        # to machine) the next one is taken, so that the damage always reaches faces in some frames
+        for seed in range(20):
+            received = intact(clip, damaged(ts, float(options[1]), seed), tmp_path / "got.ts")
+            if not all(received.values()):
+                break
+        assert not all(received.values()), "no draw of the damage reached a face"
+        options = (*options, "--seed", str(seed))
     report = _open_when_up(camera(*options), out, retries=0, on_overload="cover")
     assert report.frames > 0 and _probe(out, audio="--damage" not in options) == report.frames
     written = _check_written(clip, out, max_bg=255)
     if "--damage" in options:
         # the frames the decoder repaired, and those drawn on them up to a keyframe, are covered, not trusted: each
         # frame written with pixels came through whole (its faces where the clip has them)
-        received = intact(clip, damaged(ts, float(options[1])), tmp_path / "got.ts")
         with av.open(str(out)) as c:
             shown = [i for i, f in zip(written, c.decode(video=0)) if f.to_ndarray(format="rgb24").max() >= 16]
         assert report.live["damaged"] > 0 and shown and all(received[i] for i in shown), \
             [(i, received.get(i)) for i in shown if not received.get(i)]
-        assert sum(received.values()) < len(received)  # the damage did reach faces
 
 
 def test_a_detector_error_mid_stream_covers_the_frames_that_waited(clip, camera, tmp_path, monkeypatch):
@@ -457,8 +466,8 @@ def test_g711_audio_is_converted_to_aac_for_a_recording(clip, tmp_path):
             dst.mux(sound.encode(frame))
         dst.mux(sound.encode(None))
     report = live.stream(str(cam), str(tmp_path / "rec.mkv"), paced=True, progress=False, log=lambda _: None)
-    assert [w for w in report.warnings if "audio" in w] == ["audio (pcm_mulaw) converted to AAC: matroska cannot "
-                                                            "hold pcm_mulaw"]
+    assert [w for w in report.warnings if "audio" in w] == [("audio (pcm_mulaw) converted to AAC: matroska cannot "
+                                                            "hold pcm_mulaw")]
     with av.open(str(tmp_path / "rec.mkv")) as c:
         assert c.streams.audio[0].codec_context.name == "aac" and c.streams.audio[0].sample_rate == 8000
         assert np.abs(np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)).max() > 0.1  # a tone
