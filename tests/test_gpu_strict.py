@@ -395,5 +395,6 @@ def test_a_live_stream_detects_on_the_gpu(strict_gpu, tmp_path):
     for i, (before, after) in enumerate(zip(src, written)):
         assert frame_problem(clip, i, before, after, max_bg=8.0) is None, i
     uploads = frame_sized(LEDGER.h2d(), 180, 320)
-    assert len(uploads) == N + 1, len(uploads)  # the warm-up, then one per frame
+    # the warm-up before the source is opened (a 720p frame), once more at the stream's size, then one per frame
+    assert len(uploads) == N + 2 and [u.nbytes for u in uploads[:2]] == [720 * 1280 * 3, 180 * 320 * 3], uploads[:3]
     assert frame_sized(LEDGER.d2h(), 180, 320) == []
