@@ -67,6 +67,30 @@ def test_folder_in_folder_out(clips, tmp_path):
     assert leftovers(src) == ["a.mp4", "b clip.mp4", "notes.txt"]
 
 
+def test_a_reader_that_left_does_not_stop_the_run(clips, tmp_path):
+    """stdout piped into a reader that has already gone (``trt-anon ... | head -1``): every file is still written
+    and the exit code is the run's, with no traceback; ``verify`` the same."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(clips["two"].path, src / "a.mp4")
+    shutil.copy(clips["enter_leave"].path, src / "b.mp4")
+
+    def gone(*args):
+        read, write = os.pipe()
+        os.close(read)  # the reader left before the first line
+        try:
+            return subprocess.run([sys.executable, "-m", "trt_anon", *map(str, args)], stdout=write,
+                                  stderr=subprocess.PIPE, text=True, timeout=300)
+        finally:
+            os.close(write)
+
+    r = gone(src, "-o", tmp_path / "out", "--json", tmp_path / "js")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert leftovers(tmp_path / "out") == ["a.anon.mp4", "b.anon.mp4"]
+    r = gone("verify", tmp_path / "out" / "b.anon.mp4", tmp_path / "js" / "b.anon.json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
 @pytest.fixture
 def bad_inputs(tmp_path, clips):
     d = tmp_path / "bad"

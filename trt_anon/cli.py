@@ -171,7 +171,7 @@ def verify(argv: list[str]) -> int:
         return 1
     if args.record:
         files = f"{args.output} and {args.input} match" if args.input else f"{args.output} matches"
-        print(f"OK: {files} the record in {args.record}")
+        _say(f"OK: {files} the record in {args.record}")
     return 0
 
 
@@ -197,9 +197,9 @@ def _read_credentials(out: Path, args, problems: list[str]):
         state = f"valid and trusted (the signer chains to a root in {args.trust})"
     else:
         state = "valid: signature and hash binding check out; the signer is on no trust list given (--trust ROOTS)"
-    print(f"Content Credentials of {out}: {state}")
+    _say(f"Content Credentials of {out}: {state}")
     for line in reading.claims:
-        print(f"  {line}")
+        _say(f"  {line}")
     return reading
 
 
@@ -368,8 +368,17 @@ def _run_files(args, config: Config, inputs: list[Path], output, review, index: 
     if index is not None:
         _write_index(rows, index, args)
     if many and not args.quiet:
-        print(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
+        _say(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
     return 1 if failed else 0
+
+
+def _say(text: str) -> None:
+    """A line of the report on stdout. Where its reader has gone (``trt-anon ... | head -1``), the rest of the
+    report goes nowhere and the run goes on: the files being written are the work, the report a courtesy."""
+    try:
+        print(text, flush=True)  # flushed: a pipe's reader that left is found here, not at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def tell(report, quiet: bool) -> None:
@@ -379,11 +388,11 @@ def tell(report, quiet: bool) -> None:
         for w in report.warnings:
             print(f"trt-anon: warning: {Path(report.input).name}: {w}", file=sys.stderr)
         return
-    print(report.summary())
+    _say(report.summary())
     for w in report.warnings:
-        print(f"  warning: {w}")
+        _say(f"  warning: {w}")
     if report.review:
-        print(f"  review: {report.review}")
+        _say(f"  review: {report.review}")
 
 
 class _Stoppable:
@@ -455,11 +464,11 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     stopped = report.live.get("stopped")
     if not args.quiet:
         live = report.live
-        print(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "
+        _say(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "
               f"{live['delay_max']} s; dropped {live['dropped']}, covered {live['covered']}, reconnects "
               f"{live['reconnects']}")
         for w in report.warnings:
-            print(f"  warning: {w}")
+            _say(f"  warning: {w}")
     else:  # -q hides the status line and the summary, not what went wrong
         for w in report.warnings:
             if w not in said and not w.startswith("stopped ("):
@@ -533,7 +542,7 @@ def _write_index(rows: list[dict], index: Path, args: argparse.Namespace) -> Non
         print(f"trt-anon: warning: review index not written: {exc}", file=sys.stderr)
         return
     if not args.quiet:
-        print(f"review index: {index}")
+        _say(f"review index: {index}")
 
 
 if __name__ == "__main__":  # pragma: no cover
