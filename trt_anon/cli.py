@@ -200,6 +200,8 @@ def _read_credentials(out: Path, args, problems: list[str]):
     _say(f"Content Credentials of {out}: {state}")
     for line in reading.claims:
         _say(f"  {line}")
+    if reading.input_differs:  # the credentials hold; the file given is not the one they name
+        problems.append(f"MISMATCH: {reading.input_differs}")
     return reading
 
 

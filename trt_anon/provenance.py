@@ -310,13 +310,16 @@ def _who(info: dict) -> str:
 
 @dataclass
 class Reading:
-    """What a file's Content Credentials say (``claims``, one line each) and what fails in them (``problems``:
-    empty when the signature and the hash binding check out, and the signer is trusted where that was asked)."""
+    """What a file's Content Credentials say (``claims``, one line each), what fails in them (``problems``:
+    empty when the signature and the hash binding check out, and the signer is trusted where that was asked), and
+    an input given that is not the file they name as the parent (``input_differs``: valid credentials, another
+    file)."""
 
     state: str                   # the library's: "Trusted", "Valid" or "Invalid"
     claims: list[str]
     problems: list[str]
     input_checked: bool = False  # an input was given and compared with the parent's SHA-256
+    input_differs: str = ""      # how it differs, where it does
 
 
 def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Reading | None:
@@ -349,7 +352,7 @@ def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Re
     failures = store.get("validation_results", {}).get("activeManifest", {}).get("failure", [])
     problems = [f"{f.get('explanation')} ({f.get('code')})" for f in failures
                 if trust is not None or f.get("code") != UNTRUSTED]
-    claims, checked = _claims(active, manifests), False
+    claims, checked, differs = _claims(active, manifests), False, ""
     for ingredient in active.get("ingredients", ()):
         want = (ingredient.get("metadata") or {}).get("sha256")
         if input is not None and ingredient.get("relationship") == "parentOf" and want:
@@ -359,9 +362,9 @@ def read(path: Path, trust: Path | None = None, input: Path | None = None) -> Re
             except OSError as exc:
                 raise InputError(f"cannot read {input}: {exc.strerror or exc}") from None
             if got != want:
-                problems.append(f"input {input}: SHA-256 {got[:16]}... is not the parent's {want[:16]}...")
+                differs = f"input {input}: SHA-256 {got[:16]}... is not the parent's {want[:16]}..."
             checked = True
-    return Reading(store.get("validation_state", "Invalid"), claims, problems, checked)
+    return Reading(store.get("validation_state", "Invalid"), claims, problems, checked, differs)
 
 
 def _claims(manifest: dict, manifests: dict, indent: str = "") -> list[str]:
