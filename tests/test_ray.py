@@ -286,7 +286,8 @@ def test_cli_local_instance_on_loopback_and_ctrl_c_leaves_nothing(long_clip, tmp
         if proc.poll() is None:
             proc.kill()
     assert "interrupted" in proc.stderr.read()
-    assert [p.name for p in out.iterdir()] == []  # no output, no sidecar, no pieces
+    # no output, no sidecar, no pieces: the folder made for the run is gone with them
+    assert not out.exists(), [p.name for p in out.iterdir()]
 
     def running() -> list[int]:  # Ray's processes still alive (a zombie waiting for its parent is not)
         alive = []
