@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import shutil
 from pathlib import Path
 
 import av
@@ -179,8 +180,14 @@ def clip(tmp_path_factory):
                      faces=[Face(64, (40, 50), (2.5, 0.3))])
 
 
-def test_signed_video_validates_and_says_what_was_done(clip, pki, tmp_path, capsys):
-    plain = trt_anon.process(clip.path, tmp_path / "plain.mp4", backend="cpu")
+def test_signed_video_validates_and_says_what_was_done(clip, pki, tmp_path, capsys, monkeypatch):
+    real, plain = provenance.sign, tmp_path / "plain.mp4"
+
+    def keep_unsigned(written, job, report):
+        shutil.copyfile(written, plain)  # this run's output as it was before its manifest went in
+        real(written, job, report)
+
+    monkeypatch.setattr(provenance, "sign", keep_unsigned)
     report = trt_anon.process(clip.path, tmp_path / "signed.mp4", backend="cpu", sign=sign_of(pki))
     out = Path(report.output)
     assert report.signed == {"signer": "Anonymizing Desk (Test Newsroom)", "parent": None, "redacted": 0}
@@ -201,11 +208,11 @@ def test_signed_video_validates_and_says_what_was_done(clip, pki, tmp_path, caps
     from trt_anon.audit import sha256
     assert ingredient["metadata"] == {"sha256": sha256(clip.path), "bytes": clip.path.stat().st_size}
     # a manifest, and nothing else changed: the frames, times, audio and metadata of the unsigned output
-    with av.open(str(out)) as a, av.open(plain.output) as b:
+    with av.open(str(out)) as a, av.open(str(plain)) as b:
         assert [(f.pts, f.to_ndarray().tobytes()) for f in a.decode(video=0)] == \
             [(f.pts, f.to_ndarray().tobytes()) for f in b.decode(video=0)]
         assert a.metadata == b.metadata and [s.metadata for s in a.streams] == [s.metadata for s in b.streams]
-    assert copied_packets(out) == copied_packets(Path(plain.output)) and copied_packets(out)[0]
+    assert copied_packets(out) == copied_packets(plain) and copied_packets(out)[0]
     box = mp4_manifest_bytes(out)
     assert not any(magic in box for magic in PICTURE_MAGIC), "a picture in the manifest"
 
@@ -216,7 +223,7 @@ def test_signed_video_validates_and_says_what_was_done(clip, pki, tmp_path, caps
     assert "edited: faces obscured; by trt_anon" in said and f"SHA-256 {sha256(clip.path)}" in said
     assert main(["verify", str(out), "--trust", str(pki["root"])]) == 0
     assert "valid and trusted" in capsys.readouterr().out
-    assert main(["verify", str(out), "--input", plain.output]) == 1  # not the input the manifest names
+    assert main(["verify", str(out), "--input", str(plain)]) == 1  # not the input the manifest names
     said = capsys.readouterr()  # the credentials still validate: it is the input that differs
     assert "valid: signature and hash binding check out" in said.out and "INVALID" not in said.err
     assert "MISMATCH: input" in said.err and "is not the parent's" in said.err
