@@ -180,3 +180,13 @@ def test_face_half_behind_another_is_covered(tmp_path):
     out = tmp_path / "half.anon.mp4"
     trt_anon.process(clip.path, out)
     check_redacted(clip, clip.path, out)
+
+
+@pytest.mark.parametrize("progress", [True, False, None])
+def test_progress_is_a_bar_or_none(clips, tmp_path, capsys, progress):
+    """``process(progress=True)`` shows a bar on stderr, as ``live.stream`` and ``process_many`` do; False or None
+    none; the output is the same."""
+    report = trt_anon.process(clips["two"].path, tmp_path / "out.mp4", progress=progress)
+    assert report.frames == len(decode_frames(tmp_path / "out.mp4"))
+    err = capsys.readouterr().err
+    assert (f"{report.frames}/{report.frames}" in err) == bool(progress), err

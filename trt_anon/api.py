@@ -29,7 +29,8 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
 
     Options are the fields of :class:`Config` (``target``, ``threshold``, ``det_size``, ...).
     Nothing is written at ``output`` unless the whole video was processed; the input is only read.
-    ``progress`` may be a tqdm-like object (``.update(n)``, ``.total``) to advance per frame.
+    ``progress``: True for a progress bar on stderr, or a tqdm-like object (``.update(n)``, ``.total``) to advance
+    per frame; None or False for none.
     ``review`` (True: ``NAME.anon.review.html`` beside the output; or a file or folder path) writes a page to
     check the result before publishing (needs ``[review]``); ``review_originals`` adds the unredacted input
     frames to it. A review that fails after the video is written is a warning, not an error: the video is whole.
@@ -38,7 +39,12 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
     if review_originals and not review:
         review = True
     cfg = Config.from_options(config, **options) if options or config is None else config
-    return execute(plan(input, output, cfg, review=review, originals=review_originals), progress)
+    job = plan(input, output, cfg, review=review, originals=review_originals)
+    if progress is True:  # as live.stream() and process_many() take it
+        from tqdm import tqdm
+        with tqdm(desc=Path(input).name[:40], unit="frame", dynamic_ncols=True) as bar:
+            return execute(job, bar)
+    return execute(job, progress or None)
 
 
 def execute(job: Plan, progress: Any = None) -> Report:
