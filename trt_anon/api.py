@@ -44,7 +44,7 @@ def process(input: str | os.PathLike, output: str | os.PathLike | None = None, *
         from tqdm import tqdm
         with tqdm(desc=Path(input).name[:40], unit="frame", dynamic_ncols=True) as bar:
             return execute(job, bar)
-    return execute(job, progress or None)
+    return execute(job, None if progress is False else progress)  # (a tqdm bar has no truth value)
 
 
 def execute(job: Plan, progress: Any = None) -> Report:
