@@ -467,8 +467,8 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     if not args.quiet:
         live = report.live
         _say(f"{report.summary()}\n  delay p50 {live['delay_p50']} s, p99 {live['delay_p99']} s, max "
-              f"{live['delay_max']} s; dropped {live['dropped']}, covered {live['covered']}, reconnects "
-              f"{live['reconnects']}")
+             f"{live['delay_max']} s; dropped {live['dropped']}, covered {live['covered']}, reconnects "
+             f"{live['reconnects']}")
         for w in report.warnings:
             _say(f"  warning: {w}")
     else:  # -q hides the status line and the summary, not what went wrong
