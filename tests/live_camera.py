@@ -62,7 +62,8 @@ def damaged(ts: Path, fraction: float, seed: int = 0) -> bytes:
     payload, not the sync byte or the header), the same for the same ``seed``: what ``--damage`` sends."""
     data = bytearray(Path(ts).read_bytes())
     info = json.loads(Path(ts).with_suffix(".json").read_text())
-    rng, first = random.Random(seed), info["ends"][min(len(info["ends"]) - 1, round(float(Fraction(info["rate"]))))] // TS
+    rng = random.Random(seed)
+    first = info["ends"][min(len(info["ends"]) - 1, round(float(Fraction(info["rate"]))))] // TS  # after 1 s
     for k in range(first, len(data) // TS):
         if rng.random() < fraction:
             data[k * TS + rng.randrange(4, TS)] ^= 0xFF
