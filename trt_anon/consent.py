@@ -293,19 +293,20 @@ class Keeper:
         ``every``."""
         due = self.every if s.shown else SPACING
         x1, y1, x2, y2 = (float(v) for v in box)
-        w, h = x2 - x1, y2 - y1
-        shown_w, shown_h = (w, h) if self.rotation % 180 == 0 else (h, w)
+        side = min(x2 - x1, y2 - y1)  # the smaller side, whichever way the frame is turned
         height, width = frame.shape[:2]
         inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
         # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
-        if min(shown_w, shown_h) >= MIN_FACE and inside and score >= MIN_SCORE:
+        if side >= MIN_FACE and inside and score >= MIN_SCORE:
             crop, cbox = face_crop(frame, box, self.rotation)
-            grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-            bx = [int(max(v, 0)) for v in cbox]
-            quality = min(min(shown_w, shown_h), 160.0) * score * \
-                min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
+            window = f - s.since >= due - SPACING
+            quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
+            if window:
+                grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+                bx = [int(max(v, 0)) for v in cbox]
+                quality = min(side, 160.0) * score * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
             s.recent = (quality, f, crop, cbox)
-            if f - s.since >= due - SPACING and (s.best is None or quality > s.best[0]):
+            if window and (s.best is None or quality > s.best[0]):
                 s.best = s.recent
         if s.best is not None and f - s.since >= due - 1:
             self._compare(state, s, s.best)
@@ -417,10 +418,3 @@ def _near(boxes: np.ndarray) -> np.ndarray:
            (np.minimum(g[:, None, 3], g[None, :, 3]) > np.maximum(g[:, None, 1], g[None, :, 1]))
     np.fill_diagonal(meet, False)
     return meet.any(axis=1)
-
-
-def check(paths: tuple[str, ...]) -> None:
-    """Refuse, before any work, what cannot keep anyone: the extra missing, a photo without exactly one face."""
-    if paths:
-        people(paths)
-
