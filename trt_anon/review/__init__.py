@@ -103,6 +103,8 @@ def _people(report: Report, stats: FrameStats, cards) -> list | None:
     if embedder is None:
         return None
     wanted = sorted({frame for card in cards for frame, _ in card.faces})
+    if not wanted:  # no face to read again: the input is not opened
+        return people.group(cards, {})
     by_pts = {stats.pts[f]: f for f in wanted}
     frames = ((by_pts[p], *to_rgb(frame)) for p, frame in read_frames(Path(report.input), by_pts=list(by_pts)))
     return people.group(cards, people.faces(cards, frames, embedder))
