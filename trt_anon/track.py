@@ -292,11 +292,12 @@ class Tracker:
                     j = -1
             claim[i] = j
             matched |= {j} - {-1}
-        for i in order:
-            if claim[i] < 0:
-                claim[i] = self._reappears(f, det.xyxy[i], int(det.class_id[i]), old, pred, matched,
-                                           det.xyxy[[k for k in order if claim[k] >= 0]])
-                matched |= {claim[i]} - {-1}
+        if any(t.occluded for t in old):  # only a track behind another face can be taken back
+            for i in order:
+                if claim[i] < 0:
+                    claim[i] = self._reappears(f, det.xyxy[i], int(det.class_id[i]), old, pred, matched,
+                                               det.xyxy[[k for k in order if claim[k] >= 0]])
+                    matched |= {claim[i]} - {-1}
         for i in order:
             box, j = det.xyxy[i], claim[i]
             others = ~weak
@@ -396,10 +397,12 @@ class Tracker:
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         w = box[2] - box[0]
         best, near = -1, np.inf
+        if _covered(box, taken) >= 0.5:  # a second box on a face found here
+            return best
         for j, t in enumerate(old):
             if j in matched or not t.occluded or t.cls != cls:
                 continue
-            if not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1] or _covered(box, taken) >= 0.5:
+            if not REAPPEAR_WIDTH[0] <= w / t.size()[0] <= REAPPEAR_WIDTH[1]:
                 continue
             # where it is held, and where its motion puts it now (its hold stops lookback frames on)
             for p in (pred[j], t.around(_line(t.whole, f))):
