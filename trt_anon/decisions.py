@@ -97,9 +97,9 @@ class Decisions:
             raise ConfigError(f"{path}: added region {i}: boxes must be x1 < x2, y1 < y2, frames 0 to {frames - 1}")
         return keys
 
-    def faces(self, index: int) -> tuple[Regions, np.ndarray]:
-        """Frame ``index``'s faces, and which of them are redacted: every one not on a track kept visible, nor
-        shown by the first run on a track left as it matched (``kept``: marked so in the next ``--json`` too)."""
+    def faces(self, index: int) -> Regions:
+        """Frame ``index``'s faces; ``kept`` the ones left visible: on a track kept visible, or shown by the first
+        run on a track left as it matched (marked so in the next ``--json`` too). The others are redacted."""
         if index >= len(self.frames):
             raise InputError(f"the input has more frames than {self.path} describes ({len(self.frames)}): "
                              "is it the same file?")
@@ -114,7 +114,7 @@ class Decisions:
                       np.array([CLASSES.index(f.get("class", "face")) for f in faces], np.uint8))
         shown = np.array([f.get("track") in self.keep or (f.get("kept") is True and f.get("track") in self.matched)
                           for f in faces], bool)
-        return dataclasses.replace(det, kept=shown), ~shown
+        return dataclasses.replace(det, kept=shown)
 
     def added_boxes(self, index: int) -> np.ndarray:
         """The regions added by hand that cover frame ``index``."""
@@ -145,14 +145,13 @@ class Replayed(Anonymizer):
         super().__init__(config, detector=None, redactor=redactor)
         self.decisions = decisions
         self.next_index = 0
-        self.order: deque[tuple[int, np.ndarray]] = deque()  # (frame index, faces to redact) of the frames out
+        self.order: deque[int] = deque()  # the frame index of each frame out
 
     def track(self, frames) -> list[Regions]:
         out = []
         for _ in range(len(frames)):
-            faces, redact = self.decisions.faces(self.next_index)
-            out.append(faces)
-            self.order.append((self.next_index, redact))
+            out.append(self.decisions.faces(self.next_index))
+            self.order.append(self.next_index)
             self.next_index += 1
         return out
 
@@ -162,8 +161,8 @@ class Replayed(Anonymizer):
     def boxes(self, final: list[Regions], height: int, width: int) -> list[np.ndarray]:
         c, out = self.config, []
         for d in final:
-            index, redact = self.order.popleft()
-            faces = _covered(d, redact, c, width, height)
+            index = self.order.popleft()
+            faces = _covered(d, ~d.kept, c, width, height)
             added = np.clip(self.decisions.added_boxes(index), 0, [width, height, width, height])
             out.append(np.concatenate([faces, added.astype(np.float32)]))
         return out
