@@ -65,9 +65,9 @@ MUTANTS = [
       "            frame.pts, frame.time_base = t + 1, self.frame_time_base\n            self._mux(",
       E2E + "test_frames_timestamps_and_audio_identical"),
     m("variable frame rate re-timed evenly", "timestamps", "trt_anon/encode/pyav.py",
-      "        for rgb, t in zip(frames, self._times(pts)):",
+      "        for pixels, t in zip(frames, self._times(pts)):",
       "        pts = [pts[0] + (pts[-1] - pts[0]) * k // max(len(pts) - 1, 1) for k in range(len(pts))]\n"
-      "        for rgb, t in zip(frames, self._times(pts)):",
+      "        for pixels, t in zip(frames, self._times(pts)):",
       ROB + "test_variable_frame_rate_timestamps_kept"),
     # --- audio and subtitles
     m("copied audio delayed 0.5 s, bytes unchanged", "audio timing", "trt_anon/media/container.py",
@@ -87,7 +87,8 @@ MUTANTS = [
       E2E + "test_frames_timestamps_and_audio_identical"),
     # --- redaction, per style and per backend
     m("mosaic misses the last row of cells", "redaction (mosaic)", "trt_anon/redact/styles/mosaic.py",
-      "        py0, py1 = cy0 * c, min(cy1 * c, height)\n", "        py0, py1 = cy0 * c, min((cy1 - 1) * c, height)\n",
+      "        ys, xs = cell_edges(cy0, cy1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)\n",
+      "        ys, xs = cell_edges(cy0, cy1 - 1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)\n",
       "tests/test_mosaic.py::test_matches_definition_random[25]",
       E2E + "test_faces_mosaicked_and_background_kept[moving]"),
     m("frame 0 written unredacted (its boxes still in the JSON)", "redaction", "trt_anon/pipeline.py",
@@ -100,7 +101,8 @@ MUTANTS = [
       'import_module(f"{__name__}.{name}")', 'import_module(f"{__name__}.{name.replace(\'blur\', \'mosaic\')}")',
       "tests/test_styles.py::test_styles_end_to_end[blur]"),
     m("solid ignores --fill-color", "redaction (solid)", "trt_anon/redact/styles/solid.py",
-      "        return solid(frame, boxes, cells, color)\n", "        return solid(frame, boxes, cells, (0, 0, 0))\n",
+      "        return fill_cells(frame, boxes, cells, fill, shift)\n",
+      "        return fill_cells(frame, boxes, cells, np.zeros_like(fill), shift)\n",
       "tests/test_styles.py::test_styles_end_to_end[solid]"),
     m("GPU path ignores --style and --fill-color", "redaction (GPU backend)", "trt_anon/redact/__init__.py",
       "        return CupyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))\n",

@@ -44,10 +44,10 @@ def test_auto_falls_back_to_the_cpu_whatever_a_gpu_stage_raises(clips, tmp_path,
     else:
         monkeypatch.setattr(torch_cuda, "TorchCudaDetector", lambda *a, **k: types.SimpleNamespace(name="torch"))
 
-        def redactor(cfg, gpu):
+        def redactor(cfg, gpu, layout=None):
             if gpu:
                 raise RuntimeError("nvrtc: error: failed to open libnvrtc-builtins.so.13.0")
-            return real(cfg, gpu)
+            return real(cfg, gpu, layout)
         real = stages.select_redactor
         monkeypatch.setattr(stages, "select_redactor", redactor)
         said = "RuntimeError: nvrtc: error: failed to open libnvrtc-builtins"

@@ -13,6 +13,7 @@ import trt_anon
 from trt_anon import stages
 from trt_anon.config import Config
 from trt_anon.errors import InputError
+from trt_anon.planar import Planar
 
 # a face from the start, and one that comes in small mid-clip and is back-filled into the frames before it
 FACES = [Face(70, (60, 60), (3.0, 0.5)), Face(30, (450, 180), (-2.0, 0.0), enter=25, flip=True)]
@@ -29,22 +30,31 @@ def test_cpu_batches_hold_about_eight_1080p_frames():
 
 
 def test_large_frames_are_decoded_twice_not_held():
-    """1080p at the default lookback is held (~260 MiB); 1440p and 4K are not; less lookback holds more."""
+    """RGB: 1080p at the default lookback is held (~260 MiB); 1440p and 4K are not; less lookback holds more.
+    The decoder's own 4:2:0 pixels take half: 1440p is held too."""
     class Info:
         is_image = False
 
     class Decoder:
         deep = False
+        layout = None
+        planar = ()
 
-    def replays(w, h, **cfg):
+    def replays(w, h, planar=False, **cfg):
         info = Info()
         info.width, info.height = w, h
+        decoder = Decoder()
+        if planar:
+            decoder.layout = Planar("yuv420p", w, h)
         c = Config(backend="cpu", batch_size=Config(**cfg).batch_for(False, w * h), **cfg)
-        return stages.replay_decoder(Path("/nonexistent"), Decoder(), info, c) is not None
+        return stages.replay_decoder(Path("/nonexistent"), decoder, info, c) is not None
 
     assert not replays(1920, 1080)
-    with pytest.raises(InputError):  # 4K: a second decoder over the file is opened
-        replays(3840, 2160)
+    with pytest.raises(InputError):  # 1440p as RGB, 4K either way: a second decoder over the file is opened
+        replays(2560, 1440)
+    assert not replays(2560, 1440, planar=True)
+    with pytest.raises(InputError):
+        replays(3840, 2160, planar=True)
     assert not replays(3840, 2160, lookback=0)
 
 

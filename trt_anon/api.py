@@ -133,7 +133,7 @@ def _video(job: Plan, tmp: Path, report: Report, log, progress, stats, notes: li
         if progress is not None and info.frames:
             progress.total = info.frames
             progress.refresh()
-        source = PyAVDecoder(container, cfg.batch_size)
+        source = PyAVDecoder(container, cfg.batch_size, stages.planar_formats(cfg, info))
         chosen = stages.choose(src, source, info, cfg, notes)
         report.seconds["setup"] = chosen.setup  # a TensorRT engine build lands here, not in fps
         sink = VideoFile(tmp, job, container, source, chosen.info, chosen.gpu, report, notes)
@@ -144,7 +144,7 @@ def _video(job: Plan, tmp: Path, report: Report, log, progress, stats, notes: li
         if source.deep and "10" not in sink.encoder.pix_fmt:
             report.warnings.append(f"{info.pix_fmt} input written as 8-bit (the GPU path is 8-bit)")
 
-        run(Stages(chosen.decoder, chosen.detector, chosen.redactor, sink, replay and replay.frames()),
+        run(Stages(chosen.decoder, chosen.detector, chosen.redactor, sink, replay and replay.frames(), source.layout),
             cfg, report, source.rotation, log, progress, stats, decisions=job.decisions)
         report.warnings.extend(sink.remuxer.warnings())
         errors = source.errors + getattr(chosen.decoder, "errors", 0)

@@ -141,8 +141,8 @@ class Replayed(Anonymizer):
     """The Anonymizer's steps on a first run's faces: nothing detected or tracked, every frame final at once,
     the faces not kept redacted (margins as among all of them) and the added regions with them."""
 
-    def __init__(self, decisions: Decisions, config, redactor) -> None:
-        super().__init__(config, detector=None, redactor=redactor)
+    def __init__(self, decisions: Decisions, config, redactor, layout=None) -> None:
+        super().__init__(config, detector=None, redactor=redactor, layout=layout)
         self.decisions = decisions
         self.next_index = 0
         self.order: deque[int] = deque()  # the frame index of each frame out

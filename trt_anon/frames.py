@@ -87,14 +87,16 @@ class Anonymizer:
     """
 
     def __init__(self, config: Config | None = None, *, detector=None, redactor=None, rotation: int = 0,
-                 first: int = 0, first_track: int = 0, **options) -> None:
+                 first: int = 0, first_track: int = 0, layout=None, **options) -> None:
         """``detector`` and ``redactor``: stages already chosen (``process()`` passes those ``stages.choose``
-        made), else made on the first batch. ``rotation``: the frames are stored turned by a display matrix
+        made), else made on the first batch. ``layout`` (``planar.Planar``, with stages chosen for it): the
+        frames are the decoder's planar rows, not RGB; the detector gets RGB of the frames it looks at.
+        ``rotation``: the frames are stored turned by a display matrix
         (phone video): faces are searched as displayed, boxes are given on the stored frames. ``first``: the
         index of the first frame (a segment of a file: eye refreshes fall where a whole run's do); ``first_track``:
         the first face's number (``Regions.track``; a segment numbers its faces apart from the others')."""
         self.config = Config.from_options(config, **options) if options or config is None else config
-        self.detector, self.redactor, self.rotation = detector, redactor, rotation
+        self.detector, self.redactor, self.rotation, self.layout = detector, redactor, rotation, layout
         self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the stream's frames
         self.gpu = False
         self.torch = False                          # frames came as PyTorch tensors: they go back as such
@@ -108,7 +110,7 @@ class Anonymizer:
                                self.config.longest_gap(), self.first_track)
         self.tracker.next_frame = self.tracker.next_final = first
         self.cadence = Cadence(self.config.detect_every)
-        self.tail = None                            # the last frame, as displayed, if not looked at yet
+        self.tail = None                            # the last frame, as stored, if not looked at yet
         self.gathered: list = []                    # "auto": frames held until the cadence's next look
         self.waiting: deque = deque()               # frames not yet final (push/flush)
         self.next_out = first                       # index of the next frame handed back
@@ -148,28 +150,38 @@ class Anonymizer:
         final = self._track_held()
         return self._kept(final + self.tracker.push([None] * n))
 
+    def _size(self, frames) -> tuple[int, int]:
+        """(height, width) of the stream's frames as stored."""
+        return (self.layout.height, self.layout.width) if self.layout else tuple(frames.shape[1:3])
+
+    def _shown(self, frames):
+        """Frames as the detector sees them: RGB, as displayed."""
+        if self.layout is not None:
+            frames = self.layout.rgb(frames)
+        return rotate_for_display(frames, self.rotation, array_module(frames))
+
     def _track(self, frames) -> list[Regions]:
         xp = array_module(frames)
-        view = rotate_for_display(frames, self.rotation, xp)
         first = self.tracker.next_frame
         look = list(range(len(frames))) if self.config.detect_every == 1 else \
             self.cadence.pick(frames, first, self.tracker)
         dets: list[Detections | None] = [None] * len(frames)
         while look:  # the detector takes the frames it looks at as one batch; the cadence may want more
-            found = self.detector(view if len(look) == len(frames) else view[xp.asarray(look)])
-            for i, d in zip(look, unrotate_boxes(found, self.rotation, *frames.shape[1:3])):
+            found = self.detector(self._shown(frames if len(look) == len(frames) else frames[xp.asarray(look)]))
+            for i, d in zip(look, unrotate_boxes(found, self.rotation, *self._size(frames))):
                 dets[i] = d
             look = self.cadence.more(dets, first, self.tracker)
         # the last frame, if not looked at: the detector looks at it if the stream ends there
         if dets:
-            self.tail = None if dets[-1] is not None else view[-1:].copy()
+            self.tail = None if dets[-1] is not None else frames[-1:].copy()
         if self.keeper is None:
             return self.tracker.push(dets)
         final = []
         for i, d in enumerate(dets):  # a frame at a time: the keeper reads the tracks as each frame left them
             final += self.tracker.push([d])
             if d is not None:
-                self.keeper.look(first + i, frames[i], self.tracker)
+                self.keeper.look(first + i, frames[i] if self.layout is None else self.layout.rgb(frames[i:i + 1])[0],
+                                 self.tracker)
         return final
 
     def _kept(self, final: list[Regions]) -> list[Regions]:
@@ -190,8 +202,7 @@ class Anonymizer:
         final = self._track_held()
         last = None
         if self.tail is not None:
-            height, width = self.tail.shape[1:3] if self.rotation % 180 == 0 else self.tail.shape[2:0:-1]
-            last = unrotate_boxes(self.detector(self.tail), self.rotation, height, width)[0]
+            last = unrotate_boxes(self.detector(self._shown(self.tail)), self.rotation, *self._size(self.tail))[0]
             self.tail = None
         upto = None if n is None else self.tracker.next_final + max(0, n - len(final))
         if n is None and self.keeper is not None:
@@ -216,7 +227,7 @@ class Anonymizer:
 
     def redact(self, frames, final: list[Regions]) -> tuple[Any, list[np.ndarray]]:
         """The final frames redacted (in place where the redactor can) and their boxes."""
-        boxes = self.boxes(final, *frames[0].shape[:2])
+        boxes = self.boxes(final, *((self.layout.height, self.layout.width) if self.layout else frames[0].shape[:2]))
         return self.redactor(frames, boxes), boxes
 
     # --- frames in, frames out

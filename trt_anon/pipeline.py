@@ -68,6 +68,7 @@ class Stages:
     sink: Sink
     replay: Iterator[tuple[Any, int]] | None = None  # the decoder's (frame, pts) again, from a second decode:
                                                      # frames waiting for back-fill are not held
+    layout: Any = None  # planar.Planar: the decoder hands out its own pixels as planar rows (None: RGB)
 
 
 def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
@@ -83,10 +84,10 @@ def run(stages: Stages, config: Config, report: Report, rotation: int = 0,
     run, as the user decided, and nothing is detected."""
     if decisions is not None:
         from .decisions import Replayed
-        anon = Replayed(decisions, config, stages.redactor)
+        anon = Replayed(decisions, config, stages.redactor, stages.layout)
     else:
         anon = Anonymizer(config, detector=stages.detector, redactor=stages.redactor, rotation=rotation, first=first,
-                          first_track=first_track)
+                          first_track=first_track, layout=stages.layout)
     index = first   # file index of the next frame to become final
     waiting: deque = deque()   # (frame, pts) not yet final
     secs = {"decode": 0.0, "detect": 0.0, "redact": 0.0, "encode": 0.0}

@@ -106,7 +106,7 @@ def plan_segments(job: Plan, segment_frames: int) -> list[Segment]:
     return out
 
 
-def _range_decoder(container, batch_size: int, seg: Segment):
+def _range_decoder(container, batch_size: int, seg: Segment, planar=()):
     """A PyAV decoder over frames ``seg.first..seg.stop`` of the file, from a seek to its keyframe."""
     from .decode import PyAVDecoder
 
@@ -123,7 +123,7 @@ def _range_decoder(container, batch_size: int, seg: Segment):
                     yield frame
                 index += 1
 
-    return RangeDecoder(container, batch_size)
+    return RangeDecoder(container, batch_size, planar)
 
 
 class _ZeroBased:
@@ -192,7 +192,7 @@ def run_segment(job: Plan, seg: Segment, piece: str, counter) -> dict:
     try:
         stream = media.container.video_stream(container)
         info = media.VideoInfo.of(container, stream)
-        decoder = _range_decoder(container, config.batch_size, seg)
+        decoder = _range_decoder(container, config.batch_size, seg, stages.planar_formats(config, info))
         chosen = stages.choose(src_path, decoder, info, config, notes, whole_file=False)
         with open(piece + ".jsonl", "w", encoding="utf-8") as json_out, av.open(piece, "w", format="mp4") as out:
             encoder = stages.select_encoder(out, info, decoder, decoder.colorspace, config, chosen.gpu, notes,
@@ -204,9 +204,10 @@ def run_segment(job: Plan, seg: Segment, piece: str, counter) -> dict:
                 notes.append(note)
             zero = _ZeroBased(encoder)
             replay = None if chosen.gpu else stages.replay_decoder(
-                src_path, decoder, info, config, make=lambda c, n: _range_decoder(c, n, seg))
+                src_path, decoder, info, config, make=lambda c, n, p: _range_decoder(c, n, seg, p))
             try:
-                run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames()),
+                run(Stages(chosen.decoder, chosen.detector, chosen.redactor, zero, replay=replay and replay.frames(),
+                           layout=decoder.layout),
                     config, report, decoder.rotation, BoxLog(json_out, envelope=False), _Bar(counter),
                     first=seg.first, keep=(seg.start, seg.end), first_track=seg.number * TRACKS_PER_SEGMENT)
             finally:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import media
+import av
+
+from . import media, planar
 from .config import HOLD_BYTES, Config
 from .decode import PyAVDecoder, select_gpu_decoder
 from .decode.ahead import Ahead
@@ -93,18 +95,33 @@ def choose(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, notes: list[s
         decoder = Ahead(decoder)  # the next batch decodes while the loop works on this one
     else:
         detector = select_detector(cfg, gpu=False)
-        redactor = select_redactor(cfg, gpu=False)
+        redactor = select_redactor(cfg, gpu=False, layout=cpu_decoder.layout)
     return Chosen(decoder, detector, redactor, gpu, time.perf_counter() - setup, info)
+
+
+def planar_formats(cfg: Config, info) -> frozenset[str]:
+    """The pixel formats the CPU path keeps as decoded (``planar``): those the software encoder writes as well.
+    None on the GPU path (its stages work on RGB on the device) or for a photo."""
+    if info.is_image or use_gpu(cfg, False):
+        return frozenset()
+    writes = {f.name for f in av.Codec(CODECS[cfg.codec or "h264"].encoder, "w").video_formats or ()}
+    return frozenset(f for f in planar.FORMATS if f in writes)
 
 
 def replay_decoder(src: Path, cpu_decoder: PyAVDecoder, info, cfg: Config, make=PyAVDecoder) -> Replay | None:
     """A second decoder over ``src`` for the frames waiting for back-fill, where holding them would take more
-    than ``HOLD_BYTES`` (1440p and up, at the default ``lookback``); None where they are held. ``make(container,
-    batch_size)`` makes it as ``cpu_decoder`` was made (a segment's decoder seeks to its range)."""
-    held = (cfg.lookback + cfg.batch_size) * info.width * info.height * 3 * (2 if cpu_decoder.deep else 1)
+    than ``HOLD_BYTES`` (1440p and up at the default ``lookback`` for RGB, 2160p for 4:2:0); None where they are
+    held. ``make(container, batch_size, planar)`` makes it as ``cpu_decoder`` was made (a segment's decoder seeks
+    to its range), so it hands out frames in the same layout."""
+    layout = cpu_decoder.layout
+    if layout is not None:
+        frame = layout.row * layout.dtype.itemsize
+    else:
+        frame = info.width * info.height * 3 * (2 if cpu_decoder.deep else 1)
+    held = (cfg.lookback + cfg.batch_size) * frame
     if held <= HOLD_BYTES or info.is_image:
         return None
-    return Replay(make(media.open_input(src), 1))
+    return Replay(make(media.open_input(src), 1, cpu_decoder.planar))
 
 
 @dataclass
@@ -160,7 +177,7 @@ def select_encoder(out, info, decoder, colorspace, cfg: Config, gpu: bool, notes
     codec = CODECS[cfg.codec or "h264"]
     software = codec.encoder
     if not gpu:
-        enc = PyAVEncoder(*args, codec=software, deep=decoder.deep)
+        enc = PyAVEncoder(*args, codec=software, deep=decoder.deep, layout=getattr(decoder, "layout", None))
     else:
         from .encode.gpu import GpuYuvEncoder, NvencEncoder, nvenc_available
         nvenc = codec.nvenc

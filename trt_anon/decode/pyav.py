@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from ..media.container import video_stream
+from ..planar import Planar
 from .batch import Batch
 
 # Containers that store no presentation times: FFmpeg gives each packet its decode slot (plus the
@@ -36,11 +37,14 @@ class PyAVDecoder:
     (``rgb48le``), so the encoder can write 10 bits again. A frame whose size differs from the
     first frame's (a resolution switch, or a damaged header) is scaled to the first size, as
     ffmpeg does: the output has one size, and detection runs on the frame as it is written.
+
+    ``planar``: the pixel formats that may be kept as decoded (``planar.FORMATS`` the encoder writes too): where
+    the first frame's is one, frames come as planar rows (``layout``) instead of RGB.
     """
 
     name = "pyav"
 
-    def __init__(self, container: av.container.InputContainer, batch_size: int) -> None:
+    def __init__(self, container: av.container.InputContainer, batch_size: int, planar=()) -> None:
         self.container = container
         self.stream = video_stream(container)
         self.stream.thread_type = "AUTO"
@@ -50,6 +54,8 @@ class PyAVDecoder:
         self.rgb_format = "rgb48le" if self.deep else "rgb24"
         self.rotation = 0          # display rotation of the first frame, degrees counter-clockwise
         self.colorspace = None     # (colorspace, color_range) of the first frame, for the encoder
+        self.planar = planar
+        self.layout: Planar | None = None  # the frames' planar layout, set by the first frame (None: RGB)
         tb = self.stream.time_base or Fraction(1, 90000)
         self.time_base = tb
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
@@ -104,19 +110,29 @@ class PyAVDecoder:
         while held:
             yield held.popleft(), heapq.heappop(times)
 
-    def _rgb(self, frame: av.VideoFrame, index: int) -> np.ndarray:
-        """The frame as RGB, at the first frame's size."""
+    def _scale(self, frame: av.VideoFrame, index: int) -> dict:
+        """How to bring the frame to the first frame's size (nothing where it has it)."""
         size = (frame.width, frame.height)
         if self.size is None:
             self.size = size
-        scale = {}
-        if size != self.size:
-            self.resized += 1
-            if self.first_resize is None:
-                self.first_resize = (index, size)
-            scale = {"width": self.size[0], "height": self.size[1], "interpolation": "BILINEAR"}
+        if size == self.size:
+            return {}
+        self.resized += 1
+        if self.first_resize is None:
+            self.first_resize = (index, size)
+        return {"width": self.size[0], "height": self.size[1], "interpolation": "BILINEAR"}
+
+    def _rgb(self, frame: av.VideoFrame, index: int) -> np.ndarray:
+        """The frame as RGB, at the first frame's size."""
         return frame.to_ndarray(format=self.rgb_format, src_colorspace=self.colorspace[0],
-                                src_color_range=self.colorspace[1], **scale)
+                                src_color_range=self.colorspace[1], **self._scale(frame, index))
+
+    def _read(self, frame: av.VideoFrame, index: int, out: np.ndarray) -> None:
+        """The frame's planes into its row ``out``; one of another size or format is brought to the first's."""
+        scale = self._scale(frame, index)
+        if scale or frame.format.name != self.layout.pix_fmt:
+            frame = frame.reformat(format=self.layout.pix_fmt, **scale)
+        self.layout.read(frame, out)
 
     def __iter__(self) -> Iterator[Batch]:
         # Each frame is converted straight into the batch's own array: a list of frames stacked at the end
@@ -129,10 +145,16 @@ class PyAVDecoder:
             if self.colorspace is None:
                 self.colorspace = (frame.colorspace, frame.color_range)
                 self.rotation = int(frame.rotation or 0)
-            rgb = self._rgb(frame, start + n)
-            if buf is None:
-                buf = np.empty((self.batch_size, *rgb.shape), rgb.dtype)
-            buf[n] = rgb
+                self.layout = Planar.of(frame, self.planar) if self.planar else None
+            if self.layout is not None:
+                if buf is None:
+                    buf = self.layout.empty(self.batch_size)
+                self._read(frame, start + n, buf[n])
+            else:
+                rgb = self._rgb(frame, start + n)
+                if buf is None:
+                    buf = np.empty((self.batch_size, *rgb.shape), rgb.dtype)
+                buf[n] = rgb
             pts.append(t)
             n += 1
             if n == self.batch_size:

@@ -21,16 +21,18 @@ class PyAVEncoder:
 
     yuv420p where both sides are even (what every player expects), yuv444p otherwise, so the
     resolution never changes; 10-bit variants for input deeper than 8 bits. The RGB<->YUV matrix
-    and range are the decoder's, so the background round-trips to within codec rounding.
+    and range are the decoder's, so the background round-trips to within codec rounding. Planar frames
+    (``layout``, the decoder's own format) are written in that format as they are: no conversion at all.
     """
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
                  time_base: Fraction, colorspace: tuple[int, int] | None, crf: int, preset: str,
-                 codec: str = "libx264", deep: bool = False) -> None:
+                 codec: str = "libx264", deep: bool = False, layout=None) -> None:
         self.output = output
+        self.layout = layout
         self.colorspace = colorspace or (2, 0)
         self.time_base = time_base
-        self.pix_fmt = pixel_format(codec, width, height, deep)  # 10-bit in, 10-bit out
+        self.pix_fmt = layout.pix_fmt if layout else pixel_format(codec, width, height, deep)  # 10-bit in, 10-bit out
         options = codec_options(codec, crf, preset)
         if output.format.name in STORED_ORDER and no_reorder(codec):
             options = add_params(options, *no_reorder(codec))
@@ -122,13 +124,16 @@ class PyAVEncoder:
         return out
 
     def encode(self, frames: np.ndarray, pts: list[int]) -> None:
-        for rgb, t in zip(frames, self._times(pts)):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
-                                               format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
-            frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
-                                   dst_color_range=self.colorspace[1])
+        for pixels, t in zip(frames, self._times(pts)):
+            frame = self.layout.frame(pixels) if self.layout else self._from_rgb(pixels)
             frame.pts, frame.time_base = t, self.frame_time_base
             self._mux(self.stream.encode(frame))
+
+    def _from_rgb(self, rgb: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
+                                           format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+        return frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace[0],
+                              dst_color_range=self.colorspace[1])
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for p in packets:

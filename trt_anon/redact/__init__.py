@@ -9,7 +9,7 @@ from .cells import cell_mask, cell_ranges, face_cells, pixel_mask
 from .styles import STYLES
 from .styles.blur import blur
 from .styles.mosaic import mosaic
-from .styles.solid import solid
+from .styles.solid import fill_value, solid
 
 __all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
            "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "face_margins", "STYLES"]
@@ -68,25 +68,40 @@ def box_margin(config) -> tuple[float, float]:
 
 
 def redact(frame: np.ndarray, boxes: np.ndarray, style: str, cell, color: tuple[int, int, int] = (0, 0, 0)):
-    """Redact one frame in place with ``style`` over the cells (one size, or one per box) touching ``boxes``."""
-    return STYLES[style].redact(frame, boxes, cell, color)
+    """Redact one RGB frame in place with ``style`` over the cells (one size, or one per box) touching ``boxes``."""
+    return STYLES[style].redact(frame, boxes, cell, fill_value(color, frame.dtype))
 
 
 class NumpyRedactor:
+    """The styles' references on the CPU, on RGB frames or, with ``layout`` (``planar.Planar``), on planar rows:
+    each plane redacted on the same cells (a chroma plane's cells are its luma cells' own samples), so a cell's
+    mean is the YUV of its mean colour up to rounding, the fill colour is converted once with the stream's matrix
+    and range, and no sample outside the cells is touched."""
+
     name = "numpy"
 
     def __init__(self, cell: int, style: str = "mosaic", color: tuple[int, int, int] = (0, 0, 0),
-                 margin: tuple[float, float] = (12, 0.1)) -> None:
-        self.cell, self.style, self.color, self.margin = cell, style, color, margin
+                 margin: tuple[float, float] = (12, 0.1), layout=None) -> None:
+        self.cell, self.style, self.color, self.margin, self.layout = cell, style, color, margin, layout
+        if layout is not None:  # (plane, shift, fill) for each of Y, U and V
+            self.planes = [(0, 0), layout.shift, layout.shift], layout.fill(color)
 
     def __call__(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        style = STYLES[self.style]
         for frame, b in zip(frames, boxes):
-            redact(frame, b, self.style, cell_sizes(b, self.cell, self.style, self.margin), self.color)
+            cells = cell_sizes(b, self.cell, self.style, self.margin)
+            if self.layout is None:
+                style.redact(frame, b, cells, fill_value(self.color, frame.dtype))
+                continue
+            for plane, shift, fill in zip(self.layout.planes(frame), *self.planes):
+                style.redact(plane[..., None], b, cells, (fill,), shift)
         return frames
 
 
-def select_redactor(config, gpu: bool):
+def select_redactor(config, gpu: bool, layout=None):
+    """The redactor for the frames the decoder hands out: the GPU's (RGB on the device), or the NumPy one, on
+    RGB or on ``layout``'s planar rows."""
     if gpu:
         from .gpu import CupyRedactor
         return CupyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))
-    return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config))
+    return NumpyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config), layout)

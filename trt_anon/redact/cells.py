@@ -77,11 +77,22 @@ def face_cells(boxes: np.ndarray, cell: int = 25, margin: tuple[float, float] = 
     return (cell * steps).astype(np.int64)
 
 
-def cell_means(region: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cell_edges(k0: int, k1: int, c: int, full: int, shift: int = 0) -> np.ndarray:
+    """The sample edges of cells ``k0``..``k1 - 1`` of size ``c`` along an axis of ``full`` pixels (k1 - k0 + 1
+    of them), on a plane subsampled by ``2 ** shift``: a cell holds the samples whose first pixel lies in it,
+    so a 4:2:0 chroma cell is its luma cell's own (25 px cells alternate 13 and 12 chroma samples)."""
+    k = np.arange(k0, k1 + 1, dtype=np.int64)
+    return -(-np.minimum(k * c, full) >> shift)
+
+
+def cell_means(region: np.ndarray, c: int, ys: np.ndarray | None = None,
+               xs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rounded (half up) mean of every ``c`` x ``c`` cell of ``region`` (whose origin is on the grid), as
-    (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller)."""
+    (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller). ``ys``,
+    ``xs``: the cells' edges in the region instead (``cell_edges`` less the first), for a subsampled plane."""
     h, w = region.shape[:2]
-    ys, xs = np.arange(0, h, c), np.arange(0, w, c)
+    ys = np.arange(0, h, c) if ys is None else ys[:-1]
+    xs = np.arange(0, w, c) if xs is None else xs[:-1]
     sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
     hs, ws = np.diff(np.append(ys, h)), np.diff(np.append(xs, w))
     counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)

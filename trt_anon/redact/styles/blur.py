@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELL_CUDA, cell_means, cell_ranges
+from ..cells import CELL_CUDA, cell_edges, cell_means, cell_ranges
 
 # About 4 blur cells across a (margin-grown) box's shorter side, i.e. ~3 across a face (an eye band, wide
 # and short, gets cells from its height, so the blur stays on the band); in steps of 8 px so that a box
@@ -34,37 +34,43 @@ def blur_cells(boxes: np.ndarray, cell) -> np.ndarray:
     return np.maximum(cell, coarse).astype(np.int64)
 
 
-def _taps(p0: int, p1: int, c: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """For pixels p0..p1-1 along one axis: the padded-grid index of the cell before the nearest cell
-    centre, and the quadratic B-spline weights (in 1/(8c^2)) of that cell, the nearest and the next."""
-    u = 2 * np.arange(p0, p1) + 1 - c      # pixel centre minus the first cell centre, in half pixels
+def _taps(p0: int, p1: int, c: int, shift: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """For pixels p0..p1-1 along one axis (samples of a plane subsampled by 2 ** ``shift``, each centred on
+    the pixels it covers): the padded-grid index of the cell before the nearest cell centre, and the
+    quadratic B-spline weights (in 1/(8c^2)) of that cell, the nearest and the next."""
+    u = ((2 * np.arange(p0, p1) + 1) << shift) - c  # pixel centre minus the first cell centre, in half pixels
     j = (u + c) // (2 * c)                 # nearest cell centre (u > -c, so j >= 0)
     t = u - 2 * c * j                      # offset from it, in [-c, c)
     return j, [(c - t) ** 2, 6 * c * c - 2 * t * t, (c + t) ** 2]
 
 
-def blur(frame: np.ndarray, boxes: np.ndarray, cell) -> np.ndarray:
+def blur(frame: np.ndarray, boxes: np.ndarray, cell, shift=(0, 0)) -> np.ndarray:
     """Blur ``frame`` (H, W, C) in place over the cells that touch ``boxes``; returns it.
 
     ``cell`` is one size or one per box (``blur_cells``). Boxes of one cell size are done together,
     from the means of all their cells before any is written (so overlaps do not depend on order);
-    largest cells first, then the finer ones from the result, as ``mosaic`` does.
+    largest cells first, then the finer ones from the result, as ``mosaic`` does. ``shift``: ``frame`` is a
+    subsampled plane, as ``mosaic`` takes it.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    height, width, channels = frame.shape
+    sy, sx = shift
+    channels = frame.shape[2]
+    height, width = frame.shape[0] << sy, frame.shape[1] << sx
     cells = np.broadcast_to(np.asarray(cell, np.int64), (len(boxes),))
     for c in np.unique(cells)[::-1]:
         c = int(c)
         rects = cell_ranges(boxes[cells == c], c, height, width)
         rows, cols = -(-height // c), -(-width // c)
         grid = np.full((rows + 2, cols + 2, channels), -1, np.int64)  # padded by 1: -1 = not redacted
+        spans = []
         for cy0, cx0, cy1, cx1 in rects:
-            means, _, _ = cell_means(frame[cy0 * c:cy1 * c, cx0 * c:cx1 * c], c)
+            ys, xs = cell_edges(cy0, cy1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)
+            means, _, _ = cell_means(frame[ys[0]:ys[-1], xs[0]:xs[-1]], c, ys - ys[0], xs - xs[0])
             grid[cy0 + 1:cy1 + 1, cx0 + 1:cx1 + 1] = means
-        for cy0, cx0, cy1, cx1 in rects:
-            py0, py1, px0, px1 = cy0 * c, min(cy1 * c, height), cx0 * c, min(cx1 * c, width)
-            iy, wy = _taps(py0, py1, c)
-            ix, wx = _taps(px0, px1, c)
+            spans.append((int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])))
+        for py0, py1, px0, px1 in spans:
+            iy, wy = _taps(py0, py1, c, sy)
+            ix, wx = _taps(px0, px1, c, sx)
             num = np.zeros((py1 - py0, px1 - px0, channels), np.int64)
             den = np.zeros((py1 - py0, px1 - px0, 1), np.int64)
             for dy in (0, 1, 2):
@@ -129,8 +135,8 @@ class Blur:
     def cells(self, boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
         return blur_cells(boxes, cells)
 
-    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, color) -> np.ndarray:
-        return blur(frame, boxes, cells)
+    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, fill, shift=(0, 0)) -> np.ndarray:
+        return blur(frame, boxes, cells, shift)
 
     def launch(self, cp, kernels, batch, cells, c: int, color) -> None:
         means, interpolate = kernels

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELL_CUDA, box_cells, cell_means
+from ..cells import CELL_CUDA, box_cells, cell_edges, cell_means
 
 CUDA = CELL_CUDA + r"""
 extern "C" __global__ void mosaic_cells(unsigned char* frames, const int* cells, int H, int W, int c) {
@@ -22,19 +22,21 @@ extern "C" __global__ void mosaic_cells(unsigned char* frames, const int* cells,
 """
 
 
-def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25) -> np.ndarray:
+def mosaic(frame: np.ndarray, boxes: np.ndarray, cell: int | np.ndarray = 25, shift=(0, 0)) -> np.ndarray:
     """Mosaic ``frame`` (H, W, C) in place over ``boxes`` (N, 4 x1 y1 x2 y2); returns it.
 
     ``cell`` is one size for all boxes or one per box. Boxes are done one at a time, largest
     cells first: where two overlap, the shared cells are already constant, and the rounded mean
     of a constant cell is that constant, so with one cell size the order does not matter.
+    ``shift`` (vertical, horizontal): ``frame`` is a plane subsampled by 2 ** shift (YUV's chroma), boxes and
+    cells in full-size pixels: each cell becomes the mean of its own samples (``cell_edges``).
     """
-    height, width = frame.shape[:2]
+    sy, sx = shift
+    height, width = frame.shape[0] << sy, frame.shape[1] << sx
     for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
-        py0, py1 = cy0 * c, min(cy1 * c, height)
-        px0, px1 = cx0 * c, min(cx1 * c, width)
-        region = frame[py0:py1, px0:px1]
-        means, hs, ws = cell_means(region, c)
+        ys, xs = cell_edges(cy0, cy1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)
+        region = frame[ys[0]:ys[-1], xs[0]:xs[-1]]
+        means, hs, ws = cell_means(region, c, ys - ys[0], xs - xs[0])
         region[...] = np.repeat(np.repeat(means.astype(frame.dtype), hs, axis=0), ws, axis=1)
     return frame
 
@@ -46,8 +48,8 @@ class Mosaic:
     def cells(self, boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
         return cells
 
-    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, color) -> np.ndarray:
-        return mosaic(frame, boxes, cells)
+    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, fill, shift=(0, 0)) -> np.ndarray:
+        return mosaic(frame, boxes, cells, shift)
 
     def launch(self, cp, kernels, batch, cells, c: int, color) -> None:
         (kernel,) = kernels

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELL_CUDA, box_cells
+from ..cells import CELL_CUDA, box_cells, cell_edges
 
 CUDA = CELL_CUDA + r"""
 extern "C" __global__ void solid_cells(unsigned char* frames, const int* cells, int H, int W, int c,
@@ -27,10 +27,17 @@ def fill_value(color: tuple[int, int, int], dtype) -> np.ndarray:
 
 def solid(frame: np.ndarray, boxes: np.ndarray, cell, color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Fill the cells that touch ``boxes`` with ``color`` (8-bit RGB), in place; returns ``frame``."""
-    height, width = frame.shape[:2]
-    value = fill_value(color, frame.dtype)
+    return fill_cells(frame, boxes, cell, fill_value(color, frame.dtype))
+
+
+def fill_cells(frame: np.ndarray, boxes: np.ndarray, cell, value, shift=(0, 0)) -> np.ndarray:
+    """Fill the cells that touch ``boxes`` with ``value`` (samples of ``frame``'s type, one per channel), in
+    place; ``shift``: ``frame`` is a subsampled plane (``mosaic``'s)."""
+    sy, sx = shift
+    height, width = frame.shape[0] << sy, frame.shape[1] << sx
     for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
-        frame[cy0 * c:cy1 * c, cx0 * c:cx1 * c] = value
+        ys, xs = cell_edges(cy0, cy1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)
+        frame[ys[0]:ys[-1], xs[0]:xs[-1]] = value
     return frame
 
 
@@ -41,8 +48,8 @@ class Solid:
     def cells(self, boxes: np.ndarray, cells: np.ndarray) -> np.ndarray:
         return cells
 
-    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, color) -> np.ndarray:
-        return solid(frame, boxes, cells, color)
+    def redact(self, frame: np.ndarray, boxes: np.ndarray, cells, fill, shift=(0, 0)) -> np.ndarray:
+        return fill_cells(frame, boxes, cells, fill, shift)
 
     def launch(self, cp, kernels, batch, cells, c: int, color) -> None:
         (kernel,) = kernels
