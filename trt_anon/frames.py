@@ -154,11 +154,23 @@ class Anonymizer:
         """(height, width) of the stream's frames as stored."""
         return (self.layout.height, self.layout.width) if self.layout else tuple(frames.shape[1:3])
 
-    def _shown(self, frames):
-        """Frames as the detector sees them: RGB, as displayed."""
-        if self.layout is not None:
-            frames = self.layout.rgb(frames)
-        return rotate_for_display(frames, self.rotation, array_module(frames))
+    def _detect(self, frames) -> list[Detections]:
+        """The detector on frames as stored; boxes on them too. It sees the frames as displayed, in RGB: planar
+        rows are converted only here, straight to the detector's input size where it says one (``input_size``)."""
+        height, width = self._size(frames)
+        if self.layout is None:
+            return unrotate_boxes(self.detector(rotate_for_display(frames, self.rotation, array_module(frames))),
+                                  self.rotation, height, width)
+        turned = self.rotation % 180 != 0
+        shown = (width, height) if turned else (height, width)
+        size = getattr(self.detector, "input_size", None)
+        if size is None:
+            return unrotate_boxes(self.detector(rotate_for_display(self.layout.rgb(frames), self.rotation)),
+                                  self.rotation, height, width)
+        h, w = size(*shown)
+        rgb = self.layout.rgb(frames, (w, h) if turned else (h, w))
+        return unrotate_boxes(self.detector(rotate_for_display(rgb, self.rotation), shown=shown),
+                              self.rotation, height, width)
 
     def _track(self, frames) -> list[Regions]:
         xp = array_module(frames)
@@ -167,8 +179,7 @@ class Anonymizer:
             self.cadence.pick(frames, first, self.tracker)
         dets: list[Detections | None] = [None] * len(frames)
         while look:  # the detector takes the frames it looks at as one batch; the cadence may want more
-            found = self.detector(self._shown(frames if len(look) == len(frames) else frames[xp.asarray(look)]))
-            for i, d in zip(look, unrotate_boxes(found, self.rotation, *self._size(frames))):
+            for i, d in zip(look, self._detect(frames if len(look) == len(frames) else frames[xp.asarray(look)])):
                 dets[i] = d
             look = self.cadence.more(dets, first, self.tracker)
         # the last frame, if not looked at: the detector looks at it if the stream ends there
@@ -202,7 +213,7 @@ class Anonymizer:
         final = self._track_held()
         last = None
         if self.tail is not None:
-            last = unrotate_boxes(self.detector(self._shown(self.tail)), self.rotation, *self._size(self.tail))[0]
+            last = self._detect(self.tail)[0]
             self.tail = None
         upto = None if n is None else self.tracker.next_final + max(0, n - len(final))
         if n is None and self.keeper is not None:

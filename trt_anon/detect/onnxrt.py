@@ -41,19 +41,27 @@ class OnnxRuntimeDetector:
         self.name = "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"
         self.det_size, self.threshold = det_size, threshold
 
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a frame of ``height`` x ``width`` is scaled to for the network: frames can come that size
+        (``__call__``'s ``shown``), made straight from the decoder's YUV in one step."""
+        geom = cf.Geometry.fit(height, width, self.det_size)
+        return geom.resized_h, geom.resized_w
+
     def preprocess(self, frames: np.ndarray, geom: cf.Geometry) -> np.ndarray:
         """RGB uint8 or uint16 (N,H,W,3) -> float32 (N,3,in_h,in_w), letterboxed, 0..255 as CenterFace expects."""
         blob = np.zeros((len(frames), 3, geom.in_h, geom.in_w), np.float32)
         for i, frame in enumerate(frames):
-            small = frame if geom.scale == 1.0 else cv2.resize(
+            small = frame if frame.shape[:2] == (geom.resized_h, geom.resized_w) else cv2.resize(
                 frame, (geom.resized_w, geom.resized_h), interpolation=cv2.INTER_AREA)
             blob[i, :, :geom.resized_h, :geom.resized_w] = small.transpose(2, 0, 1)
         if frames.dtype == np.uint16:
             blob *= 255.0 / 65535.0
         return blob
 
-    def __call__(self, frames: np.ndarray) -> list[Detections]:
-        geom = cf.Geometry.fit(frames.shape[1], frames.shape[2], self.det_size)
+    def __call__(self, frames: np.ndarray, shown: tuple[int, int] | None = None) -> list[Detections]:
+        """One Detections per frame; ``shown``: the frames' (height, width), where they come already scaled to
+        ``input_size`` (boxes are given at ``shown``'s scale)."""
+        geom = cf.Geometry.fit(*(shown or frames.shape[1:3]), self.det_size)
         # One frame per run: on 2 CPU cores batching is ~25% slower (cache), unlike on a GPU. Each run's output
         # maps become boxes at once, so no batch of maps (1.5 MB a frame at 720p) is held.
         out: list[Detections] = []

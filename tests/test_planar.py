@@ -1,0 +1,141 @@
+"""The CPU path in the decoder's own pixels: every sample outside the redacted cells reaches the encoder exactly
+as the decoder gave it (8-bit 4:2:0, 10-bit 4:2:0, 4:4:4), and the styles on planes redact the cells they would
+on RGB, each chroma cell from its luma cell's own samples."""
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+from synth import Face, make_clip
+
+import trt_anon
+from trt_anon import planar, stages
+from trt_anon.config import Config
+from trt_anon.encode import PyAVEncoder
+from trt_anon.redact import STYLES, NumpyRedactor, box_margin, cell_sizes, mosaic
+from trt_anon.redact.cells import box_cells, cell_edges
+
+FACES = [Face(70, (40, 30), (3.0, 0.5), source="astronaut"), Face(56, (200, 60), (-2.0, 0.0), source="hopper")]
+
+
+def decoded_rows(path) -> list[np.ndarray]:
+    """The input's frames as FFmpeg decodes them, each its Y, U and V samples in a row (PyAV's own planar
+    arrays, not the code under test)."""
+    with av.open(str(path)) as c:
+        return [np.ascontiguousarray(f.to_ndarray()).reshape(-1) for f in c.decode(video=0)]
+
+
+def cell_mask(layout: planar.Planar, boxes, cells) -> np.ndarray:
+    """The samples of a row inside the cells that touch ``boxes``, on every plane."""
+    mask = np.zeros(layout.row, bool)
+    for plane, shift in zip(layout.planes(mask), [(0, 0), layout.shift, layout.shift]):
+        for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cells, layout.height, layout.width):
+            ys = cell_edges(cy0, cy1, c, layout.height, shift[0])
+            xs = cell_edges(cx0, cx1, c, layout.width, shift[1])
+            plane[ys[0]:ys[-1], xs[0]:xs[-1]] = True
+    return mask
+
+
+@pytest.mark.parametrize("pix_fmt,codec", [("yuv420p", None), ("yuv420p10le", "libx265"), ("yuv444p", None)])
+@pytest.mark.parametrize("style", ["mosaic", "solid"])
+def test_untouched_pixels_are_the_decoders_bit_for_bit(tmp_path, monkeypatch, pix_fmt, codec, style):
+    """What the encoder is handed equals the decoder's output exactly outside the redacted cells, and differs
+    inside them (an RGB round trip on the way changes samples everywhere by a level or two)."""
+    clip = make_clip(tmp_path / "in.mkv", 320, 192, frames=12, audio=0, codec=codec, pix_fmt=pix_fmt, faces=FACES)
+    handed: list[np.ndarray] = []
+    encode = PyAVEncoder.encode
+    monkeypatch.setattr(PyAVEncoder, "encode",
+                        lambda self, frames, pts: handed.extend(f.copy() for f in frames) or encode(self, frames, pts))
+    out, js = tmp_path / "out.mkv", tmp_path / "out.json"
+    report = trt_anon.process(clip.path, out, style=style, json_path=js)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == pix_fmt  # written in the decoder's own format
+    source = decoded_rows(clip.path)
+    assert len(handed) == len(source) == report.frames == 12
+    layout = planar.Planar(pix_fmt, 320, 192)
+    assert handed[0].shape == (layout.row,) and handed[0].dtype == layout.dtype
+    cfg = Config(style=style)
+    redacted = 0
+    for i, (got, want, frame) in enumerate(zip(handed, source, json.loads(js.read_text())["frames"])):
+        boxes = np.asarray(frame["redacted"], np.float64).reshape(-1, 4)
+        inside = cell_mask(layout, boxes, cell_sizes(boxes, cfg.mosaic_cell, style, box_margin(cfg)))
+        assert np.array_equal(got[~inside], want[~inside]), f"frame {i}: samples outside the cells changed"
+        if len(boxes):
+            assert (got[inside] != want[inside]).mean() > 0.5, f"frame {i}: the cells were not redacted"
+            redacted += 1
+    assert redacted >= 10  # both faces are found from the first frames
+
+
+def test_rgb_input_formats_still_go_through_rgb(tmp_path, monkeypatch):
+    """A format not kept as decoded (or every format, when the encoder writes none of them) takes the RGB path:
+    the same faces redacted, the output still in the encoder's format."""
+    clip = make_clip(tmp_path / "in.mp4", 320, 192, frames=8, audio=0, faces=FACES)
+    monkeypatch.setattr(stages, "planar_formats", lambda cfg, info: frozenset())
+    taken = []
+    real = NumpyRedactor.__call__
+    monkeypatch.setattr(NumpyRedactor, "__call__", lambda self, f, b: taken.append(self.layout) or real(self, f, b))
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4")
+    assert report.frames == 8 and taken and all(layout is None for layout in taken)
+
+
+def test_planar_layout_reads_and_writes_frames():
+    """A frame read into a row and made a PyAV frame again has the same samples; odd sizes of subsampled
+    formats and formats not listed are not kept planar."""
+    for fmt in planar.FORMATS:
+        frame = av.VideoFrame(64, 48, fmt)
+        layout = planar.Planar.of(frame)
+        rng = np.random.default_rng(1)
+        row = rng.integers(0, 1024 if layout.deep else 256, layout.row).astype(layout.dtype)
+        back = layout.empty(1)[0]
+        layout.read(layout.frame(row), back)
+        assert np.array_equal(back, row), fmt
+    assert planar.Planar.of(av.VideoFrame(65, 48, "yuv420p")) is None
+    assert planar.Planar.of(av.VideoFrame(65, 47, "yuv444p")) is not None
+    assert planar.Planar.of(av.VideoFrame(64, 48, "nv12")) is None
+    assert planar.Planar.of(av.VideoFrame(64, 48, "yuv444p"), allowed={"yuv420p"}) is None
+
+
+@pytest.mark.parametrize("cell", [25, 24, 50])
+def test_a_chroma_cell_is_its_luma_cells_own_samples(cell):
+    """On a 4:2:0 plane each cell becomes the rounded mean of the samples whose first pixel is in its luma
+    cell (25 px cells: 13 and 12 samples by turns), and nothing outside them changes."""
+    rng = np.random.default_rng(cell)
+    height, width = 120, 200
+    chroma = rng.integers(0, 256, (height // 2, width // 2, 1)).astype(np.uint8)
+    boxes = np.array([[30.5, 10, 131, 77.2]])
+    out = mosaic(chroma.copy(), boxes, cell, shift=(1, 1))
+    changed = np.zeros(chroma.shape[:2], bool)
+    for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
+        for cy in range(cy0, cy1):
+            for cx in range(cx0, cx1):
+                y0, y1 = -(-min(cy * c, height) // 2), -(-min((cy + 1) * c, height) // 2)
+                x0, x1 = -(-min(cx * c, width) // 2), -(-min((cx + 1) * c, width) // 2)
+                block = chroma[y0:y1, x0:x1, 0].astype(np.uint64)
+                n = block.size
+                assert np.all(out[y0:y1, x0:x1, 0] == (block.sum() + n // 2) // n)
+                changed[y0:y1, x0:x1] = True
+    assert np.array_equal(out[~changed], chroma[~changed])
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_styles_on_planes_match_the_rgb_reference(style):
+    """A 4:4:4 frame redacted on its planes, then made RGB, is the RGB frame redacted by the reference, up to
+    the rounding of the conversions (a cell's mean is the same in either space: the conversion is affine)."""
+    from skimage import data
+    rgb = np.ascontiguousarray(data.astronaut()[100:292, 150:470])  # 192 x 320, the astronaut's face
+    layout = planar.Planar("yuv444p", 320, 192, colorspace=1, color_range=1)  # BT.709, limited
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv444p", dst_colorspace=1,
+                                                                     dst_color_range=1)
+    row = layout.empty(1)[0]
+    layout.read(frame, row)
+    boxes = [np.array([[90, 20, 230, 180]], np.float32)]
+    color = (200, 30, 90)
+    reference = layout.rgb(row[None])  # the frame's RGB, as the RGB path decodes it, redacted there
+    NumpyRedactor(25, style, color)(reference, boxes)
+    NumpyRedactor(25, style, color, layout=layout)(row[None], boxes)
+    after = layout.rgb(row[None])[0]
+    assert np.abs(after.astype(int) - reference[0]).max() <= 3
+    if style == "solid":  # the colour asked for, through the stream's matrix and range
+        assert np.abs(after[60:150, 110:210].astype(int) - color).max() <= 2
