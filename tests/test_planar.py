@@ -139,3 +139,22 @@ def test_styles_on_planes_match_the_rgb_reference(style):
     assert np.abs(after.astype(int) - reference[0]).max() <= 3
     if style == "solid":  # the colour asked for, through the stream's matrix and range
         assert np.abs(after[60:150, 110:210].astype(int) - color).max() <= 2
+
+
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv422p10le", "yuv444p"])
+def test_a_region_of_a_planar_frame_is_the_frames_rgb_there(fmt):
+    """What a consenting person's face is cropped from: a region converted alone equals the whole frame's RGB
+    there, but for the chroma interpolated across the region's edge (a sample at most)."""
+    from skimage import data
+    rgb = np.ascontiguousarray(data.astronaut()[:200, :300])
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt)
+    layout = planar.Planar.of(frame)
+    row = layout.empty(1)[0]
+    layout.read(frame, row)
+    whole, view = layout.rgb(row[None])[0], layout.view(row)
+    assert view.shape == whole.shape and view.dtype == whole.dtype
+    part = view[31:150, 17:201]
+    assert part.shape == (119, 184, 3)
+    inner = np.abs(part[2:-2, 2:-2].astype(int) - whole[33:148, 19:199])
+    assert inner.max() == 0
+    assert np.abs(part.astype(int) - whole[31:150, 17:201]).mean() < 1

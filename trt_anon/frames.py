@@ -191,7 +191,7 @@ class Anonymizer:
         for i, d in enumerate(dets):  # a frame at a time: the keeper reads the tracks as each frame left them
             final += self.tracker.push([d])
             if d is not None:
-                self.keeper.look(first + i, frames[i] if self.layout is None else self.layout.rgb(frames[i:i + 1])[0],
+                self.keeper.look(first + i, frames[i] if self.layout is None else self.layout.view(frames[i]),
                                  self.tracker)
         return final
 

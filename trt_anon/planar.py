@@ -116,3 +116,30 @@ class Planar:
         frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace, dst_color_range=self.color_range)
         return [int(np.frombuffer(p, self.dtype)[0]) for p in frame.planes]
 
+
+    def view(self, row: np.ndarray) -> "RgbView":
+        """One frame's row seen as an (H, W, 3) RGB array that converts only what is sliced from it."""
+        return RgbView(self, row)
+
+
+class RgbView:
+    """A planar frame as RGB for code that crops it (a consenting person's face): ``shape`` and ``dtype`` of the
+    RGB frame; ``view[y0:y1, x0:x1]`` converts that region alone (grown to whole chroma samples)."""
+
+    def __init__(self, layout: Planar, row: np.ndarray) -> None:
+        self.layout, self.row = layout, row
+        self.shape = (layout.height, layout.width, 3)
+        self.dtype = np.dtype(np.uint16 if layout.deep else np.uint8)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        lay = self.layout
+        (y0, y1, _), (x0, x1, _) = rows.indices(lay.height), cols.indices(lay.width)
+        sy, sx = lay.shift
+        ay0, ax0 = y0 >> sy << sy, x0 >> sx << sx
+        ay1, ax1 = min(lay.height, -(-y1 >> sy) << sy), min(lay.width, -(-x1 >> sx) << sx)
+        part = Planar(lay.pix_fmt, ax1 - ax0, ay1 - ay0, lay.colorspace, lay.color_range)
+        out = part.empty(1)
+        for dst, src, shift in zip(part.planes(out[0]), lay.planes(self.row), [(0, 0), lay.shift, lay.shift]):
+            dst[...] = src[ay0 >> shift[0]:ay1 >> shift[0], ax0 >> shift[1]:ax1 >> shift[1]]
+        return part.rgb(out)[0, y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0]
