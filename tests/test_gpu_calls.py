@@ -148,12 +148,12 @@ def test_out_of_memory_retry_frees_memory_once_the_failed_run_is_gone(clips, tmp
 
     held, real, alive_at_free = [], onnxrt.OnnxRuntimeDetector.__call__, []
 
-    def oom_once(self, frames):
+    def oom_once(self, frames, shown=None):
         if not held:
             batch = Batch()
             held.append(weakref.ref(batch))
             raise OutOfMemoryError("out of memory allocating 1 GB")
-        return real(self, frames)
+        return real(self, frames, shown)
 
     def free_memory():
         gc.collect()

@@ -245,11 +245,11 @@ def test_out_of_memory_retries_smaller_then_cpu(clips, tmp_path, monkeypatch):
 
     real, calls = onnxrt.OnnxRuntimeDetector.__call__, {"n": 0}
 
-    def oom_once(self, frames):
+    def oom_once(self, frames, shown=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise OutOfMemoryError("out of memory allocating 1 GB")
-        return real(self, frames)
+        return real(self, frames, shown)
 
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", oom_once)
     report = trt_anon.process(clips["two"].path, tmp_path / "o.mp4")

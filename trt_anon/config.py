@@ -26,8 +26,9 @@ CPU_BATCH = 8
 # ~400 MiB at 4K (scripts/bench.py --memory-4k).
 CPU_BATCH_PIXELS = CPU_BATCH * 1920 * 1080
 # Frames waiting for back-fill (``lookback`` and a batch) that would hold more than this are not held: the
-# file is decoded a second time, in step, for writing (pipeline.Stages.replay). 1080p (~260 MiB) stays held;
-# 1440p and 4K are decoded twice (at 4K ~750 MiB less, for a second decode at ~5% of the time).
+# file is decoded a second time, in step, for writing (pipeline.Stages.replay). As RGB, 1080p (~260 MiB) stays
+# held, 1440p and 4K are decoded twice (at 4K ~750 MiB less, for a second decode at ~5% of the time); as the
+# decoder's 4:2:0 planes (half the bytes), 1440p stays held too.
 HOLD_BYTES = 320 * 2**20
 STYLES = ("mosaic", "blur", "solid")
 # detect_every: the longest run of frames between two the detector looks at is MAX_DETECT_EVERY - 1 (the tracker

@@ -8,7 +8,8 @@ from typing import Any
 
 @dataclass
 class Batch:
-    """``frames`` is (N, H, W, 3) uint8 RGB: a NumPy array on the CPU path, CuPy on the GPU path.
+    """``frames`` is (N, H, W, 3) RGB, uint8 (uint16 for deep video on the CPU): a NumPy array on the CPU path,
+    CuPy on the GPU path; or, where the CPU decoder keeps its own pixels, (N, L) planar rows (``planar.Planar``).
 
     ``pts`` are the input's own timestamps in ``time_base``: the encoder writes them unchanged,
     so frame count, order and timing (variable frame rate too) survive.
