@@ -72,7 +72,7 @@ def test_hashes_cover_files_larger_than_the_read_block(tmp_path, capsys):
     those of the whole files, and a byte changed past the first block fails ``verify``."""
     from synth import Face, make_clip
 
-    clip = make_clip(tmp_path / "big.mp4", 1280, 720, frames=16, audio=0, crf=0, keyint=1,
+    clip = make_clip(tmp_path / "big.mp4", 1280, 720, frames=32, audio=0, crf=0, keyint=1,
                      faces=[Face(120, (60, 60), (3.0, 0))])
     out, record = tmp_path / "out.mp4", tmp_path / "out.json"
     trt_anon.process(clip.path, out, json_path=str(record), crf=0)

@@ -202,11 +202,11 @@ def test_detector_failure_mid_file_writes_nothing(clips, tmp_path, monkeypatch):
         muxed[0] += len(packets)
         return real_mux(self, packets)
 
-    def flaky(self, frames):
+    def flaky(self, frames, shown=None):
         if muxed[0]:
             at_failure.extend(sorted(p.name for p in tmp_path.iterdir()))
             raise DetectorError("simulated detector failure")
-        return real(self, frames)
+        return real(self, frames, shown)
 
     monkeypatch.setattr(PyAVEncoder, "_mux", counted)
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", flaky)

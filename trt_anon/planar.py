@@ -42,7 +42,7 @@ class Planar:
         sx, sy, _ = FORMATS[fmt]
         if frame.width % (1 << sx) or frame.height % (1 << sy):
             return None
-        return cls(fmt, frame.width, frame.height, int(frame.colorspace or 2), int(frame.color_range or 0))
+        return cls(fmt, frame.width, frame.height, int(frame.colorspace), int(frame.color_range))
 
     @property
     def shift(self) -> tuple[int, int]:
