@@ -138,8 +138,15 @@ def _check_audio(out: Path, start: float = 0.0, end: float = FRAMES * FRAME) -> 
     assert (np.diff(spans[:, 0]) < 2 * FRAME).all()  # no hole
 
 
-def test_a_camera_over_tcp_is_recorded_with_every_face_covered(clip, camera, tmp_path):
+def test_a_camera_over_tcp_is_recorded_with_every_face_covered(clip, camera, tmp_path, monkeypatch):
+    """An H.264 camera: its frames kept in the decoder's own planes (no RGB but for the detector), every face
+    covered, the audio in step."""
+    from trt_anon.planar import Planar
+    rows = []
+    real = Planar.read
+    monkeypatch.setattr(Planar, "read", lambda self, frame, out: rows.append(self.pix_fmt) or real(self, frame, out))
     report = _open_when_up(camera(), tmp_path / "rec.mkv", retries=0)
+    assert set(rows) == {"yuv420p"} and len(rows) >= report.frames
     assert _probe(tmp_path / "rec.mkv") == report.frames  # AAC from MPEG-TS made raw, its config written once
     indices = _check_written(clip, tmp_path / "rec.mkv")
     assert len(indices) == report.frames > 0 and report.frames + report.live["dropped"] == FRAMES
@@ -173,9 +180,9 @@ def test_overload_never_writes_a_raw_frame(clip, camera, tmp_path, monkeypatch):
 
     real = onnxrt.OnnxRuntimeDetector.__call__
 
-    def slow(self, frames):
+    def slow(self, frames, shown=None):
         time.sleep(0.08)  # ~12 frames/s for a 30 fps camera
-        return real(self, frames)
+        return real(self, frames, shown)
 
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", slow)
     report = _open_when_up(camera(), tmp_path / "cover.mkv", retries=0, on_overload="cover")
@@ -282,11 +289,11 @@ def test_a_detector_error_mid_stream_covers_the_frames_that_waited(clip, camera,
     written as they are; the stream goes on with a fresh tracker and every face after it covered."""
     real, calls = onnxrt.OnnxRuntimeDetector.__call__, [0]
 
-    def once(self, frames):
+    def once(self, frames, shown=None):
         calls[0] += 1
         if calls[0] == 20:  # past the warm-up and the first frames
             raise DetectorError("simulated detector failure")
-        return real(self, frames)
+        return real(self, frames, shown)
 
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__", once)
     lines = []
@@ -335,7 +342,7 @@ def test_the_model_is_ready_before_the_source_is_opened(clip, monkeypatch, tmp_p
     real_open, real_look = live.LiveSource._open, onnxrt.OnnxRuntimeDetector.__call__
     monkeypatch.setattr(live.LiveSource, "_open", lambda self: events.append("open") or real_open(self))
     monkeypatch.setattr(onnxrt.OnnxRuntimeDetector, "__call__",
-                        lambda self, frames: events.append("look") or real_look(self, frames))
+                        lambda self, frames, shown=None: events.append("look") or real_look(self, frames, shown))
     live.stream(str(clip.path), str(tmp_path / "rec.mkv"), paced=True, progress=False)
     assert events.index("open") > 0 and set(events[:events.index("open")]) == {"look"}
 

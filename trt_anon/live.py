@@ -40,6 +40,7 @@ from .errors import AnonError, BackendError, ConfigError, DetectorError, InputEr
 from .frames import Anonymizer
 from .media.files import atomic_output
 from .plan import use_gpu
+from .planar import Planar
 from .redact import select_redactor
 from .report import BoxLog, Report
 
@@ -331,6 +332,18 @@ def output_format(output: str) -> tuple[str, dict[str, str]]:
                       "rtmp://, srt://, tcp:// or udp:// URL")
 
 
+def _planar(video, size: tuple[int, int] | None) -> Planar | None:
+    """The layout the stream's frames are kept in, where its decoder says up front that they come in the format
+    the live encoder writes (4:2:0, 8 bits, even sizes: H.264 and HEVC cameras), else None (RGB)."""
+    cc = video.codec_context
+    if size is None or cc.pix_fmt is None:
+        return None
+    height, width = size
+    if pixel_format("libx264", width, height, deep=False) != cc.pix_fmt:
+        return None
+    return Planar(cc.pix_fmt, width, height, int(cc.colorspace), int(cc.color_range))
+
+
 class LiveSink:
     """The output of a live run: H.264 (x264 ``zerolatency``, a keyframe every 2 s for players that join) and
     the source's audio copied as it is, where the output holds its codec. Opened before the first frame (a
@@ -342,8 +355,9 @@ class LiveSink:
     A covered frame costs little: one black picture, made once in the encoder's format, encoded again (x264
     codes a run of them as skipped blocks), and the loop does not wait for it."""
 
-    def __init__(self, output: str, rate: Fraction, config: Config) -> None:
-        self.output, self.rate, self.config = output, rate, config
+    def __init__(self, output: str, rate: Fraction, config: Config, layout=None) -> None:
+        """``layout`` (``planar.Planar``): frames come as the decoder's planar rows, written as they are."""
+        self.output, self.rate, self.config, self.layout = output, rate, config, layout
         self.format, self.options = output_format(output)
         self.out = self.stream = self.audio_stream = None
         self.name = "libx264 (zerolatency)"
@@ -405,7 +419,7 @@ class LiveSink:
     def write(self, frame: np.ndarray, a: Arrival) -> None:
         """Hand a frame to the writer thread, once the one before it is written (one in flight: memory)."""
         handed = time.monotonic()
-        if self.out is None:  # a source that did not say its size up front
+        if self.out is None:  # a source that did not say its size up front (never kept planar)
             self.open(frame.shape[1], frame.shape[0])
         if self.pending is not None:
             self.pending.result()
@@ -452,6 +466,8 @@ class LiveSink:
         """One frame encoded and muxed (None: a covered frame, the black picture)."""
         if frame is None:
             vf = self.black
+        elif frame.ndim == 1:  # the decoder's planes, in the encoder's format
+            vf = self.layout.frame(frame)
         else:
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=self.stream.pix_fmt)
         t = round(a.time / TIME_BASE)
@@ -698,7 +714,8 @@ class _Run:
         size = (video.height, video.width) if video.width and video.height else None
         if size is not None and size != WARM_SIZE:  # set up for this size too (once: the camera is sending)
             _look(self.detector, self.gpu, size)
-        self.redactor = select_redactor(config, gpu=False)
+        self.layout = None if self.gpu else _planar(video, size)  # frames kept in the decoder's own pixels
+        self.redactor = select_redactor(config, gpu=False, layout=self.layout)
         self.lookback, self.reserve, src.capacity = budget(latency, src.rate, config)
         self.config = Config.from_options(config, lookback=self.lookback, batch_size=1)
         self.kept: list[dict] = []              # the tracks kept visible (--keep-face) by earlier trackers
@@ -706,7 +723,7 @@ class _Run:
         self.report = Report(src.url, outputs[0])
         for note in notes:
             self._note(note)
-        self.sinks = [LiveSink(o, src.rate, self.config) for o in outputs]
+        self.sinks = [LiveSink(o, src.rate, self.config, self.layout) for o in outputs]
         self.sink = self.sinks[0]
         if size is not None:
             for sink in self.sinks:
@@ -736,7 +753,7 @@ class _Run:
         go into the report."""
         if hasattr(self, "anon"):
             self.kept.extend(self.anon.kept())
-        return Anonymizer(self.config, detector=self.detector, redactor=self.redactor)
+        return Anonymizer(self.config, detector=self.detector, redactor=self.redactor, layout=self.layout)
 
     def go(self) -> Report:
         """Until the stream ends, Ctrl-C or SIGTERM; the output finalised either way."""
@@ -787,11 +804,23 @@ class _Run:
             self._track(self.anon.skip)
             return
         if isinstance(a.frame, av.VideoFrame):
-            a.frame = a.frame.to_ndarray(format="rgb24")
-        self.shape = a.frame.shape
+            a.frame = self._pixels(a.frame)
+        self.shape = a.frame.shape if self.layout is None else (self.layout.height, self.layout.width, 3)
         frames = self._device(a.frame[None])
         # with detect_every="auto" the Anonymizer holds frames up to its next look, then tracks them together
         self._track(lambda: self.anon.track(frames))
+
+    def _pixels(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame as the loop works on it: its planes in a row (a frame of another format or size, after
+        a reconnection, brought to the stream's first), or RGB where the stream is not kept planar."""
+        if self.layout is None:
+            return frame.to_ndarray(format="rgb24")
+        lay = self.layout
+        if frame.format.name != lay.pix_fmt or (frame.width, frame.height) != (lay.width, lay.height):
+            frame = frame.reformat(format=lay.pix_fmt, width=lay.width, height=lay.height)
+        row = lay.empty(1)[0]
+        lay.read(frame, row)
+        return row
 
     def _margin(self) -> float:
         """The time to leave before a frame's deadline: the longest of the loop's last steps (a frame or a
@@ -849,7 +878,7 @@ class _Run:
                 self._cover(a)
 
     def _cover(self, a: Arrival) -> None:
-        shape = a.shape or (a.frame.shape if isinstance(a.frame, np.ndarray) else self.shape)
+        shape = a.shape or (a.frame.shape if isinstance(a.frame, np.ndarray) and a.frame.ndim == 3 else self.shape)
         a.frame = None
         for sink in self.sinks:
             sink.cover(a, shape)
