@@ -56,11 +56,11 @@ url, out, opts = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 fail_at = opts.pop("fail_at", None)
 if fail_at:  # the detector fails once, mid-stream
     real, calls = onnxrt.OnnxRuntimeDetector.__call__, [0]
-    def once(self, frames):
+    def once(self, frames, *args, **kwargs):  # (the detector's own arguments, whatever the checkout's code)
         calls[0] += 1
         if calls[0] == fail_at:
             raise DetectorError("simulated failure")
-        return real(self, frames)
+        return real(self, frames, *args, **kwargs)
     onnxrt.OnnxRuntimeDetector.__call__ = once
 rss = []
 def sample():
