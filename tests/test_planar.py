@@ -42,10 +42,16 @@ def test_untouched_pixels_are_the_decoders_bit_for_bit(tmp_path, monkeypatch, pi
     """What the encoder is handed equals the decoder's output exactly outside the redacted cells, and differs
     inside them (an RGB round trip on the way changes samples everywhere by a level or two)."""
     clip = make_clip(tmp_path / "in.mkv", 320, 192, frames=12, audio=0, codec=codec, pix_fmt=pix_fmt, faces=FACES)
-    handed: list[np.ndarray] = []
+    handed: list[np.ndarray] = []  # the samples of the PyAV frames the encoder makes of what it is handed
     encode = PyAVEncoder.encode
-    monkeypatch.setattr(PyAVEncoder, "encode",
-                        lambda self, frames, pts: handed.extend(f.copy() for f in frames) or encode(self, frames, pts))
+
+    def spy(self, frames, pts):
+        for f in frames:
+            row = self.layout.empty(1)[0]
+            self.layout.read(self.layout.frame(f), row)
+            handed.append(row)
+        return encode(self, frames, pts)
+    monkeypatch.setattr(PyAVEncoder, "encode", spy)
     given: list[np.ndarray] = []  # the boxes the redactor was given (the --json file rounds them to 0.1 px)
     redact = NumpyRedactor.__call__
     monkeypatch.setattr(NumpyRedactor, "__call__", lambda self, f, b: given.extend(b) or redact(self, f, b))
