@@ -5,7 +5,7 @@ row of a batch's (N, L) array, as FFmpeg lays out yuv420p without padding. Batch
 for back-fill like RGB ones at half the bytes (4:2:0: 1.5 bytes a pixel against RGB's 3), and the encoder gets
 the decoder's samples back: every pixel outside a redacted cell is written as decoded, bit for bit, where an RGB
 frame between decoder and encoder went through two colour conversions. RGB is made only for what is looked at:
-the frames the detector looks at (straight to its input size), a consenting person's face, a review crop.
+the frames the detector looks at (straight to its input size) and a consenting person's face.
 """
 from __future__ import annotations
 
