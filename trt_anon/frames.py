@@ -158,19 +158,15 @@ class Anonymizer:
         """The detector on frames as stored; boxes on them too. It sees the frames as displayed, in RGB: planar
         rows are converted only here, straight to the detector's input size where it says one (``input_size``)."""
         height, width = self._size(frames)
-        if self.layout is None:
-            return unrotate_boxes(self.detector(rotate_for_display(frames, self.rotation, array_module(frames))),
-                                  self.rotation, height, width)
-        turned = self.rotation % 180 != 0
-        shown = (width, height) if turned else (height, width)
-        size = getattr(self.detector, "input_size", None)
-        if size is None:
-            return unrotate_boxes(self.detector(rotate_for_display(self.layout.rgb(frames), self.rotation)),
-                                  self.rotation, height, width)
-        h, w = size(*shown)
-        rgb = self.layout.rgb(frames, (w, h) if turned else (h, w))
-        return unrotate_boxes(self.detector(rotate_for_display(rgb, self.rotation), shown=shown),
-                              self.rotation, height, width)
+        size, scaled = getattr(self.detector, "input_size", None), {}
+        if self.layout is not None:
+            turned = self.rotation % 180 != 0
+            shown = (width, height) if turned else (height, width)
+            h, w = size(*shown) if size else shown
+            frames = self.layout.rgb(frames, ((w, h) if turned else (h, w)) if size else None)
+            scaled = {"shown": shown} if size else {}
+        found = self.detector(rotate_for_display(frames, self.rotation, array_module(frames)), **scaled)
+        return unrotate_boxes(found, self.rotation, height, width)
 
     def _track(self, frames) -> list[Regions]:
         xp = array_module(frames)
@@ -238,7 +234,7 @@ class Anonymizer:
 
     def redact(self, frames, final: list[Regions]) -> tuple[Any, list[np.ndarray]]:
         """The final frames redacted (in place where the redactor can) and their boxes."""
-        boxes = self.boxes(final, *((self.layout.height, self.layout.width) if self.layout else frames[0].shape[:2]))
+        boxes = self.boxes(final, *self._size(frames[0][None]))
         return self.redactor(frames, boxes), boxes
 
     # --- frames in, frames out

@@ -51,6 +51,11 @@ class Planar:
         return sy, sx
 
     @property
+    def shifts(self) -> list[tuple[int, int]]:
+        """The (vertical, horizontal) shift of each of Y, U and V."""
+        return [(0, 0), self.shift, self.shift]
+
+    @property
     def dtype(self):
         return np.dtype("<u2") if FORMATS[self.pix_fmt][2] == 2 else np.dtype(np.uint8)
 
@@ -140,6 +145,6 @@ class RgbView:
         ay1, ax1 = min(lay.height, -(-y1 >> sy) << sy), min(lay.width, -(-x1 >> sx) << sx)
         part = Planar(lay.pix_fmt, ax1 - ax0, ay1 - ay0, lay.colorspace, lay.color_range)
         out = part.empty(1)
-        for dst, src, shift in zip(part.planes(out[0]), lay.planes(self.row), [(0, 0), lay.shift, lay.shift]):
+        for dst, src, shift in zip(part.planes(out[0]), lay.planes(self.row), lay.shifts):
             dst[...] = src[ay0 >> shift[0]:ay1 >> shift[0], ax0 >> shift[1]:ax1 >> shift[1]]
         return part.rgb(out)[0, y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0]

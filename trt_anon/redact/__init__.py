@@ -84,7 +84,7 @@ class NumpyRedactor:
                  margin: tuple[float, float] = (12, 0.1), layout=None) -> None:
         self.cell, self.style, self.color, self.margin, self.layout = cell, style, color, margin, layout
         if layout is not None:  # (plane, shift, fill) for each of Y, U and V
-            self.planes = [(0, 0), layout.shift, layout.shift], layout.fill(color)
+            self.planes = layout.shifts, layout.fill(color)
 
     def __call__(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         style = STYLES[self.style]
