@@ -165,3 +165,82 @@ def test_a_region_of_a_planar_frame_is_the_frames_rgb_there(fmt):
     inner = np.abs(part[2:-2, 2:-2].astype(int) - whole[33:148, 19:199])
     assert inner.max() == 0
     assert np.abs(part.astype(int) - whole[31:150, 17:201]).mean() < 1
+
+
+def blur_reference(plane: np.ndarray, boxes, c: int, shift) -> np.ndarray:
+    """Blur on a subsampled plane written out sample by sample in floats: each cell's mean of its own samples
+    (``cell_edges``), and each sample of a redacted cell the quadratic B-spline of the redacted cells' means
+    around it, at the sample's centre in full-size pixels."""
+    sy, sx = shift
+    height, width = plane.shape[0] << sy, plane.shape[1] << sx
+    rows, cols = -(-height // c), -(-width // c)
+    means = np.full((rows, cols), np.nan)
+    for _, cy0, cx0, cy1, cx1 in box_cells(boxes, c, height, width):
+        for cy in range(cy0, cy1):
+            for cx in range(cx0, cx1):
+                ys, xs = cell_edges(cy, cy + 1, c, height, sy), cell_edges(cx, cx + 1, c, width, sx)
+                block = plane[ys[0]:ys[1], xs[0]:xs[1], 0].astype(np.uint64)
+                if block.size:  # a 1 px edge cell may hold no sample of a subsampled plane
+                    means[cy, cx] = (block.sum() + block.size // 2) // block.size
+
+    def spline(d):
+        d = abs(d)
+        return 0.75 - d * d if d <= 0.5 else (0.5 * (d - 1.5) ** 2 if d < 1.5 else 0.0)
+
+    out = plane.copy()
+    for y in range(plane.shape[0]):
+        for x in range(plane.shape[1]):
+            py, px = (y + 0.5) * (1 << sy), (x + 0.5) * (1 << sx)  # the sample's centre
+            cy = cx = None
+            for k in range(rows):  # the cell its first pixel lies in
+                if k * c <= y << sy < (k + 1) * c:
+                    cy = k
+            for k in range(cols):
+                if k * c <= x << sx < (k + 1) * c:
+                    cx = k
+            own = means[cy, cx]
+            if np.isnan(own):
+                continue
+            num = den = 0.0
+            for j in range(max(cy - 2, 0), min(cy + 3, rows)):
+                for i in range(max(cx - 2, 0), min(cx + 3, cols)):
+                    if not np.isnan(means[j, i]):
+                        w = spline((py - (j + 0.5) * c) / c) * spline((px - (i + 0.5) * c) / c)
+                        num, den = num + w * means[j, i], den + w
+            out[y, x, 0] = int(np.floor(num / den + 0.5))
+    return out
+
+
+@pytest.mark.parametrize("shift", [(1, 1), (0, 1), (0, 0)])
+def test_blur_on_a_plane_is_the_spline_of_its_cells_means(shift):
+    """Blur on a (subsampled) plane: every sample of a redacted cell is the B-spline of the cells' means at the
+    sample's centre (within a level: the kernel rounds in integers), nothing else changes; on a PAL frame
+    (576 lines) whose last cell is one pixel, with a box down to the bottom edge."""
+    import cv2
+    from skimage import data
+
+    from trt_anon.redact.styles.blur import blur
+    height, width = 576, 200
+    grey = cv2.resize(data.astronaut()[:, 150:150 + width, 1], (width, height), interpolation=cv2.INTER_AREA)
+    plane = np.ascontiguousarray(grey[::1 << shift[0], ::1 << shift[1], None])
+    boxes = np.array([[20, 470, 130, 576], [140.5, 60, 190, 120]])
+    out = blur(plane.copy(), boxes, 25, shift)
+    want = blur_reference(plane, boxes, 25, shift)
+    assert np.abs(out.astype(int) - want).max() <= 1
+    assert (out != plane).mean() > 0.05  # the cells were redacted
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_a_pal_frame_redacts_down_to_its_last_line(tmp_path, style):
+    """720 x 576 4:2:0 (DVD, DVB): the last cell row is one line, whose chroma belongs to the row above; a face
+    reaching the bottom edge is redacted there, in every style."""
+    faces = [Face(150, (300, 470), (0.0, 1.0), source="astronaut")]
+    clip = make_clip(tmp_path / "in.mp4", 720, 576, frames=8, audio=0, faces=faces)
+    out = tmp_path / "out.mp4"
+    report = trt_anon.process(clip.path, out, style=style, detect_every=1)
+    assert report.frames == 8
+    source, written = decoded_rows(clip.path), decoded_rows(out)
+    layout = planar.Planar("yuv420p", 720, 576)
+    for a, b in zip(source, written):  # the bottom rows under the face changed
+        ya, yb = layout.planes(a)[0], layout.planes(b)[0]
+        assert np.abs(ya[560:, 320:420].astype(int) - yb[560:, 320:420]).mean() > 3

@@ -80,7 +80,9 @@ def face_cells(boxes: np.ndarray, cell: int = 25, margin: tuple[float, float] = 
 def cell_edges(k0: int, k1: int, c: int, full: int, shift: int = 0) -> np.ndarray:
     """The sample edges of cells ``k0``..``k1 - 1`` of size ``c`` along an axis of ``full`` pixels (k1 - k0 + 1
     of them), on a plane subsampled by ``2 ** shift``: a cell holds the samples whose first pixel lies in it,
-    so a 4:2:0 chroma cell is its luma cell's own (25 px cells alternate 13 and 12 chroma samples)."""
+    so a 4:2:0 chroma cell is its luma cell's own (25 px cells alternate 13 and 12 chroma samples). The last
+    cell may hold none: a 1 px cell at the frame's edge (576 = 23 * 25 + 1) whose pixel's sample starts in the
+    cell before."""
     k = np.arange(k0, k1 + 1, dtype=np.int64)
     return -(-np.minimum(k * c, full) >> shift)
 
@@ -88,15 +90,20 @@ def cell_edges(k0: int, k1: int, c: int, full: int, shift: int = 0) -> np.ndarra
 def cell_means(region: np.ndarray, c: int, ys: np.ndarray | None = None,
                xs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rounded (half up) mean of every ``c`` x ``c`` cell of ``region`` (whose origin is on the grid), as
-    (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller). ``ys``,
-    ``xs``: the cells' edges in the region instead (``cell_edges`` less the first), for a subsampled plane."""
+    (rows, cols, C) uint64, and the cells' heights and widths (the last row/column may be smaller, or empty:
+    its means are then 0). ``ys``, ``xs``: the cells' edges in the region instead (``cell_edges`` less the
+    first), for a subsampled plane."""
     h, w = region.shape[:2]
     ys = np.arange(0, h, c) if ys is None else ys[:-1]
     xs = np.arange(0, w, c) if xs is None else xs[:-1]
-    sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys, axis=0), xs, axis=1)
     hs, ws = np.diff(np.append(ys, h)), np.diff(np.append(xs, w))
-    counts = (hs[:, None] * ws[None, :])[..., None].astype(np.uint64)
-    return (sums + counts // 2) // counts, hs, ws
+    ny, nx = int(np.count_nonzero(hs)), int(np.count_nonzero(ws))  # only a last cell can be empty
+    means = np.zeros((len(ys), len(xs), region.shape[2]), np.uint64)
+    if ny and nx:
+        sums = np.add.reduceat(np.add.reduceat(region.astype(np.uint64), ys[:ny], axis=0), xs[:nx], axis=1)
+        counts = (hs[:ny, None] * ws[None, :nx])[..., None].astype(np.uint64)
+        means[:ny, :nx] = (sums + counts // 2) // counts
+    return means, hs, ws
 
 
 def cell_groups(boxes_per_frame: list[np.ndarray], cells_per_frame: list[np.ndarray], height: int,

@@ -65,8 +65,9 @@ def blur(frame: np.ndarray, boxes: np.ndarray, cell, shift=(0, 0)) -> np.ndarray
         spans = []
         for cy0, cx0, cy1, cx1 in rects:
             ys, xs = cell_edges(cy0, cy1, c, height, sy), cell_edges(cx0, cx1, c, width, sx)
-            means, _, _ = cell_means(frame[ys[0]:ys[-1], xs[0]:xs[-1]], c, ys - ys[0], xs - xs[0])
-            grid[cy0 + 1:cy1 + 1, cx0 + 1:cx1 + 1] = means
+            means, hs, ws = cell_means(frame[ys[0]:ys[-1], xs[0]:xs[-1]], c, ys - ys[0], xs - xs[0])
+            grid[cy0 + 1:cy1 + 1, cx0 + 1:cx1 + 1] = np.where((hs[:, None, None] > 0) & (ws[None, :, None] > 0),
+                                                              means.astype(np.int64), -1)  # empty: no mean
             spans.append((int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])))
         for py0, py1, px0, px1 in spans:
             iy, wy = _taps(py0, py1, c, sy)
