@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from helpers import NoRayCounter
 from synth import make_clip
 
 from trt_anon import scale
 from trt_anon.cli import main
 from trt_anon.config import Config
+from trt_anon.errors import AnonError
 from trt_anon.plan import plan
 
 
@@ -92,3 +94,14 @@ def test_ray_tasks_share_a_gpu_as_its_memory_allows():
     assert scale.task_resources({"CPU": 16, "GPU": 1}, True, 1, 7) == (1, {"num_gpus": 1, "num_cpus": 1})
     assert scale.task_resources({"CPU": 16}, False, None) == (16, {"num_cpus": 1.0})
     assert scale.task_resources({"CPU": 16}, False, 4) == (4, {"num_cpus": 4.0})
+
+
+def test_pieces_of_different_formats_are_not_joined(tmp_path):
+    """Each segment keeps its own first frame's pixel format: pieces of a video that changes format mid-file
+    cannot be one stream, and the join says so in one line instead of writing it."""
+    a = make_clip(tmp_path / "a.mp4", 64, 48, frames=2, audio=0, faces=[])
+    b = make_clip(tmp_path / "b.mp4", 64, 48, frames=2, audio=0, faces=[], pix_fmt="yuv444p")
+    scale._same_format("in.mp4", [str(a.path), str(a.path)])
+    with pytest.raises(AnonError, match=r"in.mp4: its segments were written in different formats \(yuv420p 64x48, "
+                                        r"yuv444p 64x48; .*run it without segments"):
+        scale._same_format("in.mp4", [str(a.path), str(b.path)])

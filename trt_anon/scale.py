@@ -260,6 +260,7 @@ def join(job: Plan, *parts: dict) -> Report:
             out = stack.enter_context(av.open(str(tmp), "w", options=media.container.muxer_options(dst_path, tb)))
             with av.open(parts[0]["piece"]) as first:
                 vstream = out.add_stream_from_template(first.streams.video[0])
+            _same_format(src, [p["piece"] for p in parts])
             vstream.time_base = tb
             remuxer = dress_output(src_path, container, stream, out, None, job.config, parts[0]["rotation"], report)
             stack.callback(remuxer.close)
@@ -295,6 +296,23 @@ def join(job: Plan, *parts: dict) -> Report:
     finally:
         container.close()
     return report
+
+
+def _same_format(src: str, pieces: list[str]) -> None:
+    """Pieces are joined as they are, so all must be one format: each segment keeps the pixel format and size of
+    its own first frame, and a video that changes them mid-file gives pieces that cannot be one stream."""
+    import av
+
+    def fmt(piece: str) -> tuple:
+        with av.open(piece) as c:
+            cc = c.streams.video[0].codec_context
+            return cc.pix_fmt, cc.width, cc.height
+
+    formats = {fmt(p) for p in pieces}
+    if len(formats) > 1:
+        raise AnonError(f"{src}: its segments were written in different formats "
+                        f"({', '.join(f'{f} {w}x{h}' for f, w, h in sorted(formats))}; the video changes format "
+                        "mid-file); run it without segments")
 
 
 def _rescale(t: int | None, src: Fraction, dst: Fraction) -> int | None:
