@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -685,3 +686,26 @@ def test_a_consenting_person_is_kept_live_once_matched_and_no_one_else(camera, t
     # redacted until matched, then shown (how often depends on the machine: a frame it cannot keep up with is
     # dropped, never written raw)
     assert first > 10 and shown >= 5, (first, shown)
+
+
+@pytest.mark.parametrize("color_range", [1, 2])
+def test_planes_kept_live_are_written_in_their_own_range(tmp_path, color_range):
+    """A camera's planes go out as they came: the recording is tagged with the camera's matrix and range (a
+    full-range HEVC camera's samples read as limited range would be washed out), and a covered frame is black
+    in that range (Y 0 full range, 16 limited)."""
+    from trt_anon.planar import Planar
+    layout = Planar("yuv420p", 64, 48, colorspace=1, color_range=color_range)
+    sink = live.LiveSink(str(tmp_path / "rec.mkv"), Fraction(25), Config(), layout)
+    sink.open(64, 48)
+    row = layout.empty(1)[0]
+    row[...] = 128
+    sink.write(row, live.Arrival(row, 0.0, time.monotonic()))
+    sink.cover(live.Arrival(None, 0.04, time.monotonic(), kind="covered"), (48, 64, 3))
+    sink.close()
+    with av.open(str(tmp_path / "rec.mkv")) as c:
+        frames = list(c.decode(video=0))
+    assert [int(f.color_range) for f in frames] == [color_range] * 2
+    assert [int(f.colorspace) for f in frames] == [1, 1]
+    y = [f.to_ndarray()[:48] for f in frames]
+    assert abs(int(np.median(y[0])) - 128) <= 1
+    assert abs(int(np.median(y[1])) - (0 if color_range == 2 else 16)) <= 1

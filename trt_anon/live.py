@@ -70,7 +70,8 @@ class Arrival:
     keeps its place: the tracker counts it as a frame not looked at, so motion and holds stay right across it;
     a ``gap`` is the source stopping (the frames waiting for their boxes go out meanwhile)."""
 
-    frame: np.ndarray | av.VideoFrame | None  # as decoded, until the loop takes it (RGB then): a frame dropped
+    frame: np.ndarray | av.VideoFrame | None  # as decoded, until the loop takes it (its planar row, or RGB where
+                                              # the stream is not kept planar): None, a frame dropped
     time: float        # its time in the output, in seconds: the source's own from its first frame, moved on
                        # where the source's clock restarts (a reconnect), so it always increases
     at: float          # time.monotonic() when it arrived
@@ -386,8 +387,16 @@ class LiveSink:
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = pixel_format("libx264", width, height, deep=False)
             self.stream.time_base = self.stream.codec_context.time_base = TIME_BASE
-            self.black = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24") \
-                .reformat(format=self.stream.pix_fmt)
+            if self.layout is not None:  # the decoder's samples go out as they are: tagged with its matrix and range
+                cc = self.stream.codec_context
+                cc.colorspace, cc.color_range = self.layout.colorspace, self.layout.color_range
+                black = self.layout.empty(1)[0]
+                for plane, value in zip(self.layout.planes(black), self.layout.fill((0, 0, 0))):
+                    plane[...] = value
+                self.black = self.layout.frame(black)
+            else:
+                self.black = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24") \
+                    .reformat(format=self.stream.pix_fmt)
             return self._add_audio(audio) if audio is not None else None
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self.close(flush=False)

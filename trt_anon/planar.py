@@ -121,7 +121,6 @@ class Planar:
         frame = frame.reformat(format=self.pix_fmt, dst_colorspace=self.colorspace, dst_color_range=self.color_range)
         return [int(np.frombuffer(p, self.dtype)[0]) for p in frame.planes]
 
-
     def view(self, row: np.ndarray) -> "RgbView":
         """One frame's row seen as an (H, W, 3) RGB array that converts only what is sliced from it."""
         return RgbView(self, row)
