@@ -98,9 +98,9 @@ MUTANTS = [
       E2E + "test_faces_mosaicked_and_background_kept[moving]"),
     m("frame 0 written unredacted (its boxes still in the JSON)", "redaction", "trt_anon/pipeline.py",
       "        batch, boxes = anon.redact(frames, final)\n",
-      "        batch, _ = anon.redact(frames, [Detections.empty() if report.frames + k == 0 else d\n"
+      "        batch, _ = anon.redact(frames, [Regions.empty() if report.frames + k == 0 else d\n"
       "                                        for k, d in enumerate(final)])\n"
-      "        boxes = anon.boxes(final, *frames[0].shape[:2])\n",
+      "        boxes = anon.boxes(final, *anon._size(frames[0][None]))\n",
       TRACK + "test_small_face_approaching_is_covered_from_its_first_frame[lfw:1]"),
     m("blur drawn as the mosaic", "redaction (blur)", "trt_anon/redact/styles/__init__.py",
       'import_module(f"{__name__}.{name}")', 'import_module(f"{__name__}.{name.replace(\'blur\', \'mosaic\')}")',
