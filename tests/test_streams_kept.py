@@ -92,6 +92,15 @@ def test_ten_bit_sdr_defaults_to_hevc_main_10_and_says_so(tmp_path):
     assert stream_facts(report.output)[:2] == ("h264", "yuv420p10le") and not report.warnings
 
 
+def test_ten_bit_422_is_kept_and_the_profile_said_is_the_one_written(tmp_path):
+    """10-bit 4:2:2 (a camera's intermediate) keeps its chroma on the CPU path: HEVC Main 4:2:2 10, and so said."""
+    clip = make_clip(tmp_path / "in.mkv", 160, 96, frames=6, audio=0, codec="libx265", pix_fmt="yuv422p10le",
+                     faces=FACE)
+    report = trt_anon.process(clip.path, tmp_path / "out.mp4", backend="cpu")
+    assert stream_facts(report.output)[:2] == ("hevc", "yuv422p10le")
+    assert [w for w in report.warnings if "HEVC Main 4:2:2 10" in w], report.warnings
+
+
 def test_eight_bit_sdr_stays_h264_without_a_word(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", 160, 96, frames=4, audio=0, faces=FACE)
     report = trt_anon.process(clip.path)

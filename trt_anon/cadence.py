@@ -36,7 +36,7 @@ class Cadence:
         self.every = every
 
     def pick(self, frames, first: int, tracker: Tracker) -> list[int]:
-        """The indices into ``frames`` (N, H, W, 3, as stored; the first is frame ``first`` of the stream)
+        """The indices into ``frames`` (a batch as stored; the first is frame ``first`` of the stream)
         of the frames to detect on first."""
         if self.every != "auto":
             return [i for i in range(len(frames)) if (first + i) % self.every == 0]

@@ -126,10 +126,11 @@ class Anonymizer:
 
     # --- the steps, for a caller that holds the frames itself (process() does: it may decode them again)
     def track(self, frames) -> list[Regions]:
-        """Find and track the faces in the next frames (N, H, W, 3) as stored; the detections of the frames
-        that became final, in order (``lookback`` frames behind). With ``detect_every="auto"``, frames fewer than
-        the cadence's next gap are held and tracked with the ones that follow (one frame at a time, each frame
-        would be a batch's last, always looked at); ``skip`` and ``end`` track what is held first."""
+        """Find and track the faces in the next frames as stored ((N, H, W, 3) RGB, or (N, L) planar rows with
+        ``layout``); the detections of the frames that became final, in order (``lookback`` frames behind). With
+        ``detect_every="auto"``, frames fewer than the cadence's next gap are held and tracked with the ones that
+        follow (one frame at a time, each frame would be a batch's last, always looked at); ``skip`` and ``end``
+        track what is held first."""
         if self.config.detect_every != "auto":
             return self._kept(self._track(frames))
         self.gathered.append(frames)

@@ -20,6 +20,7 @@ from .decode.pyav import bit_depth
 from .encode import CODECS, choose_codec
 from .encode.codecs import check_crf
 from .errors import BackendError, OutputError
+from .planar import FORMATS as PLANAR
 
 
 @dataclass(frozen=True)
@@ -172,14 +173,24 @@ def _photo_output(src: Path, output, cfg: Config, notes: list[str]) -> Path:
     return dst
 
 
+def _chroma(cfg: Config, cc) -> str:
+    """The chroma format the output will have: the input's where the CPU path keeps its planes (``planar``),
+    4:4:4 at odd sizes, else 4:2:0."""
+    sx, sy, _ = PLANAR.get(cc.pix_fmt or "", (1, 1, 1))
+    if use_gpu(cfg, False) or cc.width % (1 << sx) or cc.height % (1 << sy):
+        sx = sy = 0 if cc.width % 2 or cc.height % 2 else 1
+    return {(1, 1): "4:2:0", (1, 0): "4:2:2"}.get((sx, sy), "4:4:4")
+
+
 def _codec(cfg: Config, container, stream, dst: Path, notes: list[str], convert_audio: bool) -> dict:
     """The codec and crf for ``dst``, every copied stream checked against its container: a mismatch
     is a one-line error here, before anything is decoded or written (audio that ``convert_audio``
     lets be converted, e.g. AAC into a WebM the user named, is no mismatch)."""
     ext = dst.suffix.lower()
-    ten_bit = bit_depth(stream.codec_context.pix_fmt) > 8
+    cc = stream.codec_context
+    ten_bit = bit_depth(cc.pix_fmt) > 8
     codec, note = choose_codec(cfg.codec, ext, media.files.muxer_codecs(ext), ten_bit,
-                               media.container.is_hdr(stream))
+                               media.container.is_hdr(stream), _chroma(cfg, cc))
     if note:
         notes.append(note)
     stray = media.container.unfit(container, ext, convert_audio)

@@ -1,4 +1,5 @@
-"""CPU decoder: PyAV (FFmpeg) demux + decode, converted to RGB in batches."""
+"""CPU decoder: PyAV (FFmpeg) demux + decode, in batches: the decoder's own planes where the encoder writes its
+format (``planar``), else RGB."""
 from __future__ import annotations
 
 import heapq

@@ -125,8 +125,9 @@ def hdr_params(codec: Codec, hdr) -> str:
 
 
 def pixel_format(encoder: str, width: int, height: int, deep: bool) -> str:
-    """yuv420p where both sides are even (what every player expects); yuv444p for odd sizes where the
-    codec has it, so the resolution never changes; 10-bit for deep input."""
+    """For frames made from RGB: yuv420p where both sides are even (what every player expects); yuv444p for odd
+    sizes where the codec has it, so the resolution never changes; 10-bit for deep input. (Frames kept in the
+    decoder's own format are written in it.)"""
     codec = by_encoder(encoder)
     odd = width % 2 or height % 2
     fmt = "yuv444p" if odd and (codec is None or codec.odd_444) else "yuv420p"
@@ -141,7 +142,7 @@ def ten_bit(encoder: str) -> bool:
 
 
 def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep: bool,
-                 hdr: bool = False) -> tuple[str, str | None]:
+                 hdr: bool = False, chroma: str = "4:2:0") -> tuple[str, str | None]:
     """The codec to write into a ``ext`` file (whose muxer holds ``holds``; None: not a container trt_anon
     writes), and a note when it is not the one a user would assume. Any mismatch is a one-line error,
     before any work.
@@ -149,7 +150,8 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
     ``asked`` None: the first in ``CODECS`` the container holds (H.264, which plays everywhere); for 10-bit
     (``deep``) or HDR input HEVC, since H.264 High 10 plays almost nowhere and HEVC Main 10 is what phones
     record and TVs, phones and browsers play HDR from (AV1 where the container cannot hold HEVC: WebM, as
-    PyAV's libvpx is 8-bit only); VP9 where the container holds neither H.264 nor HEVC."""
+    PyAV's libvpx is 8-bit only); VP9 where the container holds neither H.264 nor HEVC. ``chroma``: what the
+    video will be written in (the input's own 4:2:2 or 4:4:4 is kept on the CPU path), for the profile named."""
     if holds is None:
         raise OutputError(f"{ext or 'a name without extension'} is not a video container trt_anon writes; "
                           "write .mp4, .mkv, .mov or .webm")
@@ -178,7 +180,9 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
             what = " ".join(["10-bit"] * deep + ["HDR"] * hdr)
             tag = (f", tagged {codec.apple_tag} for Apple players"
                    if codec.apple_tag and ext in (".mp4", ".m4v", ".mov") else "")
-            written = f"HEVC {'Main 10' if deep else 'Main'} ({codec.encoder}{tag})" if codec.name == "hevc" \
+            profile = ("Main 10" if deep else "Main") if chroma == "4:2:0" else \
+                f"Main {chroma} 10" if chroma == "4:2:2" or deep else f"Main {chroma}"  # x265's profiles
+            written = f"HEVC {profile} ({codec.encoder}{tag})" if codec.name == "hevc" \
                 else f"{codec.title} ({codec.encoder})"
             why = "H.264 High 10 plays almost nowhere (no browser, few phones)" if deep else \
                 "few players show HDR from H.264"

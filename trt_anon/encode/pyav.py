@@ -19,10 +19,10 @@ FRAME_GRID = {"avi"}
 class PyAVEncoder:
     """Encodes frames with the input's own timestamps, resolution and colour tags.
 
-    yuv420p where both sides are even (what every player expects), yuv444p otherwise, so the
-    resolution never changes; 10-bit variants for input deeper than 8 bits. The RGB<->YUV matrix
-    and range are the decoder's, so the background round-trips to within codec rounding. Planar frames
-    (``layout``, the decoder's own format) are written in that format as they are: no conversion at all.
+    Planar frames (``layout``, the decoder's own format) are written in that format as they are: no conversion
+    at all. RGB frames: yuv420p where both sides are even (what every player expects), yuv444p otherwise, so the
+    resolution never changes; 10-bit variants for input deeper than 8 bits; the RGB->YUV matrix and range are
+    the decoder's, so the background round-trips to within codec rounding.
     """
 
     def __init__(self, output: av.container.OutputContainer, width: int, height: int, rate: Fraction,
