@@ -263,11 +263,14 @@ def test_a_signal_while_the_review_page_is_written_says_what_was_kept(clips, tmp
         raise AssertionError("the signal did not stop the run")
 
     monkeypatch.setattr(trt_anon.review, "write_review", stopped)
-    handler = signal.getsignal(signal.SIGTERM)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Python's own Ctrl-C handler, as a terminal's run has it (a shell's background job starts with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         got = trt_cli.main([str(src), "--review", "--json", str(tmp_path / "in.anon.json"), "-q"])
     finally:
-        signal.signal(signal.SIGTERM, handler)
+        for s, h in handlers.items():
+            signal.signal(s, h)
     err = capsys.readouterr().err
     assert got == code and seen == [True]
     assert err.splitlines() == [f"trt-anon: {word}; kept the finished {tmp_path / 'in.anon.mp4'}, "
