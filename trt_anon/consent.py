@@ -11,13 +11,11 @@ Fail safe, because a person wrongly kept is a leak:
   camera, the best of each few frames by size, score and sharpness.
 - A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
   weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
-  stretch; the next one starts unconfirmed. A stretch already shown goes on beside another face, neither over
-  the other, only as long as each of its faces looked at there is compared and matches (a swap would not). A
-  stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only from its first sure
-  detection to its last matching face: a frame is shown only with a match after it, so the frames after a swap
-  the rules above do not see (a cut between two people framed alike) are never shown. A shown stretch is
-  compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get that
-  match before they are written, and on its last good face when it ends.
+  stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
+  person, and then only from its first sure detection to its last matching face: a frame is shown only with a
+  match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
+  are never shown. A shown stretch is compared again every ``lookback`` - 8 frames, on its best face of the last
+  few, so that its frames get that match before they are written, and on its last good face when it ends.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -256,23 +254,14 @@ class Keeper:
                 self._close(state)
         if not alive:
             return
-        boxes = np.stack([t.box for t in alive])
-        near, touching = _near(boxes), _near(boxes, 0.0)
-        for t, close, touches in zip(alive, near, touching):
+        near = _near(np.stack([t.box for t in alive]))
+        for t, close in zip(alive, near):
             state = self.tracks.setdefault(int(t.id), _Followed())
             state.seen = f
             if state.rejected:
                 continue
-            sure = t.last_hit == f and t.sure
-            if sure and close and not touches and state.open and state.stretches[-1].shown:
-                # another face near, neither hiding the other: a shown stretch goes on only on this very face's
-                # match (a swap with the face beside it would not match)
-                s = state.stretches[-1]
-                s.end = f
-                if not self._verify(state, s, f, frame, t.box, float(t.score)):
-                    self._close(state)
-                continue
-            if not sure or close:
+            sure = t.last_hit == f and t.sure and not close
+            if not sure:
                 self._close(state)
                 continue
             if not state.open:
@@ -302,30 +291,17 @@ class Keeper:
             self._close(state)
         self.seconds += time.perf_counter() - started
 
-    def _good(self, frame, box: np.ndarray, score: float) -> bool:
-        """Whether a face may be compared: large, whole (a face cut by the frame's edge, or half hidden, which the
-        detector is less sure of, embeds as someone else)."""
-        x1, y1, x2, y2 = (float(v) for v in box)
-        height, width = frame.shape[:2]
-        inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
-        return min(x2 - x1, y2 - y1) >= MIN_FACE and inside and score >= MIN_SCORE
-
-    def _verify(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> bool:
-        """A shown stretch's face, near another face, compared now: whether it matched (else the stretch ends
-        before it; a face that matches nobody rejects the track, as any compared face does)."""
-        if not self._good(frame, box, score):
-            return False
-        crop, cbox = face_crop(frame, box, self.rotation)
-        s.recent = None  # this face is the latest compared
-        return self._compare(state, s, (0.0, f, crop, cbox)) and not state.rejected
-
     def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> None:
         """A good face of the stretch (large, whole, sure, sharp) is a candidate: until the stretch is shown, the
         best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
         ``every``."""
         due = self.every if s.shown else SPACING
-        if self._good(frame, box, score):
-            side = float(min(box[2] - box[0], box[3] - box[1]))  # the smaller side, whichever way the frame is turned
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = min(x2 - x1, y2 - y1)  # the smaller side, whichever way the frame is turned
+        height, width = frame.shape[:2]
+        inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
+        # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
+        if side >= MIN_FACE and inside and score >= MIN_SCORE:
             crop, cbox = face_crop(frame, box, self.rotation)
             window = f - s.since >= due - SPACING
             quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
@@ -340,15 +316,15 @@ class Keeper:
             self._compare(state, s, s.best)
             s.since = f + 1
 
-    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> bool:
-        """Compare one of the stretch's faces (``best``, ``recent`` or one near another face) with every person: a
-        match counts towards showing it; no match, or a match with another person than before, and the track is
-        redacted from then on. Whether it matched (False too for a face turned away: not compared)."""
+    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> None:
+        """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
+        showing it; no match, or a match with another person than before, and the track is redacted from then
+        on."""
         _, f, crop, cbox = face
         s.best = s.recent = None
         points, shape = self.embedder.landmarks(crop, cbox)
         if not frontal(points):
-            return False
+            return
         e = self.embedder.embed(crop, shape)
         self.compared += 1
         dist = [p.distance(e) for p in self.persons]
@@ -357,12 +333,11 @@ class Keeper:
             state.rejected = True
             state.open = False
             state.stretches.clear()
-            return False
+            return
         state.person = who
         s.matches.append(dist[who])
         s.last_match = f
         state.distances.append(dist[who])
-        return True
 
     def mark(self, final: list[Regions], start: int) -> list[Regions]:
         """The final frames (from frame index ``start``) with the faces to leave visible marked ``kept``."""
@@ -435,13 +410,13 @@ def face_crop(frame, box: np.ndarray, rotation: int = 0) -> tuple[np.ndarray, np
     return np.ascontiguousarray(crop), cbox
 
 
-def _near(boxes: np.ndarray, grow: float = NEAR) -> np.ndarray:
-    """For each box, whether another one comes near it (both grown by ``grow`` of their width per side meet)."""
+def _near(boxes: np.ndarray) -> np.ndarray:
+    """For each box, whether another one comes near it (both grown by ``NEAR`` of their width per side meet)."""
     n = len(boxes)
     if n < 2:
         return np.zeros(n, bool)
     b = boxes.astype(np.float32)
-    pad = grow * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    pad = NEAR * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
     g = b + np.stack([-pad, -pad, pad, pad], axis=1)
     meet = (np.minimum(g[:, None, 2], g[None, :, 2]) > np.maximum(g[:, None, 0], g[None, :, 0])) & \
            (np.minimum(g[:, None, 3], g[None, :, 3]) > np.maximum(g[:, None, 1], g[None, :, 1]))
