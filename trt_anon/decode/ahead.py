@@ -48,12 +48,7 @@ class Ahead:
                 cp.cuda.get_current_stream().wait_event(ready)
                 yield batch
         finally:
-            stop.set()
-            while thread.is_alive():  # unblock a thread waiting to hand over a batch, then let it end
-                try:
-                    handed.get(timeout=0.05)
-                except queue.Empty:
-                    pass
+            stop.set()  # a thread waiting to hand over a batch sees it within 50 ms and ends, decoding no more
             thread.join()
 
     def _decode(self, handed: queue.Queue, stop: threading.Event) -> None:

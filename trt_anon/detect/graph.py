@@ -83,7 +83,10 @@ class TorchGraph:
         if fold_bn:
             self.nodes = fold_batch_norms(self.nodes, weights, self.outputs)
         self.weights = {}
+        read = {name for _, ins, _, _ in self.nodes for name in ins}  # not those folding replaced
         for k, v in weights.items():
+            if k not in read:
+                continue
             t = torch.from_numpy(v).to(device)
             if t.is_floating_point():
                 t = t.to(self.dtype)
