@@ -709,3 +709,19 @@ def test_planes_kept_live_are_written_in_their_own_range(tmp_path, color_range):
     y = [f.to_ndarray()[:48] for f in frames]
     assert abs(int(np.median(y[0])) - 128) <= 1
     assert abs(int(np.median(y[1])) - (0 if color_range == 2 else 16)) <= 1
+
+
+def test_frames_in_another_range_than_said_up_front_are_brought_to_it():
+    """The sink is tagged with the range the camera's decoder gave up front; a frame that comes in the other range
+    (said only by the frames) is converted to it, not written with the wrong tag; one in that range as it is."""
+    from types import SimpleNamespace
+
+    from trt_anon.planar import Planar
+    frame = av.VideoFrame(64, 48, "yuv420p")
+    for plane, value in zip(frame.planes, (0, 128, 128)):  # black, full range
+        np.frombuffer(plane, np.uint8)[:] = value
+    frame.color_range = 2
+    limited = SimpleNamespace(layout=Planar("yuv420p", 64, 48, colorspace=1, color_range=0))
+    assert live._Run._pixels(limited, frame)[:64 * 48].max() == 16      # black in limited range
+    full = SimpleNamespace(layout=Planar("yuv420p", 64, 48, colorspace=1, color_range=2))
+    assert live._Run._pixels(full, frame)[:64 * 48].max() == 0          # kept as it came

@@ -820,13 +820,16 @@ class _Run:
         self._track(lambda: self.anon.track(frames))
 
     def _pixels(self, frame: av.VideoFrame) -> np.ndarray:
-        """A decoded frame as the loop works on it: its planes in a row (a frame of another format or size, after
-        a reconnection, brought to the stream's first), or RGB where the stream is not kept planar."""
+        """A decoded frame as the loop works on it: its planes in a row (a frame of another format, size or range
+        than the decoder said up front, or after a reconnection, brought to the stream's), or RGB where the stream
+        is not kept planar."""
         if self.layout is None:
             return frame.to_ndarray(format="rgb24")
         lay = self.layout
-        if frame.format.name != lay.pix_fmt or (frame.width, frame.height) != (lay.width, lay.height):
-            frame = frame.reformat(format=lay.pix_fmt, width=lay.width, height=lay.height)
+        if frame.format.name != lay.pix_fmt or (frame.width, frame.height) != (lay.width, lay.height) or \
+                (int(frame.color_range) == 2) != (lay.color_range == 2):  # full range, or limited (or unsaid)
+            frame = frame.reformat(format=lay.pix_fmt, width=lay.width, height=lay.height,
+                                   dst_color_range=lay.color_range or 1)
         row = lay.empty(1)[0]
         lay.read(frame, row)
         return row
