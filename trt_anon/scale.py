@@ -247,6 +247,7 @@ def join(job: Plan, *parts: dict) -> Report:
         report.kept += r.kept   # each segment numbers its tracks apart
         report.warnings += [w for w in r.warnings if w not in report.warnings]
     report.backends = dict(parts[0]["report"].backends)
+    _same_format(src, [p["piece"] for p in parts])  # before anything is written
     container = media.open_input(src_path)
     try:
         stream = media.container.video_stream(container)
@@ -260,7 +261,6 @@ def join(job: Plan, *parts: dict) -> Report:
             out = stack.enter_context(av.open(str(tmp), "w", options=media.container.muxer_options(dst_path, tb)))
             with av.open(parts[0]["piece"]) as first:
                 vstream = out.add_stream_from_template(first.streams.video[0])
-            _same_format(src, [p["piece"] for p in parts])
             vstream.time_base = tb
             remuxer = dress_output(src_path, container, stream, out, None, job.config, parts[0]["rotation"], report)
             stack.callback(remuxer.close)
