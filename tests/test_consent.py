@@ -256,6 +256,7 @@ def test_without_the_extra_keep_face_is_a_one_line_error(tmp_path, monkeypatch, 
     photo = _photo(tmp_path / "me.png", "astronaut")
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib fails, as where it is not installed
     consent._people.cache_clear()
+    consent.shared_embedder.cache_clear()
     assert main([str(clips["two"].path), "-o", str(tmp_path / "out.mp4"), "--keep-face", str(photo)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install 'trt_anon[consent]'" in err, err

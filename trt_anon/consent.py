@@ -98,6 +98,13 @@ class Embedder:
         return self.net(np.asarray(chip)[None])[0]
 
 
+@functools.lru_cache(maxsize=1)
+def shared_embedder() -> Embedder:
+    """The process's one ``Embedder``: its models read and its network built once (0.2 s), for the reference
+    photos and every run and file after them."""
+    return Embedder()
+
+
 def frontal(points: np.ndarray) -> bool:
     """Whether dlib's 5 points say the face looks at the camera: the nose between the eyes (a face turned
     sideways embeds far from its frontal photo; a tilted head does not: dlib aligns the eyes level first)."""
@@ -156,7 +163,7 @@ def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
     from .frames import rotate_for_display
     from .media.stills import open_still
 
-    embedder = Embedder()
+    model = shared_embedder()
     detector = select_detector(Config(backend="cpu"), gpu=False)
     out = []
     for p in paths:
@@ -180,7 +187,7 @@ def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
             if side < MIN_REFERENCE:
                 raise ConfigError(f"--keep-face {photo}: the face is {side:.0f} px; use one of at least "
                                   f"{MIN_REFERENCE} px")
-            vectors.append(embedder.embed(rgb, embedder.landmarks(rgb, box)[1]))
+            vectors.append(model.embed(rgb, model.landmarks(rgb, box)[1]))
             names.append(str(photo))
         out.append(Person(path.stem if path.is_file() else path.name, tuple(names), np.stack(vectors)))
     return tuple(out)
@@ -229,7 +236,7 @@ class Keeper:
         # so that each frame has a match after it before its boxes are final (lookback frames on)
         self.every = max(SPACING, lookback - 2 * SPACING)
         self.rotation = rotation
-        self.embedder = embedder or Embedder()
+        self.embedder = embedder or shared_embedder()
         self.tracks: dict[int, _Followed] = {}
         self.alive: set[int] = set()   # the tracks at the last look
         self.compared = 0        # faces embedded

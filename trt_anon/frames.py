@@ -118,8 +118,7 @@ class Anonymizer:
         self.keeper = None                          # keep_faces: which faces stay visible (consent.py)
         if self.config.keep_faces:
             from .consent import Keeper, people
-            self.keeper = Keeper(people(self.config.keep_faces), self.tracker.lookback, self.rotation,
-                                 old and old.embedder)
+            self.keeper = Keeper(people(self.config.keep_faces), self.tracker.lookback, self.rotation)
         if old is not None:
             self.kept_before.extend(old.summary())
             self.consent_before += old.seconds

@@ -20,7 +20,7 @@ from .stats import Card
 def embedder() -> consent.Embedder | None:
     """The embedding network, or None without the ``[consent]`` extra (then every track is a card of its own)."""
     try:
-        return consent.Embedder()
+        return consent.shared_embedder()
     except ConfigError:
         return None
 
