@@ -361,6 +361,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                 for n in ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")]
     counted = leaks = strays = 0
     designated = shown_frames = 0   # keep: her face-frames of at least 48 px in view, and those shown
+    whole = shown_whole = 0         # ... of them, those where no other face hides any of hers
     over = []
     leak_sizes: list[float] = []
     haar_in = haar_out = 0
@@ -402,6 +403,9 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                     if size >= 48:
                         designated += 1
                         shown_frames += int(cov < 0.5)
+                        if share >= 0.99:
+                            whole += 1
+                            shown_whole += int(cov < 0.5)
                     continue
                 counted += 1
                 if cov < 0.99:
@@ -428,7 +432,8 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             "looked": sum(looks) / max(report.frames + report.live.get("dropped", 0), 1),
             **({"dropped": report.live["dropped"], "delay_p99": report.live["delay_p99"]} if live else {}),
             "detail": float(np.mean(detail)) if detail else None, "detail_max": max(detail, default=None),
-            **({"designated": designated, "shown": shown_frames, "kept": report.kept,
+            **({"designated": designated, "shown": shown_frames, "whole": whole, "shown_whole": shown_whole,
+                "kept": report.kept,
                 "consent_s": report.seconds.get("consent", 0.0)} if keep else {})}
 
 
@@ -575,13 +580,17 @@ def size_buckets(sizes: list[float]) -> dict[str, int]:
 def keep_table(results: list[dict]) -> str:
     """--keep-face: per clip with the designated person, how often she is shown where her face is >= 48 px."""
     rows = [r for r in results if r["designated"]]
-    lines = ["clip                      her frames  shown     kept tracks (distance)          consent s"]
+    lines = ["clip                      her frames  shown   whole in view  shown   kept tracks (distance)          "
+             "consent s"]
     for r in rows:
         kept = ", ".join(f"{k['track']} ({k['distance']})" for k in r["kept"])
         lines.append(f"{r['clip']:<25} {r['designated']:>10}  {r['shown'] / r['designated']:>6.1%}   "
+                     f"{r['whole']:>13}  {r['shown_whole'] / max(r['whole'], 1):>6.1%}   "
                      f"{kept[:32]:<32} {r['consent_s']:>8.2f}")
     total, shown = sum(r["designated"] for r in rows), sum(r["shown"] for r in rows)
-    lines.append(f"{'all':<25} {total:>10}  {shown / max(total, 1):>6.1%}")
+    whole, shown_whole = sum(r["whole"] for r in rows), sum(r["shown_whole"] for r in rows)
+    lines.append(f"{'all':<25} {total:>10}  {shown / max(total, 1):>6.1%}   {whole:>13}  "
+                 f"{shown_whole / max(whole, 1):>6.1%}")
     return "\n".join(lines)
 
 

@@ -147,8 +147,10 @@ class _Fixed:
     def __init__(self, who):
         self.who = who
         self.frame = None
+        self.boxes = []   # the face boxes it was shown, as (frame looked at, the box's height-to-width ratio)
 
     def landmarks(self, crop, box):
+        self.boxes.append((self.frame, float(box[3] - box[1]) / float(box[2] - box[0])))
         return np.array([[10, 10], [20, 10], [40, 10], [30, 10], [25, 20]], np.float32), None
 
     def embed(self, crop, shape):
@@ -162,18 +164,22 @@ def _keeper(who, lookback=36):
 
 
 def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False,
-         small=lambda f: False):
+         small=lambda f: False, gap: float = 2, held=lambda f: False, narrow=lambda f: False, jump: float = 0):
     """One face tracked through ``frames`` frames (textured, so that it is sharp; ``small``: too small to compare
-    there); the frames it is shown in."""
+    there; ``narrow``: a fifth of it hidden from the left), beside another face ``gap`` px to its right where
+    ``near`` (not found there where ``held``; its box ``jump`` px further left every other frame); the frames it is
+    shown in."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (360, 640, 3), np.uint8)
     tracker = _Tracks()
     for f in range(frames):
         emb.frame = f
-        shape = (box[0], box[1], box[0] + 40, box[1] + 45) if small(f) else box
+        shape = (box[0], box[1], box[0] + 40, box[1] + 45) if small(f) else \
+            (box[0] + (box[2] - box[0]) // 5, *box[1:]) if narrow(f) else box
         tracker.tracks = [_T(0, shape, f if sure(f) else f - 1)]
         if near(f):
-            tracker.tracks.append(_T(1, (box[2] + 2, box[1], box[2] + 80, box[3]), f))
+            x = box[2] + gap - (jump if f % 2 else 0)
+            tracker.tracks.append(_T(1, (x, box[1], x + 80, box[3]), f - 2 if held(f) else f))
         keeper.look(f, frame, tracker)
     keeper.finish()   # the end of the stream: its last good face compared
     regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
@@ -209,14 +215,55 @@ def test_one_face_that_matches_nobody_redacts_the_track_from_then_on():
     assert all(not r.kept.any() for r in keeper.mark([], 0))
 
 
-def test_a_stretch_ends_where_the_face_is_missed_or_meets_another():
+def test_a_stretch_ends_where_the_face_is_missed_or_another_may_take_its_place():
     keeper, emb = _keeper(lambda f: ME)
     shown = _run(keeper, emb, 120, sure=lambda f: f != 50)
     assert 50 not in shown                # the miss: the stretch ends at 49 (its last face compared there)
     assert 40 in shown and any(f > 50 for f in shown)   # and a new stretch, matched again
+    # a face coming up to hers, 2 px away, and jumping 30 px at each look: the two boxes could be swapped
     keeper, emb = _keeper(lambda f: ME)
-    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60, jump=30)
     assert not any(40 <= f < 60 for f in shown) and any(f >= 60 for f in shown)
+    # one jumping from 12 px right of hers to 12 px left of it at each look: its boxes never meet hers, its way does
+    # (from the look after it came: 12 px away, and new, it cannot have taken her place there)
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60, gap=12, jump=12 + 80 + 12 + 80)
+    assert 40 in shown and not any(41 <= f < 60 for f in shown) and any(f >= 60 for f in shown)
+    # one overlapping hers by 20 px (in front of it) and staying put: each box is far nearer its own, the
+    # stretch goes on (from the look after the one it came at: a face new there could be either)
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60, gap=-20)
+    assert 40 not in shown and all(f in shown for f in range(41, 120))
+    # ... but not found at one look (50): anywhere near there, and where it is found again (51) it could be hers
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60, gap=-20, held=lambda f: f == 50)
+    assert 50 not in shown and 51 not in shown and all(f in shown for f in range(52, 120))
+    # ... there from the first frame (the first look: nothing to tell them apart by)
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: f < 60, gap=-20)
+    assert 0 not in shown and all(f in shown for f in range(1, 120))
+
+
+def test_a_face_beside_another_is_followed_on():
+    """Another face 12 px from hers (further than the two moved since the last look, and the detector's jitter):
+    her stretch goes on, shown throughout. Not found there (held), the other face could be anywhere near: the
+    stretch ends."""
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 70, gap=12)
+    assert shown == list(range(120))
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 70, gap=12, held=lambda f: True)
+    assert not any(40 <= f < 70 for f in shown) and any(f >= 70 for f in shown)
+
+
+def test_a_face_whose_box_narrows_is_not_compared():
+    """Its box a fifth narrower than the track's own shape (something in front of one side): not compared there
+    (a partly hidden face embeds as someone else, and one such face would redact the track)."""
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, narrow=lambda f: 40 <= f < 70)
+    ratios = [r for _, r in emb.boxes]
+    assert len(ratios) >= 4 and max(ratios) / min(ratios) - 1 < consent.SHAPE   # every face compared was whole
+    assert shown == list(range(120))
 
 
 def test_too_few_matches_show_nothing():

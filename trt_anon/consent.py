@@ -7,15 +7,18 @@ Fail safe, because a person wrongly kept is a leak:
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers, run in ONNX Runtime; the
   ``[consent]`` extra) with a threshold measured on real faces so that no two different people on the measured
   set come that close (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are
-  compared: at least ``MIN_FACE`` px, whole (not cut by the frame's edge), surely detected, looking at the
-  camera, the best of each few frames by size, score and sharpness.
-- A track is followed in stretches: frames where it is detected surely, away from any other face. A miss, a
-  weak or partly hidden detection, or another face coming close (where a tracker may swap two people) ends a
-  stretch; the next one starts unconfirmed. A stretch is shown once ``SAMPLES`` of its faces matched the same
-  person, and then only from its first sure detection to its last matching face: a frame is shown only with a
-  match after it, so the frames after a swap the rules above do not see (a cut between two people framed alike)
-  are never shown. A shown stretch is compared again every ``lookback`` - 8 frames, on its best face of the last
-  few, so that its frames get that match before they are written, and on its last good face when it ends.
+  compared: at least ``MIN_FACE`` px, whole (not cut by the frame's edge, of the track's own shape), surely
+  detected, looking at the camera, the best of each few frames by size, score and sharpness.
+- A track is followed in stretches: frames where it is detected surely and where no other face could have taken its
+  place (the areas two faces swept since the last look do not meet, or each face's box stayed far nearer its own than
+  the other's; else a tracker may swap two people). A miss, a weak or partly hidden detection, or a face that may have
+  taken its place ends a stretch; the next one starts unconfirmed. A face whose box has narrowed or flattened against
+  the track's own shape (partly hidden: behind another face, a shoulder, the frame's edge) is not compared, but the
+  stretch goes on through it. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
+  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the frames
+  after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown stretch is
+  compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get that match
+  before they are written, and on its last good face when it ends.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -49,8 +52,14 @@ MIN_FACE = 48       # px, the face box's shorter side: smaller faces are never c
 MIN_REFERENCE = 80  # px: a reference photo's face must be at least this large
 SAMPLES = 3         # faces of a stretch that must match the same person before it is shown
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
-NEAR = 0.25         # two faces whose boxes, grown by this fraction of their width per side, meet: a tracker may
-                    # swap them, so a stretch ends there
+SHAPE = 0.08        # a face box whose height-to-width ratio is off the track's own by more than this share is partly
+                    # hidden (narrowed from a side, cut at the top or bottom): not compared
+PAD = 0.05          # of a face's width per side, added to the area it swept since the last look (the detector's
+                    # jitter): where two such areas meet, the tracker may have swapped the two faces
+LOST = 0.25         # of a face's width per side, plus its motion since: where a face not found at a look may be
+APART = 3           # two faces found at this look and the last whose swept areas meet are still told apart where
+                    # each one's box is this many times nearer its own box at the last look than the other's (one
+                    # in front of the other): a swap there would be both faces jumping into each other's box
 MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
 BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
@@ -201,7 +210,8 @@ class _Stretch:
     end: int                     # its last one so far
     matches: list = field(default_factory=list)   # distances of the faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
-    best: tuple | None = None    # (quality, frame, crop, box in the crop): the best face of the window's last frames
+    best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio): the best face of the window's
+                                 # last frames
     recent: tuple | None = None  # the same, of the last good face (compared when the stretch ends)
     since: int = 0               # the first frame of the window: after the last comparison
 
@@ -220,6 +230,15 @@ class _Followed:
     open: bool = False
     distances: list[float] = field(default_factory=list)
     seen: int = 0                # the last frame it was tracked in
+    box: np.ndarray | None = None   # its last detection, in frame ``hit``
+    hit: int = -1
+    step: float = 0.0            # px per frame its box moved between its last two detections
+    shapes: list = field(default_factory=list)    # height-to-width ratios of its sure detections (the last 32)
+    matched: list = field(default_factory=list)   # ... of its faces that matched (the last 32)
+
+    def shape(self) -> float:
+        """The ratio of its whole face: the median of its faces that matched, else of its sure detections."""
+        return float(np.median(self.matched or self.shapes))
     kept_frames: int = 0
 
 
@@ -239,6 +258,7 @@ class Keeper:
         self.embedder = embedder or shared_embedder()
         self.tracks: dict[int, _Followed] = {}
         self.alive: set[int] = set()   # the tracks at the last look
+        self.last = -1           # the frame of the last look
         self.compared = 0        # faces embedded
         self.seconds = 0.0       # spent choosing, cropping and embedding faces
 
@@ -255,20 +275,25 @@ class Keeper:
 
     def _look(self, f: int, frame, tracker) -> None:
         alive = list(tracker.tracks)
+        last, self.last = self.last, f
         self.alive = {int(t.id) for t in alive}
         for track, state in self.tracks.items():
             if track not in self.alive:  # gone: its stretch ends at its last sure detection
                 self._close(state)
         if not alive:
             return
-        near = _near(np.stack([t.box for t in alive]))
-        for t, close in zip(alive, near):
-            state = self.tracks.setdefault(int(t.id), _Followed())
+        states = [self.tracks.setdefault(int(t.id), _Followed()) for t in alive]
+        swapped = _swapped(alive, states, f, last)
+        for t, state, risky in zip(alive, states, swapped):
             state.seen = f
+            if t.last_hit == f:
+                box = np.asarray(t.box, np.float32)
+                if state.box is not None and state.hit < f:
+                    state.step = float(np.abs(box - state.box).max()) / (f - state.hit)
+                state.box, state.hit = box, f
             if state.rejected:
                 continue
-            sure = t.last_hit == f and t.sure and not close
-            if not sure:
+            if not (t.last_hit == f and t.sure and not risky):
                 self._close(state)
                 continue
             if not state.open:
@@ -276,11 +301,14 @@ class Keeper:
                 state.open = True
             s = state.stretches[-1]
             s.end = f
-            self._consider(state, s, f, frame, t.box, float(t.score))
+            state.shapes = [*state.shapes[-31:], _ratio(t.box)]
+            whole = abs(state.shapes[-1] / state.shape() - 1) <= SHAPE
+            self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
     def _close(self, state: _Followed) -> None:
-        """The open stretch ends (a miss, a weak detection, a face near, the end): its best face since the last
-        comparison is compared now (its frames up to there may then show); kept only if it was shown."""
+        """The open stretch ends (a miss, a weak detection, a face that may have taken its place, the end): its best
+        face since the last comparison is compared now (its frames up to there may then show); kept only if it was
+        shown."""
         if state.open:
             s = state.stretches[-1]
             if s.recent is not None:  # (a face since the last comparison)
@@ -298,8 +326,9 @@ class Keeper:
             self._close(state)
         self.seconds += time.perf_counter() - started
 
-    def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float) -> None:
-        """A good face of the stretch (large, whole, sure, sharp) is a candidate: until the stretch is shown, the
+    def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float,
+                  whole: bool = True) -> None:
+        """A good face of the stretch (large, ``whole``, sure, sharp) is a candidate: until the stretch is shown, the
         best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
         ``every``."""
         due = self.every if s.shown else SPACING
@@ -308,7 +337,7 @@ class Keeper:
         height, width = frame.shape[:2]
         inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
         # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
-        if side >= MIN_FACE and inside and score >= MIN_SCORE:
+        if side >= MIN_FACE and inside and score >= MIN_SCORE and whole:
             crop, cbox = face_crop(frame, box, self.rotation)
             window = f - s.since >= due - SPACING
             quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
@@ -316,7 +345,7 @@ class Keeper:
                 grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
                 bx = [int(max(v, 0)) for v in cbox]
                 quality = min(side, 160.0) * score * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
-            s.recent = (quality, f, crop, cbox)
+            s.recent = (quality, f, crop, cbox, _ratio(box))
             if window and (s.best is None or quality > s.best[0]):
                 s.best = s.recent
         if s.best is not None and f - s.since >= due - 1:
@@ -327,8 +356,10 @@ class Keeper:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
         showing it; no match, or a match with another person than before, and the track is redacted from then
         on."""
-        _, f, crop, cbox = face
-        s.best = s.recent = None
+        _, f, crop, cbox, ratio = face
+        s.best = None
+        if not s.shown or s.recent is not None and s.recent[1] <= f:  # (a shown stretch's later face is compared
+            s.recent = None                                                # when it ends: its last frames may show)
         points, shape = self.embedder.landmarks(crop, cbox)
         if not frontal(points):
             return
@@ -342,6 +373,7 @@ class Keeper:
             state.stretches.clear()
             return
         state.person = who
+        state.matched = [*state.matched[-31:], ratio]
         s.matches.append(dist[who])
         s.last_match = f
         state.distances.append(dist[who])
@@ -417,15 +449,49 @@ def face_crop(frame, box: np.ndarray, rotation: int = 0) -> tuple[np.ndarray, np
     return np.ascontiguousarray(crop), cbox
 
 
-def _near(boxes: np.ndarray) -> np.ndarray:
-    """For each box, whether another one comes near it (both grown by ``NEAR`` of their width per side meet)."""
-    n = len(boxes)
-    if n < 2:
-        return np.zeros(n, bool)
-    b = boxes.astype(np.float32)
-    pad = NEAR * np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    g = b + np.stack([-pad, -pad, pad, pad], axis=1)
+def _ratio(box) -> float:
+    return float(box[3] - box[1]) / max(float(box[2] - box[0]), 1.0)
+
+
+def _grown(b: np.ndarray, pad) -> np.ndarray:
+    return b + np.stack([-pad, -pad, pad, pad], axis=-1)
+
+
+def _swept(t, state: _Followed, f: int) -> np.ndarray:
+    """Where track ``t``'s face may have been since the last look: found in frame ``f``, its box there and at its
+    detection before (``state``), grown by ``PAD`` of its width; not found, anywhere within ``LOST`` of its width
+    and the way its last motion may have taken it since its last detection."""
+    box = np.asarray(t.box, np.float32)
+    width = float(max(box[2] - box[0], box[3] - box[1]))
+    if t.last_hit == f:
+        if state.box is not None and state.hit < f:
+            box = np.concatenate([np.minimum(box[:2], state.box[:2]), np.maximum(box[2:], state.box[2:])])
+        return _grown(box, PAD * width)
+    return _grown(box, LOST * width + state.step * (f - t.last_hit))
+
+
+def _swapped(alive: list, states: list[_Followed], f: int, last: int) -> np.ndarray:
+    """For each track, whether the tracker may have given its number to another face at this look (frame ``f``;
+    the one before, ``last``): their ``_swept`` areas meet, and they are not both found at both looks with each
+    box ``APART`` times nearer (coordinate by coordinate) its own box at the last look than the other's."""
+    meet = _meet(np.stack([_swept(t, state, f) for t, state in zip(alive, states)]))
+    risky = np.zeros(len(alive), bool)
+    for i, j in zip(*np.nonzero(np.triu(meet))):
+        pair = [(alive[k], states[k]) for k in (i, j)]
+        if not all(t.last_hit == f and state.box is not None and state.hit == last for t, state in pair):
+            risky[[i, j]] = True
+            continue
+        for (t, state), (_, other) in (pair, pair[::-1]):
+            box = np.asarray(t.box, np.float32)
+            own = max(float(np.abs(box - state.box).max()), PAD * float(box[2] - box[0]))
+            if float(np.abs(box - other.box).max()) <= APART * own:
+                risky[[i, j]] = True
+    return risky
+
+
+def _meet(g: np.ndarray) -> np.ndarray:
+    """Which boxes meet which (a square matrix, False on the diagonal)."""
     meet = (np.minimum(g[:, None, 2], g[None, :, 2]) > np.maximum(g[:, None, 0], g[None, :, 0])) & \
            (np.minimum(g[:, None, 3], g[None, :, 3]) > np.maximum(g[:, None, 1], g[None, :, 1]))
     np.fill_diagonal(meet, False)
-    return meet.any(axis=1)
+    return meet
