@@ -12,13 +12,14 @@ Fail safe, because a person wrongly kept is a leak:
 - A track is followed in stretches: frames where it is detected surely and where no other face could have taken its
   place (the areas two faces swept since the last look do not meet, or each face's box stayed far nearer its own than
   the other's; else a tracker may swap two people). A miss, a weak or partly hidden detection, or a face that may have
-  taken its place ends a stretch; the next one starts unconfirmed. A face whose box has narrowed or flattened against
-  the track's own shape (partly hidden: behind another face, a shoulder, the frame's edge) is not compared, but the
-  stretch goes on through it. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
-  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the frames
-  after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown stretch is
-  compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get that match
-  before they are written, and on its last good face when it ends.
+  taken its place ends a stretch; the next one starts unconfirmed. A face within a tenth of its width of another one
+  (it may be partly behind the other's head), or whose box has narrowed or flattened against the track's own shape
+  (partly hidden: by a shoulder, the frame's edge), is not compared, but the stretch goes on through it. A stretch is
+  shown once ``SAMPLES`` of its faces matched the same person, and then only from its first sure detection to its last
+  matching face: a frame is shown only with a match after it, so the frames after a swap the rules above do not see (a
+  cut between two people framed alike) are never shown. A shown stretch is compared again every ``lookback`` - 8
+  frames, on its best face of the last few, so that its frames get that match before they are written, and on its last
+  good face when it ends.
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -52,6 +53,8 @@ MIN_FACE = 48       # px, the face box's shorter side: smaller faces are never c
 MIN_REFERENCE = 80  # px: a reference photo's face must be at least this large
 SAMPLES = 3         # faces of a stretch that must match the same person before it is shown
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
+NEAR = 0.1          # a face whose box, grown by this share of its width per side, meets another one grown alike may
+                    # be partly behind the other's head (its hair and shoulders reach past its face box): not compared
 SHAPE = 0.08        # a face box whose height-to-width ratio is off the track's own by more than this share is partly
                     # hidden (narrowed from a side, cut at the top or bottom): not compared
 PAD = 0.05          # of a face's width per side, added to the area it swept since the last look (the detector's
@@ -284,7 +287,8 @@ class Keeper:
             return
         states = [self.tracks.setdefault(int(t.id), _Followed()) for t in alive]
         swapped = _swapped(alive, states, f, last)
-        for t, state, risky in zip(alive, states, swapped):
+        beside = _beside(np.stack([np.asarray(t.box, np.float32) for t in alive]))
+        for t, state, risky, near in zip(alive, states, swapped, beside):
             state.seen = f
             if t.last_hit == f:
                 box = np.asarray(t.box, np.float32)
@@ -302,7 +306,9 @@ class Keeper:
             s = state.stretches[-1]
             s.end = f
             state.shapes = [*state.shapes[-31:], _ratio(t.box)]
-            whole = abs(state.shapes[-1] / state.shape() - 1) <= SHAPE
+            # a face beside another may be partly behind its head (which of the two is in front, the boxes do not
+            # say), and a box off the track's own shape is partly hidden: neither is compared
+            whole = not near and abs(state.shapes[-1] / state.shape() - 1) <= SHAPE
             self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
     def _close(self, state: _Followed) -> None:
@@ -455,6 +461,12 @@ def _ratio(box) -> float:
 
 def _grown(b: np.ndarray, pad) -> np.ndarray:
     return b + np.stack([-pad, -pad, pad, pad], axis=-1)
+
+
+def _beside(boxes: np.ndarray) -> np.ndarray:
+    """For each face box, whether another one comes within ``NEAR`` of their widths."""
+    pad = NEAR * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return _meet(_grown(boxes, pad)).any(axis=1)
 
 
 def _swept(t, state: _Followed, f: int) -> np.ndarray:
