@@ -140,15 +140,19 @@ def test_a_look_alike_from_lfw_is_not_kept(tmp_path):
 
 class _Tracks:
     """The tracker as the keeper reads it: its live tracks' number, box, last detection, whether it was sure, and
-    its score."""
+    its score; their motion (not measured here)."""
 
     def __init__(self):
         self.tracks = []
 
+    def motion(self):
+        return [(t.box, t.velocity) for t in self.tracks]
+
 
 class _T:
-    def __init__(self, id, box, last_hit, sure=True, score=0.9):
+    def __init__(self, id, box, last_hit, sure=True, score=0.9, velocity=None):
         self.id, self.box, self.last_hit, self.sure, self.score = id, np.asarray(box, np.float32), last_hit, sure, score
+        self.velocity = velocity   # px per frame (x1, y1, x2, y2) as the tracker measured it; None: not measured
 
 
 class _Fixed:
@@ -265,6 +269,29 @@ def test_a_face_beside_another_is_not_compared_but_followed_on():
     keeper, emb = _keeper(lambda f: ME)
     shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 70, gap=12, held=lambda f: True)
     assert not any(40 <= f < 70 for f in shown) and any(f >= 70 for f in shown)
+
+
+def test_a_face_not_found_may_be_as_far_as_its_measured_motion_takes_it():
+    """Another face last found 60 px to the right of hers, then not found for 30 frames: moving 0.5 px a frame (the
+    tracker's measured motion) it cannot have come to her face, and her stretch goes on; at 3 px a frame it could
+    have, and her stretch ends (a new one is matched again after)."""
+    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    box = (100, 100, 180, 190)
+    for speed, ends in ((0.5, False), (3.0, True)):
+        keeper, emb = _keeper(lambda f: ME)
+        tracker = _Tracks()
+        for f in range(120):
+            emb.frame = f
+            tracker.tracks = [_T(0, box, f)]
+            if f < 70:
+                tracker.tracks.append(_T(1, (240, 100, 320, 190), min(f, 40),
+                                         velocity=np.array([-speed, 0, -speed, 0], np.float32)))
+            keeper.look(f, frame, tracker)
+        keeper.finish()
+        regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
+                           np.zeros(1, np.int32), np.array([box], np.float32)) for _ in range(120)]
+        shown = [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
+        assert (shown == list(range(120))) != ends, (speed, shown)
 
 
 def test_a_face_whose_box_narrows_is_not_compared():

@@ -235,7 +235,8 @@ class _Followed:
     seen: int = 0                # the last frame it was tracked in
     box: np.ndarray | None = None   # its last detection, in frame ``hit``
     hit: int = -1
-    step: float = 0.0            # px per frame its box moved between its last two detections
+    step: float = 0.0            # px per frame its box moves: the tracker's measured motion, else between its last
+                                 # two detections
     shapes: list = field(default_factory=list)    # height-to-width ratios of its sure detections (the last 32)
     matched: list = field(default_factory=list)   # ... of its faces that matched (the last 32)
 
@@ -269,7 +270,8 @@ class Keeper:
         """Frame ``f`` (as stored, NumPy or CuPy), which the detector looked at and the tracker has taken.
 
         Reads the tracker's live tracks: each one's number (``id``), last box, the frame of its last detection
-        (``last_hit``), whether that detection was sure and whole (``sure``) and its ``score``."""
+        (``last_hit``), whether that detection was sure and whole (``sure``) and its ``score``; and their measured
+        ``motion()``."""
         started = time.perf_counter()
         try:
             self._look(f, frame, tracker)
@@ -286,6 +288,9 @@ class Keeper:
         if not alive:
             return
         states = [self.tracks.setdefault(int(t.id), _Followed()) for t in alive]
+        for state, (_, velocity) in zip(states, tracker.motion()):
+            if velocity is not None:  # fitted over its recent detections: steadier than its last two
+                state.step = float(np.abs(velocity).max())
         swapped = _swapped(alive, states, f, last)
         beside = _beside(np.stack([np.asarray(t.box, np.float32) for t in alive]))
         for t, state, risky, near in zip(alive, states, swapped, beside):
@@ -472,7 +477,7 @@ def _beside(boxes: np.ndarray) -> np.ndarray:
 def _swept(t, state: _Followed, f: int) -> np.ndarray:
     """Where track ``t``'s face may have been since the last look: found in frame ``f``, its box there and at its
     detection before (``state``), grown by ``PAD`` of its width; not found, anywhere within ``LOST`` of its width
-    and the way its last motion may have taken it since its last detection."""
+    and the way its motion (``step``) may have taken it since its last detection."""
     box = np.asarray(t.box, np.float32)
     width = float(max(box[2] - box[0], box[3] - box[1]))
     if t.last_hit == f:
