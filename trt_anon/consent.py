@@ -207,11 +207,11 @@ def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
 
 @dataclass
 class _Stretch:
-    """Frames where a track is detected surely and away from other faces: shown once confirmed."""
+    """Frames where a track is detected surely and no other face can have taken its place: shown once confirmed."""
 
     start: int                   # its first sure detection
     end: int                     # its last one so far
-    matches: list = field(default_factory=list)   # distances of the faces that matched
+    matches: int = 0             # its faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
     best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio): the best face of the window's
                                  # last frames
@@ -220,7 +220,7 @@ class _Stretch:
 
     @property
     def shown(self) -> bool:
-        return len(self.matches) >= SAMPLES
+        return self.matches >= SAMPLES
 
 
 @dataclass
@@ -231,7 +231,8 @@ class _Followed:
     rejected: bool = False       # a face matched nobody or someone else: redacted from then on
     stretches: list[_Stretch] = field(default_factory=list)   # the open one last
     open: bool = False
-    distances: list[float] = field(default_factory=list)
+    matched_faces: int = 0       # its faces that matched, in all its stretches
+    farthest: float = 0.0        # ... the largest distance among them
     seen: int = 0                # the last frame it was tracked in
     box: np.ndarray | None = None   # its last detection, in frame ``hit``
     hit: int = -1
@@ -385,9 +386,10 @@ class Keeper:
             return
         state.person = who
         state.matched = [*state.matched[-31:], ratio]
-        s.matches.append(dist[who])
+        s.matches += 1
         s.last_match = f
-        state.distances.append(dist[who])
+        state.matched_faces += 1
+        state.farthest = max(state.farthest, dist[who])
 
     def mark(self, final: list[Regions], start: int) -> list[Regions]:
         """The final frames (from frame index ``start``) with the faces to leave visible marked ``kept``."""
@@ -424,8 +426,8 @@ class Keeper:
 
     def summary(self) -> list[dict]:
         """The tracks kept visible: which person, the distances that matched (the largest), frames shown."""
-        return [{"track": t, "person": self.persons[s.person].name, "distance": round(max(s.distances), 3),
-                 "compared": len(s.distances), "frames": s.kept_frames}
+        return [{"track": t, "person": self.persons[s.person].name, "distance": round(s.farthest, 3),
+                 "compared": s.matched_faces, "frames": s.kept_frames}
                 for t, s in sorted(self.tracks.items()) if s.kept_frames]
 
 
