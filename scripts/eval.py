@@ -361,7 +361,7 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
                 for n in ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml")]
     counted = leaks = strays = 0
     designated = shown_frames = 0   # keep: her face-frames of at least 48 px in view, and those shown
-    whole = shown_whole = 0         # ... of them, those where no other face hides any of hers
+    whole = shown_whole = 0         # ... of them, those where no other face nor the edge hides any of hers
     over = []
     leak_sizes: list[float] = []
     haar_in = haar_out = 0

@@ -240,11 +240,11 @@ class _Followed:
                                  # two detections
     shapes: list = field(default_factory=list)    # height-to-width ratios of its sure detections (the last 32)
     matched: list = field(default_factory=list)   # ... of its faces that matched (the last 32)
+    kept_frames: int = 0
 
     def shape(self) -> float:
         """The ratio of its whole face: the median of its faces that matched, else of its sure detections."""
         return float(np.median(self.matched or self.shapes))
-    kept_frames: int = 0
 
 
 class Keeper:
@@ -339,7 +339,7 @@ class Keeper:
         self.seconds += time.perf_counter() - started
 
     def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float,
-                  whole: bool = True) -> None:
+                  whole: bool) -> None:
         """A good face of the stretch (large, ``whole``, sure, sharp) is a candidate: until the stretch is shown, the
         best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
         ``every``."""
