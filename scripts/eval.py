@@ -49,7 +49,8 @@ import synth  # noqa: E402
 from synth import Face, face_box, hide, make_clip  # noqa: E402
 
 import trt_anon  # noqa: E402
-from trt_anon.redact import cell_sizes, pixel_mask, redact  # noqa: E402
+from trt_anon.detect.detections import Regions  # noqa: E402
+from trt_anon.redact import cell_sizes, pixel_mask, redact, uncovered  # noqa: E402
 
 
 def eval_set() -> dict[str, tuple[int, int, int, list[Face]]]:
@@ -231,6 +232,15 @@ def crossing_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
     }
 
 
+def found_regions(faces: list[dict]) -> Regions:
+    """A frame's faces as the run's ``--json`` records them, as the redactor had them (boxes, scores, kept)."""
+    n = len(faces)
+    box = np.array([f["box"] for f in faces], np.float32).reshape(n, 4)
+    return Regions(box, np.array([f["score"] for f in faces], np.float32), np.zeros(n, np.uint8),
+                   np.array([f.get("track", -1) for f in faces], np.int32), box,
+                   kept=np.array([bool(f.get("kept")) for f in faces], bool))
+
+
 def visible_fraction(box, full_w, full_h) -> float:
     return (box[2] - box[0]) * (box[3] - box[1]) / max(full_w * full_h, 1e-6)
 
@@ -387,6 +397,11 @@ def evaluate(name: str, spec, folder: Path, opts: dict, min_face: int, haar_ever
             redacted = np.array(rec["redacted"], np.float32).reshape(-1, 4)
             mask = pixel_mask(redacted, cell_sizes(redacted, config.mosaic_cell, config.style, box_margin(config)),
                               height, width)
+            if any(d.get("kept") for d in rec["faces"]):  # a face left visible is put back where margins covered it
+                for y0, ye, x0, xe, back in uncovered(found_regions(rec["faces"]), redacted, config.target,
+                                                      config.mosaic_cell, config.style, box_margin(config),
+                                                      height, width):
+                    mask[y0:ye, x0:xe] &= ~back
             strays += duplicates_and_strays(rec["faces"], [b for f in truth if (b := face_box(f, i)) is not None])[1]
             follow(rec["faces"], i)
             face_px = np.zeros((height, width), bool)

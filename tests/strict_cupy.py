@@ -399,6 +399,7 @@ concatenate = _device_function(np.concatenate, copies=True)
 nonzero = _device_function(np.nonzero)
 exp = _device_function(np.exp)
 rot90 = _device_function(np.rot90)
+where = _device_function(np.where)
 
 
 def empty(shape, dtype=float) -> ndarray:

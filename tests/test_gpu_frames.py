@@ -116,3 +116,28 @@ def test_pytorch_cpu_tensors_take_the_cpu_path(batches):
     boxes += r.boxes
     assert not anon.gpu
     check_redacted(np.concatenate(out), boxes, np.concatenate(batches))
+
+
+def test_a_face_in_front_is_put_back_on_the_device_as_on_the_cpu(strict_gpu):  # noqa: F811 (the fixture)
+    """A kept face in front of a redacted one (tests/test_in_front.py) on CuPy frames: the same pixels as the CPU
+    path, the frame never leaving the device (only the small mask of what is put back goes up)."""
+    from test_in_front import anonymizer, regions, scene
+
+    from trt_anon.config import Config
+    from trt_anon.redact import box_margin
+    from trt_anon.redact.gpu import CupyRedactor
+
+    cp = strict_gpu
+    frame, boxes = scene()
+    det = regions(boxes, [0.6, 0.9], [False, True])
+    config = Config()
+    ref, _ = anonymizer(config).redact(frame[None].copy(), [det])
+    anon = trt_anon.Anonymizer(config, detector=object(),
+                               redactor=CupyRedactor(config.mosaic_cell, config.style, config.fill_color,
+                                                     box_margin(config)))
+    LEDGER.clear()
+    out, drawn = anon.redact(cp.asarray(frame[None]), [det])
+    assert type(out) is cp.ndarray
+    assert not LEDGER.d2h(), "pixels came to the host"
+    np.testing.assert_array_equal(cp.asnumpy(out), ref)
+    assert (ref != anonymizer(config).redactor(frame[None].copy(), drawn)).any()  # (the carve did something)

@@ -27,7 +27,7 @@ from .cuda import array_module
 from .detect import select_detector
 from .detect.detections import Detections, Regions
 from .errors import ConfigError, InputError
-from .redact import redaction_boxes, select_redactor
+from .redact import box_margin, redaction_boxes, select_redactor, uncovered
 from .track import Tracker
 
 DLPACK_CUDA = 2  # DLPack's device type for CUDA memory (kDLCUDA)
@@ -233,9 +233,30 @@ class Anonymizer:
         return [redaction_boxes(d, c.target, c.margin_px, c.margin_rel, width, height) for d in final]
 
     def redact(self, frames, final: list[Regions]) -> tuple[Any, list[np.ndarray]]:
-        """The final frames redacted (in place where the redactor can) and their boxes."""
-        boxes = self.boxes(final, *self._size(frames[0][None]))
-        return self.redactor(frames, boxes), boxes
+        """The final frames redacted (in place where the redactor can) and their boxes; a face left visible in
+        front of a redacted one is put back where the other's margin covered it (``redact.uncovered``)."""
+        height, width = self._size(frames[0][None])
+        boxes = self.boxes(final, height, width)
+        c = self.config
+        shown = [(i, u) for i, (d, b) in enumerate(zip(final, boxes)) if d.kept.any()
+                 for u in uncovered(d, b, c.target, c.mosaic_cell, c.style, box_margin(c), height, width)]
+        saved = [[p[y0 >> sy:ye >> sy, x0 >> sx:xe >> sx].copy() for p, (sy, sx) in self._planes(frames[i])]
+                 for i, (y0, ye, x0, xe, _) in shown]
+        out = self.redactor(frames, boxes)
+        xp = array_module(out)
+        for (i, (y0, ye, x0, xe, mask)), before in zip(shown, saved):
+            for (p, (sy, sx)), old in zip(self._planes(out[i]), before):
+                m = mask.reshape((ye - y0) >> sy, 1 << sy, (xe - x0) >> sx, 1 << sx).all(axis=(1, 3))
+                region = p[y0 >> sy:ye >> sy, x0 >> sx:xe >> sx]
+                m = xp.asarray(m if region.ndim == 2 else m[..., None])
+                region[...] = xp.where(m, old, region)
+        return out, boxes
+
+    def _planes(self, frame) -> list[tuple[Any, tuple[int, int]]]:
+        """A frame's planes and each one's (vertical, horizontal) subsampling: RGB is one plane, unshifted."""
+        if self.layout is None:
+            return [(frame, (0, 0))]
+        return list(zip(self.layout.planes(frame), self.layout.shifts))
 
     # --- frames in, frames out
     def push(self, frames) -> Ready:

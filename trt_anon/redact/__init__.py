@@ -11,8 +11,8 @@ from .styles.blur import blur
 from .styles.mosaic import mosaic
 from .styles.solid import fill_value, solid
 
-__all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "redact", "mosaic", "blur", "solid", "cell_mask",
-           "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "face_margins", "STYLES"]
+__all__ = ["select_redactor", "NumpyRedactor", "redaction_boxes", "uncovered", "redact", "mosaic", "blur", "solid",
+           "cell_mask", "cell_ranges", "pixel_mask", "cell_sizes", "box_margin", "face_margins", "STYLES"]
 
 
 # Extra margin, as a fraction of the box per side, for a face box whose margin-grown box meets a better-scored
@@ -37,6 +37,46 @@ def redaction_boxes(det: Regions, target: str, margin_px: float, margin_rel: flo
     if target == "eyes":
         return grow(det.eyes, margin_px / 2, 0.0, width, height)
     return grow(det.xyxy, margin_px, face_margins(det, margin_px, margin_rel), width, height)
+
+
+def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, margin: tuple[float, float],
+              height: int, width: int) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """Where a face left visible (``Regions.kept``) is in front of a redacted one, the part of it that the other's
+    margin covers, to be put back after redaction: ``(y0, y1, x0, x1, mask)`` per visible face, a boolean mask of
+    the frame's rows y0:y1 and columns x0:x1 (even, for subsampled chroma).
+
+    ``boxes``: the frame's redaction boxes, first those of the redacted faces in order, then any others. A
+    margin runs past its face's box to cover what the detector missed of it; where that face scores lower
+    than the visible one (the redactor's own sign of a face behind another, ``face_margins``), what its
+    margin covers of the visible face is the visible face. So the visible face's own oval (the ellipse in its
+    box: not the corners, which may show what is beside it) is put back, except where the box of a face behind
+    it lies (its cells as redacted) or the margin of any face scoring as high or higher (which may be in front).
+    """
+    kept = np.asarray(det.kept, bool)
+    if target == "eyes" or not kept.any() or kept.all() or not len(boxes):
+        return []
+    hidden = np.flatnonzero(~kept)
+    cells = cell_sizes(boxes, cell, style, margin)
+    reach = np.asarray(boxes, np.float64) + np.asarray(cells, np.float64)[:, None] * [-1, -1, 1, 1]  # whole cells
+    out = []
+    for k in np.flatnonzero(kept):
+        x1, y1, x2, y2 = (float(v) for v in det.xyxy[k])
+        x0, y0 = max(0, int(np.floor(x1)) & ~1), max(0, int(np.floor(y1)) & ~1)
+        xe, ye = min(width, (int(np.ceil(x2)) + 1) & ~1), min(height, (int(np.ceil(y2)) + 1) & ~1)
+        if xe <= x0 or ye <= y0 or not np.any((reach[:, 0] < xe) & (reach[:, 2] > x0) &
+                                              (reach[:, 1] < ye) & (reach[:, 3] > y0)):
+            continue  # no redaction reaches it
+        behind = det.score[hidden] < det.score[k]
+        block = np.array(boxes, np.float32, copy=True)
+        block[:len(hidden)][behind] = det.xyxy[hidden][behind]  # a face behind: only its own box stays covered
+        blocked = pixel_mask(block, cells, height, width)[y0:ye, x0:xe]
+        yy, xx = np.ogrid[y0:ye, x0:xe]
+        rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
+        oval = ((xx + 0.5 - (x1 + x2) / 2) / rx) ** 2 + ((yy + 0.5 - (y1 + y2) / 2) / ry) ** 2 <= 1
+        mask = oval & ~blocked
+        if mask.any():
+            out.append((y0, ye, x0, xe, mask))
+    return out
 
 
 def face_margins(det: Regions, margin_px: float, margin_rel: float) -> np.ndarray:

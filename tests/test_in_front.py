@@ -1,0 +1,127 @@
+"""A face left visible (``--keep-face``, a track kept in review) in front of a redacted one: the other's margin
+must not cover it, and nothing of the other face may show. Real faces: Eileen Collins' portrait drawn over Grace
+Hopper's, hiding a third of it, as a crowd or a presenter before passers-by puts them."""
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from synth import Face, hide, render
+
+import trt_anon
+from trt_anon import planar
+from trt_anon.config import Config
+from trt_anon.detect.detections import HIT, Regions
+from trt_anon.redact import NumpyRedactor, box_margin, cell_sizes, pixel_mask, redaction_boxes
+
+W, H = 480, 320
+
+
+def scene():
+    """(frame, boxes): Hopper's face (110 px) with hers (100 px) in front hiding 35 % of it from the right; the
+    boxes a detector gives: hers whole, Hopper's the part that shows."""
+    behind = Face(110, (110, 80), source="hopper")
+    front = hide(behind, Face(100, (110 + 2.5 * 110, 95)), 0.35, W, H)
+    frame, gt, _ = next(render(W, H, [behind, front], 1))
+    hopper, her = (np.asarray(b, np.float32) for b in gt)
+    hopper[2] = min(hopper[2], her[0])  # found as the part in view
+    return frame, np.stack([hopper, her])
+
+
+def regions(boxes, scores, kept) -> Regions:
+    n = len(boxes)
+    return Regions(boxes, np.asarray(scores, np.float32), np.full(n, HIT, np.uint8), np.arange(n, dtype=np.int32),
+                   boxes, kept=np.asarray(kept, bool))
+
+
+def oval(box) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    yy, xx = np.ogrid[:H, :W]
+    dx, dy = (xx + 0.5 - (x1 + x2) / 2) / ((x2 - x1) / 2), (yy + 0.5 - (y1 + y2) / 2) / ((y2 - y1) / 2)
+    return dx ** 2 + dy ** 2 <= 1
+
+
+def anonymizer(config: Config, layout=None) -> trt_anon.Anonymizer:
+    redactor = NumpyRedactor(config.mosaic_cell, config.style, config.fill_color, box_margin(config), layout)
+    return trt_anon.Anonymizer(config, detector=object(), redactor=redactor, layout=layout)
+
+
+def own_cells(det: Regions, config: Config, k: int) -> np.ndarray:
+    """The pixels that redacting face ``k`` covers with its own box (no margin), in the cells its grown box has."""
+    alone = np.arange(len(det)) == k
+    grown = redaction_boxes(det, config.target, config.margin_px, config.margin_rel, W, H, only=alone)
+    return pixel_mask(det.xyxy[k:k + 1], cell_sizes(grown, config.mosaic_cell, config.style, box_margin(config)), H, W)
+
+
+@pytest.mark.parametrize("style", ["mosaic", "blur", "solid"])
+def test_a_face_in_front_is_put_back_where_the_margin_of_the_face_behind_covered_it(style):
+    frame, boxes = scene()
+    config = Config(style=style)
+    det = regions(boxes, [0.6, 0.9], [False, True])  # hers kept, scoring higher: in front
+    plain = anonymizer(config).redactor(frame[None].copy(), [redaction_boxes(det, "face", 12, 0.1, W, H)])[0]
+    out, _ = anonymizer(config).redact(frame[None].copy(), [det])
+    back = oval(boxes[1]) & ~own_cells(det, config, 0)
+    assert (plain[back] != frame[back]).any(), "the scene must have Hopper's margin over her face"
+    np.testing.assert_array_equal(out[0][back], frame[back])       # her face as it was
+    np.testing.assert_array_equal(out[0][~back], plain[~back])     # all else as without her: Hopper's own box and
+    assert (out[0][own_cells(det, config, 0)] != frame[own_cells(det, config, 0)]).any()  # its cells covered
+
+
+@pytest.mark.parametrize("case", ["behind scores higher", "scores alike", "eyes"])
+def test_nothing_is_put_back_where_the_visible_face_may_be_the_one_behind(case):
+    """Which face is in front is read from the scores, as the redactor's wider margin does: where the redacted
+    face scores as high or higher (it may be in front, its margin over the visible one), or only eye bands are
+    covered, the frame is as without the carve (which, hers scoring higher, would have changed it)."""
+    frame, boxes = scene()
+    config = Config(target="eyes" if case == "eyes" else "face", margin_rel=0.3)  # a margin well past its cells
+    scores = {"behind scores higher": [0.9, 0.6], "scores alike": [0.8, 0.8], "eyes": [0.6, 0.9]}[case]
+    det = regions(boxes, scores, [False, True])
+    plain = anonymizer(config).redactor(frame[None].copy(), [redaction_boxes(det, config.target, *box_margin(config),
+                                                                             W, H)])[0]
+    out, _ = anonymizer(config).redact(frame[None].copy(), [det])
+    np.testing.assert_array_equal(out[0], plain)
+    if case != "eyes":
+        front = regions(boxes, [min(scores) - 0.1, max(scores)], [False, True])
+        assert (anonymizer(config).redact(frame[None].copy(), [front])[0][0] != plain).any()
+
+
+def test_a_redacted_face_in_front_of_the_visible_one_keeps_its_margin_there():
+    """Three faces: hers kept between Hopper behind her (lower score) and a third face scoring higher whose margin
+    reaches her too: only the margin of the one behind her is lifted from her face."""
+    frame, boxes = scene()
+    x1, y1, x2, y2 = boxes[1]
+    third = np.array([x2 + 4, y1 + 10, x2 + 60, y1 + 80], np.float32)  # beside her, its margin over her right side
+    boxes = np.concatenate([boxes, third[None]])
+    config = Config()
+    det = regions(boxes, [0.6, 0.9, 0.95], [False, True, False])
+    grown = redaction_boxes(det, "face", 12, 0.1, W, H)
+    plain = anonymizer(config).redactor(frame[None].copy(), [grown])[0]
+    out, _ = anonymizer(config).redact(frame[None].copy(), [det])
+    third_cover = pixel_mask(grown[1:], cell_sizes(grown, 25, "mosaic", (12, 0.1))[1:], H, W)
+    assert (third_cover & oval(boxes[1])).any()
+    np.testing.assert_array_equal(out[0][third_cover], plain[third_cover])
+    back = oval(boxes[1]) & ~own_cells(det, config, 0) & ~third_cover
+    assert (plain[back] != frame[back]).any()
+    np.testing.assert_array_equal(out[0][back], frame[back])
+
+
+def test_on_the_decoders_planes_the_face_in_front_is_put_back_too():
+    """4:2:0 rows as the CPU path keeps them: her luma samples as decoded; a chroma sample only where all four luma
+    samples it stands for are put back; the rest as redacted without the carve."""
+    frame, boxes = scene()
+    config = Config()
+    vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+    layout = planar.Planar.of(vf)
+    rows = layout.empty(1)
+    layout.read(vf, rows[0])
+    det = regions(boxes, [0.6, 0.9], [False, True])
+    anon = anonymizer(config, layout)
+    plain = anon.redactor(rows.copy(), [redaction_boxes(det, "face", 12, 0.1, W, H)])[0]
+    out, _ = anon.redact(rows.copy(), [det])
+    back = oval(boxes[1]) & ~own_cells(det, config, 0)
+    for src, ref, got, (sy, sx) in zip(layout.planes(rows[0]), layout.planes(plain), layout.planes(out[0]),
+                                       layout.shifts):
+        m = back.reshape(H >> sy, 1 << sy, W >> sx, 1 << sx).all(axis=(1, 3))
+        assert (ref[m] != src[m]).any()
+        np.testing.assert_array_equal(got[m], src[m])
+        np.testing.assert_array_equal(got[~m], ref[~m])
