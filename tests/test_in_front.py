@@ -1,6 +1,7 @@
-"""A face left visible (``--keep-face``, a track kept in review) in front of a redacted one: the other's margin
-must not cover it, and nothing of the other face may show. Real faces: Eileen Collins' portrait drawn over Grace
-Hopper's, hiding a third of it, as a crowd or a presenter before passers-by puts them."""
+"""A face left visible (``--keep-face``, a track kept in review) in front of a redacted one: the wider margin the
+face behind gets must not cover it, and the face behind stays covered as it would be alone. Real faces: Eileen
+Collins' portrait drawn over Grace Hopper's, hiding a third of it, as a crowd or a presenter before passers-by
+puts them."""
 from __future__ import annotations
 
 import av
@@ -11,17 +12,18 @@ from synth import Face, hide, render
 import trt_anon
 from trt_anon import planar
 from trt_anon.config import Config
-from trt_anon.detect.detections import HIT, Regions
+from trt_anon.detect.detections import HIT, Regions, grow
 from trt_anon.redact import NumpyRedactor, box_margin, cell_sizes, pixel_mask, redaction_boxes
 
 W, H = 480, 320
 
 
 def scene():
-    """(frame, boxes): Hopper's face (110 px) with hers (100 px) in front hiding 35 % of it from the right; the
-    boxes a detector gives: hers whole, Hopper's the part that shows."""
-    behind = Face(110, (110, 80), source="hopper")
-    front = hide(behind, Face(100, (110 + 2.5 * 110, 95)), 0.35, W, H)
+    """(frame, boxes): Hopper's face (80 px) with hers (90 px) in front hiding 35 % of it from the right; the
+    boxes a detector gives: hers whole, Hopper's the part that shows. Placed where the 25 px cells tell apart
+    Hopper's box, the same with its own margin, and with the wider one."""
+    behind = Face(80, (66, 80), source="hopper")
+    front = hide(behind, Face(90, (66 + 2.5 * 80, 95)), 0.35, W, H)
     frame, gt, _ = next(render(W, H, [behind, front], 1))
     hopper, her = (np.asarray(b, np.float32) for b in gt)
     hopper[2] = min(hopper[2], her[0])  # found as the part in view
@@ -46,11 +48,13 @@ def anonymizer(config: Config, layout=None) -> trt_anon.Anonymizer:
     return trt_anon.Anonymizer(config, detector=object(), redactor=redactor, layout=layout)
 
 
-def own_cells(det: Regions, config: Config, k: int) -> np.ndarray:
-    """The pixels that redacting face ``k`` covers with its own box (no margin), in the cells its grown box has."""
-    alone = np.arange(len(det)) == k
-    grown = redaction_boxes(det, config.target, config.margin_px, config.margin_rel, W, H, only=alone)
-    return pixel_mask(det.xyxy[k:k + 1], cell_sizes(grown, config.mosaic_cell, config.style, box_margin(config)), H, W)
+def alone_cells(det: Regions, config: Config, k: int) -> np.ndarray:
+    """The pixels that redacting face ``k`` covers as if no other face were near (its own margin, no more), in the
+    cells it is redacted in."""
+    grown = redaction_boxes(det, config.target, config.margin_px, config.margin_rel, W, H, only=~det.kept)
+    at = list(np.flatnonzero(~det.kept)).index(k)
+    cells = cell_sizes(grown, config.mosaic_cell, config.style, box_margin(config))[at]
+    return pixel_mask(grow(det.xyxy[k:k + 1], config.margin_px, config.margin_rel, W, H), cells, H, W)
 
 
 @pytest.mark.parametrize("style", ["mosaic", "blur", "solid"])
@@ -60,28 +64,34 @@ def test_a_face_in_front_is_put_back_where_the_margin_of_the_face_behind_covered
     det = regions(boxes, [0.6, 0.9], [False, True])  # hers kept, scoring higher: in front
     plain = anonymizer(config).redactor(frame[None].copy(), [redaction_boxes(det, "face", 12, 0.1, W, H)])[0]
     out, _ = anonymizer(config).redact(frame[None].copy(), [det])
-    back = oval(boxes[1]) & ~own_cells(det, config, 0)
+    back = oval(boxes[1]) & ~alone_cells(det, config, 0)
     assert (plain[back] != frame[back]).any(), "the scene must have Hopper's margin over her face"
+    if style == "mosaic":
+        own = pixel_mask(det.xyxy[:1], 25, H, W)
+        assert (oval(boxes[1]) & ~own & ~back).any(), "... and Hopper's own margin over it too"
     np.testing.assert_array_equal(out[0][back], frame[back])       # her face as it was
     np.testing.assert_array_equal(out[0][~back], plain[~back])     # all else as without her: Hopper's own box and
-    assert (out[0][own_cells(det, config, 0)] != frame[own_cells(det, config, 0)]).any()  # its cells covered
+    assert (out[0][alone_cells(det, config, 0)] != frame[alone_cells(det, config, 0)]).any()  # its cells covered
 
 
 @pytest.mark.parametrize("case", ["behind scores higher", "scores alike", "eyes"])
 def test_nothing_is_put_back_where_the_visible_face_may_be_the_one_behind(case):
     """Which face is in front is read from the scores, as the redactor's wider margin does: where the redacted
     face scores as high or higher (it may be in front, its margin over the visible one), or only eye bands are
-    covered, the frame is as without the carve (which, hers scoring higher, would have changed it)."""
+    covered, the frame is as without the carve (which, hers scoring higher, would have changed it). A third face
+    scoring highest, beside Hopper's, gives Hopper's the wider margin in every case."""
     frame, boxes = scene()
-    config = Config(target="eyes" if case == "eyes" else "face", margin_rel=0.3)  # a margin well past its cells
+    third = np.array([20, 70, 85, 150], np.float32)
+    boxes = np.concatenate([boxes, third[None]])
+    config = Config(target="eyes" if case == "eyes" else "face")
     scores = {"behind scores higher": [0.9, 0.6], "scores alike": [0.8, 0.8], "eyes": [0.6, 0.9]}[case]
-    det = regions(boxes, scores, [False, True])
-    plain = anonymizer(config).redactor(frame[None].copy(), [redaction_boxes(det, config.target, *box_margin(config),
-                                                                             W, H)])[0]
+    det = regions(boxes, [*scores, 0.95], [False, True, False])
+    plain = anonymizer(config).redactor(frame[None].copy(), [redaction_boxes(det, config.target, config.margin_px,
+                                                                             config.margin_rel, W, H)])[0]
     out, _ = anonymizer(config).redact(frame[None].copy(), [det])
     np.testing.assert_array_equal(out[0], plain)
     if case != "eyes":
-        front = regions(boxes, [min(scores) - 0.1, max(scores)], [False, True])
+        front = regions(boxes, [min(scores) - 0.1, max(scores), 0.95], [False, True, False])
         assert (anonymizer(config).redact(frame[None].copy(), [front])[0][0] != plain).any()
 
 
@@ -100,7 +110,7 @@ def test_a_redacted_face_in_front_of_the_visible_one_keeps_its_margin_there():
     third_cover = pixel_mask(grown[1:], cell_sizes(grown, 25, "mosaic", (12, 0.1))[1:], H, W)
     assert (third_cover & oval(boxes[1])).any()
     np.testing.assert_array_equal(out[0][third_cover], plain[third_cover])
-    back = oval(boxes[1]) & ~own_cells(det, config, 0) & ~third_cover
+    back = oval(boxes[1]) & ~alone_cells(det, config, 0) & ~third_cover
     assert (plain[back] != frame[back]).any()
     np.testing.assert_array_equal(out[0][back], frame[back])
 
@@ -118,7 +128,7 @@ def test_on_the_decoders_planes_the_face_in_front_is_put_back_too():
     anon = anonymizer(config, layout)
     plain = anon.redactor(rows.copy(), [redaction_boxes(det, "face", 12, 0.1, W, H)])[0]
     out, _ = anon.redact(rows.copy(), [det])
-    back = oval(boxes[1]) & ~own_cells(det, config, 0)
+    back = oval(boxes[1]) & ~alone_cells(det, config, 0)
     for src, ref, got, (sy, sx) in zip(layout.planes(rows[0]), layout.planes(plain), layout.planes(out[0]),
                                        layout.shifts):
         m = back.reshape(H >> sy, 1 << sy, W >> sx, 1 << sx).all(axis=(1, 3))

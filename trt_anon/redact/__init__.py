@@ -42,22 +42,22 @@ def redaction_boxes(det: Regions, target: str, margin_px: float, margin_rel: flo
 def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, margin: tuple[float, float],
               height: int, width: int) -> list[tuple[int, int, int, int, np.ndarray]]:
     """Where a face left visible (``Regions.kept``) is in front of a redacted one, the part of it that the other's
-    margin covers, to be put back after redaction: ``(y0, y1, x0, x1, mask)`` per visible face, a boolean mask of
-    the frame's rows y0:y1 and columns x0:x1 (even, for subsampled chroma).
+    extra margin covers, to be put back after redaction: ``(y0, y1, x0, x1, mask)`` per visible face, a boolean
+    mask of the frame's rows y0:y1 and columns x0:x1 (even, for subsampled chroma).
 
-    ``boxes``: the frame's redaction boxes, first those of the redacted faces in order, then any others. A
-    margin runs past its face's box to cover what the detector missed of it; where that face scores lower
-    than the visible one (the redactor's own sign of a face behind another, ``face_margins``), what its
-    margin covers of the visible face is the visible face. So the visible face's own oval (the ellipse in its
-    box: not the corners, which may show what is beside it) is put back, except where the box of a face behind
-    it lies (its cells as redacted) or the margin of any face scoring as high or higher (which may be in front).
-    """
+    ``boxes``: the frame's redaction boxes, first those of the redacted faces in order, then any others;
+    ``margin``: (pixels, fraction) per side, every face's own margin. A face that meets a better-scored one
+    gets ``OVERLAP_MARGIN`` more, as the face half behind it, found smaller than it is. Over the visible face it
+    is behind, that extra covers the visible face itself: there the visible face's oval (the ellipse in its box;
+    not the corners, which may show what is beside it) is put back, down to the other's box with its own margin,
+    as if it were alone. A redacted face scoring as high or higher (which may be in front) keeps all of it."""
     kept = np.asarray(det.kept, bool)
     if target == "eyes" or not kept.any() or kept.all() or not len(boxes):
         return []
     hidden = np.flatnonzero(~kept)
     cells = cell_sizes(boxes, cell, style, margin)
     reach = np.asarray(boxes, np.float64) + np.asarray(cells, np.float64)[:, None] * [-1, -1, 1, 1]  # whole cells
+    alone = grow(det.xyxy[hidden], margin[0], margin[1], width, height)
     out = []
     for k in np.flatnonzero(kept):
         x1, y1, x2, y2 = (float(v) for v in det.xyxy[k])
@@ -68,7 +68,7 @@ def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, ma
             continue  # no redaction reaches it
         behind = det.score[hidden] < det.score[k]
         block = np.array(boxes, np.float32, copy=True)
-        block[:len(hidden)][behind] = det.xyxy[hidden][behind]  # a face behind: only its own box stays covered
+        block[:len(hidden)][behind] = alone[behind]
         blocked = pixel_mask(block, cells, height, width)[y0:ye, x0:xe]
         yy, xx = np.ogrid[y0:ye, x0:xe]
         rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
