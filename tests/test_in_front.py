@@ -135,3 +135,21 @@ def test_on_the_decoders_planes_the_face_in_front_is_put_back_too():
         assert (ref[m] != src[m]).any()
         np.testing.assert_array_equal(got[m], src[m])
         np.testing.assert_array_equal(got[~m], ref[~m])
+
+
+def test_a_region_added_by_hand_over_the_visible_face_stays_covered():
+    """A review's added region (after the faces' boxes, as ``decisions.Replayed`` lists them) is never put back."""
+    frame, boxes = scene()
+    config = Config()
+    det = regions(boxes, [0.6, 0.9], [False, True])
+    x1, y1, x2, y2 = boxes[1]
+    added = np.array([[x1, (y1 + y2) / 2, (x1 + x2) / 2, y2]], np.float32)   # the lower left quarter of her face
+    drawn = np.concatenate([redaction_boxes(det, "face", 12, 0.1, W, H), added])
+    anon = anonymizer(config)
+    anon.boxes = lambda final, height, width: [drawn]
+    plain = anon.redactor(frame[None].copy(), [drawn])[0]
+    out, _ = anon.redact(frame[None].copy(), [det])
+    hand = pixel_mask(added, cell_sizes(drawn, 25, "mosaic", (12, 0.1))[1:], H, W)
+    assert (hand & oval(boxes[1])).any()
+    np.testing.assert_array_equal(out[0][hand], plain[hand])
+    assert (out[0] != plain).any()  # the rest of her face put back
