@@ -178,9 +178,11 @@ def _keeper(who, lookback=36):
 
 
 def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True, near=lambda f: False,
-         small=lambda f: False, gap: float = 2, held=lambda f: False, narrow=lambda f: False, jump: float = 0):
+         small=lambda f: False, gap: float = 2, held=lambda f: False, narrow=lambda f: False, jump: float = 0,
+         weak=lambda f: False):
     """One face tracked through ``frames`` frames (textured, so that it is sharp; ``small``: too small to compare
-    there; ``narrow``: a fifth of it hidden from the left), beside another face ``gap`` px to its right where
+    there; ``narrow``: a fifth of it hidden from the left; not ``sure``: missed; ``weak``: found, not surely),
+    beside another face ``gap`` px to its right where
     ``near`` (not found there where ``held``; its box ``jump`` px further left every other frame); the frames it is
     shown in."""
     rng = np.random.default_rng(0)
@@ -190,7 +192,7 @@ def _run(keeper, emb, frames: int, box=(100, 100, 180, 190), sure=lambda f: True
         emb.frame = f
         shape = (box[0], box[1], box[0] + 40, box[1] + 45) if small(f) else \
             (box[0] + (box[2] - box[0]) // 5, *box[1:]) if narrow(f) else box
-        tracker.tracks = [_T(0, shape, f if sure(f) else f - 1)]
+        tracker.tracks = [_T(0, shape, f if sure(f) else f - 1, sure=not weak(f))]
         if near(f):
             x = box[2] + gap - (jump if f % 2 else 0)
             tracker.tracks.append(_T(1, (x, box[1], x + 80, box[3]), f - 2 if held(f) else f))
@@ -292,6 +294,26 @@ def test_a_face_not_found_may_be_as_far_as_its_measured_motion_takes_it():
                            np.zeros(1, np.int32), np.array([box], np.float32)) for _ in range(120)]
         shown = [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
         assert (shown == list(range(120))) != ends, (speed, shown)
+
+
+def test_a_stretch_that_ends_on_a_weak_face_is_judged_on_one_from_before_it():
+    """Something comes over her face: found less surely from frame 30 (a weak detection ends the stretch), its last
+    faces before that (27-29) already embed as someone else. The stretch is compared on its last good face at least
+    ``SETTLE`` frames before its end (hers), not on those, one of which would redact her for good: shown up to that
+    face, and again once matched after."""
+    keeper, emb = _keeper(lambda f: SOMEONE if 27 <= f < 30 else ME)
+    shown = _run(keeper, emb, 120, weak=lambda f: 30 <= f < 36)
+    assert not keeper.tracks[0].rejected
+    assert set(range(26)) <= set(shown) and set(range(36, 120)) <= set(shown)
+    assert not set(range(26, 36)) & set(shown)
+
+
+def test_a_stretch_that_ends_on_a_miss_is_judged_on_its_last_good_face():
+    """A face gone at once (missed, not found weakly first): its last good face is the one compared as the stretch
+    ends, and its frames show up to it."""
+    keeper, emb = _keeper(lambda f: ME)
+    shown = _run(keeper, emb, 120, sure=lambda f: not 30 <= f < 36)
+    assert set(range(30)) <= set(shown) and set(range(36, 120)) <= set(shown)
 
 
 def test_a_face_whose_box_narrows_is_not_compared():

@@ -19,7 +19,8 @@ Fail safe, because a person wrongly kept is a leak:
   matching face: a frame is shown only with a match after it, so the frames after a swap the rules above do not see (a
   cut between two people framed alike) are never shown. A shown stretch is compared again every ``lookback`` - 8
   frames, on its best face of the last few, so that its frames get that match before they are written, and on its last
-  good face when it ends.
+  good face when it ends (where it ends on a face found but no longer sure, the last one ``SETTLE`` frames before
+  that: the faces just before are those something had begun to hide).
 - One face of a track that matches nobody, or another person than before, and the track is redacted from then
   on, every frame not yet written included, whatever matched before.
 
@@ -64,6 +65,8 @@ APART = 3           # two faces found at this look and the last whose swept area
                     # each one's box is this many times nearer its own box at the last look than the other's (one
                     # in front of the other): a swap there would be both faces jumping into each other's box
 MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
+SETTLE = 4          # frames: a stretch that ends on a face no longer sure is compared on its last good face at least
+                    # this many frames before, not on those a hiding object, the frame's edge or a turn began to spoil
 BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
@@ -215,7 +218,8 @@ class _Stretch:
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
     best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio): the best face of the window's
                                  # last frames
-    recent: tuple | None = None  # the same, of the last good face (compared when the stretch ends)
+    recent: list = field(default_factory=list)  # the same, of its good faces since (the last SETTLE + 1 of them):
+                                                # one is compared when the stretch ends
     since: int = 0               # the first frame of the window: after the last comparison
 
     @property
@@ -304,7 +308,7 @@ class Keeper:
             if state.rejected:
                 continue
             if not (t.last_hit == f and t.sure and not risky):
-                self._close(state)
+                self._close(state, spoilt=t.last_hit == f and not t.sure)
                 continue
             if not state.open:
                 state.stretches.append(_Stretch(f, f, since=f))
@@ -317,14 +321,18 @@ class Keeper:
             whole = not near and abs(state.shapes[-1] / state.shape() - 1) <= SHAPE
             self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
-    def _close(self, state: _Followed) -> None:
+    def _close(self, state: _Followed, spoilt: bool = False) -> None:
         """The open stretch ends (a miss, a weak detection, a face that may have taken its place, the end): its best
         face since the last comparison is compared now (its frames up to there may then show); kept only if it was
         shown."""
         if state.open:
             s = state.stretches[-1]
-            if s.recent is not None:  # (a face since the last comparison)
-                self._compare(state, s, s.recent)
+            # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller): the faces just before are
+            # those a hiding object, the frame's edge or a turn had begun to spoil, so the last good one at least
+            # SETTLE frames before is compared (not one of them)
+            settled = [r for r in s.recent if not spoilt or r[1] <= s.end - SETTLE]
+            if settled:  # (a face since the last comparison)
+                self._compare(state, s, settled[-1])
             if state.rejected:
                 return
             state.open = False
@@ -357,9 +365,9 @@ class Keeper:
                 grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
                 bx = [int(max(v, 0)) for v in cbox]
                 quality = min(side, 160.0) * score * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
-            s.recent = (quality, f, crop, cbox, _ratio(box))
+            s.recent = [*s.recent[-SETTLE:], (quality, f, crop, cbox, _ratio(box))]
             if window and (s.best is None or quality > s.best[0]):
-                s.best = s.recent
+                s.best = s.recent[-1]
         if s.best is not None and f - s.since >= due - 1:
             self._compare(state, s, s.best)
             s.since = f + 1
@@ -370,8 +378,8 @@ class Keeper:
         on."""
         _, f, crop, cbox, ratio = face
         s.best = None
-        if not s.shown or s.recent is not None and s.recent[1] <= f:  # (a shown stretch's later face is compared
-            s.recent = None                                                # when it ends: its last frames may show)
+        # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
+        s.recent = [r for r in s.recent if s.shown and r[1] > f]
         points, shape = self.embedder.landmarks(crop, cbox)
         if not frontal(points):
             return
