@@ -322,9 +322,9 @@ class Keeper:
             self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
     def _close(self, state: _Followed, spoilt: bool = False) -> None:
-        """The open stretch ends (a miss, a weak detection, a face that may have taken its place, the end): its best
-        face since the last comparison is compared now (its frames up to there may then show); kept only if it was
-        shown."""
+        """The open stretch ends (a miss, a weak detection, a face that may have taken its place, the end): its last
+        good face since the last comparison is compared now (its frames up to there may then show); kept only if it
+        was shown."""
         if state.open:
             s = state.stretches[-1]
             # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller): the faces just before are
