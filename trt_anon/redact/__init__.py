@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..detect.detections import Regions, grow
+from ..detect.detections import HELD, HIT, Regions, grow
 from .cells import cell_mask, cell_ranges, face_cells, pixel_mask
 from .styles import STYLES
 from .styles.blur import blur
@@ -49,15 +49,23 @@ def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, ma
     ``margin``: (pixels, fraction) per side, every face's own margin. A face that meets a better-scored one
     gets ``OVERLAP_MARGIN`` more, as the face half behind it, found smaller than it is. Over the visible face it
     is behind, that extra covers the visible face itself: there the visible face's oval (the ellipse in its box;
-    not the corners, which may show what is beside it) is put back, down to the other's box with its own margin,
-    as if it were alone. A redacted face scoring as high or higher (which may be in front) keeps all of it."""
-    kept = np.asarray(det.kept, bool)
-    if target == "eyes" or not kept.any() or kept.all() or not len(boxes):
+    not the corners, which may show what is beside it) is put back, but never what the other face would cover
+    alone (its box with its own margin, in the cells it would have alone). A redacted face scoring as
+    high or higher (which may be in front) keeps all of it. Only a visible face found or followed between two
+    looks (not one back-filled before it was found, nor a weak one) is put back: its box is the face's own."""
+    kept = np.asarray(det.kept, bool) & np.isin(det.kind, (HIT, HELD))
+    hidden = np.flatnonzero(~np.asarray(det.kept, bool))
+    if target == "eyes" or not kept.any() or not len(hidden) or len(boxes) < len(hidden):
         return []
-    hidden = np.flatnonzero(~kept)
+    b = np.asarray(det.xyxy[hidden], np.float32)
+    inside = (np.minimum(b[:, 2], width) > np.maximum(b[:, 0], 0)) & \
+             (np.minimum(b[:, 3], height) > np.maximum(b[:, 1], 0))
+    if not inside.all():  # (a box out of the frame has no row in ``boxes``: which row is whose is not known)
+        return []
     cells = cell_sizes(boxes, cell, style, margin)
     reach = np.asarray(boxes, np.float64) + np.asarray(cells, np.float64)[:, None] * [-1, -1, 1, 1]  # whole cells
-    alone = grow(det.xyxy[hidden], margin[0], margin[1], width, height)
+    alone = grow(b, margin[0], margin[1], width, height)
+    alone_cells = cell_sizes(alone, cell, style, margin)
     out = []
     for k in np.flatnonzero(kept):
         x1, y1, x2, y2 = (float(v) for v in det.xyxy[k])
@@ -67,9 +75,10 @@ def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, ma
                                               (reach[:, 1] < ye) & (reach[:, 3] > y0)):
             continue  # no redaction reaches it
         behind = det.score[hidden] < det.score[k]
-        block = np.array(boxes, np.float32, copy=True)
-        block[:len(hidden)][behind] = alone[behind]
-        blocked = pixel_mask(block, cells, height, width)[y0:ye, x0:xe]
+        rest = np.ones(len(boxes), bool)  # covered as redacted: all but the faces behind it, covered as if alone
+        rest[:len(hidden)] = ~behind
+        blocked = (pixel_mask(np.asarray(boxes)[rest], cells[rest], height, width) |
+                   pixel_mask(alone[behind], alone_cells[behind], height, width))[y0:ye, x0:xe]
         yy, xx = np.ogrid[y0:ye, x0:xe]
         rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
         oval = ((xx + 0.5 - (x1 + x2) / 2) / rx) ** 2 + ((yy + 0.5 - (y1 + y2) / 2) / ry) ** 2 <= 1
