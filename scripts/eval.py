@@ -49,6 +49,7 @@ import synth  # noqa: E402
 from synth import Face, face_box, hide, make_clip  # noqa: E402
 
 import trt_anon  # noqa: E402
+from trt_anon.decisions import KINDS  # noqa: E402
 from trt_anon.detect.detections import Regions  # noqa: E402
 from trt_anon.redact import cell_sizes, pixel_mask, redact, uncovered  # noqa: E402
 
@@ -233,10 +234,11 @@ def crossing_cases() -> dict[str, tuple[int, int, int, list[Face]]]:
 
 
 def found_regions(faces: list[dict]) -> Regions:
-    """A frame's faces as the run's ``--json`` records them, as the redactor had them (boxes, scores, kept)."""
+    """A frame's faces as the run's ``--json`` records them, as the redactor had them (boxes, scores, kinds, kept)."""
     n = len(faces)
     box = np.array([f["box"] for f in faces], np.float32).reshape(n, 4)
-    return Regions(box, np.array([f["score"] for f in faces], np.float32), np.zeros(n, np.uint8),
+    return Regions(box, np.array([f["score"] for f in faces], np.float32),
+                   np.array([KINDS[f["kind"]] for f in faces], np.uint8).reshape(n),
                    np.array([f.get("track", -1) for f in faces], np.int32), box,
                    kept=np.array([bool(f.get("kept")) for f in faces], bool))
 
