@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..detect.detections import HELD, HIT, Regions, grow
-from .cells import box_cells, cell_mask, cell_ranges, face_cells, pixel_mask
+from .cells import cell_mask, cell_ranges, face_cells, pixel_mask
 from .styles import STYLES
 from .styles.blur import blur
 from .styles.mosaic import mosaic
@@ -77,9 +77,9 @@ def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, ma
         behind = det.score[hidden] < det.score[k]
         rest = np.ones(len(boxes), bool)  # covered as redacted: all but the faces behind it, covered as if alone
         rest[:len(hidden)] = ~behind
-        window = (height, width, y0, ye, x0, xe)
-        blocked = _covers(np.asarray(boxes)[rest], cells[rest], *window) | \
-            _covers(alone[behind], alone_cells[behind], *window)
+        window = (y0, ye, x0, xe)
+        blocked = pixel_mask(np.asarray(boxes)[rest], cells[rest], height, width, window) | \
+            pixel_mask(alone[behind], alone_cells[behind], height, width, window)
         yy, xx = np.ogrid[y0:ye, x0:xe]
         rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
         oval = ((xx + 0.5 - (x1 + x2) / 2) / rx) ** 2 + ((yy + 0.5 - (y1 + y2) / 2) / ry) ** 2 <= 1
@@ -87,14 +87,6 @@ def uncovered(det: Regions, boxes: np.ndarray, target: str, cell, style: str, ma
         if mask.any():
             out.append((y0, ye, x0, xe, mask))
     return out
-
-
-def _covers(boxes: np.ndarray, cells, height: int, width: int, y0: int, ye: int, x0: int, xe: int) -> np.ndarray:
-    """``pixel_mask(boxes, cells, height, width)[y0:ye, x0:xe]``, made for that window only."""
-    mask = np.zeros((ye - y0, xe - x0), bool)
-    for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cells, height, width):
-        mask[max(cy0 * c - y0, 0):max(cy1 * c - y0, 0), max(cx0 * c - x0, 0):max(cx1 * c - x0, 0)] = True
-    return mask
 
 
 def face_margins(det: Regions, margin_px: float, margin_rel: float) -> np.ndarray:

@@ -51,11 +51,13 @@ def box_cells(boxes: np.ndarray, cell, height: int, width: int):
             yield c, int(cy0), int(cx0), int(cy1), int(cx1)
 
 
-def pixel_mask(boxes: np.ndarray, cell, height: int, width: int) -> np.ndarray:
-    """Boolean (H, W): the pixels ``mosaic`` replaces for these boxes (``cell``: one, or per box)."""
-    mask = np.zeros((height, width), bool)
+def pixel_mask(boxes: np.ndarray, cell, height: int, width: int, window=None) -> np.ndarray:
+    """Boolean (H, W): the pixels ``mosaic`` replaces for these boxes (``cell``: one, or per box); with ``window``
+    (y0, y1, x0, x1), only those rows and columns of it, made for them alone."""
+    y0, y1, x0, x1 = window or (0, height, 0, width)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
     for c, cy0, cx0, cy1, cx1 in box_cells(boxes, cell, height, width):
-        mask[cy0 * c:cy1 * c, cx0 * c:cx1 * c] = True
+        mask[max(cy0 * c - y0, 0):max(cy1 * c - y0, 0), max(cx0 * c - x0, 0):max(cx1 * c - x0, 0)] = True
     return mask
 
 
