@@ -7,22 +7,25 @@ Fail safe, because a person wrongly kept is a leak:
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers, run in ONNX Runtime; the
   ``[consent]`` extra) with a threshold measured on real faces so that no two different people on the measured
   set come that close (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are
-  compared: at least ``MIN_FACE`` px, whole (not cut by the frame's edge, of the track's own shape), surely
-  detected, looking at the camera, the best of each few frames by size, score and sharpness.
+  compared: at least ``MIN_FACE`` px, surely detected, looking at the camera, the best of each few frames by size,
+  score and sharpness; a whole face before one that may be partly hidden.
 - A track is followed in stretches: frames where it is detected surely and where no other face could have taken its
   place (the areas two faces swept since the last look do not meet, or each face's box stayed far nearer its own than
   the other's; else a tracker may swap two people). A miss, a weak or partly hidden detection, or a face that may have
   taken its place ends a stretch; the next one starts unconfirmed. A face within a tenth of its width of another one
   (it may be partly behind the other's head), or whose box has narrowed or flattened against the track's own shape
-  (partly hidden: by a shoulder, the frame's edge), is not compared, but the stretch goes on through it. A stretch is
-  shown once ``SAMPLES`` of its faces matched the same person, and then only from its first sure detection to its last
-  matching face: a frame is shown only with a match after it, so the frames after a swap the rules above do not see (a
-  cut between two people framed alike) are never shown. A shown stretch is compared again every ``lookback`` - 8
-  frames, on its best face of the last few, so that its frames get that match before they are written, and on its last
-  good face when it ends (where it ends on a face found but no longer sure, the last one ``SETTLE`` frames before
-  that: the faces just before are those something had begun to hide).
-- One face of a track that matches nobody, or another person than before, and the track is redacted from then
-  on, every frame not yet written included, whatever matched before.
+  (partly hidden: by a shoulder), or cut by the frame's edge, counts only where it matches: a person's own face so
+  hidden often embeds far from their photo, other people's faces so hidden or beside theirs never came near it
+  (measured); the stretch goes on through it, and after ``SAMPLES`` such faces that matched nobody, no more are
+  compared in that stretch. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
+  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the
+  frames after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown
+  stretch is compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get
+  that match before they are written, and on its last good face when it ends (where it ends on a face found but no
+  longer sure, the last one ``SETTLE`` frames before that: the faces just before are those something had begun to
+  hide).
+- One whole face of a track that matches nobody, or any face that matches another person than before, and the
+  track is redacted from then on, every frame not yet written included, whatever matched before.
 
 The decision is made on frames as they are tracked, and a frame's boxes are final ``lookback`` frames later:
 a stretch confirmed within that delay shows from its start. Live, a person is therefore redacted until matched;
@@ -67,7 +70,7 @@ APART = 3           # two faces found at this look and the last whose swept area
 MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
 SETTLE = 4          # frames: a stretch that ends on a face no longer sure is compared on its last good face at least
                     # this many frames before, not on those a hiding object, the frame's edge or a turn began to spoil
-BORDER = 2          # px: a face box this near the frame's edge is cut by it, never compared
+BORDER = 2          # px: a face box this near the frame's edge is cut by it: it counts only where it matches
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
 
@@ -216,11 +219,12 @@ class _Stretch:
     end: int                     # its last one so far
     matches: int = 0             # its faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
-    best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio): the best face of the window's
-                                 # last frames
-    recent: list = field(default_factory=list)  # the same, of its good faces since (the last SETTLE + 1 of them):
+    best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio, whole): the best face of the
+                                 # window's last frames (a whole one before any partly hidden one)
+    recent: list = field(default_factory=list)  # the same, of its whole faces since (the last SETTLE + 1 of them):
                                                 # one is compared when the stretch ends
     since: int = 0               # the first frame of the window: after the last comparison
+    misses: int = 0              # its partly hidden faces compared that matched nobody: after SAMPLES, no more are
 
     @property
     def shown(self) -> bool:
@@ -317,7 +321,7 @@ class Keeper:
             s.end = f
             state.shapes = [*state.shapes[-31:], _ratio(t.box)]
             # a face beside another may be partly behind its head (which of the two is in front, the boxes do not
-            # say), and a box off the track's own shape is partly hidden: neither is compared
+            # say), and a box off the track's own shape is partly hidden: for either, only a match counts
             whole = not near and abs(state.shapes[-1] / state.shape() - 1) <= SHAPE
             self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
@@ -348,44 +352,62 @@ class Keeper:
 
     def _consider(self, state: _Followed, s: _Stretch, f: int, frame, box: np.ndarray, score: float,
                   whole: bool) -> None:
-        """A good face of the stretch (large, ``whole``, sure, sharp) is a candidate: until the stretch is shown, the
-        best of each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every
-        ``every``."""
-        due = self.every if s.shown else SPACING
+        """A good face of the stretch (large, sure, sharp) is a candidate: until the stretch is shown, the best of
+        each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every ``every``. A face
+        not ``whole`` (beside another, of another shape, or cut by the frame's edge) is one only where no whole face
+        is, and until ``SAMPLES`` of the stretch's such faces matched nobody; it is compared every ``SPACING``
+        frames, shown or not: more hidden from one look to the next, it may stop matching, and its frames show only
+        up to the last that matched."""
         x1, y1, x2, y2 = (float(v) for v in box)
         side = min(x2 - x1, y2 - y1)  # the smaller side, whichever way the frame is turned
         height, width = frame.shape[:2]
-        inside = x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
-        # a face cut by the frame's edge, or half hidden (the detector less sure), embeds as someone else
-        if side >= MIN_FACE and inside and score >= MIN_SCORE and whole:
+        # a face cut by the frame's edge is partly hidden too; one half hidden (the detector less sure) embeds as
+        # someone else
+        whole = whole and x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
+        due = self.every if s.shown and whole else SPACING
+        window = f - s.since >= due - SPACING
+        # (a face not whole is cropped only where a comparison is due: it is never one of ``recent``)
+        if side >= MIN_FACE and score >= MIN_SCORE and (whole or s.misses < SAMPLES and f - s.since >= due - 1):
             crop, cbox = face_crop(frame, box, self.rotation)
-            window = f - s.since >= due - SPACING
             quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
             if window:
                 grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
                 bx = [int(max(v, 0)) for v in cbox]
                 quality = min(side, 160.0) * score * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
-            s.recent = [*s.recent[-SETTLE:], (quality, f, crop, cbox, _ratio(box))]
-            if window and (s.best is None or quality > s.best[0]):
-                s.best = s.recent[-1]
+            face = (quality, f, crop, cbox, _ratio(box), whole)
+            if whole:
+                s.recent = [*s.recent[-SETTLE:], face]
+            if window and (s.best is None or (whole, quality) > (s.best[5], s.best[0])):
+                s.best = face
         if s.best is not None and f - s.since >= due - 1:
             self._compare(state, s, s.best)
             s.since = f + 1
 
     def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> None:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
-        showing it; no match, or a match with another person than before, and the track is redacted from then
-        on."""
-        _, f, crop, cbox, ratio = face
+        showing it; a match with another person than before, or a whole face that matches nobody, and the track is
+        redacted from then on. A partly hidden face that matches nobody says nothing (the person's own face so
+        hidden embeds 0.14-0.63 from their photo; other people's, 0.47 and more: docs/quality.md): the last whole
+        face at least ``SETTLE`` frames before it since the last comparison is compared instead, so that the frames
+        up to it may show."""
+        _, f, crop, cbox, ratio, whole = face
         s.best = None
+        before = [r for r in s.recent if r[1] <= f - SETTLE]   # (not those it was becoming hidden in)
         # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
         s.recent = [r for r in s.recent if s.shown and r[1] > f]
         points, shape = self.embedder.landmarks(crop, cbox)
-        if not frontal(points):
+        dist = None
+        if frontal(points):
+            e = self.embedder.embed(crop, shape)
+            self.compared += 1
+            dist = [p.distance(e) for p in self.persons]
+        if not whole and (dist is None or min(dist) >= THRESHOLD):
+            s.misses += 1
+            if before:
+                self._compare(state, s, before[-1])
             return
-        e = self.embedder.embed(crop, shape)
-        self.compared += 1
-        dist = [p.distance(e) for p in self.persons]
+        if dist is None:
+            return
         who = int(np.argmin(dist))
         if dist[who] >= THRESHOLD or state.person not in (None, who):
             state.rejected = True
@@ -393,7 +415,8 @@ class Keeper:
             state.stretches.clear()
             return
         state.person = who
-        state.matched = [*state.matched[-31:], ratio]
+        if whole:   # (the track's own shape)
+            state.matched = [*state.matched[-31:], ratio]
         s.matches += 1
         s.last_match = f
         state.matched_faces += 1
