@@ -12,11 +12,11 @@ Every face goes through the path a video's face takes (CenterFace box, crop, dli
 The threshold must be under the closest different pair; the run fails if ``consent.THRESHOLD`` is not.
 
 Partly hidden: each LFW face (and Hopper's) at 96 px with another face drawn over 20 % or 40 % of it from either
-side; behind Eileen Collins' face (10, 20 or 40 % of it hidden); in front of hers (hiding 10, 20 or 40 % of hers:
-her face beside it, in its crop); and cut by the frame's edge (10, 20 or 40 % of it out), each against her
-portrait; and hers so hidden against her own. --keep-face compares such faces where it sees them (beside another
-face, a box off its track's shape, at the frame's edge) for a match only: none of someone else's may come under
-the threshold either.
+side; behind Eileen Collins' face (10, 20, 40 or 60 % of it hidden); in front of hers (hiding 10-60 % of hers:
+her face beside it, in its crop); at 56 px beside hers at 128 px, behind or in front (mostly hers in its crop); and
+cut by the frame's edge (10, 20 or 40 % of it out, on any side), each against her portrait; and hers so hidden
+against her own. --keep-face compares such faces where it sees them (beside another face, a box off its track's
+shape, at the frame's edge) for a match only: none of someone else's may come under the threshold either.
 
     python scripts/consent_threshold.py            # the table for docs/quality.md
 """
@@ -55,13 +55,13 @@ def video_face(source: str, size: float, embedder, detector, **face) -> tuple[np
     return embedder.embed(crop, shape), consent.frontal(points)
 
 
-def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detector,
-                front: bool = False) -> np.ndarray | None:
-    """The embedding of ``source`` drawn at 96 px with ``by`` (96 px, in front) hiding ``hidden`` of it from
-    ``side``, JPEG'd, found and embedded as ``video_face`` does (``front``: of ``by``, the face in front); None if
-    not found."""
-    a = synth.Face(96, (270, 160), source=source)
-    b = synth.hide(a, synth.Face(96, (270 + (-2.5 if side == "left" else 2.5) * 96, 174), source=by,
+def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detector, front: bool = False,
+                size: float = 96, by_size: float = 96) -> np.ndarray | None:
+    """The embedding of ``source`` drawn at ``size`` px with ``by`` (``by_size`` px, in front) hiding ``hidden`` of
+    it from ``side``, JPEG'd, found and embedded as ``video_face`` does (``front``: of ``by``, the face in front);
+    None if not found."""
+    a = synth.Face(size, (270, 160), source=source)
+    b = synth.hide(a, synth.Face(by_size, (270 + (-2.5 if side == "left" else 2.5) * size, 174), source=by,
                                  flip=side == "left"), hidden, 640, 480)
     frame, _, _ = next(synth.render(640, 480, [a, b], 1))
     ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
@@ -70,20 +70,24 @@ def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detect
     if not len(found):
         return None
     face = b if front else a
-    centre = np.array([face.start[0] + 48, face.start[1] + 58])
+    x0, y0, x1, y1 = synth.face_box(face, 0)
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     centres = (found.xyxy[:, :2] + found.xyxy[:, 2:]) / 2
     k = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
-    if np.linalg.norm(centres[k] - centre) > 48:   # that face not found
+    if np.linalg.norm(centres[k] - centre) > face.size / 2:   # that face not found
         return None
     crop, cbox = consent.face_crop(frame, found.xyxy[k])
     return embedder.embed(crop, embedder.landmarks(crop, cbox)[1])
 
 
 def cut_face(source: str, cut: float, side: str, embedder, detector) -> np.ndarray | None:
-    """The embedding of ``source`` drawn at 96 px with ``cut`` of its face box past the frame's ``side`` edge,
-    JPEG'd, found and embedded as ``video_face`` does; None if not found."""
-    x = -cut * 96 if side == "left" else 640 - 96 + cut * 96
-    frame, _, _ = next(synth.render(640, 480, [synth.Face(96, (x, 160), source=source)], 1))
+    """The embedding of ``source`` drawn at 96 px with ``cut`` of its face box past the frame's ``side`` edge
+    (left, right, top, bottom), JPEG'd, found and embedded as ``video_face`` does; None if not found."""
+    x0, y0, x1, y1 = synth.face_box(synth.Face(96, (0, 0), source=source), 0)
+    w, h = x1 - x0, y1 - y0
+    x = {"left": -cut * w, "right": 640 - w + cut * w}.get(side, 270)
+    y = {"top": -cut * h, "bottom": 480 - h + cut * h}.get(side, 160)
+    frame, _, _ = next(synth.render(640, 480, [synth.Face(96, (x, y), source=source)], 1))
     ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
     frame = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     found = detector(frame[None])[0]
@@ -139,15 +143,24 @@ def main() -> int:
         if v is not None:
             hidden_other.append((dist(her, v), f"{source} {share:.0%} hidden from the {side}"))
     by_her, before_her = [], []   # someone else's face behind hers, or in front of hers: hers in its crop
-    for source, share, side in itertools.product(others, (0.1, 0.2, 0.4), ("left", "right")):
+    for source, share, side in itertools.product(others, (0.1, 0.2, 0.4, 0.6), ("left", "right")):
         v = hidden_face(source, "astronaut", share, side, embedder, detector)
         if v is not None:
             by_her.append((dist(her, v), f"{source} {share:.0%} hidden by her from the {side}"))
         v = hidden_face("astronaut", source, share, side, embedder, detector, front=True)
         if v is not None:
             before_her.append((dist(her, v), f"{source} hiding {share:.0%} of her from the {side}"))
+    small = []   # a small face (56 px) beside hers at 128 px: mostly hers in its crop
+    for source, share, side in itertools.product(others, (0.1, 0.2, 0.4), ("left", "right")):
+        v = hidden_face(source, "astronaut", share, side, embedder, detector, size=56, by_size=128)
+        if v is not None:
+            small.append((dist(her, v), f"{source} at 56 px, {share:.0%} hidden by her at 128 px from the {side}"))
+        v = hidden_face("astronaut", source, share, side, embedder, detector, front=True, size=128, by_size=56)
+        if v is not None:
+            small.append((dist(her, v), f"{source} at 56 px hiding {share:.0%} of her at 128 px from the {side}"))
     cut_other, cut_her = [], []   # faces cut by the frame's edge
-    for source, share, side in itertools.product([*others, "astronaut"], (0.1, 0.2, 0.4), ("left", "right")):
+    for source, share, side in itertools.product([*others, "astronaut"], (0.1, 0.2, 0.4),
+                                                 ("left", "right", "top", "bottom")):
         v = cut_face(source, share, side, embedder, detector)
         if v is not None:
             (cut_her if source == "astronaut" else cut_other).append(
@@ -155,6 +168,7 @@ def main() -> int:
     by_her.sort()
     before_her.sort()
     cut_other.sort()
+    small.sort()
     her_before = []   # hers in front of someone else's: theirs in her crop
     for by, share, side in itertools.product(others, (0.1, 0.2, 0.4), ("left", "right")):
         v = hidden_face("astronaut", by, share, side, embedder, detector)
@@ -167,10 +181,15 @@ def main() -> int:
     hidden_her.sort()
     print(f"partly hidden faces of others against Eileen Collins' portrait: {len(hidden_other)}, closest "
           f"{hidden_other[0][0]:.3f} ({hidden_other[0][1]}), then {hidden_other[1][0]:.3f} ({hidden_other[1][1]})")
-    for what, found in (("behind hers", by_her), ("in front of hers", before_her), ("cut by the edge", cut_other)):
+    for what, found in (("behind hers", by_her), ("in front of hers", before_her), ("small beside hers", small),
+                        ("cut by the edge", cut_other)):
         print(f"faces of others {what} against her portrait: {len(found)}, closest {found[0][0]:.3f} "
               f"({found[0][1]}), then {found[1][0]:.3f} ({found[1][1]})")
-    hidden_other = sorted(hidden_other + by_her + before_her + cut_other)
+        for share in (0.1, 0.2, 0.4, 0.6):
+            part = [d for d, w in found if f"{share:.0%} " in w]
+            if part:
+                print(f"  {share:.0%}: {len(part)}, closest {part[0]:.3f}")
+    hidden_other = sorted(hidden_other + by_her + before_her + small + cut_other)
     for what, found in (("partly hidden", hidden_her), ("in front of another", sorted(her_before)),
                         ("cut by the edge", sorted(cut_her))):
         print(f"her face {what} against her portrait: {len(found)}, {found[0][0]:.3f} to {found[-1][0]:.3f} "

@@ -16,14 +16,15 @@ Fail safe, because a person wrongly kept is a leak:
   (it may be partly behind the other's head), or whose box has narrowed or flattened against the track's own shape
   (partly hidden: by a shoulder), or cut by the frame's edge, counts only where it matches: a person's own face so
   hidden often embeds far from their photo, other people's faces so hidden or beside theirs never came near it
-  (measured); the stretch goes on through it, and after ``SAMPLES`` such faces that matched nobody, no more are
-  compared in that stretch. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
-  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the
-  frames after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown
-  stretch is compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get
-  that match before they are written, and on its last good face when it ends (where it ends on a face found but no
-  longer sure, the last one ``SETTLE`` frames before that: the faces just before are those something had begun to
-  hide).
+  (measured); the stretch goes on through one that matches, and ends at one that does not (the frames after it show
+  only from a match after them); after ``SAMPLES`` such faces that matched nobody, no more are compared until one of
+  the track's faces matches. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
+  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the frames
+  after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown stretch is
+  compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get that match
+  before they are written, and on its last whole face when it ends (where it ends on a face found but no longer sure,
+  or on faces not whole, the last one ``SETTLE`` frames before those: the faces just before are those something had
+  begun to hide).
 - One whole face of a track that matches nobody, or any face that matches another person than before, and the
   track is redacted from then on, every frame not yet written included, whatever matched before.
 
@@ -58,9 +59,9 @@ MIN_REFERENCE = 80  # px: a reference photo's face must be at least this large
 SAMPLES = 3         # faces of a stretch that must match the same person before it is shown
 SPACING = 4         # frames: a stretch's faces are compared at most once per this many (the best of them)
 NEAR = 0.1          # a face whose box, grown by this share of its width per side, meets another one grown alike may
-                    # be partly behind the other's head (its hair and shoulders reach past its face box): not compared
+                    # be partly behind the other's head (its hair and shoulders reach past its face box): not whole
 SHAPE = 0.08        # a face box whose height-to-width ratio is off the track's own by more than this share is partly
-                    # hidden (narrowed from a side, cut at the top or bottom): not compared
+                    # hidden (narrowed from a side, cut at the top or bottom): not whole
 PAD = 0.05          # of a face's width per side, added to the area it swept since the last look (the detector's
                     # jitter): where two such areas meet, the tracker may have swapped the two faces
 LOST = 0.25         # of a face's width per side, plus its motion since: where a face not found at a look may be
@@ -224,7 +225,9 @@ class _Stretch:
     recent: list = field(default_factory=list)  # the same, of its whole faces since (the last SETTLE + 1 of them):
                                                 # one is compared when the stretch ends
     since: int = 0               # the first frame of the window: after the last comparison
-    misses: int = 0              # its partly hidden faces compared that matched nobody: after SAMPLES, no more are
+    hidden: int | None = None    # the first frame of its last faces not whole (None: its last face is whole)
+    doubt: bool = False          # it began after a face that matched nobody: shown only from its first match
+    first_match: int = -1
 
     @property
     def shown(self) -> bool:
@@ -237,6 +240,9 @@ class _Followed:
 
     person: int | None = None    # the person its faces matched
     rejected: bool = False       # a face matched nobody or someone else: redacted from then on
+    misses: int = 0              # its faces not whole that matched nobody since its last match: after SAMPLES, no
+                                 # more are compared until a whole one matches
+    doubt: bool = False          # such a face came after its last match: its next stretch is in doubt
     stretches: list[_Stretch] = field(default_factory=list)   # the open one last
     open: bool = False
     matched_faces: int = 0       # its faces that matched, in all its stretches
@@ -315,7 +321,7 @@ class Keeper:
                 self._close(state, spoilt=t.last_hit == f and not t.sure)
                 continue
             if not state.open:
-                state.stretches.append(_Stretch(f, f, since=f))
+                state.stretches.append(_Stretch(f, f, since=f, doubt=state.doubt))
                 state.open = True
             s = state.stretches[-1]
             s.end = f
@@ -326,15 +332,18 @@ class Keeper:
             self._consider(state, s, f, frame, t.box, float(t.score), whole)
 
     def _close(self, state: _Followed, spoilt: bool = False) -> None:
-        """The open stretch ends (a miss, a weak detection, a face that may have taken its place, the end): its last
-        good face since the last comparison is compared now (its frames up to there may then show); kept only if it
-        was shown."""
+        """The open stretch ends (a miss, a weak detection, a face that may have taken its place, a face not whole that
+        matched nobody, the end): its last whole face since the last comparison is compared now (its frames up to
+        there may then show); kept only if it was shown."""
         if state.open:
             s = state.stretches[-1]
-            # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller): the faces just before are
-            # those a hiding object, the frame's edge or a turn had begun to spoil, so the last good one at least
-            # SETTLE frames before is compared (not one of them)
-            settled = [r for r in s.recent if not spoilt or r[1] <= s.end - SETTLE]
+            # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller); or its last faces are not
+            # whole: the faces just before are those a hiding object, another face, the frame's edge or a turn had
+            # begun to spoil, so the last whole one at least SETTLE frames before is compared (not one of them)
+            limit = s.end - SETTLE if spoilt else s.end
+            if s.hidden is not None:
+                limit = min(limit, s.hidden - SETTLE)
+            settled = [r for r in s.recent if r[1] <= limit]
             if settled:  # (a face since the last comparison)
                 self._compare(state, s, settled[-1])
             if state.rejected:
@@ -355,19 +364,21 @@ class Keeper:
         """A good face of the stretch (large, sure, sharp) is a candidate: until the stretch is shown, the best of
         each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every ``every``. A face
         not ``whole`` (beside another, of another shape, or cut by the frame's edge) is one only where no whole face
-        is, and until ``SAMPLES`` of the stretch's such faces matched nobody; it is compared every ``SPACING``
-        frames, shown or not: more hidden from one look to the next, it may stop matching, and its frames show only
-        up to the last that matched."""
+        is, and until ``SAMPLES`` of the track's such faces matched nobody since its last match; it is compared
+        every ``SPACING`` frames, shown or not: more hidden from one look to the next, it may stop matching, and its
+        frames show only up to the last that matched. One that matches nobody ends the stretch, and the next one
+        shows only from its first match."""
         x1, y1, x2, y2 = (float(v) for v in box)
         side = min(x2 - x1, y2 - y1)  # the smaller side, whichever way the frame is turned
         height, width = frame.shape[:2]
         # a face cut by the frame's edge is partly hidden too; one half hidden (the detector less sure) embeds as
         # someone else
         whole = whole and x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
+        s.hidden = None if whole else f if s.hidden is None else s.hidden
         due = self.every if s.shown and whole else SPACING
         window = f - s.since >= due - SPACING
         # (a face not whole is cropped only where a comparison is due: it is never one of ``recent``)
-        if side >= MIN_FACE and score >= MIN_SCORE and (whole or s.misses < SAMPLES and f - s.since >= due - 1):
+        if side >= MIN_FACE and score >= MIN_SCORE and (whole or state.misses < SAMPLES and f - s.since >= due - 1):
             crop, cbox = face_crop(frame, box, self.rotation)
             quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
             if window:
@@ -380,47 +391,49 @@ class Keeper:
             if window and (s.best is None or (whole, quality) > (s.best[5], s.best[0])):
                 s.best = face
         if s.best is not None and f - s.since >= due - 1:
-            self._compare(state, s, s.best)
+            if self._compare(state, s, s.best) is False:
+                # a face not whole that matched nobody: what it is, nothing says; the stretch ends (its last whole
+                # face compared), and the frames from here on show only from a match after them
+                self._close(state)
+                state.doubt = True
+                return
             s.since = f + 1
 
-    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> None:
+    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> bool | None:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
-        showing it; a match with another person than before, or a whole face that matches nobody, and the track is
-        redacted from then on. A partly hidden face that matches nobody says nothing (the person's own face so
-        hidden embeds 0.14-0.63 from their photo; other people's, 0.47 and more: docs/quality.md): the last whole
-        face at least ``SETTLE`` frames before it since the last comparison is compared instead, so that the frames
-        up to it may show."""
+        showing it (True); a match with another person than before, or a whole face that matches nobody, and the
+        track is redacted from then on. A face not whole that matches nobody (False) redacts nothing: the person's
+        own face so hidden embeds 0.11-0.81 from their photo, other people's faces so hidden did not come under 0.43
+        (docs/quality.md). None: not looking at the camera, not compared."""
         _, f, crop, cbox, ratio, whole = face
         s.best = None
-        before = [r for r in s.recent if r[1] <= f - SETTLE]   # (not those it was becoming hidden in)
+        points, shape = self.embedder.landmarks(crop, cbox)
+        if not frontal(points):
+            state.misses += not whole   # (what such faces cost is bounded too)
+            return None
+        e = self.embedder.embed(crop, shape)
+        self.compared += 1
+        dist = [p.distance(e) for p in self.persons]
+        who = int(np.argmin(dist))
+        if not whole and dist[who] >= THRESHOLD:
+            state.misses += 1
+            return False   # (its stretch's whole faces before it stay: the last of them is compared as it ends)
         # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
         s.recent = [r for r in s.recent if s.shown and r[1] > f]
-        points, shape = self.embedder.landmarks(crop, cbox)
-        dist = None
-        if frontal(points):
-            e = self.embedder.embed(crop, shape)
-            self.compared += 1
-            dist = [p.distance(e) for p in self.persons]
-        if not whole and (dist is None or min(dist) >= THRESHOLD):
-            s.misses += 1
-            if before:
-                self._compare(state, s, before[-1])
-            return
-        if dist is None:
-            return
-        who = int(np.argmin(dist))
         if dist[who] >= THRESHOLD or state.person not in (None, who):
             state.rejected = True
             state.open = False
             state.stretches.clear()
-            return
-        state.person = who
+            return None
+        state.person, state.misses, state.doubt = who, 0, False
         if whole:   # (the track's own shape)
             state.matched = [*state.matched[-31:], ratio]
         s.matches += 1
-        s.last_match = f
+        s.last_match = max(s.last_match, f)   # (a stretch that ends compares a face from before its last ones)
+        s.first_match = f if s.first_match < 0 else min(s.first_match, f)
         state.matched_faces += 1
         state.farthest = max(state.farthest, dist[who])
+        return True
 
     def mark(self, final: list[Regions], start: int) -> list[Regions]:
         """The final frames (from frame index ``start``) with the faces to leave visible marked ``kept``."""
@@ -440,7 +453,7 @@ class Keeper:
         state = self.tracks.get(track)
         if state is None or state.rejected:
             return False
-        if any(s.shown and s.start <= g <= s.last_match for s in state.stretches):
+        if any(s.shown and (s.first_match if s.doubt else s.start) <= g <= s.last_match for s in state.stretches):
             state.kept_frames += 1
             return True
         return False
