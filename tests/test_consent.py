@@ -163,10 +163,11 @@ def _stamp(frame: np.ndarray, box, f: int) -> None:
 
 
 class _Fixed:
-    """An embedder whose faces are who the test says, by the frame each face is from (``_stamp``)."""
+    """An embedder whose faces are who the test says, by the frame each face is from (``_stamp``); ``turned``: the
+    frames whose face looks away (its nose far from between its eyes)."""
 
-    def __init__(self, who):
-        self.who = who
+    def __init__(self, who, turned=lambda f: False):
+        self.who, self.turned = who, turned
         self.face = None
         self.boxes = []   # the face boxes it was shown, as (the face's frame, the box's height-to-width ratio)
 
@@ -174,15 +175,16 @@ class _Fixed:
         r, g, _ = crop[int((box[1] + box[3]) / 2), int((box[0] + box[2]) / 2)]
         self.face = int(r) + 256 * int(g)
         self.boxes.append((self.face, float(box[3] - box[1]) / float(box[2] - box[0])))
-        return np.array([[10, 10], [20, 10], [40, 10], [30, 10], [25, 20]], np.float32), None
+        nose = [45, 20] if self.turned(self.face) else [25, 20]
+        return np.array([[10, 10], [20, 10], [40, 10], [30, 10], nose], np.float32), None
 
     def embed(self, crop, shape):
         return self.who(self.face)
 
 
-def _keeper(who, lookback=36):
+def _keeper(who, lookback=36, turned=lambda f: False):
     person = consent.Person("me", ("me.jpg",), np.zeros((1, 128), np.float32))
-    emb = _Fixed(who)
+    emb = _Fixed(who, turned)
     return consent.Keeper((person,), lookback, embedder=emb), emb
 
 
@@ -298,10 +300,13 @@ def test_a_face_beside_another_the_whole_time_is_shown_once_matched():
 
 def test_someone_else_beside_another_is_compared_a_few_times_and_never_shown():
     """A stranger beside another face the whole time: faces partly hidden that do not match redact nothing, so
-    they are compared only ``SAMPLES`` times a stretch (what they cost), and never shown."""
+    they are compared every 4 frames only until ``SAMPLES`` of them did not match, then every ``lookback`` - 8
+    (what they cost), and never shown."""
     keeper, emb = _keeper(lambda f: SOMEONE)
     assert _run(keeper, emb, 300, near=lambda f: True, gap=12) == []
-    assert keeper.compared == 2 * consent.SAMPLES and not keeper.tracks[0].rejected   # (and the other face)
+    assert not keeper.tracks[0].rejected
+    per_track = consent.SAMPLES + 300 // (36 - 2 * consent.SPACING) + 1
+    assert 2 * consent.SAMPLES < keeper.compared <= 2 * per_track   # (and the other face)
     keeper, emb = _keeper(lambda f: ME if f in (3, 7) else SOMEONE)   # hers twice (a swap no rule sees): too few
     assert _run(keeper, emb, 300, near=lambda f: True, gap=12) == []
     assert {3, 7} <= {f for f, _ in emb.boxes}
@@ -343,6 +348,34 @@ def test_a_partly_hidden_face_that_does_not_match_is_judged_on_a_whole_one_befor
     keeper, emb = _keeper(lambda f: SOMEONE if f > 42 - consent.SETTLE else ME)
     shown = _run(keeper, emb, 120, near=lambda f: 42 <= f < 43, gap=12, sure=lambda f: f < 43)
     assert not keeper.tracks[0].rejected and shown == list(range(len(shown))) and len(shown) > 30
+
+
+def test_a_partly_hidden_face_looking_away_ends_the_stretch_too():
+    """Beside another face from 40 and looking away until 51 (not compared), then a stranger's face there (a swap no
+    rule sees) until 61, then hers, whole: none of the stranger's frames is shown, however many faces looked away
+    before (a face not whole that cannot be compared vouches for nothing either)."""
+    keeper, emb = _keeper(lambda f: SOMEONE if 52 <= f <= 60 else ME, turned=lambda f: 40 <= f < 52)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 61, gap=12)
+    assert not any(52 <= f <= 60 for f in shown) and set(range(70, 120)) <= set(shown)
+
+
+def test_the_doubt_after_a_face_that_matched_nobody_lasts_until_a_match():
+    """A stranger's face beside another from 40 (a swap no rule sees) matches nobody at its first comparison; the
+    track is then missed at 46, its faces too small to compare from 47 to 52, and hers again from 53: the stretches
+    after that face show only from a match, so not 47-52."""
+    keeper, emb = _keeper(lambda f: SOMEONE if 40 <= f < 53 else ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 46, gap=12, sure=lambda f: f != 46,
+                 small=lambda f: 47 <= f < 53)
+    assert not any(40 <= f < 53 for f in shown) and set(range(60, 120)) <= set(shown)
+
+
+def test_a_match_lets_partly_hidden_faces_be_compared_often_again():
+    """Three faces beside another that match nobody (40-52), then whole and matching (60-69), then beside another
+    again and matching (70-109), then missed: shown up to a few frames before 110, its faces beside the other
+    compared every 4 frames again after the match."""
+    keeper, emb = _keeper(lambda f: SOMEONE if 40 <= f < 53 else ME)
+    shown = _run(keeper, emb, 120, near=lambda f: 40 <= f < 60 or 70 <= f < 110, gap=12, sure=lambda f: f < 110)
+    assert set(range(60, 110 - consent.SPACING)) <= set(shown) and not keeper.tracks[0].rejected
 
 
 def test_a_partly_hidden_face_that_matches_another_person_redacts_the_track():

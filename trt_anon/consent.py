@@ -16,15 +16,15 @@ Fail safe, because a person wrongly kept is a leak:
   (it may be partly behind the other's head), or whose box has narrowed or flattened against the track's own shape
   (partly hidden: by a shoulder), or cut by the frame's edge, counts only where it matches: a person's own face so
   hidden often embeds far from their photo, other people's faces so hidden or beside theirs never came near it
-  (measured); the stretch goes on through one that matches, and ends at one that does not (the frames after it show
-  only from a match after them); after ``SAMPLES`` such faces that matched nobody, no more are compared until one of
-  the track's faces matches. A stretch is shown once ``SAMPLES`` of its faces matched the same person, and then only
-  from its first sure detection to its last matching face: a frame is shown only with a match after it, so the frames
-  after a swap the rules above do not see (a cut between two people framed alike) are never shown. A shown stretch is
-  compared again every ``lookback`` - 8 frames, on its best face of the last few, so that its frames get that match
-  before they are written, and on its last whole face when it ends (where it ends on a face found but no longer sure,
-  or on faces not whole, the last one ``SETTLE`` frames before those: the faces just before are those something had
-  begun to hide).
+  (measured); the stretch goes on through one that matches, and ends at one that does not or looks away (the frames
+  after it show only from a match after them); after ``SAMPLES`` such faces since the track's last match, they are
+  compared only every ``lookback`` - 8 frames. A stretch is shown once ``SAMPLES`` of its faces matched the same
+  person, and then only from its first sure detection to its last matching face: a frame is shown only with a match
+  after it, so the frames after a swap the rules above do not see (a cut between two people framed alike) are never
+  shown. A shown stretch is compared again every ``lookback`` - 8 frames, on its best face of the last few, so that
+  its frames get that match before they are written, and on its last whole face when it ends (where it ends on a face
+  found but no longer sure, or on faces not whole, the last one ``SETTLE`` frames before those: the faces just before
+  are those something had begun to hide).
 - One whole face of a track that matches nobody, or any face that matches another person than before, and the
   track is redacted from then on, every frame not yet written included, whatever matched before.
 
@@ -69,8 +69,9 @@ APART = 3           # two faces found at this look and the last whose swept area
                     # each one's box is this many times nearer its own box at the last look than the other's (one
                     # in front of the other): a swap there would be both faces jumping into each other's box
 MIN_SCORE = 0.7     # detection score: a face scored lower (half hidden, dark, blurred) is not compared
-SETTLE = 4          # frames: a stretch that ends on a face no longer sure is compared on its last good face at least
-                    # this many frames before, not on those a hiding object, the frame's edge or a turn began to spoil
+SETTLE = 4          # frames: a stretch that ends on a face no longer sure, or on faces not whole, is compared on its
+                    # last whole face at least this many frames before, not on those a hiding object, another face,
+                    # the frame's edge or a turn began to spoil
 BORDER = 2          # px: a face box this near the frame's edge is cut by it: it counts only where it matches
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
@@ -225,7 +226,6 @@ class _Stretch:
     recent: list = field(default_factory=list)  # the same, of its whole faces since (the last SETTLE + 1 of them):
                                                 # one is compared when the stretch ends
     since: int = 0               # the first frame of the window: after the last comparison
-    hidden: int | None = None    # the first frame of its last faces not whole (None: its last face is whole)
     doubt: bool = False          # it began after a face that matched nobody: shown only from its first match
     first_match: int = -1
 
@@ -240,8 +240,8 @@ class _Followed:
 
     person: int | None = None    # the person its faces matched
     rejected: bool = False       # a face matched nobody or someone else: redacted from then on
-    misses: int = 0              # its faces not whole that matched nobody since its last match: after SAMPLES, no
-                                 # more are compared until a whole one matches
+    misses: int = 0              # its faces not whole that matched nobody (or looked away) since its last match:
+                                 # after SAMPLES, such faces are compared only every ``every`` frames
     doubt: bool = False          # such a face came after its last match: its next stretch is in doubt
     stretches: list[_Stretch] = field(default_factory=list)   # the open one last
     open: bool = False
@@ -333,17 +333,14 @@ class Keeper:
 
     def _close(self, state: _Followed, spoilt: bool = False) -> None:
         """The open stretch ends (a miss, a weak detection, a face that may have taken its place, a face not whole that
-        matched nobody, the end): its last whole face since the last comparison is compared now (its frames up to
-        there may then show); kept only if it was shown."""
+        matched nobody, the end): its last whole face not compared yet is compared now (its frames up to there may
+        then show); kept only if it was shown."""
         if state.open:
             s = state.stretches[-1]
-            # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller); or its last faces are not
-            # whole: the faces just before are those a hiding object, another face, the frame's edge or a turn had
-            # begun to spoil, so the last whole one at least SETTLE frames before is compared (not one of them)
-            limit = s.end - SETTLE if spoilt else s.end
-            if s.hidden is not None:
-                limit = min(limit, s.hidden - SETTLE)
-            settled = [r for r in s.recent if r[1] <= limit]
+            # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller): the faces just before are
+            # those a hiding object, the frame's edge or a turn had begun to spoil, so the last whole one at least
+            # SETTLE frames before is compared (not one of them; those before a face not whole are gone already)
+            settled = [r for r in s.recent if not spoilt or r[1] <= s.end - SETTLE]
             if settled:  # (a face since the last comparison)
                 self._compare(state, s, settled[-1])
             if state.rejected:
@@ -364,9 +361,9 @@ class Keeper:
         """A good face of the stretch (large, sure, sharp) is a candidate: until the stretch is shown, the best of
         each ``SPACING`` frames is compared; then the best of the last ``SPACING`` frames of every ``every``. A face
         not ``whole`` (beside another, of another shape, or cut by the frame's edge) is one only where no whole face
-        is, and until ``SAMPLES`` of the track's such faces matched nobody since its last match; it is compared
-        every ``SPACING`` frames, shown or not: more hidden from one look to the next, it may stop matching, and its
-        frames show only up to the last that matched. One that matches nobody ends the stretch, and the next one
+        is; it is compared every ``SPACING`` frames, shown or not (more hidden from one look to the next, it may stop
+        matching, and its frames show only up to the last that matched), every ``every`` once ``SAMPLES`` such faces
+        of the track matched nobody since its last match. One that matches nobody ends the stretch, and the next one
         shows only from its first match."""
         x1, y1, x2, y2 = (float(v) for v in box)
         side = min(x2 - x1, y2 - y1)  # the smaller side, whichever way the frame is turned
@@ -374,11 +371,12 @@ class Keeper:
         # a face cut by the frame's edge is partly hidden too; one half hidden (the detector less sure) embeds as
         # someone else
         whole = whole and x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
-        s.hidden = None if whole else f if s.hidden is None else s.hidden
-        due = self.every if s.shown and whole else SPACING
+        if not whole:   # the whole faces just before it may have been becoming hidden: never compared
+            s.recent = [r for r in s.recent if r[1] <= f - SETTLE]
+        due = self.every if whole and s.shown or not whole and state.misses >= SAMPLES else SPACING
         window = f - s.since >= due - SPACING
         # (a face not whole is cropped only where a comparison is due: it is never one of ``recent``)
-        if side >= MIN_FACE and score >= MIN_SCORE and (whole or state.misses < SAMPLES and f - s.since >= due - 1):
+        if side >= MIN_FACE and score >= MIN_SCORE and (whole or f - s.since >= due - 1):
             crop, cbox = face_crop(frame, box, self.rotation)
             quality = 0.0  # scored only where it may become ``best``: ``recent`` is compared as it is
             if window:
@@ -394,32 +392,38 @@ class Keeper:
             if self._compare(state, s, s.best) is False:
                 # a face not whole that matched nobody: what it is, nothing says; the stretch ends (its last whole
                 # face compared), and the frames from here on show only from a match after them
+                misses = state.misses   # (a match of that older face does not undo this one)
                 self._close(state)
-                state.doubt = True
+                state.misses, state.doubt = misses, True
                 return
             s.since = f + 1
 
     def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> bool | None:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
         showing it (True); a match with another person than before, or a whole face that matches nobody, and the
-        track is redacted from then on. A face not whole that matches nobody (False) redacts nothing: the person's
-        own face so hidden embeds 0.11-0.81 from their photo, other people's faces so hidden did not come under 0.43
-        (docs/quality.md). None: not looking at the camera, not compared."""
+        track is redacted from then on (None). A face not whole that matches nobody, or looks away, is False and
+        redacts nothing: the person's own face so hidden embeds 0.11-0.81 from their photo, other people's faces so
+        hidden did not come under 0.43 (docs/quality.md). A whole face looking away: None, not compared."""
         _, f, crop, cbox, ratio, whole = face
         s.best = None
+        # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show; a face not
+        # whole leaves the whole ones before it, one of which is compared as the stretch ends)
+        keep = [r for r in s.recent if s.shown and r[1] > f]
+        if whole:
+            s.recent = keep
         points, shape = self.embedder.landmarks(crop, cbox)
-        if not frontal(points):
-            state.misses += not whole   # (what such faces cost is bounded too)
-            return None
-        e = self.embedder.embed(crop, shape)
-        self.compared += 1
-        dist = [p.distance(e) for p in self.persons]
-        who = int(np.argmin(dist))
-        if not whole and dist[who] >= THRESHOLD:
+        dist = None
+        if frontal(points):
+            e = self.embedder.embed(crop, shape)
+            self.compared += 1
+            dist = [p.distance(e) for p in self.persons]
+        if not whole and (dist is None or min(dist) >= THRESHOLD):
             state.misses += 1
-            return False   # (its stretch's whole faces before it stay: the last of them is compared as it ends)
-        # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
-        s.recent = [r for r in s.recent if s.shown and r[1] > f]
+            return False
+        if dist is None:
+            return None
+        s.recent = keep
+        who = int(np.argmin(dist))
         if dist[who] >= THRESHOLD or state.person not in (None, who):
             state.rejected = True
             state.open = False
