@@ -41,32 +41,38 @@ from trt_anon.detect import select_detector  # noqa: E402
 SAME_LFW = (0, 36, 90)   # one person (George W. Bush) three times in the subset: labelled by eye
 
 
-def video_face(source: str, size: float, embedder, detector, **face) -> tuple[np.ndarray | None, bool]:
-    """(embedding, frontal) of ``source`` drawn at ``size`` px into a 640 x 480 frame, JPEG'd as a video's
-    frame is compressed, found by the detector and embedded as consent.Keeper does; (None, False) if not found."""
-    frame, _, _ = next(synth.render(640, 480, [synth.Face(size, (220, 140), source=source, **face)], 1))
+def _video(faces: list, detector):
+    """A 640 x 480 frame of ``faces``, JPEG'd as a video's frame is compressed, and the faces the detector finds."""
+    frame, _, _ = next(synth.render(640, 480, faces, 1))
     ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
     frame = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
-    found = detector(frame[None])[0]
-    if not len(found):
-        return None, False
-    crop, cbox = consent.face_crop(frame, found.xyxy[int(np.argmax(found.score))])
+    return frame, detector(frame[None])[0]
+
+
+def _embedded(frame: np.ndarray, box, embedder) -> tuple[np.ndarray, bool]:
+    """(embedding, frontal) of the face in ``box``, as consent.Keeper embeds it."""
+    crop, cbox = consent.face_crop(frame, box)
     points, shape = embedder.landmarks(crop, cbox)
     return embedder.embed(crop, shape), consent.frontal(points)
+
+
+def video_face(source: str, size: float, embedder, detector, **face) -> tuple[np.ndarray | None, bool]:
+    """(embedding, frontal) of ``source`` drawn at ``size`` px into a video frame (``_video``), its best detection
+    embedded as consent.Keeper does; (None, False) if not found."""
+    frame, found = _video([synth.Face(size, (220, 140), source=source, **face)], detector)
+    if not len(found):
+        return None, False
+    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder)
 
 
 def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detector, front: bool = False,
                 size: float = 96, by_size: float = 96) -> np.ndarray | None:
     """The embedding of ``source`` drawn at ``size`` px with ``by`` (``by_size`` px, in front) hiding ``hidden`` of
-    it from ``side``, JPEG'd, found and embedded as ``video_face`` does (``front``: of ``by``, the face in front);
-    None if not found."""
+    it from ``side``, as ``video_face`` does (``front``: of ``by``, the face in front); None if not found."""
     a = synth.Face(size, (270, 160), source=source)
     b = synth.hide(a, synth.Face(by_size, (270 + (-2.5 if side == "left" else 2.5) * size, 174), source=by,
                                  flip=side == "left"), hidden, 640, 480)
-    frame, _, _ = next(synth.render(640, 480, [a, b], 1))
-    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
-    frame = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
-    found = detector(frame[None])[0]
+    frame, found = _video([a, b], detector)
     if not len(found):
         return None
     face = b if front else a
@@ -76,25 +82,20 @@ def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detect
     k = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
     if np.linalg.norm(centres[k] - centre) > face.size / 2:   # that face not found
         return None
-    crop, cbox = consent.face_crop(frame, found.xyxy[k])
-    return embedder.embed(crop, embedder.landmarks(crop, cbox)[1])
+    return _embedded(frame, found.xyxy[k], embedder)[0]
 
 
 def cut_face(source: str, cut: float, side: str, embedder, detector) -> np.ndarray | None:
     """The embedding of ``source`` drawn at 96 px with ``cut`` of its face box past the frame's ``side`` edge
-    (left, right, top, bottom), JPEG'd, found and embedded as ``video_face`` does; None if not found."""
+    (left, right, top, bottom), as ``video_face`` does; None if not found."""
     x0, y0, x1, y1 = synth.face_box(synth.Face(96, (0, 0), source=source), 0)
     w, h = x1 - x0, y1 - y0
     x = {"left": -cut * w, "right": 640 - w + cut * w}.get(side, 270)
     y = {"top": -cut * h, "bottom": 480 - h + cut * h}.get(side, 160)
-    frame, _, _ = next(synth.render(640, 480, [synth.Face(96, (x, y), source=source)], 1))
-    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
-    frame = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
-    found = detector(frame[None])[0]
+    frame, found = _video([synth.Face(96, (x, y), source=source)], detector)
     if not len(found):
         return None
-    crop, cbox = consent.face_crop(frame, found.xyxy[int(np.argmax(found.score))])
-    return embedder.embed(crop, embedder.landmarks(crop, cbox)[1])
+    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder)[0]
 
 
 def main() -> int:

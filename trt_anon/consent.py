@@ -406,11 +406,6 @@ class Keeper:
         hidden did not come under 0.43 (docs/quality.md). A whole face looking away: None, not compared."""
         _, f, crop, cbox, ratio, whole = face
         s.best = None
-        # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show; a face not
-        # whole leaves the whole ones before it, one of which is compared as the stretch ends)
-        keep = [r for r in s.recent if s.shown and r[1] > f]
-        if whole:
-            s.recent = keep
         points, shape = self.embedder.landmarks(crop, cbox)
         dist = None
         if frontal(points):
@@ -419,10 +414,11 @@ class Keeper:
             dist = [p.distance(e) for p in self.persons]
         if not whole and (dist is None or min(dist) >= THRESHOLD):
             state.misses += 1
-            return False
+            return False   # (the whole faces before it stay: one of them is compared as the stretch ends)
+        # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
+        s.recent = [r for r in s.recent if s.shown and r[1] > f]
         if dist is None:
             return None
-        s.recent = keep
         who = int(np.argmin(dist))
         if dist[who] >= THRESHOLD or state.person not in (None, who):
             state.rejected = True
@@ -433,8 +429,9 @@ class Keeper:
         if whole:   # (the track's own shape)
             state.matched = [*state.matched[-31:], ratio]
         s.matches += 1
-        s.last_match = max(s.last_match, f)   # (a stretch that ends compares a face from before its last ones)
-        s.first_match = f if s.first_match < 0 else min(s.first_match, f)
+        s.last_match = f   # (every face left to compare is after the last match: each match drops those before)
+        if s.first_match < 0:
+            s.first_match = f
         state.matched_faces += 1
         state.farthest = max(state.farthest, dist[who])
         return True
