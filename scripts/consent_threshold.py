@@ -9,6 +9,9 @@ but are not labelled so count as different, which only lowers the threshold. Sam
 both portraits against themselves drawn into a video frame at 48-160 px, mirrored, darker or tilted, JPEG'd.
 
 Every face goes through the path a video's face takes (CenterFace box, crop, dlib's landmarks and embedding).
+A reference (an LFW face at 96 px, a portrait) is embedded with its exposure bracket (``consent.EXPOSURES``: its
+values times 1.5, clipped) as --keep-face embeds a reference photo, and a face's distance to it is to the
+nearest of those; in a pair of LFW faces, either one is taken as the reference (the nearer).
 The threshold must be under the closest different pair; the run fails if ``consent.THRESHOLD`` is not.
 
 Partly hidden: each LFW face (and Hopper's) at 96 px with another face drawn over 20 % or 40 % of it from either
@@ -49,20 +52,21 @@ def _video(faces: list, detector):
     return frame, detector(frame[None])[0]
 
 
-def _embedded(frame: np.ndarray, box, embedder) -> tuple[np.ndarray, bool]:
-    """(embedding, frontal) of the face in ``box``, as consent.Keeper embeds it."""
+def _embedded(frame: np.ndarray, box, embedder, gains=(1.0,)) -> tuple[np.ndarray, bool]:
+    """(embeddings, frontal) of the face in ``box``, as consent.Keeper embeds it: a row per gain (a reference's
+    exposure bracket: ``consent.EXPOSURES``; a face in a video: as it is)."""
     crop, cbox = consent.face_crop(frame, box)
     points, shape = embedder.landmarks(crop, cbox)
-    return embedder.embed(crop, shape), consent.frontal(points)
+    return embedder.bracket(crop, shape, gains), consent.frontal(points)
 
 
-def video_face(source: str, size: float, embedder, detector, **face) -> tuple[np.ndarray | None, bool]:
-    """(embedding, frontal) of ``source`` drawn at ``size`` px into a video frame (``_video``), its best detection
-    embedded as consent.Keeper does; (None, False) if not found."""
+def video_face(source: str, size: float, embedder, detector, gains=(1.0,), **face) -> tuple[np.ndarray | None, bool]:
+    """(embeddings, frontal) of ``source`` drawn at ``size`` px into a video frame (``_video``), its best detection
+    embedded as consent.Keeper does (a row per gain); (None, False) if not found."""
     frame, found = _video([synth.Face(size, (220, 140), source=source, **face)], detector)
     if not len(found):
         return None, False
-    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder)
+    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder, gains)
 
 
 def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detector, front: bool = False,
@@ -82,7 +86,7 @@ def hidden_face(source: str, by: str, hidden: float, side: str, embedder, detect
     k = int(np.argmin(np.linalg.norm(centres - centre, axis=1)))
     if np.linalg.norm(centres[k] - centre) > face.size / 2:   # that face not found
         return None
-    return _embedded(frame, found.xyxy[k], embedder)[0]
+    return _embedded(frame, found.xyxy[k], embedder)[0][0]
 
 
 def cut_face(source: str, cut: float, side: str, embedder, detector) -> np.ndarray | None:
@@ -95,7 +99,7 @@ def cut_face(source: str, cut: float, side: str, embedder, detector) -> np.ndarr
     frame, found = _video([synth.Face(96, (x, y), source=source)], detector)
     if not len(found):
         return None
-    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder)[0]
+    return _embedded(frame, found.xyxy[int(np.argmax(found.score))], embedder)[0][0]
 
 
 def main() -> int:
@@ -103,9 +107,10 @@ def main() -> int:
     embedder = consent.Embedder()
     detector = select_detector(Config(backend="cpu"), gpu=False)
     lfw = {}
-    for size in (96, 56):
+    for size in (96, 56):   # at 96 px a reference: its exposure bracket
         for k in range(100):
-            e, front = video_face(f"lfw:{k}", size, embedder, detector)
+            e, front = video_face(f"lfw:{k}", size, embedder, detector,
+                                  gains=consent.EXPOSURES if size == 96 else (1.0,))
             if e is not None:
                 lfw[k, size] = (e, front)
     portraits = {}
@@ -113,22 +118,28 @@ def main() -> int:
         img, _, _ = synth.face_source(name)
         found = detector(img[None])[0]
         crop, cbox = consent.face_crop(img, found.xyxy[int(np.argmax(found.score))])
-        portraits[name] = embedder.embed(crop, embedder.landmarks(crop, cbox)[1])
+        portraits[name] = embedder.bracket(crop, embedder.landmarks(crop, cbox)[1])
 
-    def dist(a, b) -> float:
-        return float(np.linalg.norm(a - b))
+    def dist(ref, v) -> float:
+        """A face's distance to a reference: to the nearest of its exposures (as ``consent.Person.distance``)."""
+        return float(np.linalg.norm(np.atleast_2d(ref) - np.atleast_2d(v)[0], axis=1).min())
+
+    def pair(a, b) -> float:
+        """Two faces, either one the reference (its bracket, where it has one)."""
+        return min(dist(a, b), dist(b, a))
 
     different, same = [], []
     for (i, si), (j, sj) in itertools.combinations(lfw, 2):
         if i == j:
             continue
-        pair = (dist(lfw[i, si][0], lfw[j, sj][0]), f"LFW {i}@{si} / {j}@{sj}", lfw[i, si][1] and lfw[j, sj][1])
-        (same if i in SAME_LFW and j in SAME_LFW else different).append(pair)
+        p = (pair(lfw[i, si][0], lfw[j, sj][0]), f"LFW {i}@{si} / {j}@{sj}", lfw[i, si][1] and lfw[j, sj][1])
+        (same if i in SAME_LFW and j in SAME_LFW else different).append(p)
     for name, e in portraits.items():
         for (k, size), (v, front) in lfw.items():
             different.append((dist(e, v), f"{name} / LFW {k}@{size}", front))
-    different.append((dist(portraits["astronaut"], portraits["hopper"]), "astronaut / hopper", True))
-    variants = {"": {}, "mirrored": {"flip": True}, "darker": {"gain": 0.6}, "tilted 10": {"angle": 10}}
+    different.append((pair(portraits["astronaut"], portraits["hopper"]), "astronaut / hopper", True))
+    variants = {"": {}, "mirrored": {"flip": True}, "darker": {"gain": 0.6}, "brighter": {"gain": 1.5},
+                "tilted 10": {"angle": 10}}
     for name, e in portraits.items():
         for size in (48, 64, 96, 160):
             for label, face in variants.items():

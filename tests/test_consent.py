@@ -139,6 +139,29 @@ def test_a_look_alike_from_lfw_is_not_kept(tmp_path):
         assert bool(report.kept) == kept, (source, report.kept)
 
 
+@needs_extra
+def test_her_face_lit_brighter_than_in_her_photo_is_kept(crossing, tmp_path, monkeypatch):
+    """Her face at 1.6x the brightness of her photo (its bright parts clipped, as an over-exposed camera clips
+    them) embeds far from the photo, near the photo brightened alike: kept by the reference's exposure bracket,
+    not without it; Hopper lit alike is redacted."""
+    _, eileen = crossing
+    clip = make_clip(tmp_path / "bright.mp4", 640, 360, 40, audio=0, faces=[
+        Face(80, (60, 100), (1, 0), gain=1.6, source="astronaut"), Face(80, (420, 100), (-1, 0), gain=1.6,
+                                                                        source="hopper")])
+    report = trt_anon.process(clip.path, tmp_path / "bright.anon.mp4", keep_faces=[str(eileen)])
+    assert [k["person"] for k in report.kept] == ["eileen"], report.kept
+    frames = decode_frames(tmp_path / "bright.anon.mp4")
+    hopper = Face(80, (420, 100), (-1, 0), source="hopper")
+    assert not any(_shown(f, face_box(hopper, i)) for i, f in enumerate(frames))
+    monkeypatch.setattr(consent, "EXPOSURES", (1.0,))   # her photo as it is only
+    consent._people.cache_clear()
+    try:
+        report = trt_anon.process(clip.path, tmp_path / "plain.anon.mp4", keep_faces=[str(eileen)])
+    finally:
+        consent._people.cache_clear()
+    assert report.kept == []
+
+
 class _Tracks:
     """The tracker as the keeper reads it: its live tracks' number, box, last detection, whether it was sure, and
     its score; their motion (not measured here)."""

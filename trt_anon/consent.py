@@ -3,7 +3,8 @@ visible; every other face is redacted as always.
 
 Fail safe, because a person wrongly kept is a leak:
 
-- A reference is a photo (or a folder of photos) of one person, with exactly one face in each.
+- A reference is a photo (or a folder of photos) of one person, with exactly one face in each; each is embedded as
+  it is and brightened (``EXPOSURES``: a face lit brighter in the video clips where its photo does not).
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers, run in ONNX Runtime; the
   ``[consent]`` extra) with a threshold measured on real faces so that no two different people on the measured
   set come that close (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are
@@ -75,6 +76,11 @@ SETTLE = 4          # frames: a stretch that ends on a face no longer sure, or o
 BORDER = 2          # px: a face box this near the frame's edge is cut by it: it counts only where it matches
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
+EXPOSURES = (1.0, 1.5)  # a reference photo is embedded as it is and with its values times 1.5, clipped as a camera
+                    # clips: a face lit brighter in the video than in its photo (sun, a backlit scene's exposure)
+                    # loses its bright parts and embeds far from the photo (hers at 1.5x: 0.33-0.39), near the photo
+                    # brightened alike (0.14-0.23), and no one else's came nearer (measured); darker (0.5) or twice
+                    # as bright, the photo brought different people nearer than the threshold's margin
 
 
 def _models() -> tuple[str, str]:
@@ -114,8 +120,15 @@ class Embedder:
     def embed(self, rgb: np.ndarray, shape) -> np.ndarray:
         """The embedding of the face whose ``landmarks`` gave ``shape``: aligned on them by dlib, as dlib's
         ``compute_face_descriptor`` aligns it (a 150 px chip, a quarter of padding)."""
-        chip = self.dlib.get_face_chip(rgb, shape, size=SIZE, padding=0.25)
-        return self.net(np.asarray(chip)[None])[0]
+        return self.bracket(rgb, shape, (1.0,))[0]
+
+    def bracket(self, rgb: np.ndarray, shape, gains=None) -> np.ndarray:
+        """The embeddings of that face with its values times each of ``gains`` (clipped; ``EXPOSURES`` unless
+        given), one row each: a reference photo's exposure bracket."""
+        gains = EXPOSURES if gains is None else gains
+        chip = np.asarray(self.dlib.get_face_chip(rgb, shape, size=SIZE, padding=0.25))
+        chips = [chip if g == 1 else np.clip(chip * np.float32(g), 0, 255).astype(np.uint8) for g in gains]
+        return self.net(np.stack(chips))
 
 
 @functools.lru_cache(maxsize=1)
@@ -143,11 +156,12 @@ def sharpness(grey: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Person:
-    """Who consented: a name (the photo's or folder's) and an embedding per photo of them."""
+    """Who consented: a name (the photo's or folder's) and the embeddings of each photo of them, an exposure
+    bracket each (``EXPOSURES``); a face's distance to them is to the nearest."""
 
     name: str
     photos: tuple[str, ...]
-    embeddings: np.ndarray      # (photos, 128)
+    embeddings: np.ndarray      # (photos x exposures, 128)
 
     def distance(self, e: np.ndarray) -> float:
         return float(np.linalg.norm(self.embeddings - e[None], axis=1).min())
@@ -207,9 +221,9 @@ def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
             if side < MIN_REFERENCE:
                 raise ConfigError(f"--keep-face {photo}: the face is {side:.0f} px; use one of at least "
                                   f"{MIN_REFERENCE} px")
-            vectors.append(model.embed(rgb, model.landmarks(rgb, box)[1]))
+            vectors.append(model.bracket(rgb, model.landmarks(rgb, box)[1]))
             names.append(str(photo))
-        out.append(Person(path.stem if path.is_file() else path.name, tuple(names), np.stack(vectors)))
+        out.append(Person(path.stem if path.is_file() else path.name, tuple(names), np.concatenate(vectors)))
     return tuple(out)
 
 
