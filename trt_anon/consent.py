@@ -41,6 +41,7 @@ import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -227,6 +228,17 @@ def _people(paths: tuple[str, ...], stamp: tuple) -> tuple[Person, ...]:
     return tuple(out)
 
 
+class _Face(NamedTuple):
+    """A face of a stretch kept to be compared (its crop cut at once: the frame is not kept)."""
+
+    quality: float               # size, score and sharpness: the best of a window is compared
+    frame: int
+    crop: np.ndarray             # RGB, as a viewer sees it (``face_crop``)
+    box: np.ndarray              # the face's box in the crop
+    ratio: float                 # its box's height to width
+    whole: bool                  # clear of other faces, of the track's shape, inside the frame
+
+
 @dataclass
 class _Stretch:
     """Frames where a track is detected surely and no other face can have taken its place: shown once confirmed."""
@@ -235,10 +247,9 @@ class _Stretch:
     end: int                     # its last one so far
     matches: int = 0             # its faces that matched
     last_match: int = -1         # the frame of its last matching face: the last frame it may show
-    best: tuple | None = None    # (quality, frame, crop, box in the crop, its ratio, whole): the best face of the
-                                 # window's last frames (a whole one before any partly hidden one)
-    recent: list = field(default_factory=list)  # the same, of its whole faces since (the last SETTLE + 1 of them):
-                                                # one is compared when the stretch ends
+    best: _Face | None = None    # the best face of the window's last frames (a whole one before one not whole)
+    recent: list[_Face] = field(default_factory=list)  # its whole faces since (the last SETTLE + 1 of them): one
+                                                       # is compared when the stretch ends
     since: int = 0               # the first frame of the window: after the last comparison
     doubt: bool = False          # it began after a face that matched nobody: shown only from its first match
     first_match: int = -1
@@ -354,7 +365,7 @@ class Keeper:
             # ``spoilt``: it ends on a face found but no longer sure (weak, or much smaller): the faces just before are
             # those a hiding object, the frame's edge or a turn had begun to spoil, so the last whole one at least
             # SETTLE frames before is compared (not one of them; those before a face not whole are gone already)
-            settled = [r for r in s.recent if not spoilt or r[1] <= s.end - SETTLE]
+            settled = [r for r in s.recent if not spoilt or r.frame <= s.end - SETTLE]
             if settled:  # (a face since the last comparison)
                 self._compare(state, s, settled[-1])
             if state.rejected:
@@ -386,7 +397,7 @@ class Keeper:
         # someone else
         whole = whole and x1 > BORDER and y1 > BORDER and x2 < width - BORDER and y2 < height - BORDER
         if not whole:   # the whole faces just before it may have been becoming hidden: never compared
-            s.recent = [r for r in s.recent if r[1] <= f - SETTLE]
+            s.recent = [r for r in s.recent if r.frame <= f - SETTLE]
         due = self.every if whole and s.shown or not whole and state.misses >= SAMPLES else SPACING
         window = f - s.since >= due - SPACING
         # (a face not whole is cropped only where a comparison is due: it is never one of ``recent``)
@@ -397,10 +408,10 @@ class Keeper:
                 grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
                 bx = [int(max(v, 0)) for v in cbox]
                 quality = min(side, 160.0) * score * min(1.0, sharpness(grey[bx[1]:bx[3], bx[0]:bx[2]]) / 200)
-            face = (quality, f, crop, cbox, _ratio(box), whole)
+            face = _Face(quality, f, crop, cbox, _ratio(box), whole)
             if whole:
                 s.recent = [*s.recent[-SETTLE:], face]
-            if window and (s.best is None or (whole, quality) > (s.best[5], s.best[0])):
+            if window and (s.best is None or (whole, quality) > (s.best.whole, s.best.quality)):
                 s.best = face
         if s.best is not None and f - s.since >= due - 1:
             if self._compare(state, s, s.best) is False:
@@ -412,25 +423,25 @@ class Keeper:
                 return
             s.since = f + 1
 
-    def _compare(self, state: _Followed, s: _Stretch, face: tuple) -> bool | None:
+    def _compare(self, state: _Followed, s: _Stretch, face: _Face) -> bool | None:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
         showing it (True); a match with another person than before, or a whole face that matches nobody, and the
         track is redacted from then on (None). A face not whole that matches nobody, or looks away, is False and
         redacts nothing: the person's own face so hidden embeds 0.11-0.81 from their photo, other people's faces so
         hidden did not come under 0.43 (docs/quality.md). A whole face looking away: None, not compared."""
-        _, f, crop, cbox, ratio, whole = face
+        f, whole = face.frame, face.whole
         s.best = None
-        points, shape = self.embedder.landmarks(crop, cbox)
+        points, shape = self.embedder.landmarks(face.crop, face.box)
         dist = None
         if frontal(points):
-            e = self.embedder.embed(crop, shape)
+            e = self.embedder.embed(face.crop, shape)
             self.compared += 1
             dist = [p.distance(e) for p in self.persons]
         if not whole and (dist is None or min(dist) >= THRESHOLD):
             state.misses += 1
             return False   # (the whole faces before it stay: one of them is compared as the stretch ends)
         # (a shown stretch's later faces stay: one is compared when it ends, and its last frames may show)
-        s.recent = [r for r in s.recent if s.shown and r[1] > f]
+        s.recent = [r for r in s.recent if s.shown and r.frame > f]
         if dist is None:
             return None
         who = int(np.argmin(dist))
@@ -441,7 +452,7 @@ class Keeper:
             return None
         state.person, state.misses, state.doubt = who, 0, False
         if whole:   # (the track's own shape)
-            state.matched = [*state.matched[-31:], ratio]
+            state.matched = [*state.matched[-31:], face.ratio]
         s.matches += 1
         s.last_match = f   # (every face left to compare is after the last match: each match drops those before)
         if s.first_match < 0:
