@@ -122,11 +122,11 @@ def main() -> int:
 
     def dist(ref, v) -> float:
         """A face's distance to a reference: to the nearest of its exposures (as ``consent.Person.distance``)."""
-        return float(np.linalg.norm(np.atleast_2d(ref) - np.atleast_2d(v)[0], axis=1).min())
+        return float(np.linalg.norm(np.atleast_2d(ref) - v, axis=1).min())
 
     def pair(a, b) -> float:
         """Two faces, either one the reference (its bracket, where it has one)."""
-        return min(dist(a, b), dist(b, a))
+        return min(dist(a, np.atleast_2d(b)[0]), dist(b, np.atleast_2d(a)[0]))
 
     different, same = [], []
     for (i, si), (j, sj) in itertools.combinations(lfw, 2):
@@ -136,7 +136,7 @@ def main() -> int:
         (same if i in SAME_LFW and j in SAME_LFW else different).append(p)
     for name, e in portraits.items():
         for (k, size), (v, front) in lfw.items():
-            different.append((dist(e, v), f"{name} / LFW {k}@{size}", front))
+            different.append((pair(e, v), f"{name} / LFW {k}@{size}", front))
     different.append((pair(portraits["astronaut"], portraits["hopper"]), "astronaut / hopper", True))
     variants = {"": {}, "mirrored": {"flip": True}, "darker": {"gain": 0.6}, "brighter": {"gain": 1.5},
                 "tilted 10": {"angle": 10}}

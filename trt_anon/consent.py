@@ -81,7 +81,8 @@ EXPOSURES = (1.0, 1.5)  # a reference photo is embedded as it is and with its va
                     # clips: a face lit brighter in the video than in its photo (sun, a backlit scene's exposure)
                     # loses its bright parts and embeds far from the photo (hers at 1.5x: 0.33-0.39), near the photo
                     # brightened alike (0.14-0.23), and no one else's came nearer (measured); darker (0.5) or twice
-                    # as bright, the photo brought different people nearer than the threshold's margin
+                    # as bright, the photo brought different people nearer (0.395, 0.407) than the closest pair the
+                    # threshold sits under (0.414)
 
 
 def _models() -> tuple[str, str]:
@@ -128,7 +129,7 @@ class Embedder:
         given), one row each: a reference photo's exposure bracket."""
         gains = EXPOSURES if gains is None else gains
         chip = np.asarray(self.dlib.get_face_chip(rgb, shape, size=SIZE, padding=0.25))
-        chips = [chip if g == 1 else np.clip(chip * np.float32(g), 0, 255).astype(np.uint8) for g in gains]
+        chips = [chip if g == 1 else np.clip(chip.astype(np.float32) * g, 0, 255).astype(np.uint8) for g in gains]
         return self.net(np.stack(chips))
 
 
@@ -427,7 +428,7 @@ class Keeper:
         """Compare one of the stretch's faces (``best`` or ``recent``) with every person: a match counts towards
         showing it (True); a match with another person than before, or a whole face that matches nobody, and the
         track is redacted from then on (None). A face not whole that matches nobody, or looks away, is False and
-        redacts nothing: the person's own face so hidden embeds 0.11-0.81 from their photo, other people's faces so
+        redacts nothing: the person's own face so hidden embeds 0.11-0.77 from their photo, other people's faces so
         hidden did not come under 0.43 (docs/quality.md). A whole face looking away: None, not compared."""
         f, whole = face.frame, face.whole
         s.best = None

@@ -70,8 +70,8 @@ class BoxLog:
     frame as it is written. ``tracks`` sums up each face the tracker followed (``Regions.track``): its first
     and last frame, frames, largest box width, lowest detection score, and ``"action": "redact"`` (``"matched"``
     for one left visible where it matched a consenting person, ``--keep-face``, with that ``person`` and the
-    ``distance``; its faces shown say ``"kept": true``, and where one is in front of a redacted rectangle its oval
-    is put back over it: ``redact.uncovered`` gives those pixels from the frame's faces and rectangles).
+    ``distance``; its faces shown say ``"kept": true``; where one is in front of a redacted rectangle, part of it is
+    restored in the video: ``redact.uncovered`` computes which pixels from the frame's faces and rectangles).
 
     ``envelope=False`` writes the frame lines only (a segment's piece, joined into the file by ``add_line``).
     ``slim=True`` leaves out each frame's timestamp and redacted rectangles: what a decisions file needs, a
