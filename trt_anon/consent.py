@@ -4,7 +4,8 @@ visible; every other face is redacted as always.
 Fail safe, because a person wrongly kept is a leak:
 
 - A reference is a photo (or a folder of photos) of one person, with exactly one face in each; each is embedded as
-  it is and brightened (``EXPOSURES``: a face lit brighter in the video clips where its photo does not).
+  it is and brightened (``EXPOSURES``: a face lit brighter in the video than in its photo has its bright parts
+  clipped, and is compared with the photo clipped alike).
 - A track's faces are compared by a face embedding (dlib's ResNet, 128 numbers, run in ONNX Runtime; the
   ``[consent]`` extra) with a threshold measured on real faces so that no two different people on the measured
   set come that close (``THRESHOLD``, docs/quality.md: ``scripts/consent_threshold.py``). Only good faces are
@@ -78,11 +79,9 @@ BORDER = 2          # px: a face box this near the frame's edge is cut by it: it
 FRONTAL = 0.25      # the nose's sideways offset from between the eyes, in eye distances: at most this (a face
                     # turned further embeds far from its frontal photo)
 EXPOSURES = (1.0, 1.5)  # a reference photo is embedded as it is and with its values times 1.5, clipped as a camera
-                    # clips: a face lit brighter in the video than in its photo (sun, a backlit scene's exposure)
-                    # loses its bright parts and embeds far from the photo (hers at 1.5x: 0.33-0.39), near the photo
-                    # brightened alike (0.14-0.23), and no one else's came nearer (measured); darker (0.5) or twice
-                    # as bright, the photo brought different people nearer (0.395, 0.407) than the closest pair the
-                    # threshold sits under (0.414)
+                    # clips them: a face lit brighter than in its photo (sun, a backlit scene's exposure) embeds far
+                    # from the photo (hers at 1.5x: 0.33-0.39), near the photo brightened alike (0.14-0.23); no one
+                    # else came nearer than the closest different pair (measured). ×0.5 and ×2 did bring people nearer
 
 
 def _models() -> tuple[str, str]:
