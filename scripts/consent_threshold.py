@@ -117,16 +117,15 @@ def main() -> int:
     for name in ("astronaut", "hopper"):
         img, _, _ = synth.face_source(name)
         found = detector(img[None])[0]
-        crop, cbox = consent.face_crop(img, found.xyxy[int(np.argmax(found.score))])
-        portraits[name] = embedder.bracket(crop, embedder.landmarks(crop, cbox)[1])
+        portraits[name] = _embedded(img, found.xyxy[int(np.argmax(found.score))], embedder, consent.EXPOSURES)[0]
 
     def dist(ref, v) -> float:
-        """A face's distance to a reference: to the nearest of its exposures (as ``consent.Person.distance``)."""
-        return float(np.linalg.norm(np.atleast_2d(ref) - v, axis=1).min())
+        """A face's distance to a reference (its rows: its exposures), as --keep-face measures it."""
+        return consent.Person("", (), np.atleast_2d(ref)).distance(np.atleast_2d(v)[0])
 
     def pair(a, b) -> float:
         """Two faces, either one the reference (its bracket, where it has one)."""
-        return min(dist(a, np.atleast_2d(b)[0]), dist(b, np.atleast_2d(a)[0]))
+        return min(dist(a, b), dist(b, a))
 
     different, same = [], []
     for (i, si), (j, sj) in itertools.combinations(lfw, 2):
@@ -177,10 +176,6 @@ def main() -> int:
         if v is not None:
             (cut_her if source == "astronaut" else cut_other).append(
                 (dist(her, v), f"{source} {share:.0%} cut by the {side} edge"))
-    by_her.sort()
-    before_her.sort()
-    cut_other.sort()
-    small.sort()
     her_before = []   # hers in front of someone else's: theirs in her crop
     for by, share, side in itertools.product(others, (0.1, 0.2, 0.4), ("left", "right")):
         v = hidden_face("astronaut", by, share, side, embedder, detector)
@@ -190,11 +185,11 @@ def main() -> int:
         if v is not None:
             her_before.append((dist(her, v), f"astronaut hiding {share:.0%} of {by} from the {side}"))
     hidden_other.sort()
-    hidden_her.sort()
     print(f"partly hidden faces of others against Eileen Collins' portrait: {len(hidden_other)}, closest "
           f"{hidden_other[0][0]:.3f} ({hidden_other[0][1]}), then {hidden_other[1][0]:.3f} ({hidden_other[1][1]})")
     for what, found in (("behind hers", by_her), ("in front of hers", before_her), ("small beside hers", small),
                         ("cut by the edge", cut_other)):
+        found.sort()
         print(f"faces of others {what} against her portrait: {len(found)}, closest {found[0][0]:.3f} "
               f"({found[0][1]}), then {found[1][0]:.3f} ({found[1][1]})")
         for share in (0.1, 0.2, 0.4, 0.6):
@@ -202,8 +197,9 @@ def main() -> int:
             if part:
                 print(f"  {share:.0%}: {len(part)}, closest {part[0]:.3f}")
     hidden_other = sorted(hidden_other + by_her + before_her + small + cut_other)
-    for what, found in (("partly hidden", hidden_her), ("in front of another", sorted(her_before)),
-                        ("cut by the edge", sorted(cut_her))):
+    for what, found in (("partly hidden", hidden_her), ("in front of another", her_before),
+                        ("cut by the edge", cut_her)):
+        found.sort()
         print(f"her face {what} against her portrait: {len(found)}, {found[0][0]:.3f} to {found[-1][0]:.3f} "
               f"(farthest: {found[-1][1]}); under the threshold: {sum(d < consent.THRESHOLD for d, _ in found)}")
         for share in (0.1, 0.2, 0.4):
