@@ -562,19 +562,30 @@ def _swept(t, state: _Followed, f: int) -> np.ndarray:
 def _swapped(alive: list, states: list[_Followed], f: int, last: int) -> np.ndarray:
     """For each track, whether the tracker may have given its number to another face at this look (frame ``f``;
     the one before, ``last``): their ``_swept`` areas meet, and they are not both found at both looks with each
-    box ``APART`` times nearer (coordinate by coordinate) its own box at the last look than the other's."""
-    meet = _meet(np.stack([_swept(t, state, f) for t, state in zip(alive, states)]))
+    box ``APART`` times nearer (coordinate by coordinate) its own box at the last look than the other's. A face
+    found at both looks beside one not found now is at risk only where the other's area holds its box (less the
+    detector's jitter): the other face, wherever it went, could not be where this box is, nor has it this size."""
+    areas = np.stack([_swept(t, state, f) for t, state in zip(alive, states)])
+    meet = _meet(areas)
     risky = np.zeros(len(alive), bool)
     for i, j in zip(*np.nonzero(np.triu(meet))):
         pair = [(alive[k], states[k]) for k in (i, j)]
-        if not all(t.last_hit == f and state.box is not None and state.hit == last for t, state in pair):
+        both = [t.last_hit == f and state.box is not None and state.hit == last for t, state in pair]
+        if all(both):
+            for (t, state), (_, other) in (pair, pair[::-1]):
+                box = np.asarray(t.box, np.float32)
+                own = max(float(np.abs(box - state.box).max()), PAD * float(box[2] - box[0]))
+                if float(np.abs(box - other.box).max()) <= APART * own:
+                    risky[[i, j]] = True
+            continue
+        k = both.index(True) if any(both) else None
+        if k is None or pair[1 - k][0].last_hit == f:  # one found at this look only (new, or back): either's face
             risky[[i, j]] = True
             continue
-        for (t, state), (_, other) in (pair, pair[::-1]):
-            box = np.asarray(t.box, np.float32)
-            own = max(float(np.abs(box - state.box).max()), PAD * float(box[2] - box[0]))
-            if float(np.abs(box - other.box).max()) <= APART * own:
-                risky[[i, j]] = True
+        box = np.asarray(pair[k][0].box, np.float32)
+        inner, area = _grown(box, -PAD * float(box[2] - box[0])), areas[(i, j)[1 - k]]
+        if np.all(inner[:2] >= area[:2]) and np.all(inner[2:] <= area[2:]):
+            risky[[i, j]] = True
     return risky
 
 
