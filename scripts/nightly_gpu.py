@@ -1,7 +1,7 @@
 """GPU acceptance: the one command to run first on any GPU, in parts that fit a 10-minute call.
 
-    python scripts/nightly_gpu.py --make-clips .nightly-clips  # here, no GPU needed: the clip, to carry (~9 MiB)
-    python scripts/nightly_gpu.py --clips .nightly-clips       # on the GPU: every part, the clip as carried
+    python scripts/nightly_gpu.py --make-clips .nightly-clips  # any machine, no GPU needed: the clip (~9 MiB)
+    python scripts/nightly_gpu.py --clips .nightly-clips       # on the GPU: every part, on that clip
     python scripts/nightly_gpu.py --parts tests            # tests/gpu
     python scripts/nightly_gpu.py --parts throughput       # 2000-frame 1080p H.264 on the GPU stages
     python scripts/nightly_gpu.py --parts agreement        # CPU vs GPU detector on the same pixels, mosaic equal
@@ -700,8 +700,8 @@ def faces_mosaicked(clip, out: Path, max_dev: float = 4.0, max_bg: float = 4.0, 
 def workload(cache: Path, frames: int, size: tuple[int, int] = (1920, 1080), make: bool = True):
     """The clip (made once per machine and size, kept in ``cache`` with its ground truth beside it): three faces,
     one entering late; positions and sizes scale with the frame (1920x1080 is the measured workload). ``make=False``
-    (a GPU machine, given clips made here): a missing clip is an error, never made there (it took 200 s of a
-    15-minute lease once). x264 at crf 23 with a keyframe every 10 s keeps the 2000-frame clip under 10 MiB."""
+    (a GPU machine, given clips made elsewhere): a missing clip is an error, never made there (it took 200 s on an
+    H200 machine's CPUs once). x264 at crf 23 with a keyframe every 10 s keeps the 2000-frame clip under 10 MiB."""
     from synth import Clip, Face, make_clip
 
     w, h = size
@@ -716,9 +716,9 @@ def workload(cache: Path, frames: int, size: tuple[int, int] = (1920, 1080), mak
         boxes = [[tuple(b) for b in frame] for frame in json.loads(truth.read_text())]
         return Clip(path, boxes=boxes, faces=faces, size=size)
     if not make:
-        raise FileNotFoundError(f"{path} (or its {truth.name}) is missing: make it where you prepare the call, "
+        raise FileNotFoundError(f"{path} (or its {truth.name}) is missing: make it on any machine, "
                                 f"python scripts/nightly_gpu.py --make-clips {cache} --frames {frames} --size {w}x{h}, "
-                                "and carry it")
+                                "and copy it to this one")
     cache.mkdir(parents=True, exist_ok=True)
     clip = make_clip(path, w, h, frames=frames, crf=23, keyint=300, faces=faces)
     truth.write_text(json.dumps(clip.boxes))
@@ -887,21 +887,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agreement-frames", type=int, default=150)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "trt_anon_nightly",
                     help="where the generated clips are kept between runs")
-    ap.add_argument("--clips", type=Path, metavar="DIR", help="the clip as --make-clips made it (carried to a "
-                    "lent GPU): used as is, never made here")
+    ap.add_argument("--clips", type=Path, metavar="DIR", help="the clip as --make-clips made it (copied to "
+                    "the GPU machine): used as is, never made here")
     ap.add_argument("--make-clips", type=Path, metavar="DIR", help="make the throughput clip (and its ground "
                     "truth) in DIR for --frames and --size, and stop; needs no GPU")
     ap.add_argument("--profile", action="store_true", help="throughput: a torch.profiler trace of 3 batches in --out")
     ap.add_argument("--x264-frames", type=int, default=600, help="frames libx264 encodes alone (held decoded)")
     ap.add_argument("--at-once", type=int, default=0, metavar="N", help="throughput: copies of the clip run at "
                     "once on the GPU (default: as many as trt-anon would run, at most 7)")
-    ap.add_argument("--baseline", type=Path, metavar="DIR", help="where earlier summaries are (default: --out; on a "
-                    "lent machine whose --out is empty: bench-results/gpu)")
+    ap.add_argument("--baseline", type=Path, metavar="DIR", help="where earlier summaries are (default: --out; where "
+                    "--out holds none: bench-results/gpu)")
     args = ap.parse_args(argv)
     if args.make_clips is not None:
         clip = workload(args.make_clips, args.frames, args.size)
         truth = clip.path.with_suffix(".truth.json")
-        print(f"{clip.path} ({clip.path.stat().st_size / 2**20:.1f} MiB) and {truth.name}: carry {args.make_clips}")
+        print(f"{clip.path} ({clip.path.stat().st_size / 2**20:.1f} MiB) and {truth.name}: copy {args.make_clips} "
+              "to the GPU machine")
         return 0
     if args.clips is not None:
         args.cache = args.clips

@@ -364,3 +364,61 @@ def test_the_options_are_configs_fields_declared_once():
     assert actions["json_path"].option_strings == ["--json"] and actions["engine_path"].option_strings == ["--engine"]
     args = _parser().parse_args(["x.mp4"])
     assert Config(**{f.name: getattr(args, f.name) for f in fields}) == Config()
+
+
+def test_outputs_that_would_replace_each_other_are_refused_before_any_work(clips, tmp_path):
+    """Two inputs named alike into one folder, a file given twice, a JSON file or page at the video's own path:
+    the second would replace the first (or, without --overwrite, stop at it after the first was done). Refused
+    before anything is written, with or without --overwrite."""
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+        shutil.copy(clips["two"].path, tmp_path / d / "clip.mp4")
+    shutil.copy(clips["two"].path, tmp_path / "x" / "clip.mov")
+    x, y = Path("x", "clip.mp4"), Path("y", "clip.mp4")
+    for extra in ((), ("--overwrite",)):
+        r = cli(x, y, "-o", "out/", *extra, cwd=tmp_path)
+        assert_one_line_error(r, match=f"{x} and {y} would both be written as clip.anon.* in out (-o)")
+    assert_one_line_error(cli(x, x, cwd=tmp_path), code=2, match="x/clip.mp4 is given twice")
+    # clip.mp4 and clip.mov make two videos, but one NAME.anon.json
+    r = cli(x, "x/clip.mov", "--json", "js", cwd=tmp_path)
+    assert_one_line_error(r, match="would both be written as clip.anon.* in js (--json)")
+    assert leftovers(tmp_path) == ["x", "y"] and leftovers(tmp_path / "x") == ["clip.mov", "clip.mp4"]
+    # one input: its JSON file at the video's path
+    for extra in ((), ("--overwrite",)):
+        r = cli(x, "-o", "same.mp4", "--json", "same.mp4", *extra, cwd=tmp_path)
+        assert_one_line_error(r, match="the JSON file and the output are both same.mp4; give each its own name")
+    assert leftovers(tmp_path) == ["x", "y"]
+
+
+def test_json_paths_are_named_as_json_files(clips, tmp_path):
+    """--json's own words: a name without .json is not told to name a container; a folder path ending in / is
+    created and holds NAME.anon.json."""
+    src = clips["two"].path
+    r = cli(src, "-o", "a.mp4", "--json", "run", cwd=tmp_path)
+    assert_one_line_error(r, match="JSON file run has no extension; name it, e.g. run.json")
+    r = cli(src, "-o", "a.mp4", "--json", "nope/x.json", cwd=tmp_path)
+    assert_one_line_error(r, match="JSON file folder nope does not exist")
+    assert leftovers(tmp_path) == []
+    r = cli(src, "-o", "a.mp4", "--json", "js/", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert leftovers(tmp_path / "js") == ["two.anon.json"]
+
+
+def test_options_that_do_nothing_here_are_refused(clips, tmp_path):
+    """A live stream's options on a file, --review given a video name that is no input, --ray given the input:
+    refused, or taken for what the user meant, before any work."""
+    src = clips["two"].path
+    for args in (("--latency", "2"), ("--on-overload", "cover"), ("--reconnect", "-1"), ("--input-format", "mpegts"),
+                 ("--input-option", "rtsp_transport=tcp")):
+        assert_one_line_error(cli(src, *args, cwd=tmp_path), code=2, match=f"{args[0]}: for live streams")
+    r = cli(src, "-o", "x.mp4", "--review", "x.mp4", cwd=tmp_path)
+    assert_one_line_error(r, code=2, match="--review x.mp4: the review page is an .html file")
+    r = cli("--ray", src, cwd=tmp_path)   # the input, not Ray's address (Ray itself may be missing here)
+    assert "no input given" not in r.stderr and "Traceback" not in r.stderr
+    assert leftovers(tmp_path) in ([], ["two.anon.mp4"])
+
+
+def test_the_demo_replaces_only_its_own_video(tmp_path):
+    (tmp_path / "mine.json").write_text("keep me")
+    assert_one_line_error(cli("--demo", "--json", "mine.json", cwd=tmp_path), match="--json mine.json exists")
+    assert leftovers(tmp_path) == ["mine.json"] and (tmp_path / "mine.json").read_text() == "keep me"

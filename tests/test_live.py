@@ -555,7 +555,9 @@ def test_an_rtsp_push_reaches_the_server_with_every_face_covered(clip, tmp_path)
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--latency", "0"], "latency"),
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--input-option", "novalue"], "KEY=VALUE"),
     (["tcp://127.0.0.1:9", "-o", "hls/s.m3u8", "--record", "rtsp://127.0.0.1:9/x"], "--record"),  # not a file
-    (["clip.mp4", "-o", "out.mp4", "--record", "rec.mkv"], "--record is for live"),
+    (["clip.mp4", "-o", "out.mp4", "--record", "rec.mkv"], "--record: for live streams"),
+    (["clip.mp4", "-o", "out.mp4", "--latency", "2", "--on-overload", "cover"], "--latency, --on-overload: for live"),
+    (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--reconnect", "-1"], "--reconnect must be 0 or more"),
     (["tcp://127.0.0.1:9", "-o", "rec.mkv", "--review"], "--review is for files"),  # never silently ignored
 ])
 def test_live_mistakes_are_one_line_errors(args, words, tmp_path, capsys, monkeypatch):

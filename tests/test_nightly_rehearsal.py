@@ -1,6 +1,6 @@
 """scripts/nightly_gpu.py's logic without a GPU: the summary it writes part by part, the box
 agreement arithmetic, the throughput figures, the mosaic check (strict CuPy stand-in), the baseline
-comparison, and a clean refusal where there is no GPU. The GPU parts themselves run on a lent GPU."""
+comparison, and a clean refusal where there is no GPU. The GPU parts themselves run on a GPU."""
 from __future__ import annotations
 
 import importlib.util
@@ -93,12 +93,12 @@ def test_targets_are_reported_met_or_not(nightly):
 
 def test_the_clip_is_made_here_and_only_read_on_the_gpu(nightly, tmp_path, capsys):
     """--make-clips writes the clip and its ground truth (no GPU needed); --clips only reads them: a missing clip
-    is an error that says how to make it, never made on the lent machine."""
+    is an error that says how to make it, never made on the GPU machine."""
     clips = tmp_path / "clips"
     with pytest.raises(FileNotFoundError, match="--make-clips"):
         nightly.workload(clips, 12, (320, 180), make=False)
     assert nightly.main(["--make-clips", str(clips), "--frames", "12", "--size", "320x180"]) == 0
-    assert "carry" in capsys.readouterr().out
+    assert "to the GPU machine" in capsys.readouterr().out
     made = nightly.workload(clips, 12, (320, 180), make=False)
     again = nightly.workload(clips, 12, (320, 180), make=False)
     assert len(made.boxes) == 12 and made.boxes == again.boxes and made.faces == again.faces
@@ -173,7 +173,7 @@ def test_streamed_face_check_passes_output_and_fails_input(nightly, tmp_path):
 
 
 def test_the_whole_acceptance_runs_within_its_budget_on_the_stand_ins(nightly, strict_gpu, monkeypatch, tmp_path):  # noqa: F811
-    """The one command a lent GPU runs first, end to end on the CPU: CuPy (strict stand-in, kernels
+    """The one command a GPU machine runs first, end to end on the CPU: CuPy (strict stand-in, kernels
     emulated), CPU PyTorch as CUDA, PyAV's batches uploaded and decoded ahead in their thread, libx264 from GPU
     YUV; three parts, a 360 s budget, the summary written part by part, the clip made beforehand and carried.
     tests/gpu cannot run here (a child process has no stand-ins), so that part must say that no GPU test ran,

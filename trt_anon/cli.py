@@ -18,6 +18,7 @@ from .config import Config
 from .errors import AnonError, ConfigError, InputError, OutputError, Terminated
 from .media.files import IMAGE_EXTS
 
+LIVE_DEFAULTS = {"latency": 0.5, "on_overload": "drop", "reconnect": 5}   # options of live streams only
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
               ".flv", ".3gp", ".ogv"}
 
@@ -68,14 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     live = p.add_argument_group("live streams (an rtsp://, srt://, tcp://, udp://, http(s):// URL or /dev/video*)")
     live.add_argument("--live", action="store_true",
                       help="treat the input as a live stream (a file is read at its own frame rate, as a camera)")
-    live.add_argument("--latency", type=float, default=0.5, metavar="SECONDS",
+    live.add_argument("--latency", type=float, default=LIVE_DEFAULTS["latency"], metavar="SECONDS",
                       help="the most delay a frame may have (default 0.5): each frame is written by then, with the "
                            "back-fill the time left allows; frames that would be later are dropped or covered, never "
                            "written raw")
-    live.add_argument("--on-overload", choices=("drop", "cover"), default="drop",
+    live.add_argument("--on-overload", choices=("drop", "cover"), default=LIVE_DEFAULTS["on_overload"],
                       help="frames the machine cannot process in time: drop them (default) or write them black (every "
                            "frame kept in place)")
-    live.add_argument("--reconnect", type=int, default=5, metavar="N",
+    live.add_argument("--reconnect", type=int, default=LIVE_DEFAULTS["reconnect"], metavar="N",
                       help="times a network source that fails (an error, or no data for 10 s) is reopened, backing "
                            "off 1, 2, 4, 8 s (default 5; 0: the run ends with it); a stream its sender ends is over")
     live.add_argument("--record", metavar="PATH", help="also write a recording (.mkv, .mp4, .ts) beside -o (a stream "
@@ -250,11 +251,21 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
             from .consent import people
             people(config.keep_faces)
         if isinstance(args.review, str) and Path(args.review).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS:
+            if not Path(args.review).exists():
+                raise ConfigError(f"--review {args.review}: the review page is an .html file (or, with several "
+                                  "inputs, a folder)")
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True
+        if args.ray not in (None, "local", "auto") and Path(args.ray).exists():
+            args.inputs.insert(0, args.ray)  # `--ray clips/`: argparse took the input for the address
+            args.ray = "local"
         if args.demo:
             if args.inputs:
                 raise ConfigError("--demo takes no inputs")
+            for flag, name in (("--json", args.json_path), ("--review", args.review)):
+                if isinstance(name, str) and Path(name).is_file() and not args.overwrite:
+                    raise OutputError(f"{flag} {name} exists; pass --overwrite to replace it (the demo replaces "
+                                      "only its own demo.anon.mp4)")
             inputs = [demo_clip()]
             output = args.output or "demo.anon.mp4"
         else:
@@ -265,8 +276,13 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
                 if config.sign:
                     raise ConfigError("--sign is for files: a live stream's output is never whole to be signed")
                 return _main_live(args, config)
-            if args.record:
-                raise ConfigError("--record is for live streams (a URL, /dev/video*, or --live)")
+            live_only = [flag for flag, given in (("--latency", args.latency != LIVE_DEFAULTS["latency"]),
+                                                  ("--on-overload", args.on_overload != LIVE_DEFAULTS["on_overload"]),
+                                                  ("--reconnect", args.reconnect != LIVE_DEFAULTS["reconnect"]),
+                                                  ("--record", args.record), ("--input-format", args.input_format),
+                                                  ("--input-option", args.input_option)) if given]
+            if live_only:
+                raise ConfigError(f"{', '.join(live_only)}: for live streams (a URL, /dev/video*, or --live)")
             inputs = expand(args.inputs)
             output = args.output
         if args.ray is None and (args.workers is not None or args.skip_existing or args.segment_frames is not None):
@@ -276,8 +292,11 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         folders = []  # created before any work, or none of them; with several inputs (or Ray) -o is a folder
         if output is not None and (many or args.ray is not None or str(output).endswith(("/", os.sep))):
             folders.append(("-o", str(output)))
-        if args.json_path and (many or args.ray is not None):  # process() writes NAME.anon.json into it
+        # process() writes NAME.anon.json into a folder
+        if args.json_path and (many or args.ray is not None or str(args.json_path).endswith(("/", os.sep))):
             folders.append(("--json", args.json_path))
+        if many:
+            clashes(inputs, output, dict(folders).get("--json"), review)
         if review_folder is not None:
             folders.append(("--review", review_folder))
         made = make_folders(folders, many)
@@ -296,6 +315,28 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
 
 
 FILE_NAMES = {"-o": VIDEO_EXTS | IMAGE_EXTS, "--json": {".json"}}   # what a folder of outputs is not called
+
+
+def clashes(inputs: list[Path], output, json_folder: str | None, review) -> None:
+    """Refuse, before any work, two inputs whose outputs would have one name: a file given twice, or x/clip.mp4 and
+    y/clip.mp4 into one -o folder (the second would replace the first, or stop at it). Videos keep their
+    extension (clip.mp4 and clip.mov are two outputs); JSON files and review pages do not."""
+    seen: dict[tuple, Path] = {}
+    for src in inputs:
+        video = Path(output) if output is not None else src.parent
+        homes = [("-o", video, src.suffix.lower())]
+        if json_folder:
+            homes.append(("--json", Path(json_folder), ""))
+        if review:
+            homes.append(("--review", Path(review) if isinstance(review, str) else video, ""))
+        for flag, folder, ext in homes:
+            first = seen.setdefault((str(folder.resolve()), src.stem, ext), src)
+            if first is src:
+                continue
+            if first.resolve() == src.resolve():
+                raise ConfigError(f"{src} is given twice")
+            raise OutputError(f"{first} and {src} would both be written as {src.stem}.anon.* in {folder} ({flag}): "
+                              "the second would replace the first; give them different names or outputs")
 
 
 def make_folders(folders: list[tuple[str, str]], many: bool) -> list[Path]:
@@ -351,7 +392,7 @@ def _run_files(args, config: Config, inputs: list[Path], output, review, index: 
             print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
             if args.debug:
                 raise
-            return {"name": src.name, "report": None, "error": say(exc)}
+            return {"name": src.name, "report": None, "error": say(exc), "code": exc.exit_code}
         except Exception as exc:  # a bug: still one line, and fail closed (process() cleaned up)
             bar.close()
             if args.debug:
@@ -370,7 +411,9 @@ def _run_files(args, config: Config, inputs: list[Path], output, review, index: 
     if index is not None:
         _write_index(rows, index, args)
     if many and not args.quiet:
-        _say(f"{len(inputs) - failed} of {len(inputs)} files anonymized")
+        _say(f"{len(inputs) - failed} of {len(inputs)} file{'s' * (len(inputs) != 1)} anonymized")
+    if failed and not many:  # one input: its error's own code (2: an option that cannot work for it)
+        return rows[0].get("code", 1)
     return 1 if failed else 0
 
 
@@ -449,6 +492,8 @@ def _main_live(args: argparse.Namespace, config: Config) -> int:
     if len(args.inputs) != 1 or not args.output:
         raise ConfigError("a live stream takes one input and -o (a .mkv/.mp4/.ts file, a .m3u8 path, or an "
                           "rtsp://, srt://, tcp:// or udp:// URL)")
+    if args.reconnect < 0:
+        raise ConfigError(f"--reconnect must be 0 or more, not {args.reconnect}")
     if args.review or args.review_originals:
         raise ConfigError("--review is for files (a live stream is not kept to be read again); --json records "
                           "the boxes of every frame written, and --record keeps the anonymized stream")

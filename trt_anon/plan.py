@@ -122,13 +122,19 @@ def plan(source: str | os.PathLike, output: str | os.PathLike | None = None, con
     if review:
         from .review import require, review_path
         require()
-        page = media.resolve_output(src, review_path(review, dst), cfg.overwrite)
+        page = media.resolve_output(src, review_path(review, dst), cfg.overwrite, what="review page", ext=".html")
     json = None
     if cfg.json_path:
         json = Path(cfg.json_path)
         if json.is_dir():
             json = json / f"{src.stem}.anon.json"
-        json = media.resolve_output(src, json, cfg.overwrite)
+        json = media.resolve_output(src, json, cfg.overwrite, what="JSON file", ext=".json")
+    # one file each: a JSON file or page at the video's path would be replaced by it (or stop the run at its end)
+    written = [(what, path) for what, path in (("output", dst), ("JSON file", json), ("review page", page)) if path]
+    for k, (what, path) in enumerate(written):
+        for other, there in written[:k]:
+            if path.resolve() == there.resolve():
+                raise OutputError(f"the {what} and the {other} are both {path}; give each its own name")
     if cfg.keep_faces:  # the photos read (once for many files) and refused now, not after the first frames
         from .consent import people
         people(cfg.keep_faces)

@@ -50,10 +50,11 @@ class Report:
     def summary(self) -> str:
         stages = ", ".join(f"{k}={v}" for k, v in self.backends.items())
         signed = f", Content Credentials signed by {self.signed['signer']}" if self.signed else ""
-        kept = "".join(f"\n  kept visible: {k['person']} (track {k['track']}, {k['frames']} frames, distance "
+        kept = "".join(f"\n  kept visible: {k['person']} (track {k['track']}, {_n(k['frames'], 'frame')}, distance "
                        f"{k['distance']})" for k in self.kept)
-        return (f"{self.output}: {self.frames} frames in {self.wall:.1f}s ({self.fps:.1f} fps), "
-                f"faces in {self.frames_with_faces} frames (max {self.max_faces} boxes){signed} [{stages}]{kept}")
+        return (f"{self.output}: {_n(self.frames, 'frame')} in {self.wall:.1f}s ({self.fps:.1f} fps), faces in "
+                f"{_n(self.frames_with_faces, 'frame')} (max {_n(self.max_faces, 'box', 'boxes')}){signed} "
+                f"[{stages}]{kept}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -125,3 +126,8 @@ class BoxLog:
         added = "" if self.added is None else ',\n"added": ' + json.dumps(self.added)
         self.file.write('],\n"tracks": [\n' + tracks + "\n]" + added + ',\n"report": ' + json.dumps(report.to_dict())
                         + (',\n"audit": ' + json.dumps(audit) if audit is not None else "") + "}\n")
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{count} {one if count == 1 else many or one + 's'}"

@@ -154,7 +154,7 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
     video will be written in (the input's own 4:2:2 or 4:4:4 is kept on the CPU path), for the profile named."""
     if holds is None:
         raise OutputError(f"{ext or 'a name without extension'} is not a video container trt_anon writes; "
-                          "write .mp4, .mkv, .mov or .webm")
+                          "write .mp4, .m4v, .mov, .mkv, .webm, .avi, .flv or .3gp")
 
     def keeps_depth(codec: Codec) -> bool:
         return not deep or ten_bit(codec.encoder)
@@ -191,4 +191,4 @@ def choose_codec(asked: str | None, ext: str, holds: frozenset[str] | None, deep
         return codec.name, None if codec.name == first else \
             f"{ext} cannot hold H.264: video written as {codec.name} ({codec.encoder})"
     raise OutputError(f"trt_anon does not write {ext} files: they hold none of the video codecs it writes "
-                      f"({', '.join(CODECS)}); write .mp4, .mkv, .mov or .webm")
+                      f"({', '.join(CODECS)}); write .mp4, .m4v, .mov, .mkv, .webm, .avi, .flv or .3gp")

@@ -61,8 +61,10 @@ def default_output(src: Path, out_dir: Path | None = None, fits=lambda ext: True
     return (out_dir or src.parent) / f"{src.stem}.anon{new_ext}"
 
 
-def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool, fits=lambda ext: True) -> Path:
-    """Decide the output path and refuse the dangerous ones before any work is done."""
+def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool, fits=lambda ext: True,
+                   what: str = "output", ext: str = ".mp4") -> Path:
+    """Decide the output path and refuse the dangerous ones before any work is done. ``what``: how the messages
+    name it (the video "output", the "JSON file", the "review page"), ``ext``: the extension they suggest."""
     if output is None:
         dst = default_output(src, None, fits)
     else:
@@ -70,26 +72,27 @@ def resolve_output(src: Path, output: str | os.PathLike | None, overwrite: bool,
         if dst.is_dir():
             dst = default_output(src, dst, fits)
     if not dst.suffix:
-        raise OutputError(f"output {dst} has no extension; name the container, e.g. {dst}.mp4")
+        name = "name the container" if what == "output" else "name it"
+        raise OutputError(f"{what} {dst} has no extension; {name}, e.g. {dst}{ext}")
     if dst.exists() or dst.is_symlink():
         try:
             same = dst.samefile(src)
         except OSError:
             same = False
         if same or dst.resolve() == src.resolve():
-            raise OutputError(f"output {dst} is the input; trt_anon never overwrites its input")
+            raise OutputError(f"{what} {dst} is the input; trt_anon never overwrites its input")
         if dst.is_dir():
-            raise OutputError(f"output {dst} is a folder")
+            raise OutputError(f"{what} {dst} is a folder")
         if not overwrite:
-            raise OutputError(f"output {dst} exists; pass --overwrite to replace it")
+            raise OutputError(f"{what} {dst} exists; pass --overwrite to replace it")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         blocking = next((p for p in (parent, *parent.parents) if p.exists() or p.is_symlink()), None)
         if blocking is not None and not blocking.is_dir():  # notes.mp4/out.mp4, notes.mp4 a file
-            raise OutputError(f"output {dst}: {blocking} is a file, not a folder")
-        raise OutputError(f"output folder {parent} does not exist")
+            raise OutputError(f"{what} {dst}: {blocking} is a file, not a folder")
+        raise OutputError(f"{what} folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {parent} is not writable")
+        raise OutputError(f"{what} folder {parent} is not writable")
     return dst
 
 
