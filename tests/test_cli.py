@@ -379,9 +379,11 @@ def test_outputs_that_would_replace_each_other_are_refused_before_any_work(clips
         r = cli(x, y, "-o", "out/", *extra, cwd=tmp_path)
         assert_one_line_error(r, match=f"{x} and {y} would both be written as clip.anon.* in out (-o)")
     assert_one_line_error(cli(x, x, cwd=tmp_path), code=2, match="x/clip.mp4 is given twice")
-    # clip.mp4 and clip.mov make two videos, but one NAME.anon.json
+    # clip.mp4 and clip.mov make two videos, but one NAME.anon.json; clip.avi is written as clip.anon.mp4
     r = cli(x, "x/clip.mov", "--json", "js", cwd=tmp_path)
     assert_one_line_error(r, match="would both be written as clip.anon.* in js (--json)")
+    shutil.copy(clips["two"].path, tmp_path / "y" / "clip.avi")
+    assert_one_line_error(cli(x, "y/clip.avi", "-o", "out/", cwd=tmp_path), match="would both be written as")
     assert leftovers(tmp_path) == ["x", "y"] and leftovers(tmp_path / "x") == ["clip.mov", "clip.mp4"]
     # one input: its JSON file at the video's path
     for extra in ((), ("--overwrite",)):
@@ -415,6 +417,9 @@ def test_options_that_do_nothing_here_are_refused(clips, tmp_path):
     assert_one_line_error(r, code=2, match="--review x.mp4: the review page is an .html file")
     r = cli("--ray", src, cwd=tmp_path)   # the input, not Ray's address (Ray itself may be missing here)
     assert "no input given" not in r.stderr and "Traceback" not in r.stderr
+    r = cli("--ray", "missing.mp4", cwd=tmp_path)   # (without Ray: that it is missing, first)
+    assert r.returncode != 0 and "no input given" not in r.stderr and "Traceback" not in r.stderr
+    assert_one_line_error(cli("--demo", "--latency", "2", cwd=tmp_path), code=2, match="--latency: for live streams")
     assert leftovers(tmp_path) in ([], ["two.anon.mp4"])
 
 

@@ -306,10 +306,10 @@ def test_a_stretch_ends_where_the_face_is_missed_or_another_may_take_its_place()
 
 
 def test_a_face_lost_inside_hers_ends_her_stretch_only_once_it_may_be_where_she_is():
-    """A smaller box found once inside hers (the detector's partial duplicate of her face, or a face behind hers),
-    then held there, never found again: where it may have gone since does not hold her box, so the face found there
-    is still hers and her stretch goes on. Moving (its motion measured), it may be anywhere near after a while:
-    from then on her stretch ends at every look while it is held."""
+    """A smaller box found once inside hers (the detector's partial duplicate of her face, or a face behind hers;
+    listed before hers, as the tracker may), then held there, never found again: where it may have gone since does
+    not hold her box, so the face found there is still hers and her stretch goes on. Moving (its motion measured),
+    it may be anywhere near after a while: from then on her stretch ends at every look while it is held."""
     def shown(velocity):
         keeper, emb = _keeper(lambda f: ME)
         rng = np.random.default_rng(0)
@@ -317,7 +317,7 @@ def test_a_face_lost_inside_hers_ends_her_stretch_only_once_it_may_be_where_she_
         for f in range(120):
             frame = frame.copy()
             _stamp(frame, box, f)
-            tracker.tracks = [_T(0, box, f)] + [_T(1, (125, 120, 155, 160), 30, velocity=velocity)] * (f >= 30)
+            tracker.tracks = [_T(1, (125, 120, 155, 160), 30, velocity=velocity)] * (f >= 30) + [_T(0, box, f)]
             keeper.look(f, frame, tracker)
         keeper.finish()
         regions = [Regions(np.array([box], np.float32), np.ones(1, np.float32), np.array([HIT], np.uint8),
@@ -330,6 +330,29 @@ def test_a_face_lost_inside_hers_ends_her_stretch_only_once_it_may_be_where_she_
     # the detector's jitter, from frame 62
     moving = shown(np.full(4, 0.5, np.float32))
     assert 31 in moving and 55 in moving and not any(f >= 62 for f in moving)
+
+
+@pytest.mark.parametrize("lost_first", [False, True])   # (the tracker lists its tracks in any order)
+def test_her_box_jumping_toward_a_face_not_found_ends_her_stretch(lost_first):
+    """Another face 10 px right of hers, not found from frame 40 on (held where it was). Her stretch goes on: her box
+    stays far nearer its own last box than the other's. At 60 her box jumps 40 px toward where the other face was:
+    that could be the other face, moved unseen, taking her number; her stretch ends there. A look later her box
+    stays where it came: a new stretch, shown once matched."""
+    keeper, emb = _keeper(lambda f: ME)
+    frame, tracker = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8), _Tracks()
+    for f in range(120):
+        box = (100, 100, 180, 190) if f < 60 else (140, 100, 220, 190)
+        frame = frame.copy()
+        _stamp(frame, box, f)
+        tracks = [_T(0, box, f), _T(1, (190, 100, 270, 190), min(f, 39))]
+        tracker.tracks = tracks[::-1] if lost_first else tracks
+        keeper.look(f, frame, tracker)
+    keeper.finish()
+    regions = [Regions(np.array([(100, 100, 180, 190) if f < 60 else (140, 100, 220, 190)], np.float32),
+                       np.ones(1, np.float32), np.array([HIT], np.uint8), np.zeros(1, np.int32),
+                       np.zeros((1, 4), np.float32)) for f in range(120)]
+    shown = [i for i, r in enumerate(keeper.mark(regions, 0)) if r.kept.any()]
+    assert all(f in shown for f in range(40, 58)) and 60 not in shown and all(f in shown for f in range(61, 110))
 
 
 def test_a_face_beside_another_counts_only_where_it_matches():

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config
 from .errors import AnonError, ConfigError, InputError, OutputError, Terminated
-from .media.files import IMAGE_EXTS
+from .media.files import IMAGE_EXTS, default_output
 
 LIVE_DEFAULTS = {"latency": 0.5, "on_overload": "drop", "reconnect": 5}   # options of live streams only
 VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
@@ -256,12 +256,14 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
                                   "inputs, a folder)")
             args.inputs.insert(0, args.review)  # `--review in.mp4`: argparse took the input for PATH
             args.review = True
-        if args.ray not in (None, "local", "auto") and Path(args.ray).exists():
+        if args.ray not in (None, "local", "auto") and (Path(args.ray).exists() or
+                                                        Path(args.ray).suffix.lower() in VIDEO_EXTS | IMAGE_EXTS):
             args.inputs.insert(0, args.ray)  # `--ray clips/`: argparse took the input for the address
             args.ray = "local"
         if args.demo:
             if args.inputs:
                 raise ConfigError("--demo takes no inputs")
+            _no_live_options(args)
             for flag, name in (("--json", args.json_path), ("--review", args.review)):
                 if isinstance(name, str) and Path(name).is_file() and not args.overwrite:
                     raise OutputError(f"{flag} {name} exists; pass --overwrite to replace it (the demo replaces "
@@ -276,13 +278,7 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
                 if config.sign:
                     raise ConfigError("--sign is for files: a live stream's output is never whole to be signed")
                 return _main_live(args, config)
-            live_only = [flag for flag, given in (("--latency", args.latency != LIVE_DEFAULTS["latency"]),
-                                                  ("--on-overload", args.on_overload != LIVE_DEFAULTS["on_overload"]),
-                                                  ("--reconnect", args.reconnect != LIVE_DEFAULTS["reconnect"]),
-                                                  ("--record", args.record), ("--input-format", args.input_format),
-                                                  ("--input-option", args.input_option)) if given]
-            if live_only:
-                raise ConfigError(f"{', '.join(live_only)}: for live streams (a URL, /dev/video*, or --live)")
+            _no_live_options(args)
             inputs = expand(args.inputs)
             output = args.output
         if args.ray is None and (args.workers is not None or args.skip_existing or args.segment_frames is not None):
@@ -295,11 +291,17 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
         # process() writes NAME.anon.json into a folder
         if args.json_path and (many or args.ray is not None or str(args.json_path).endswith(("/", os.sep))):
             folders.append(("--json", args.json_path))
-        if many:
-            clashes(inputs, output, dict(folders).get("--json"), review)
         if review_folder is not None:
             folders.append(("--review", review_folder))
         made = make_folders(folders, many)
+        if many:
+            try:
+                clashes(inputs, output, dict(folders).get("--json"), review)
+            except AnonError:
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
     except AnonError as exc:
         print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
         return exc.exit_code
@@ -317,14 +319,26 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
 FILE_NAMES = {"-o": VIDEO_EXTS | IMAGE_EXTS, "--json": {".json"}}   # what a folder of outputs is not called
 
 
+def _no_live_options(args: argparse.Namespace) -> None:
+    """A live stream's options on a file: refused (they would do nothing)."""
+    given = [flag for flag, value in (("--latency", args.latency != LIVE_DEFAULTS["latency"]),
+                                      ("--on-overload", args.on_overload != LIVE_DEFAULTS["on_overload"]),
+                                      ("--reconnect", args.reconnect != LIVE_DEFAULTS["reconnect"]),
+                                      ("--record", args.record), ("--input-format", args.input_format),
+                                      ("--input-option", args.input_option)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for live streams (a URL, /dev/video*, or --live)")
+
+
 def clashes(inputs: list[Path], output, json_folder: str | None, review) -> None:
     """Refuse, before any work, two inputs whose outputs would have one name: a file given twice, or x/clip.mp4 and
-    y/clip.mp4 into one -o folder (the second would replace the first, or stop at it). Videos keep their
-    extension (clip.mp4 and clip.mov are two outputs); JSON files and review pages do not."""
+    y/clip.mp4 into one -o folder (the second would replace the first, or stop at it). Videos are told apart by
+    the extension they are written with (clip.mp4 and clip.mov are two outputs, clip.avi and clip.mp4 one: AVI is
+    written as .mp4); JSON files and review pages by name alone."""
     seen: dict[tuple, Path] = {}
     for src in inputs:
         video = Path(output) if output is not None else src.parent
-        homes = [("-o", video, src.suffix.lower())]
+        homes = [("-o", video, default_output(src, video).suffix.lower())]
         if json_folder:
             homes.append(("--json", Path(json_folder), ""))
         if review:

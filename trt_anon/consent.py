@@ -564,7 +564,8 @@ def _swapped(alive: list, states: list[_Followed], f: int, last: int) -> np.ndar
     the one before, ``last``): their ``_swept`` areas meet, and they are not both found at both looks with each
     box ``APART`` times nearer (coordinate by coordinate) its own box at the last look than the other's. A face
     found at both looks beside one not found now is at risk only where the other's area holds its box (less the
-    detector's jitter): the other face, wherever it went, could not be where this box is, nor has it this size."""
+    detector's jitter), or where its box is not ``APART`` times nearer its own box at the last look than the other
+    face's last box: elsewhere the other face, wherever it went, could not be where this box is, at this size."""
     areas = np.stack([_swept(t, state, f) for t, state in zip(alive, states)])
     meet = _meet(areas)
     risky = np.zeros(len(alive), bool)
@@ -572,21 +573,27 @@ def _swapped(alive: list, states: list[_Followed], f: int, last: int) -> np.ndar
         pair = [(alive[k], states[k]) for k in (i, j)]
         both = [t.last_hit == f and state.box is not None and state.hit == last for t, state in pair]
         if all(both):
-            for (t, state), (_, other) in (pair, pair[::-1]):
-                box = np.asarray(t.box, np.float32)
-                own = max(float(np.abs(box - state.box).max()), PAD * float(box[2] - box[0]))
-                if float(np.abs(box - other.box).max()) <= APART * own:
-                    risky[[i, j]] = True
+            risky[[i, j]] = not all(_stays(t, state, other.box) for (t, state), (_, other) in (pair, pair[::-1]))
             continue
         k = both.index(True) if any(both) else None
         if k is None or pair[1 - k][0].last_hit == f:  # one found at this look only (new, or back): either's face
             risky[[i, j]] = True
             continue
-        box = np.asarray(pair[k][0].box, np.float32)
+        (t, state), (lost, other) = pair[k], pair[1 - k]
+        box = np.asarray(t.box, np.float32)
         inner, area = _grown(box, -PAD * float(box[2] - box[0])), areas[(i, j)[1 - k]]
-        if np.all(inner[:2] >= area[:2]) and np.all(inner[2:] <= area[2:]):
-            risky[[i, j]] = True
+        held = np.all(inner[:2] >= area[:2]) and np.all(inner[2:] <= area[2:])
+        last_seen = other.box if other.box is not None else np.asarray(lost.box, np.float32)
+        risky[[i, j]] = held or not _stays(t, state, last_seen)
     return risky
+
+
+def _stays(t, state: _Followed, other: np.ndarray) -> bool:
+    """Whether track ``t``'s box at this look is ``APART`` times nearer (coordinate by coordinate) its own box at the
+    last look (``state``) than ``other``, another face's box then."""
+    box = np.asarray(t.box, np.float32)
+    own = max(float(np.abs(box - state.box).max()), PAD * float(box[2] - box[0]))
+    return float(np.abs(box - other).max()) > APART * own
 
 
 def _meet(g: np.ndarray) -> np.ndarray:

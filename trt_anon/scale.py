@@ -353,7 +353,8 @@ def _import_ray(local: bool = False):
         os.environ.update(RAY_ENV)
     try:
         import ray
-    except ImportError:
+        ray.init  # (a folder named ray where Python looks first, Ray's own /tmp/ray say, imports as an empty package)
+    except (ImportError, AttributeError):
         raise ConfigError("Ray is not installed: pip install 'trt_anon[ray]'") from None
     return ray
 
