@@ -298,9 +298,7 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
             try:
                 clashes(inputs, output, dict(folders).get("--json"), review)
             except AnonError:
-                for folder in made:
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()
+                remove_empty(made)
                 raise
     except AnonError as exc:
         print(f"trt-anon: error: {say(exc)}", file=sys.stderr)
@@ -311,9 +309,7 @@ def _main(args: argparse.Namespace, finished: list[str]) -> int:
             return _main_ray(args, config, inputs, output, review)
         return _run_files(args, config, inputs, output, review, index, many, finished)
     finally:
-        for folder in made:  # one this run created and nothing was written into (every file failed)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)  # those this run created and nothing was written into (every file failed)
 
 
 FILE_NAMES = {"-o": VIDEO_EXTS | IMAGE_EXTS, "--json": {".json"}}   # what a folder of outputs is not called
@@ -375,11 +371,16 @@ def make_folders(folders: list[tuple[str, str]], many: bool) -> list[Path]:
             except OSError as exc:
                 raise OutputError(f"{flag} {path}: cannot create the folder ({exc.strerror or exc})") from None
     except AnonError:
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)
         raise
     return made
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a run created (innermost first) where they are still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _run_files(args, config: Config, inputs: list[Path], output, review, index: Path | None, many: bool,

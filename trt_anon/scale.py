@@ -353,9 +353,10 @@ def _import_ray(local: bool = False):
         os.environ.update(RAY_ENV)
     try:
         import ray
-        ray.init  # (a folder named ray where Python looks first, Ray's own /tmp/ray say, imports as an empty package)
-    except (ImportError, AttributeError):
-        raise ConfigError("Ray is not installed: pip install 'trt_anon[ray]'") from None
+    except ImportError:
+        ray = None
+    if not hasattr(ray, "init"):  # (a folder named ray where Python looks first, Ray's /tmp/ray say, is no Ray)
+        raise ConfigError("Ray is not installed: pip install 'trt_anon[ray]'")
     return ray
 
 
